@@ -1,0 +1,16 @@
+//! Types and clients shared by the bulk-import binaries: settings, the job row, the storage
+//! client, progress snapshots, e-mail validation and database helpers.
+
+pub mod db;
+pub mod email;
+pub mod hashing;
+pub mod job;
+pub mod progress;
+pub mod settings;
+pub mod storage;
+pub mod telemetry;
+
+pub use email::Email;
+pub use job::{ImportMode, Job, JobStatus};
+pub use settings::Settings;
+pub use storage::Storage;

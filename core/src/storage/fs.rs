@@ -1,0 +1,110 @@
+//! Local-directory backend (`STORAGE=fs`): objects are files under `STORAGE_DIR`; writes go to
+//! a temporary file renamed into place, so a failed upload leaves nothing behind.
+
+use super::{ObjectReader, Result, StorageError};
+use std::{
+    io::SeekFrom,
+    path::{Component, Path, PathBuf},
+};
+use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt};
+
+#[derive(Clone, Debug)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    pub fn new(root: PathBuf) -> Result<FsStore> {
+        std::fs::create_dir_all(&root).map_err(|e| {
+            StorageError::Other(format!(
+                "cannot create storage directory {}: {e}",
+                root.display()
+            ))
+        })?;
+        Ok(FsStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let rel = Path::new(key);
+        if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(StorageError::Other(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(m.len()),
+            Ok(_) => Err(StorageError::NotFound(key.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn open_read(&self, key: &str, offset: u64) -> Result<ObjectReader> {
+        let path = self.path(key)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StorageError::NotFound(key.into()),
+                _ => e.into(),
+            })?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).await?;
+        }
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(
+            256 * 1024,
+            file,
+        )))
+    }
+
+    pub async fn put_stream<R: AsyncRead + Unpin + Send>(
+        &self,
+        key: &str,
+        mut body: R,
+    ) -> Result<u64> {
+        let path = self.path(key)?;
+        let parent = path.parent().expect("object paths have a parent");
+        tokio::fs::create_dir_all(parent).await?;
+        let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            let n = tokio::io::copy(&mut body, &mut file).await?;
+            file.flush().await?;
+            file.sync_all().await?;
+            tokio::fs::rename(&tmp, &path).await?;
+            Ok::<_, std::io::Error>(n)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        Ok(result?)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn check(&self) -> Result<()> {
+        let meta = tokio::fs::metadata(&self.root).await?;
+        if !meta.is_dir() {
+            return Err(StorageError::Other(format!(
+                "{} is not a directory",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Object storage behind one interface: S3 (Garage, MinIO, AWS) or a local directory.
+//! Reads are streamed from a byte offset (for resuming), writes are streamed in parts.
+
+mod fs;
+mod s3;
+
+pub use fs::FsStore;
+pub use s3::S3Store;
+
+use crate::settings::{Settings, StorageSettings};
+use std::{pin::Pin, time::Duration};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    /// Network trouble, timeouts, 5xx: worth retrying.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+impl StorageError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_))
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound(e.to_string()),
+            _ => StorageError::Other(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    S3(S3Store),
+    Fs(FsStore),
+}
+
+/// The storage client: a backend plus the key prefix of this deployment (or test run).
+#[derive(Clone, Debug)]
+pub struct Storage {
+    backend: Backend,
+    prefix: String,
+}
+
+impl Storage {
+    pub fn from_settings(settings: &Settings) -> Result<Storage> {
+        let backend = match &settings.storage {
+            StorageSettings::Fs { dir } => Backend::Fs(FsStore::new(dir.clone())?),
+            s3 @ StorageSettings::S3 { .. } => Backend::S3(S3Store::new(s3)),
+        };
+        Ok(Storage {
+            backend,
+            prefix: settings.key_prefix.clone(),
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    /// Size of an object in bytes; `NotFound` when it does not exist.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let key = self.full(key);
+        match &self.backend {
+            Backend::S3(s) => s.size(&key).await,
+            Backend::Fs(f) => f.size(&key).await,
+        }
+    }
+
+    /// Streams an object from `offset` to its end.
+    pub async fn open_read(&self, key: &str, offset: u64) -> Result<ObjectReader> {
+        let key = self.full(key);
+        match &self.backend {
+            Backend::S3(s) => s.open_read(&key, offset).await,
+            Backend::Fs(f) => f.open_read(&key, offset).await,
+        }
+    }
+
+    /// Writes an object from a stream without holding it in memory; either the whole object
+    /// is stored or nothing is (a failed write leaves no partial object behind).
+    pub async fn put_stream<R: AsyncRead + Unpin + Send>(&self, key: &str, body: R) -> Result<u64> {
+        let key = self.full(key);
+        match &self.backend {
+            Backend::S3(s) => s.put_stream(&key, body).await,
+            Backend::Fs(f) => f.put_stream(&key, body).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let key = self.full(key);
+        match &self.backend {
+            Backend::S3(s) => s.delete(&key).await,
+            Backend::Fs(f) => f.delete(&key).await,
+        }
+    }
+
+    /// A URL a client can GET without credentials until `ttl` passes. `None` for the
+    /// directory backend, whose downloads the API signs and serves itself.
+    pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
+        let key = self.full(key);
+        match &self.backend {
+            Backend::S3(s) => s.presign_get(&key, ttl).await.map(Some),
+            Backend::Fs(_) => Ok(None),
+        }
+    }
+
+    /// Readiness: the bucket (or directory) answers.
+    pub async fn check(&self) -> Result<()> {
+        match &self.backend {
+            Backend::S3(s) => s.check().await,
+            Backend::Fs(f) => f.check().await,
+        }
+    }
+
+    /// Reads a whole object into memory; for tests and small objects only.
+    pub async fn read_to_vec(&self, key: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_read(key, 0).await?.read_to_end(&mut out).await?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fs_round_trip_with_offset_and_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage {
+            backend: Backend::Fs(FsStore::new(dir.path().to_path_buf()).unwrap()),
+            prefix: "run-1/".into(),
+        };
+        let n = storage
+            .put_stream("a/b.csv", &b"hello world"[..])
+            .await
+            .unwrap();
+        assert_eq!(n, 11);
+        assert_eq!(storage.size("a/b.csv").await.unwrap(), 11);
+        assert!(dir.path().join("run-1/a/b.csv").exists());
+        let mut tail = String::new();
+        storage
+            .open_read("a/b.csv", 6)
+            .await
+            .unwrap()
+            .read_to_string(&mut tail)
+            .await
+            .unwrap();
+        assert_eq!(tail, "world");
+        assert!(matches!(
+            storage.size("missing").await,
+            Err(StorageError::NotFound(_))
+        ));
+        storage.delete("a/b.csv").await.unwrap();
+        assert!(matches!(
+            storage.size("a/b.csv").await,
+            Err(StorageError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn fs_refuses_keys_escaping_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path().to_path_buf()).unwrap();
+        assert!(store.size("../etc/passwd").await.is_err());
+        assert!(store.size("/etc/passwd").await.is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! S3 backend (aws-sdk-s3): ranged streaming GETs, multipart PUTs aborted on failure, and
+//! presigned GETs signed for the public endpoint (`S3_PUBLIC_ENDPOINT_URL`).
+
+use super::{ObjectReader, Result, StorageError};
+use crate::settings::StorageSettings;
+use aws_sdk_s3::{
+    config::{
+        timeout::TimeoutConfig, BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation,
+    },
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    presigning::PresigningConfig,
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart},
+    Client,
+};
+use secrecy::ExposeSecret;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Part size of multipart uploads: the most an upload holds in memory at once.
+const PART_SIZE: u64 = 8 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: Client,
+    /// Same credentials, but signing for the host clients reach (presigned URLs).
+    public: Client,
+    bucket: String,
+}
+
+fn client(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(
+            access_key,
+            secret_key,
+            None,
+            None,
+            "bulk-import",
+        ))
+        .force_path_style(true)
+        // S3-compatible stores differ in checksum support; only send them where required.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .read_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+fn classify<E>(key: &str, err: SdkError<E>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let text = DisplayErrorContext(&err).to_string();
+    match (&err, status) {
+        (
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_),
+            _,
+        ) => StorageError::Unavailable(text),
+        (_, Some(404)) => StorageError::NotFound(key.to_string()),
+        (_, Some(s)) if s >= 500 || s == 429 => StorageError::Unavailable(text),
+        _ => StorageError::Other(text),
+    }
+}
+
+impl S3Store {
+    pub fn new(settings: &StorageSettings) -> S3Store {
+        let StorageSettings::S3 {
+            endpoint,
+            public_endpoint,
+            access_key,
+            secret_key,
+            bucket,
+            region,
+        } = settings
+        else {
+            unreachable!("S3Store::new is only called with S3 settings")
+        };
+        let secret = secret_key.expose_secret();
+        S3Store {
+            client: client(endpoint, region, access_key, secret),
+            public: client(public_endpoint, region, access_key, secret),
+            bucket: bucket.clone(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    pub async fn open_read(&self, key: &str, offset: u64) -> Result<ObjectReader> {
+        let mut req = self.client.get_object().bucket(&self.bucket).key(key);
+        if offset > 0 {
+            req = req.range(format!("bytes={offset}-"));
+        }
+        match req.send().await {
+            Ok(out) => Ok(Box::pin(out.body.into_async_read())),
+            // Resuming exactly at the end of the object: nothing left to read.
+            Err(e) if offset > 0 && e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
+                Ok(Box::pin(tokio::io::empty()))
+            }
+            Err(e) => Err(classify(key, e)),
+        }
+    }
+
+    pub async fn put_stream<R: AsyncRead + Unpin + Send>(
+        &self,
+        key: &str,
+        mut body: R,
+    ) -> Result<u64> {
+        let first = read_part(&mut body).await?;
+        if (first.len() as u64) < PART_SIZE {
+            let n = first.len() as u64;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(ByteStream::from(first))
+                .send()
+                .await
+                .map_err(|e| classify(key, e))?;
+            return Ok(n);
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| StorageError::Other("multipart upload without an id".into()))?
+            .to_string();
+        let result = self.upload_parts(key, &upload_id, first, &mut body).await;
+        if result.is_err() {
+            // Never leave the parts of a failed upload behind.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts<R: AsyncRead + Unpin + Send>(
+        &self,
+        key: &str,
+        upload_id: &str,
+        first: Vec<u8>,
+        body: &mut R,
+    ) -> Result<u64> {
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let mut chunk = first;
+        let mut number = 1;
+        loop {
+            total += chunk.len() as u64;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|e| classify(key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .part_number(number)
+                    .build(),
+            );
+            chunk = read_part(body).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        Ok(total)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        Ok(())
+    }
+
+    pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String> {
+        let config =
+            PresigningConfig::expires_in(ttl).map_err(|e| StorageError::Other(e.to_string()))?;
+        let req = self
+            .public
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| classify(key, e))?;
+        Ok(req.uri().to_string())
+    }
+
+    pub async fn check(&self) -> Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| classify(&self.bucket, e))?;
+        Ok(())
+    }
+}
+
+async fn read_part<R: AsyncRead + Unpin>(body: &mut R) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    body.take(PART_SIZE).read_to_end(&mut buf).await?;
+    Ok(buf)
+}

@@ -1,0 +1,29 @@
+//! The bulk-import importer: streams a CSV object from storage, validates every row, loads
+//! batches with COPY (each batch, its errors, the counters and the checkpoint in one
+//! transaction), publishes progress and writes `errors.csv`. See the README's "Import
+//! semantics" for the rules.
+
+pub mod copy;
+pub mod dedupe;
+pub mod load;
+pub mod publish;
+pub mod reader;
+pub mod report;
+pub mod run;
+pub mod source;
+pub mod submit;
+pub mod validate;
+
+pub use run::{run_job, Outcome, RunError};
+
+/// Process exit codes, so that executors know whether to run the importer again.
+pub mod exit {
+    /// The job is done, or had already ended.
+    pub const OK: i32 = 0;
+    /// A permanent failure (recorded in the job row when possible): do not retry.
+    pub const PERMANENT: i32 = 2;
+    /// A temporary failure (database unreachable, job not uploaded yet): retry later.
+    pub const TEMPORARY: i32 = 75;
+    /// Stopped by SIGTERM or SIGINT with a consistent checkpoint: retry to resume.
+    pub const INTERRUPTED: i32 = 143;
+}

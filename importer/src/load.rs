@@ -1,0 +1,387 @@
+//! Applies one batch in one transaction: its customer rows, its error rows, the job
+//! counters and the checkpoint, so that a crash at any point loses nothing and repeats
+//! nothing. Duplicate detection lives here too (see `insert_only` and `upsert` below).
+
+use crate::{
+    copy,
+    dedupe::SeenEmails,
+    validate::{Customer, ErrorCode, RowError},
+};
+use bulk_import_core::{db, ImportMode};
+use sqlx::{postgres::PgConnectOptions, Connection, PgConnection};
+use std::{collections::HashMap, time::Duration};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What the reader hands over: the rows and errors of a run of records, and the checkpoint
+/// (offset and line of the next record) once they are applied.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<Customer>,
+    pub errors: Vec<RowError>,
+    pub end_offset: u64,
+    pub end_line: u64,
+}
+
+impl Batch {
+    pub fn records(&self) -> usize {
+        self.rows.len() + self.errors.len()
+    }
+}
+
+/// Job counters after a batch, as committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Totals {
+    pub processed_rows: i64,
+    pub inserted_rows: i64,
+    pub updated_rows: i64,
+    pub error_rows: i64,
+    pub checkpoint_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The checkpoint is not where this importer left it: another importer runs the job, or
+    /// the job was finished or failed elsewhere.
+    #[error("the job's checkpoint moved under this importer (another importer is running it, or it was stopped)")]
+    CheckpointMoved,
+    /// A concurrent job inserted the same emails between our look-up and our COPY.
+    #[error("concurrent insert of the same emails")]
+    Conflict,
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl LoadError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LoadError::Db(e) => db::is_transient(e),
+            LoadError::Conflict => true,
+            _ => false,
+        }
+    }
+}
+
+const UNIQUE_VIOLATION: &str = "23505";
+/// Retries of a batch on transient errors: about a minute in all, then the job fails.
+const MAX_ATTEMPTS: u32 = 12;
+
+pub struct Loader {
+    options: PgConnectOptions,
+    conn: Option<PgConnection>,
+    stage_ready: bool,
+    job_id: Uuid,
+    mode: ImportMode,
+    seen: SeenEmails,
+    /// Set after a COPY hit an existing email: from then on every row is looked up first.
+    probe_all: bool,
+    /// Checkpoint this importer expects to find in the job row.
+    checkpoint: i64,
+    cancel: CancellationToken,
+}
+
+impl Loader {
+    pub fn new(
+        options: PgConnectOptions,
+        job_id: Uuid,
+        mode: ImportMode,
+        checkpoint: i64,
+        expected_rows: u64,
+        cancel: CancellationToken,
+    ) -> Loader {
+        Loader {
+            options,
+            conn: None,
+            stage_ready: false,
+            job_id,
+            mode,
+            seen: SeenEmails::new(expected_rows),
+            probe_all: false,
+            checkpoint,
+            cancel,
+        }
+    }
+
+    async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(PgConnection::connect_with(&self.options).await?);
+            self.stage_ready = false;
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    /// Applies a batch, retrying transient failures with exponential backoff (reconnecting
+    /// each time). Returns the job's committed totals.
+    pub async fn apply(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
+        let mut attempt = 0;
+        loop {
+            let result = match self.mode {
+                ImportMode::InsertOnly => self.insert_only(batch).await,
+                ImportMode::Upsert => self.upsert(batch).await,
+            };
+            match result {
+                Ok(totals) => {
+                    self.checkpoint = batch.end_offset as i64;
+                    return Ok(totals);
+                }
+                Err(LoadError::CheckpointMoved) => {
+                    // A commit whose acknowledgement was lost looks like this on the retry.
+                    if let Some(totals) = self.committed_at(batch.end_offset as i64).await? {
+                        self.checkpoint = batch.end_offset as i64;
+                        return Ok(totals);
+                    }
+                    return Err(LoadError::CheckpointMoved);
+                }
+                Err(e) if e.is_transient() && attempt + 1 < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    let delay = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
+                    tracing::warn!(error = %e, attempt, ?delay, "batch failed, retrying");
+                    self.conn = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.cancel.cancelled() => return Err(LoadError::Interrupted),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn committed_at(&mut self, offset: i64) -> Result<Option<Totals>, LoadError> {
+        let job_id = self.job_id;
+        let totals: Totals = sqlx::query_as(
+            "SELECT processed_rows, inserted_rows, updated_rows, error_rows, checkpoint_offset \
+             FROM import_jobs WHERE id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(self.conn().await?)
+        .await?;
+        Ok((totals.checkpoint_offset == offset).then_some(totals))
+    }
+
+    /// insert_only: the first occurrence of an email is inserted. A later occurrence in the
+    /// same batch is caught in memory; one in an earlier batch is found in the table, where
+    /// `last_import_id` tells this job's rows (duplicate_in_file, naming the first line) from
+    /// rows that were there before (duplicate_in_db). Rows are COPied straight into
+    /// `customers`; only emails that may exist are looked up first (a Bloom filter of this
+    /// run's emails, or every row once a COPY has hit an existing email).
+    async fn insert_only(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
+        let mut errors = batch.errors.clone();
+        let mut first_line: HashMap<&str, i64> = HashMap::with_capacity(batch.rows.len());
+        let mut keep: Vec<&Customer> = Vec::with_capacity(batch.rows.len());
+        for c in &batch.rows {
+            match first_line.get(c.email.as_str()) {
+                Some(&first) => errors.push(duplicate_in_file(c, first)),
+                None => {
+                    first_line.insert(&c.email, c.line);
+                    keep.push(c);
+                }
+            }
+        }
+        let candidates: Vec<&str> = keep
+            .iter()
+            .map(|c| c.email.as_str())
+            .filter(|e| self.probe_all || self.seen.may_contain(e))
+            .collect();
+        if !candidates.is_empty() {
+            let existing: HashMap<String, (Option<Uuid>, Option<i64>)> = sqlx::query_as::<_, (String, Option<Uuid>, Option<i64>)>(
+                "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
+            )
+            .bind(&candidates)
+            .fetch_all(self.conn().await?)
+            .await?
+            .into_iter()
+            .map(|(e, j, l)| (e, (j, l)))
+            .collect();
+            keep.retain(|c| match existing.get(&c.email) {
+                None => true,
+                Some((Some(job), Some(line))) if *job == self.job_id => {
+                    errors.push(duplicate_in_file(c, *line));
+                    false
+                }
+                Some(_) => {
+                    errors.push(duplicate_in_db(c));
+                    false
+                }
+            });
+        }
+
+        let mut data = Vec::with_capacity(keep.len() * 96);
+        let tail = format!("\t{}", self.job_id);
+        for c in &keep {
+            copy::push_customer(&mut data, c, tail.as_bytes());
+        }
+        let job_id = self.job_id;
+        let checkpoint = self.checkpoint;
+        let conn = self.conn().await?;
+        let mut tx = conn.begin().await?;
+        if !keep.is_empty() {
+            let mut sink = tx
+                .copy_in_raw(
+                    "COPY customers (email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN",
+                )
+                .await?;
+            sink.send(data).await?;
+            match sink.finish().await {
+                Ok(_) => {}
+                Err(e) if db::sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+                    // An email already in the table (or committed by a concurrent job since the
+                    // look-up): redo this batch looking every row up first.
+                    drop(tx);
+                    if self.probe_all {
+                        return Err(LoadError::Conflict);
+                    }
+                    self.probe_all = true;
+                    return Box::pin(self.insert_only(batch)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let totals = finish_batch(
+            &mut tx,
+            job_id,
+            checkpoint,
+            batch,
+            &errors,
+            keep.len() as i64,
+            0,
+        )
+        .await?;
+        tx.commit().await?;
+        for c in &keep {
+            self.seen.insert(&c.email);
+        }
+        Ok(totals)
+    }
+
+    /// upsert: `INSERT … ON CONFLICT (email) DO UPDATE` from a staging table. Repeated emails
+    /// in a batch are collapsed to their last occurrence (the one that wins); the earlier ones
+    /// count as updates, exactly as if each row had been applied in file order.
+    async fn upsert(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(batch.rows.len());
+        for (i, c) in batch.rows.iter().enumerate() {
+            last.insert(&c.email, i);
+        }
+        let mut data = Vec::with_capacity(last.len() * 96);
+        for (i, c) in batch.rows.iter().enumerate() {
+            if last[c.email.as_str()] == i {
+                copy::push_customer(&mut data, c, b"");
+            }
+        }
+        let job_id = self.job_id;
+        let checkpoint = self.checkpoint;
+        let need_stage = !self.stage_ready;
+        let conn = self.conn().await?;
+        if need_stage {
+            sqlx::query(
+                "CREATE TEMP TABLE IF NOT EXISTS import_stage \
+                 (email text, first_name text, last_name text, phone text, city text, line bigint) \
+                 ON COMMIT DELETE ROWS",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        let mut tx = conn.begin().await?;
+        let mut inserted = 0i64;
+        if !batch.rows.is_empty() {
+            let mut sink = tx
+                .copy_in_raw("COPY import_stage (email, first_name, last_name, phone, city, line) FROM STDIN")
+                .await?;
+            sink.send(data).await?;
+            sink.finish().await?;
+            // Sorted by email so that concurrent upserts lock rows in one order (no deadlock).
+            inserted = sqlx::query_scalar(
+                "WITH up AS ( \
+                   INSERT INTO customers AS c (email, first_name, last_name, phone, city, last_import_id, last_import_line) \
+                   SELECT email, first_name, last_name, phone, city, $1, line FROM import_stage ORDER BY email \
+                   ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name, \
+                     last_name = EXCLUDED.last_name, phone = EXCLUDED.phone, city = EXCLUDED.city, \
+                     updated_at = now(), last_import_id = EXCLUDED.last_import_id, \
+                     last_import_line = EXCLUDED.last_import_line \
+                   RETURNING (xmax = 0) AS inserted) \
+                 SELECT count(*) FILTER (WHERE inserted) FROM up",
+            )
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        }
+        let updated = batch.rows.len() as i64 - inserted;
+        let totals = finish_batch(
+            &mut tx,
+            job_id,
+            checkpoint,
+            batch,
+            &batch.errors,
+            inserted,
+            updated,
+        )
+        .await?;
+        tx.commit().await?;
+        self.stage_ready = true;
+        Ok(totals)
+    }
+}
+
+/// Writes the batch's error rows, adds its counts to the job and moves the checkpoint, only
+/// if the checkpoint is still where this importer left it.
+async fn finish_batch(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    checkpoint: i64,
+    batch: &Batch,
+    errors: &[RowError],
+    inserted: i64,
+    updated: i64,
+) -> Result<Totals, LoadError> {
+    if !errors.is_empty() {
+        let mut data = Vec::with_capacity(errors.len() * 160);
+        for e in errors {
+            copy::push_error(&mut data, job_id, e);
+        }
+        let mut sink = tx
+            .copy_in_raw(
+                "COPY import_errors (job_id, line, code, message, email, first_name, last_name, phone, city) FROM STDIN",
+            )
+            .await?;
+        sink.send(data).await?;
+        sink.finish().await?;
+    }
+    let totals: Option<Totals> = sqlx::query_as(
+        "UPDATE import_jobs SET processed_rows = processed_rows + $2, inserted_rows = inserted_rows + $3, \
+           updated_rows = updated_rows + $4, error_rows = error_rows + $5, checkpoint_offset = $6, \
+           checkpoint_line = $7, updated_at = now() \
+         WHERE id = $1 AND checkpoint_offset = $8 AND status = 'processing' \
+         RETURNING processed_rows, inserted_rows, updated_rows, error_rows, checkpoint_offset",
+    )
+    .bind(job_id)
+    .bind(batch.records() as i64)
+    .bind(inserted)
+    .bind(updated)
+    .bind(errors.len() as i64)
+    .bind(batch.end_offset as i64)
+    .bind(batch.end_line as i64)
+    .bind(checkpoint)
+    .fetch_optional(&mut *tx)
+    .await?;
+    totals.ok_or(LoadError::CheckpointMoved)
+}
+
+fn duplicate_in_file(c: &Customer, first: i64) -> RowError {
+    RowError {
+        line: c.line,
+        code: ErrorCode::DuplicateInFile,
+        message: format!("email {} already appears on line {first}", c.email),
+        fields: c.raw_fields(),
+    }
+}
+
+fn duplicate_in_db(c: &Customer) -> RowError {
+    RowError {
+        line: c.line,
+        code: ErrorCode::DuplicateInDb,
+        message: format!("email {} already exists", c.email),
+        fields: c.raw_fields(),
+    }
+}

@@ -1,0 +1,109 @@
+//! `bulk-import-importer --job-id <uuid>` runs one import; `submit` creates a job from a
+//! local file. Exit codes are in `bulk_import_importer::exit`.
+
+use bulk_import_core::{db, telemetry, ImportMode, Settings};
+use bulk_import_importer::{exit, run_job, submit, Outcome};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "bulk-import-importer",
+    version,
+    about = "Loads one CSV import job into Postgres"
+)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    /// The import job to run (a row of `import_jobs`).
+    #[arg(long, required = true)]
+    job_id: Option<Uuid>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upload a local CSV file and create a pending job for it; prints the job id.
+    Submit {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value = "insert_only")]
+        mode: ImportMode,
+        /// Email of the user that owns the job (created without a usable password if new).
+        #[arg(long, default_value = submit::DEFAULT_OWNER)]
+        owner: String,
+    },
+}
+
+fn main() {
+    telemetry::init("info,sqlx=warn");
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(exit::PERMANENT);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(async move {
+        match (cli.job_id, cli.command) {
+            (_, Some(Command::Submit { file, mode, owner })) => {
+                let result = async {
+                    let pool = db::connect(settings.database_url(), 2).await?;
+                    submit::submit(&settings, &pool, &file, mode, &owner).await
+                }
+                .await;
+                match result {
+                    Ok(id) => {
+                        println!("{id}");
+                        exit::OK
+                    }
+                    Err(e) => {
+                        eprintln!("submit failed: {e:#}");
+                        exit::PERMANENT
+                    }
+                }
+            }
+            (Some(job_id), None) => run(&settings, job_id).await,
+            (None, None) => unreachable!("clap requires --job-id"),
+        }
+    });
+    std::process::exit(code);
+}
+
+async fn run(settings: &Settings, job_id: Uuid) -> i32 {
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    match run_job(settings, job_id, cancel).await {
+        Ok(Outcome::Done(_)) | Ok(Outcome::AlreadyFinished(_)) => exit::OK,
+        Ok(Outcome::Failed(_)) => exit::PERMANENT,
+        Ok(Outcome::Interrupted) => exit::INTERRUPTED,
+        Err(e) => {
+            tracing::error!(%job_id, error = %e, "import could not run");
+            if e.is_temporary() {
+                exit::TEMPORARY
+            } else {
+                exit::PERMANENT
+            }
+        }
+    }
+}
+
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("signal received: finishing the current batch, then stopping");
+    cancel.cancel();
+}

@@ -1,0 +1,337 @@
+//! One import from start to end: claim the job row, stream the object from its checkpoint
+//! through the loader, write `errors.csv`, and record the final status (`done`, or `failed`
+//! with a job-level reason).
+
+use crate::{
+    load::{LoadError, Loader, Totals},
+    publish::Publisher,
+    report,
+    source::{read_batches, SourceConfig},
+};
+use bulk_import_core::{
+    db,
+    job::{fetch_job, report_key, JOB_COLUMNS},
+    progress::ProgressSnapshot,
+    storage::StorageError,
+    Job, JobStatus, Settings, Storage,
+};
+use sqlx::{postgres::PgConnectOptions, PgPool};
+use std::{future::Future, str::FromStr, time::Duration};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Done(Totals),
+    /// The job had already ended (done or failed) before this run: nothing to do.
+    AlreadyFinished(JobStatus),
+    /// A job-level failure, recorded in the job row.
+    Failed(String),
+    /// SIGTERM: the current batch was finished or rolled back; the checkpoint is consistent.
+    Interrupted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("job {0} does not exist")]
+    NotFound(Uuid),
+    #[error("job {0} is still being uploaded")]
+    NotReady(Uuid),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Postgres could not be reached (or lost) past retries, so nothing could be recorded.
+    #[error("database unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl RunError {
+    /// Whether running the importer again later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, RunError::Database(_) | RunError::NotReady(_))
+    }
+}
+
+/// Job-level failure inside a run.
+enum Stop {
+    Failed(String),
+    Interrupted,
+    Db(sqlx::Error),
+}
+
+impl From<LoadError> for Stop {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Interrupted => Stop::Interrupted,
+            LoadError::Db(e) if db::is_transient(&e) => Stop::Db(e),
+            other => Stop::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Retries `f` while it fails transiently, with exponential backoff, up to `attempts`.
+async fn retry<T, E, F, Fut>(
+    what: &str,
+    attempts: u32,
+    transient: impl Fn(&E) -> bool,
+    mut f: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if transient(&e) && attempt + 1 < attempts => {
+                attempt += 1;
+                let delay = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
+                tracing::warn!(error = %e, attempt, ?delay, "{what} failed, retrying");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+pub async fn run_job(
+    settings: &Settings,
+    job_id: Uuid,
+    cancel: CancellationToken,
+) -> Result<Outcome, RunError> {
+    let options = PgConnectOptions::from_str(settings.database_url())
+        .map_err(|e| RunError::Config(format!("DATABASE_URL: {e}")))?
+        .application_name("bulk-import-importer");
+    let storage = Storage::from_settings(settings).map_err(|e| RunError::Config(e.to_string()))?;
+    let pool = retry("connecting to Postgres", 8, db::is_transient, || {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+    })
+    .await?;
+
+    let job = match claim(&pool, job_id).await? {
+        Ok(job) => job,
+        Err(outcome) => return outcome,
+    };
+    tracing::info!(
+        job_id = %job.id, mode = %job.mode(), offset = job.checkpoint_offset, attempt = job.attempts,
+        "import started"
+    );
+    let publisher = Publisher::spawn(settings.redis_url());
+    let result = process(&pool, &storage, options, &job, settings, &publisher, cancel).await;
+    let outcome = match result {
+        Ok(totals) => {
+            tracing::info!(job_id = %job.id, ?totals, "import done");
+            Ok(Outcome::Done(totals))
+        }
+        Err(Stop::Interrupted) => {
+            tracing::warn!(job_id = %job.id, "import interrupted; it resumes from its checkpoint");
+            Ok(Outcome::Interrupted)
+        }
+        Err(Stop::Failed(reason)) => {
+            tracing::error!(job_id = %job.id, %reason, "import failed");
+            mark_failed(&pool, job.id, &reason).await?;
+            Ok(Outcome::Failed(reason))
+        }
+        Err(Stop::Db(e)) => {
+            let reason = format!("database unavailable: {e}");
+            tracing::error!(job_id = %job.id, %reason, "import failed");
+            match mark_failed(&pool, job.id, &reason).await {
+                Ok(()) => Ok(Outcome::Failed(reason)),
+                Err(_) => Err(RunError::Database(e)),
+            }
+        }
+    };
+    if let Ok(Some(row)) = fetch_job(&pool, job.id).await {
+        publisher.publish(snapshot(&row));
+    }
+    publisher.finish().await;
+    outcome
+}
+
+/// Moves the job to `processing` (from `pending`, or again after a crash), or says why not.
+async fn claim(
+    pool: &PgPool,
+    job_id: Uuid,
+) -> Result<Result<Job, Result<Outcome, RunError>>, RunError> {
+    let claimed = sqlx::query_as::<_, Job>(&format!(
+        "UPDATE import_jobs SET status = 'processing', started_at = COALESCE(started_at, now()), \
+           attempts = attempts + 1, updated_at = now() \
+         WHERE id = $1 AND status IN ('pending', 'processing') RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(job) = claimed {
+        return Ok(Ok(job));
+    }
+    Ok(Err(match fetch_job(pool, job_id).await? {
+        None => Err(RunError::NotFound(job_id)),
+        Some(j) if j.status() == JobStatus::Uploading => Err(RunError::NotReady(job_id)),
+        Some(j) => Ok(Outcome::AlreadyFinished(j.status())),
+    }))
+}
+
+fn storage_stop(e: StorageError) -> Stop {
+    match e {
+        StorageError::NotFound(key) => Stop::Failed(format!("source object {key} not found")),
+        other => Stop::Failed(other.to_string()),
+    }
+}
+
+async fn process(
+    pool: &PgPool,
+    storage: &Storage,
+    options: PgConnectOptions,
+    job: &Job,
+    settings: &Settings,
+    publisher: &Publisher,
+    cancel: CancellationToken,
+) -> Result<Totals, Stop> {
+    let size = retry(
+        "reading the object size",
+        8,
+        StorageError::is_transient,
+        || storage.size(&job.source_object),
+    )
+    .await
+    .map_err(storage_stop)?;
+    if job.file_size != size as i64 {
+        sqlx::query("UPDATE import_jobs SET file_size = $2 WHERE id = $1")
+            .bind(job.id)
+            .bind(size as i64)
+            .execute(pool)
+            .await
+            .map_err(Stop::Db)?;
+    }
+    let mut totals = Totals {
+        processed_rows: job.processed_rows,
+        inserted_rows: job.inserted_rows,
+        updated_rows: job.updated_rows,
+        error_rows: job.error_rows,
+        checkpoint_offset: job.checkpoint_offset,
+    };
+    let offset = job.checkpoint_offset as u64;
+    if offset < size {
+        let (tx, mut rx) = mpsc::channel(2);
+        let config = SourceConfig {
+            batch_size: settings.import.batch_size,
+            slow_per_row: settings.import.slow,
+        };
+        let (s, key, line) = (
+            storage.clone(),
+            job.source_object.clone(),
+            job.checkpoint_line as u64,
+        );
+        let handle = tokio::runtime::Handle::current();
+        let reader = tokio::task::spawn_blocking(move || {
+            read_batches(handle, s, key, offset, line, config, tx)
+        });
+        // Sized from the bytes left at ~40 bytes per row.
+        let mut loader = Loader::new(
+            options,
+            job.id,
+            job.mode(),
+            job.checkpoint_offset,
+            (size - offset) / 40,
+            cancel.clone(),
+        );
+        let mut published = totals.processed_rows;
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Stop::Interrupted),
+                batch = rx.recv() => batch,
+            };
+            let Some(batch) = batch else { break };
+            totals = loader.apply(&batch).await?;
+            if totals.processed_rows - published >= settings.import.progress_every as i64 {
+                published = totals.processed_rows;
+                publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));
+            }
+        }
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Stop::Failed(format!("reading the file failed: {e}"))),
+            Err(e) => return Err(Stop::Failed(format!("the reader stopped: {e}"))),
+        }
+    }
+    let report = if totals.error_rows > 0 {
+        let key = report_key(job.id);
+        retry(
+            "writing errors.csv",
+            6,
+            |_| true,
+            || report::upload(pool, storage, job.id, &key),
+        )
+        .await
+        .map_err(|e| Stop::Failed(format!("writing errors.csv failed: {e}")))?;
+        Some(key)
+    } else {
+        None
+    };
+    let done = sqlx::query(
+        "UPDATE import_jobs SET status = 'done', report_object = $2, finished_at = now(), updated_at = now() \
+         WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(job.id)
+    .bind(report)
+    .execute(pool)
+    .await
+    .map_err(Stop::Db)?;
+    if done.rows_affected() == 0 {
+        return Err(Stop::Failed(
+            "the job was finished or failed elsewhere while running".into(),
+        ));
+    }
+    Ok(totals)
+}
+
+async fn mark_failed(pool: &PgPool, job_id: Uuid, reason: &str) -> Result<(), RunError> {
+    retry("recording the failure", 4, db::is_transient, || {
+        sqlx::query(
+            "UPDATE import_jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now() \
+             WHERE id = $1 AND status IN ('pending', 'processing')",
+        )
+        .bind(job_id)
+        .bind(reason)
+        .execute(pool)
+    })
+    .await?;
+    Ok(())
+}
+
+fn progress(job: &Job, status: JobStatus, t: &Totals, size: i64) -> ProgressSnapshot {
+    ProgressSnapshot {
+        job_id: job.id,
+        status,
+        processed_rows: t.processed_rows,
+        inserted_rows: t.inserted_rows,
+        updated_rows: t.updated_rows,
+        error_rows: t.error_rows,
+        bytes_read: t.checkpoint_offset,
+        file_size: size,
+        progress_percent: bulk_import_core::job::progress_percent(t.checkpoint_offset, size),
+    }
+}
+
+fn snapshot(row: &Job) -> ProgressSnapshot {
+    ProgressSnapshot {
+        progress_percent: row.progress_percent(),
+        ..progress(
+            row,
+            row.status(),
+            &Totals {
+                processed_rows: row.processed_rows,
+                inserted_rows: row.inserted_rows,
+                updated_rows: row.updated_rows,
+                error_rows: row.error_rows,
+                checkpoint_offset: row.checkpoint_offset,
+            },
+            row.file_size,
+        )
+    }
+}

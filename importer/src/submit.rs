@@ -1,0 +1,58 @@
+//! `bulk-import-importer submit`: uploads a local file to storage and creates a pending job
+//! for it, without the API — for operators, scripts and the benchmark.
+
+use bulk_import_core::{hashing::HashingReader, job::upload_key, ImportMode, Settings, Storage};
+use sqlx::PgPool;
+use std::path::Path;
+use uuid::Uuid;
+
+/// Owner of jobs submitted from the command line when none is named. The account has no
+/// usable password (its hash is `!`), so nobody can log in as it.
+pub const DEFAULT_OWNER: &str = "cli@bulk-import.invalid";
+
+pub async fn submit(
+    settings: &Settings,
+    pool: &PgPool,
+    file: &Path,
+    mode: ImportMode,
+    owner: &str,
+) -> anyhow::Result<Uuid> {
+    let storage = Storage::from_settings(settings)?;
+    let owner =
+        bulk_import_core::Email::parse(owner).map_err(|e| anyhow::anyhow!("--owner: {e}"))?;
+    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, '!') ON CONFLICT (email) DO NOTHING")
+        .bind(Uuid::new_v4())
+        .bind(owner.as_str())
+        .execute(pool)
+        .await?;
+    let user_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(owner.as_str())
+        .fetch_one(pool)
+        .await?;
+    let job_id = Uuid::new_v4();
+    let key = upload_key(user_id, job_id);
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let mut reader = HashingReader::new(f, u64::MAX);
+    let size = storage.put_stream(&key, &mut reader).await?;
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
+           source_object, file_name, file_size) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+    )
+    .bind(job_id)
+    .bind(user_id)
+    .bind(format!("cli-{job_id}"))
+    .bind(format!("{}:{}", reader.hex_digest(), mode))
+    .bind(mode.as_str())
+    .bind(&key)
+    .bind(file_name)
+    .bind(size as i64)
+    .execute(pool)
+    .await?;
+    Ok(job_id)
+}

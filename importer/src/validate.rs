@@ -1,0 +1,223 @@
+//! Row validation: turns a raw record into a customer row or one error with a stable code.
+//! Checks run in a fixed order and the first failure is reported.
+
+use crate::reader::{RawRecord, MAX_RECORD_BYTES};
+use bulk_import_core::email::{Email, EmailError};
+
+pub const COLUMNS: [&str; 5] = ["email", "first_name", "last_name", "phone", "city"];
+/// Longest optional field, in characters.
+pub const MAX_FIELD_CHARS: usize = 255;
+
+/// Stable, machine-readable error codes (they appear in `errors.csv` and the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    WrongColumnCount,
+    RecordTooLarge,
+    InvalidUtf8,
+    InvalidCharacter,
+    MissingEmail,
+    FieldTooLong,
+    InvalidEmail,
+    DuplicateInFile,
+    DuplicateInDb,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::WrongColumnCount => "wrong_column_count",
+            ErrorCode::RecordTooLarge => "record_too_large",
+            ErrorCode::InvalidUtf8 => "invalid_utf8",
+            ErrorCode::InvalidCharacter => "invalid_character",
+            ErrorCode::MissingEmail => "missing_email",
+            ErrorCode::FieldTooLong => "field_too_long",
+            ErrorCode::InvalidEmail => "invalid_email",
+            ErrorCode::DuplicateInFile => "duplicate_in_file",
+            ErrorCode::DuplicateInDb => "duplicate_in_db",
+        }
+    }
+}
+
+/// A valid row, ready to load. Optional fields are kept verbatim; empty ones are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub line: i64,
+    /// Trimmed and lower-cased.
+    pub email: String,
+    /// The email cell as read, when it differs from `email` (for the error report).
+    pub raw_email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub city: Option<String>,
+}
+
+impl Customer {
+    pub fn raw_fields(&self) -> [Option<String>; 5] {
+        [
+            Some(self.raw_email.clone().unwrap_or_else(|| self.email.clone())),
+            self.first_name.clone(),
+            self.last_name.clone(),
+            self.phone.clone(),
+            self.city.clone(),
+        ]
+    }
+}
+
+/// A rejected row: its line, code, message and the original field values as read (lossily
+/// decoded when not UTF-8; NUL replaced, as Postgres text cannot hold it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: i64,
+    pub code: ErrorCode,
+    pub message: String,
+    pub fields: [Option<String>; 5],
+}
+
+pub enum Row {
+    Valid(Customer),
+    Invalid(RowError),
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
+}
+
+fn raw_fields(rec: &RawRecord) -> [Option<String>; 5] {
+    std::array::from_fn(|i| rec.field(i).map(lossy))
+}
+
+pub fn validate(rec: &RawRecord) -> Row {
+    let line = rec.line as i64;
+    let fail = |code: ErrorCode, message: String| {
+        Row::Invalid(RowError {
+            line,
+            code,
+            message,
+            fields: raw_fields(rec),
+        })
+    };
+    if rec.oversize {
+        return fail(
+            ErrorCode::RecordTooLarge,
+            format!(
+                "record is larger than {} bytes or has more than 64 fields (unclosed quote?)",
+                MAX_RECORD_BYTES
+            ),
+        );
+    }
+    if rec.len() != COLUMNS.len() {
+        return fail(
+            ErrorCode::WrongColumnCount,
+            format!("expected {} fields, found {}", COLUMNS.len(), rec.len()),
+        );
+    }
+    let mut values: [&str; 5] = [""; 5];
+    for (i, name) in COLUMNS.iter().enumerate() {
+        let bytes = rec.field(i).unwrap_or_default();
+        match std::str::from_utf8(bytes) {
+            Ok(s) => values[i] = s,
+            Err(_) => return fail(ErrorCode::InvalidUtf8, format!("{name} is not valid UTF-8")),
+        }
+    }
+    for (i, name) in COLUMNS.iter().enumerate() {
+        if values[i].contains('\0') {
+            return fail(
+                ErrorCode::InvalidCharacter,
+                format!("{name} contains a NUL character"),
+            );
+        }
+    }
+    if values[0].trim().is_empty() {
+        return fail(ErrorCode::MissingEmail, "email is required".into());
+    }
+    for (i, name) in COLUMNS.iter().enumerate().skip(1) {
+        if values[i].chars().count() > MAX_FIELD_CHARS {
+            return fail(
+                ErrorCode::FieldTooLong,
+                format!("{name} is longer than {MAX_FIELD_CHARS} characters"),
+            );
+        }
+    }
+    let email = match Email::parse(values[0]) {
+        Ok(e) => e,
+        Err(EmailError::Empty) => return fail(ErrorCode::MissingEmail, "email is required".into()),
+        Err(EmailError::TooLong) => {
+            return fail(
+                ErrorCode::FieldTooLong,
+                "email is longer than 254 characters".into(),
+            )
+        }
+        Err(EmailError::Invalid) => {
+            return fail(
+                ErrorCode::InvalidEmail,
+                format!("{:?} is not a valid email address", values[0].trim()),
+            )
+        }
+    };
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let email = email.into_string();
+    Row::Valid(Customer {
+        line,
+        raw_email: (email != values[0]).then(|| values[0].to_string()),
+        email,
+        first_name: opt(values[1]),
+        last_name: opt(values[2]),
+        phone: opt(values[3]),
+        city: opt(values[4]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::RecordReader;
+
+    fn check(line: &[u8]) -> Row {
+        let mut r = RecordReader::new(line, 0, 1);
+        let mut rec = RawRecord::default();
+        assert!(r.read(&mut rec).unwrap());
+        validate(&rec)
+    }
+
+    fn code(line: &[u8]) -> &'static str {
+        match check(line) {
+            Row::Invalid(e) => e.code.as_str(),
+            Row::Valid(_) => "valid",
+        }
+    }
+
+    #[test]
+    fn codes_in_order_of_precedence() {
+        assert_eq!(code(b"a@b.co,x,y,z"), "wrong_column_count");
+        assert_eq!(code(b"a@b.co,x,y,z,w,v"), "wrong_column_count");
+        assert_eq!(code(b"a@b.co,\xff,y,z,w"), "invalid_utf8");
+        assert_eq!(code(b"a@b.co,x\0,y,z,w"), "invalid_character");
+        assert_eq!(code(b" ,x,y,z,w"), "missing_email");
+        assert_eq!(code(b"not-an-email,x,y,z,w"), "invalid_email");
+        let long = format!("a@b.co,{},y,z,w", "x".repeat(256));
+        assert_eq!(code(long.as_bytes()), "field_too_long");
+        let ok = format!("a@b.co,{},y,z,w", "\u{e9}".repeat(255));
+        assert_eq!(code(ok.as_bytes()), "valid");
+    }
+
+    #[test]
+    fn email_is_folded_and_empty_fields_are_null() {
+        let Row::Valid(c) = check(b"  Ann@Example.COM ,Ann,,, ") else {
+            panic!()
+        };
+        assert_eq!(c.email, "ann@example.com");
+        assert_eq!(c.first_name.as_deref(), Some("Ann"));
+        assert_eq!(c.last_name, None);
+        assert_eq!(c.city.as_deref(), Some(" "));
+    }
+
+    #[test]
+    fn invalid_utf8_keeps_lossy_values() {
+        let Row::Invalid(e) = check(b"a@b.co,J\xf6rg,y,z,w") else {
+            panic!()
+        };
+        assert_eq!(e.fields[1].as_deref(), Some("J\u{FFFD}rg"));
+        assert_eq!(e.fields[0].as_deref(), Some("a@b.co"));
+    }
+}
