@@ -1,0 +1,518 @@
+//! Import semantics against real Postgres, Redis and Garage (and the directory backend):
+//! error codes and line numbers, both modes, duplicates, odd files, the report, progress.
+
+mod common;
+
+use bulk_import_core::{ImportMode, JobStatus};
+use bulk_import_importer::Outcome;
+use common::{generated_csv, Backend, TestEnv};
+use futures_util::StreamExt;
+use std::time::Duration;
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+fn the_awkward_file() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(b"\xEF\xBB\xBFemail,first_name,last_name,phone,city\r\n"); // 1
+    f.extend_from_slice(b" Ann@Example.COM ,Ann,Lee,+1 555 0100,Paris\r\n"); // 2
+    f.extend_from_slice(b"bob@example.com,\"Bob, Jr.\",\"O\"\"Neil\",\"line1\nline2\",Berlin\r\n"); // 3-4
+    f.extend_from_slice(b"\r\n"); // 5
+    f.extend_from_slice(b",No,Email,,\r\n"); // 6
+    f.extend_from_slice(b"not-an-email,X,Y,,\r\n"); // 7
+    f.extend_from_slice(b"=HYPERLINK(\"http://x\"),F,L,,\r\n"); // 8
+    f.extend_from_slice(format!("long@example.com,{},L,,\r\n", "x".repeat(10_000)).as_bytes()); // 9
+    f.extend_from_slice(b"too@many.com,a,b,c,d,e\r\n"); // 10
+    f.extend_from_slice(b"few@example.com,a\r\n"); // 11
+    f.extend_from_slice(b"utf@example.com,J\xF6rg,L,,\n"); // 12
+    f.extend_from_slice(b"ANN@example.com,Dup,,, \n"); // 13
+    f.extend_from_slice(b"existing@example.com,New,,,\n"); // 14
+    f.extend_from_slice(b"nul@example.com,a\0b,,,\n"); // 15
+    f.extend_from_slice(b"last@example.com,Last,,,"); // 16, no final newline
+    f
+}
+
+fn expected_report() -> Vec<Vec<String>> {
+    let row = |cells: &[&str]| cells.iter().map(|c| s(c)).collect::<Vec<_>>();
+    let long = "x".repeat(10_000);
+    vec![
+        row(&[
+            "line",
+            "code",
+            "message",
+            "email",
+            "first_name",
+            "last_name",
+            "phone",
+            "city",
+        ]),
+        row(&[
+            "6",
+            "missing_email",
+            "email is required",
+            "",
+            "No",
+            "Email",
+            "",
+            "",
+        ]),
+        row(&[
+            "7",
+            "invalid_email",
+            "\"not-an-email\" is not a valid email address",
+            "not-an-email",
+            "X",
+            "Y",
+            "",
+            "",
+        ]),
+        row(&[
+            "8",
+            "invalid_email",
+            "\"=HYPERLINK(\\\"http://x\\\")\" is not a valid email address",
+            "'=HYPERLINK(\"http://x\")",
+            "F",
+            "L",
+            "",
+            "",
+        ]),
+        row(&[
+            "9",
+            "field_too_long",
+            "first_name is longer than 255 characters",
+            "long@example.com",
+            &long,
+            "L",
+            "",
+            "",
+        ]),
+        row(&[
+            "10",
+            "wrong_column_count",
+            "expected 5 fields, found 6",
+            "too@many.com",
+            "a",
+            "b",
+            "c",
+            "d",
+        ]),
+        row(&[
+            "11",
+            "wrong_column_count",
+            "expected 5 fields, found 2",
+            "few@example.com",
+            "a",
+            "",
+            "",
+            "",
+        ]),
+        row(&[
+            "12",
+            "invalid_utf8",
+            "first_name is not valid UTF-8",
+            "utf@example.com",
+            "J\u{FFFD}rg",
+            "L",
+            "",
+            "",
+        ]),
+        row(&[
+            "13",
+            "duplicate_in_file",
+            "email ann@example.com already appears on line 2",
+            "ANN@example.com",
+            "Dup",
+            "",
+            "",
+            " ",
+        ]),
+        row(&[
+            "14",
+            "duplicate_in_db",
+            "email existing@example.com already exists",
+            "existing@example.com",
+            "New",
+            "",
+            "",
+            "",
+        ]),
+        row(&[
+            "15",
+            "invalid_character",
+            "first_name contains a NUL character",
+            "nul@example.com",
+            "a\u{FFFD}b",
+            "",
+            "",
+            "",
+        ]),
+    ]
+}
+
+async fn every_error_code(backend: Backend, batch_size: &str) {
+    let env = TestEnv::with(backend, &[("BATCH_SIZE", batch_size)]).await;
+    sqlx::query("INSERT INTO customers (email, first_name) VALUES ('existing@example.com', 'Old')")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let (job, outcome) = env
+        .import(&the_awkward_file(), ImportMode::InsertOnly)
+        .await;
+    assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
+    assert_eq!(job.status(), JobStatus::Done);
+    assert_eq!(
+        (
+            job.processed_rows,
+            job.inserted_rows,
+            job.updated_rows,
+            job.error_rows
+        ),
+        (13, 3, 0, 10)
+    );
+    assert_eq!(job.checkpoint_offset, job.file_size);
+    assert!(job.started_at.is_some() && job.finished_at.is_some());
+    assert_eq!(env.report(&job).await, expected_report());
+    let customers = env.customers().await;
+    assert_eq!(
+        customers,
+        vec![
+            (
+                s("ann@example.com"),
+                Some(s("Ann")),
+                Some(s("Lee")),
+                Some(s("+1 555 0100")),
+                Some(s("Paris"))
+            ),
+            (
+                s("bob@example.com"),
+                Some(s("Bob, Jr.")),
+                Some(s("O\"Neil")),
+                Some(s("line1\nline2")),
+                Some(s("Berlin"))
+            ),
+            (s("existing@example.com"), Some(s("Old")), None, None, None),
+            (s("last@example.com"), Some(s("Last")), None, None, None),
+        ]
+    );
+    let lines: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT email, last_import_line FROM customers WHERE last_import_id = $1 ORDER BY email",
+    )
+    .bind(job.id)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        lines,
+        vec![
+            (s("ann@example.com"), 2),
+            (s("bob@example.com"), 3),
+            (s("last@example.com"), 16)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_error_code_s3() {
+    every_error_code(Backend::S3, "5000").await;
+}
+
+#[tokio::test]
+async fn every_error_code_s3_tiny_batches() {
+    // Duplicates across batches go through the table look-up instead of the in-batch map.
+    every_error_code(Backend::S3, "2").await;
+}
+
+#[tokio::test]
+async fn every_error_code_fs() {
+    every_error_code(Backend::Fs, "3").await;
+}
+
+async fn upsert_twice(backend: Backend, batch_size: &str) {
+    let env = TestEnv::with(backend, &[("BATCH_SIZE", batch_size)]).await;
+    sqlx::query(
+        "INSERT INTO customers (email, first_name, city) VALUES ('c@x.com', 'Old', 'Oldtown')",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let file = b"email,first_name,last_name,phone,city\na@x.com,A1,,,\nb@x.com,B1,,,\nA@X.com,A2,,,\nc@x.com,C1,,,\nbad,,,,\n";
+    let (first, _) = env.import(file, ImportMode::Upsert).await;
+    assert_eq!(first.status(), JobStatus::Done);
+    assert_eq!(
+        (
+            first.processed_rows,
+            first.inserted_rows,
+            first.updated_rows,
+            first.error_rows
+        ),
+        (5, 2, 2, 1)
+    );
+    let expected = vec![
+        (s("a@x.com"), Some(s("A2")), None, None, None),
+        (s("b@x.com"), Some(s("B1")), None, None, None),
+        // Empty cells overwrite: the file's row is the customer's new state.
+        (s("c@x.com"), Some(s("C1")), None, None, None),
+    ];
+    assert_eq!(env.customers().await, expected);
+
+    let (second, _) = env.import(file, ImportMode::Upsert).await;
+    assert_eq!(
+        (
+            second.processed_rows,
+            second.inserted_rows,
+            second.updated_rows,
+            second.error_rows
+        ),
+        (5, 0, 4, 1)
+    );
+    assert_eq!(env.customers().await, expected);
+    let by_second: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM customers WHERE last_import_id = $1")
+            .bind(second.id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(by_second, 3);
+    let report = env.report(&second).await;
+    assert_eq!(
+        report[1][..3],
+        [
+            s("6"),
+            s("invalid_email"),
+            s("\"bad\" is not a valid email address")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn upsert_twice_s3() {
+    upsert_twice(Backend::S3, "5000").await;
+}
+
+#[tokio::test]
+async fn upsert_twice_fs_tiny_batches() {
+    upsert_twice(Backend::Fs, "2").await;
+}
+
+#[tokio::test]
+async fn second_upsert_of_a_large_file_updates_every_row() {
+    let env = TestEnv::with(Backend::S3, &[("BATCH_SIZE", "700")]).await;
+    let mut file = String::from("email,first_name,last_name,phone,city\n");
+    for i in 0..5_000 {
+        file.push_str(&format!("u{i}@example.com,F{i},L{i},,C\n"));
+    }
+    let (first, _) = env.import(file.as_bytes(), ImportMode::Upsert).await;
+    assert_eq!(
+        (
+            first.processed_rows,
+            first.inserted_rows,
+            first.updated_rows
+        ),
+        (5_000, 5_000, 0)
+    );
+    let (second, _) = env.import(file.as_bytes(), ImportMode::Upsert).await;
+    assert_eq!(
+        (
+            second.processed_rows,
+            second.inserted_rows,
+            second.updated_rows,
+            second.error_rows
+        ),
+        (5_000, 0, 5_000, 0)
+    );
+    assert!(second.report_object.is_none());
+}
+
+/// insert_only of a generated file, checked against a model of what it must do.
+#[tokio::test]
+async fn insert_only_duplicates_across_batches_match_the_model() {
+    let n = 3_000;
+    let env = TestEnv::with(Backend::S3, &[("BATCH_SIZE", "128")]).await;
+    let (job, _) = env.import(&generated_csv(n), ImportMode::InsertOnly).await;
+    // The model: row i is on line i + 2.
+    let is_bad = |i: usize| i % 50 == 49;
+    let is_dup = |i: usize| !is_bad(i) && i % 40 == 39;
+    let mut expected_errors = vec![];
+    let mut inserted = 0;
+    for i in 0..n {
+        if is_bad(i) {
+            expected_errors.push((i + 2, "invalid_email".to_string()));
+        } else if is_dup(i) && !is_bad(i / 2) && !is_dup(i / 2) {
+            expected_errors.push((i + 2, format!("duplicate_in_file:{}", i / 2 + 2)));
+        } else {
+            inserted += 1;
+        }
+    }
+    assert_eq!(job.processed_rows, n as i64);
+    assert_eq!(job.inserted_rows, inserted);
+    assert_eq!(job.error_rows, expected_errors.len() as i64);
+    let got: Vec<(usize, String)> = env.report(&job).await[1..]
+        .iter()
+        .map(|r| {
+            let line: usize = r[0].parse().unwrap();
+            let code = if r[1] == "duplicate_in_file" {
+                format!("duplicate_in_file:{}", r[2].rsplit(' ').next().unwrap())
+            } else {
+                r[1].clone()
+            };
+            (line, code)
+        })
+        .collect();
+    assert_eq!(got, expected_errors);
+    assert_eq!(env.customers().await.len() as i64, inserted);
+}
+
+#[tokio::test]
+async fn header_only_empty_and_blank_files_finish_with_nothing() {
+    let env = TestEnv::new(Backend::S3).await;
+    for file in [
+        &b"email,first_name,last_name,phone,city\n"[..],
+        b"",
+        b"email,first_name,last_name,phone,city\r\n\r\n\n",
+    ] {
+        let (job, outcome) = env.import(file, ImportMode::InsertOnly).await;
+        assert!(matches!(outcome, Outcome::Done(_)));
+        assert_eq!(job.status(), JobStatus::Done);
+        assert_eq!((job.processed_rows, job.error_rows), (0, 0));
+        assert!(job.report_object.is_none());
+        assert_eq!(job.progress_percent(), 100.0);
+    }
+    assert!(env.customers().await.is_empty());
+}
+
+#[tokio::test]
+async fn missing_object_fails_the_job_with_a_reason() {
+    let env = TestEnv::new(Backend::S3).await;
+    let id = env.submit(b"email\na@b.co\n", ImportMode::InsertOnly).await;
+    let job = env.job(id).await;
+    env.storage.delete(&job.source_object).await.unwrap();
+    let outcome = env.run(id).await;
+    assert!(
+        matches!(outcome, Outcome::Failed(ref r) if r.contains("not found")),
+        "{outcome:?}"
+    );
+    let job = env.job(id).await;
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert!(job.error.unwrap().contains("not found"));
+    assert!(job.finished_at.is_some());
+}
+
+#[tokio::test]
+async fn a_finished_job_is_not_run_again() {
+    let env = TestEnv::new(Backend::Fs).await;
+    let (job, _) = env
+        .import(b"email,a,b,c,d\nx@y.co,,,,\n", ImportMode::InsertOnly)
+        .await;
+    assert_eq!(
+        env.run(job.id).await,
+        Outcome::AlreadyFinished(JobStatus::Done)
+    );
+    let again = env.job(job.id).await;
+    assert_eq!(
+        (again.processed_rows, again.inserted_rows, again.attempts),
+        (1, 1, 1)
+    );
+    let unknown =
+        bulk_import_importer::run_job(&env.settings, uuid::Uuid::new_v4(), Default::default())
+            .await;
+    assert!(matches!(
+        unknown,
+        Err(bulk_import_importer::RunError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn progress_grows_while_a_slowed_import_runs() {
+    let env = TestEnv::with(
+        Backend::S3,
+        &[("BATCH_SIZE", "10"), ("IMPORT_SLOW_MS", "3")],
+    )
+    .await;
+    let id = env
+        .submit(&generated_csv(400), ImportMode::InsertOnly)
+        .await;
+    let settings = env.settings.clone();
+    let run = tokio::spawn(async move {
+        bulk_import_importer::run_job(&settings, id, Default::default()).await
+    });
+    let mut seen = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = env.job(id).await;
+        if job.status() == JobStatus::Processing && seen.last() != Some(&job.processed_rows) {
+            seen.push(job.processed_rows);
+        }
+        if job.status().is_terminal() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "import did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    run.await.unwrap().unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "processed_rows never goes back: {seen:?}"
+    );
+    assert!(
+        seen.iter().filter(|&&n| n > 0 && n < 400).count() >= 3,
+        "progress seen growing: {seen:?}"
+    );
+    let job = env.job(id).await;
+    assert_eq!(job.processed_rows, 400);
+    assert_eq!(job.inserted_rows + job.error_rows, 400);
+}
+
+#[tokio::test]
+async fn progress_is_published_to_redis() {
+    let env = TestEnv::with(
+        Backend::S3,
+        &[("BATCH_SIZE", "100"), ("PROGRESS_EVERY", "100")],
+    )
+    .await;
+    let id = env
+        .submit(&generated_csv(1_000), ImportMode::InsertOnly)
+        .await;
+    let client = redis::Client::open(env.vars["REDIS_URL"].as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(bulk_import_core::progress::channel(id))
+        .await
+        .unwrap();
+    env.run(id).await;
+    let mut stream = pubsub.on_message();
+    let mut snapshots: Vec<bulk_import_core::progress::ProgressSnapshot> = vec![];
+    while snapshots.last().is_none_or(|s| s.status != JobStatus::Done) {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a snapshot within 10 s")
+            .expect("subscription open");
+        let payload: String = msg.get_payload().unwrap();
+        snapshots.push(serde_json::from_str(&payload).unwrap());
+    }
+    let last = snapshots.last().unwrap();
+    assert_eq!((last.processed_rows, last.progress_percent), (1_000, 100.0));
+    assert!(
+        snapshots.len() >= 2,
+        "intermediate snapshots too: {}",
+        snapshots.len()
+    );
+}
+
+#[tokio::test]
+async fn redis_down_does_not_fail_an_import() {
+    // Nothing listens on port 1: every publish attempt fails fast.
+    let env = TestEnv::with(
+        Backend::S3,
+        &[("REDIS_URL", "redis://127.0.0.1:1/0"), ("BATCH_SIZE", "50")],
+    )
+    .await;
+    let (job, outcome) = env
+        .import(&generated_csv(500), ImportMode::InsertOnly)
+        .await;
+    assert!(matches!(outcome, Outcome::Done(_)));
+    assert_eq!(job.processed_rows, 500);
+}
