@@ -38,6 +38,10 @@ pub enum RunError {
     NotFound(Uuid),
     #[error("job {0} is still being uploaded")]
     NotReady(Uuid),
+    /// Another importer holds the job's lock (or its killed predecessor's session is still
+    /// finishing its last commit) for longer than the wait.
+    #[error("job {0} is being run by another importer")]
+    Busy(Uuid),
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Postgres could not be reached (or lost) past retries, so nothing could be recorded.
@@ -48,7 +52,10 @@ pub enum RunError {
 impl RunError {
     /// Whether running the importer again later may succeed.
     pub fn is_temporary(&self) -> bool {
-        matches!(self, RunError::Database(_) | RunError::NotReady(_))
+        matches!(
+            self,
+            RunError::Database(_) | RunError::NotReady(_) | RunError::Busy(_)
+        )
     }
 }
 
@@ -112,6 +119,9 @@ pub async fn run_job(
     })
     .await?;
 
+    // Held for the whole run: one importer per job, and a successor waits until the session
+    // of a killed predecessor has finished whatever commit it had already sent.
+    let _lock = lock_job(&options, job_id).await?;
     let job = match claim(&pool, job_id).await? {
         Ok(job) => job,
         Err(outcome) => return outcome,
@@ -150,6 +160,31 @@ pub async fn run_job(
     }
     publisher.finish().await;
     outcome
+}
+
+/// Takes the job's session-level advisory lock on a dedicated connection, waiting up to a
+/// minute for a previous holder.
+async fn lock_job(
+    options: &PgConnectOptions,
+    job_id: Uuid,
+) -> Result<sqlx::PgConnection, RunError> {
+    use sqlx::Connection;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut conn = sqlx::PgConnection::connect_with(options).await?;
+    loop {
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(job_id.to_string())
+                .fetch_one(&mut conn)
+                .await?;
+        if locked {
+            return Ok(conn);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(RunError::Busy(job_id));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Moves the job to `processing` (from `pending`, or again after a crash), or says why not.

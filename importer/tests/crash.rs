@@ -1,0 +1,185 @@
+//! Crash safety with the real importer binary: killed with SIGKILL at several points of a
+//! large file, or stopped with SIGTERM, then restarted — the customers, the counters and
+//! errors.csv must equal those of an uninterrupted run of the same file.
+
+mod common;
+
+use bulk_import_core::{ImportMode, Job, JobStatus};
+use common::{eventually, generated_csv, Backend, Customer, TestEnv};
+use std::{process::Child, time::Duration};
+use uuid::Uuid;
+
+const ROWS: usize = 40_000;
+const VARS: &[(&str, &str)] = &[("BATCH_SIZE", "200")];
+
+struct Result {
+    job: Job,
+    customers: Vec<(Customer, Option<i64>)>,
+    report: Vec<u8>,
+}
+
+async fn result_of(env: &TestEnv, id: Uuid) -> Result {
+    let job = env.job(id).await;
+    let customers = sqlx::query_as::<_, (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>)>(
+        "SELECT email, first_name, last_name, phone, city, last_import_line FROM customers ORDER BY email",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(e, f, l, p, c, line)| ((e, f, l, p, c), line))
+    .collect();
+    let report = env.report_bytes(&job).await;
+    Result {
+        job,
+        customers,
+        report,
+    }
+}
+
+async fn uninterrupted(file: &[u8], mode: ImportMode) -> Result {
+    let env = TestEnv::with(Backend::S3, VARS).await;
+    let id = env.submit(file, mode).await;
+    let status = env.importer_command(id).status().unwrap();
+    assert!(status.success());
+    result_of(&env, id).await
+}
+
+/// After a kill, everything committed must be whole batches: the counters agree with each
+/// other and with the tables. One statement, so one snapshot: the killed importer's server
+/// session may still be committing its last batch while we look.
+async fn assert_consistent(env: &TestEnv, id: Uuid) -> Job {
+    let (processed, inserted, updated, errors, customers, error_records): (i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT processed_rows, inserted_rows, updated_rows, error_rows, \
+               (SELECT count(*) FROM customers), (SELECT count(*) FROM import_errors WHERE job_id = $1) \
+             FROM import_jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(processed, inserted + updated + errors);
+    assert_eq!(customers, inserted, "no half-committed batch");
+    assert_eq!(error_records, errors);
+    let job = env.job(id).await;
+    assert_eq!(job.status(), JobStatus::Processing);
+    job
+}
+
+async fn wait_for_rows(env: &TestEnv, id: Uuid, child: &mut Child, rows: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while env.job(id).await.processed_rows < rows {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the importer ended before it was stopped"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn assert_same(got: &Result, want: &Result) {
+    let counters = |j: &Job| {
+        (
+            j.status(),
+            j.processed_rows,
+            j.inserted_rows,
+            j.updated_rows,
+            j.error_rows,
+        )
+    };
+    assert_eq!(counters(&got.job), counters(&want.job));
+    assert_eq!(got.customers.len(), want.customers.len());
+    assert!(
+        got.customers == want.customers,
+        "customers differ from the uninterrupted run"
+    );
+    assert!(
+        got.report == want.report,
+        "errors.csv differs from the uninterrupted run"
+    );
+}
+
+async fn killed_and_resumed(mode: ImportMode) {
+    let file = generated_csv(ROWS);
+    let want = uninterrupted(&file, mode).await;
+    assert_eq!(want.job.processed_rows, ROWS as i64);
+
+    let env = TestEnv::with(Backend::S3, VARS).await;
+    let id = env.submit(&file, mode).await;
+    let mut last_processed = -1;
+    // Kill as soon as it runs, then at about 25%, 50% and 80% of the file.
+    for threshold in [0, ROWS / 4, ROWS / 2, ROWS * 4 / 5] {
+        let mut child = env.importer_command(id).spawn().unwrap();
+        eventually(Duration::from_secs(60), "processing", || async {
+            (env.job(id).await.status() == JobStatus::Processing).then_some(())
+        })
+        .await;
+        wait_for_rows(&env, id, &mut child, threshold as i64).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let job = assert_consistent(&env, id).await;
+        assert!(job.processed_rows >= last_processed);
+        assert!(job.processed_rows < ROWS as i64, "killed before the end");
+        last_processed = job.processed_rows;
+    }
+    let status = env.importer_command(id).status().unwrap();
+    assert!(status.success());
+    let got = result_of(&env, id).await;
+    assert_eq!(got.job.attempts, 5);
+    assert_same(&got, &want);
+}
+
+#[tokio::test]
+async fn sigkill_at_several_points_insert_only() {
+    killed_and_resumed(ImportMode::InsertOnly).await;
+}
+
+#[tokio::test]
+async fn sigkill_at_several_points_upsert() {
+    killed_and_resumed(ImportMode::Upsert).await;
+}
+
+#[tokio::test]
+async fn sigterm_mid_file_exits_nonzero_then_resumes() {
+    let file = generated_csv(ROWS);
+    let want = uninterrupted(&file, ImportMode::InsertOnly).await;
+
+    let env = TestEnv::with(Backend::S3, VARS).await;
+    let id = env.submit(&file, ImportMode::InsertOnly).await;
+    let mut child = env.importer_command(id).spawn().unwrap();
+    wait_for_rows(&env, id, &mut child, (ROWS / 3) as i64).await;
+    let term = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(bulk_import_importer::exit::INTERRUPTED));
+    let job = assert_consistent(&env, id).await;
+    assert!(job.processed_rows < ROWS as i64);
+
+    assert!(env.importer_command(id).status().unwrap().success());
+    assert_same(&result_of(&env, id).await, &want);
+}
+
+#[tokio::test]
+async fn two_importers_on_one_job_apply_it_once() {
+    let file = generated_csv(ROWS / 4);
+    let want = uninterrupted(&file, ImportMode::InsertOnly).await;
+    let env = TestEnv::with(Backend::S3, VARS).await;
+    let id = env.submit(&file, ImportMode::InsertOnly).await;
+    let mut a = env.importer_command(id).spawn().unwrap();
+    let mut b = env.importer_command(id).spawn().unwrap();
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let got = result_of(&env, id).await;
+    // The second one found the job done once it got the lock.
+    assert_eq!(got.job.attempts, 1);
+    assert_same(&got, &want);
+}
