@@ -75,6 +75,24 @@ pub struct Settings {
     pub max_upload_bytes: u64,
     pub executor: Executor,
     pub import: ImportTuning,
+    pub api: ApiSettings,
+}
+
+/// Settings only the API uses.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `BIND_ADDR`, default `127.0.0.1:8000`.
+    pub bind_addr: String,
+    /// `PUBLIC_API_URL`: base of URLs the API hands out (report downloads with `STORAGE=fs`);
+    /// by default the request's `Host`.
+    pub public_url: Option<String>,
+    /// `LOCAL_MAX_CONCURRENT_IMPORTS`: importer processes run at once by the local executor.
+    pub local_max_concurrent: usize,
+    /// `LOCAL_MAX_ATTEMPTS`: runs of the importer per job before the job is failed.
+    pub local_max_attempts: u32,
+    /// `IMPORTER_BIN`: the importer executable; by default `bulk-import-importer` next to
+    /// the API's own executable, else on `PATH`.
+    pub importer_bin: Option<PathBuf>,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -133,7 +151,7 @@ impl Settings {
             }
         };
         let database_url = get(lookup, "DATABASE_URL")
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/bulk_import".into());
+            .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/bulk_import".into());
         let redis_url =
             get(lookup, "REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
 
@@ -243,6 +261,20 @@ impl Settings {
                     parse_or(lookup, "PROGRESS_EVERY", 1000)?,
                 )?,
                 slow: Duration::from_millis(parse_or(lookup, "IMPORT_SLOW_MS", 0)?),
+            },
+            api: ApiSettings {
+                bind_addr: get(lookup, "BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8000".into()),
+                public_url: get(lookup, "PUBLIC_API_URL")
+                    .map(|u| u.trim_end_matches('/').to_string()),
+                local_max_concurrent: positive(
+                    "LOCAL_MAX_CONCURRENT_IMPORTS",
+                    parse_or(lookup, "LOCAL_MAX_CONCURRENT_IMPORTS", 2)?,
+                )? as usize,
+                local_max_attempts: positive(
+                    "LOCAL_MAX_ATTEMPTS",
+                    parse_or(lookup, "LOCAL_MAX_ATTEMPTS", 3)?,
+                )? as u32,
+                importer_bin: get(lookup, "IMPORTER_BIN").map(PathBuf::from),
             },
         })
     }

@@ -1,0 +1,35 @@
+//! Extractors that reject bad input in the API's own error format.
+
+use crate::error::ApiError;
+use axum::{
+    extract::{rejection::JsonRejection, FromRequest, Request},
+    http::StatusCode,
+};
+use serde::de::DeserializeOwned;
+
+/// Like `axum::Json`, but a malformed body is 400 `malformed_json`, a body of the wrong shape
+/// 422 `invalid_body`, and a wrong content type 415 `unsupported_media_type`.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(
+                "malformed_json",
+                format!("malformed JSON: {}", e.body_text()),
+            )),
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(ApiError::unprocessable("invalid_body", e.body_text()))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            )),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The bulk-import REST API: auth, idempotent streamed uploads, job status, live progress,
+//! error reports, health and metrics. `Application::build` wires it from settings; `app`
+//! builds the router from a state, so tests can drive either.
+
+pub mod auth;
+pub mod error;
+pub mod executor;
+pub mod extract;
+pub mod metrics;
+pub mod rate_limit;
+pub mod routes;
+pub mod state;
+pub mod view;
+
+use anyhow::Context;
+use axum::{
+    http::{header, HeaderName, HeaderValue, Request},
+    middleware, Router,
+};
+use bulk_import_core::{db, settings::Executor as ExecutorKind, Settings, Storage};
+use executor::{Executor, LocalExecutor};
+use state::AppState;
+use std::{net::SocketAddr, sync::Arc};
+use tokio::net::TcpListener;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn app(state: AppState) -> Router {
+    let security = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    let mut router = Router::new()
+        .merge(routes::health::router())
+        .merge(routes::auth::router())
+        .merge(routes::imports::router())
+        .merge(routes::events::router())
+        .merge(routes::downloads::router())
+        .merge(routes::docs::router())
+        .fallback(|| async { error::ApiError::not_found() })
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+        .with_state(state);
+    for (name, value) in security {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    executor: Arc<dyn Executor>,
+}
+
+impl Application {
+    /// Connects to Postgres (and applies migrations), storage and Redis, resumes unfinished
+    /// jobs and binds `BIND_ADDR` (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let pool = db::connect(settings.database_url(), 10)
+            .await
+            .context("cannot connect to DATABASE_URL")?;
+        db::MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying migrations")?;
+        let storage = Storage::from_settings(&settings).context("storage")?;
+        let redis = redis::Client::open(settings.redis_url()).ok();
+        let executor: Arc<dyn Executor> = match settings.executor {
+            ExecutorKind::Local => Arc::new(LocalExecutor::new(&settings, pool.clone())),
+            ExecutorKind::Kubernetes => {
+                anyhow::bail!("EXECUTOR=kubernetes needs the operator (not in this build yet); use EXECUTOR=local")
+            }
+        };
+        let resumed = executor.resume().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished imports");
+        }
+        let listener = TcpListener::bind(&settings.api.bind_addr)
+            .await
+            .with_context(|| format!("cannot bind BIND_ADDR={}", settings.api.bind_addr))?;
+        let state = AppState {
+            tokens: auth::Tokens::new(&settings),
+            settings: Arc::new(settings),
+            pool,
+            redis,
+            storage,
+            executor: executor.clone(),
+            metrics: metrics::Metrics::default(),
+        };
+        Ok(Application {
+            listener,
+            router: app(state),
+            executor,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    /// Serves until SIGTERM/SIGINT (or `shutdown` resolves), then drains in-flight requests
+    /// and stops the executor's importers at a batch boundary.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        self.executor.shutdown().await;
+        Ok(())
+    }
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: draining requests");
+}

@@ -1,0 +1,487 @@
+//! `POST /imports` (streamed, idempotent upload), `GET /imports`, `GET /imports/{id}` and
+//! `GET /imports/{id}/errors`.
+//!
+//! Idempotency: the first request with a key reserves it (a row in state `uploading`), then
+//! streams the file to storage while hashing it. A request with the same key meanwhile gets
+//! 409; afterwards it gets 200 and the same job when its file (SHA-256) and mode match, or
+//! 422 when they do not. A failed upload (too large, client gone, storage down) releases the
+//! key and leaves no object behind. A reservation whose upload stopped heartbeating (the API
+//! died mid-upload) is taken over after a minute.
+
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    routes::downloads,
+    state::AppState,
+    view::{JobPage, JobView},
+};
+use axum::{
+    extract::{multipart::MultipartRejection, DefaultBodyLimit, Multipart, Path, RawQuery, State},
+    http::{header, HeaderMap, StatusCode},
+    routing::{get, post},
+    Json, Router,
+};
+use bulk_import_core::{
+    hashing::HashingReader,
+    job::{upload_key, JOB_COLUMNS},
+    storage::StorageError,
+    ImportMode, Job, JobStatus,
+};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio_util::io::StreamReader;
+use uuid::Uuid;
+
+const MAX_KEY_LEN: usize = 255;
+/// An `uploading` reservation not refreshed for this long belongs to a dead upload.
+const STALE_UPLOAD_SECS: i64 = 60;
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/imports",
+            post(create).layer(DefaultBodyLimit::disable()).get(list),
+        )
+        .route("/imports/{id}", get(show))
+        .route("/imports/{id}/errors", get(errors_report))
+}
+
+fn query_params(raw: Option<String>) -> HashMap<String, String> {
+    raw.map(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The caller's job, or 404 — also for other users' jobs, so ids cannot be probed.
+pub async fn owned_job(state: &AppState, user: Uuid, id: &str) -> ApiResult<Job> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::not_found())?;
+    sqlx::query_as::<_, Job>(&format!(
+        "SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1 AND user_id = $2 AND status <> 'uploading'"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(ApiError::not_found)
+}
+
+/// A display name from the client's file name: last path component, no control characters,
+/// at most 255 characters. It is only ever shown, never used as a storage key.
+fn display_name(raw: Option<&str>) -> String {
+    let base = raw.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
+    let clean: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    let clean = clean.trim().to_string();
+    if clean.is_empty() {
+        "upload.csv".into()
+    } else {
+        clean
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload_too_large",
+        format!("the file is larger than {limit} bytes"),
+    )
+}
+
+struct Received {
+    size: u64,
+    sha256: String,
+    file_name: String,
+}
+
+/// Where a received file goes: into storage under a key, or nowhere (a replay is only hashed).
+enum Sink<'a> {
+    Store(&'a bulk_import_core::Storage, &'a str),
+    Discard,
+}
+
+/// Streams the `file` field through the hasher into `sink`, enforcing `limit` as it goes.
+async fn receive(multipart: &mut Multipart, limit: u64, sink: Sink<'_>) -> ApiResult<Received> {
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => {
+                return Err(ApiError::unprocessable(
+                    "missing_file",
+                    "multipart field `file` is required",
+                ))
+            }
+            Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text())),
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let file_name = display_name(field.file_name());
+        let client_failed = Arc::new(AtomicBool::new(false));
+        let flag = client_failed.clone();
+        let stream = field.map_err(move |e| {
+            flag.store(true, Ordering::SeqCst);
+            std::io::Error::other(e.body_text())
+        });
+        let mut reader = HashingReader::new(StreamReader::new(stream), limit);
+        let over = reader.limit_flag();
+        let written = match sink {
+            Sink::Store(storage, key) => storage.put_stream(key, &mut reader).await,
+            Sink::Discard => tokio::io::copy(&mut reader, &mut tokio::io::sink())
+                .await
+                .map_err(StorageError::from),
+        };
+        return match written {
+            Ok(size) => Ok(Received {
+                size,
+                sha256: reader.hex_digest(),
+                file_name,
+            }),
+            Err(_) if over.load(Ordering::SeqCst) => Err(too_large(limit)),
+            Err(_) if client_failed.load(Ordering::SeqCst) => Err(ApiError::bad_request(
+                "invalid_multipart",
+                "the upload was interrupted or malformed",
+            )),
+            Err(e) if e.is_transient() => {
+                tracing::error!(error = %e, "storage unavailable during upload");
+                Err(ApiError::unavailable("storage"))
+            }
+            Err(e) => Err(ApiError::internal(e)),
+        };
+    }
+}
+
+fn fingerprint(sha256: &str, mode: ImportMode) -> String {
+    format!("{sha256}:{mode}")
+}
+
+/// Upload a CSV file and start an import.
+#[utoipa::path(post, path = "/imports", tag = "imports",
+    params(("mode" = Option<String>, Query, description = "insert_only (default) or upsert"),
+           ("Idempotency-Key" = String, Header, description = "any non-empty string, unique per user")),
+    request_body(content_type = "multipart/form-data", description = "field `file`: the CSV"),
+    responses((status = 201, body = JobView, description = "new job"), (status = 200, body = JobView, description = "same key, same file and mode"),
+              (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody, description = "the first request with this key is still uploading"),
+              (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(user_id = %user.0))]
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let user = user.0;
+    let params = query_params(query);
+    let mode: ImportMode = match params.get("mode").map(String::as_str) {
+        None | Some("") => ImportMode::InsertOnly,
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| ApiError::unprocessable("invalid_mode", e))?,
+    };
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_idempotency_key",
+                "the Idempotency-Key header is required",
+            ))
+        }
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be visible ASCII",
+            ))
+        }
+        Some(Ok(k)) if k.trim().is_empty() => {
+            return Err(ApiError::bad_request(
+                "missing_idempotency_key",
+                "the Idempotency-Key header must not be empty",
+            ))
+        }
+        Some(Ok(k)) if k.len() > MAX_KEY_LEN => {
+            return Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key is longer than 255 characters",
+            ))
+        }
+        Some(Ok(k)) => k.to_string(),
+    };
+    let limit = state.settings.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
+        return Err(too_large(limit));
+    }
+    let mut multipart =
+        multipart.map_err(|e| ApiError::unprocessable("invalid_multipart", e.body_text()))?;
+
+    let job_id = Uuid::new_v4();
+    let object = upload_key(user, job_id);
+    loop {
+        let reserved = sqlx::query(
+            "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, source_object, file_name) \
+             VALUES ($1, $2, $3, '', $4, 'uploading', $5, '') ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+        )
+        .bind(job_id)
+        .bind(user)
+        .bind(&key)
+        .bind(mode.as_str())
+        .bind(&object)
+        .execute(&state.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if reserved {
+            break;
+        }
+        let existing = sqlx::query_as::<_, Job>(&format!(
+            "SELECT {JOB_COLUMNS} FROM import_jobs WHERE user_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(user)
+        .bind(&key)
+        .fetch_optional(&state.pool)
+        .await?;
+        let Some(existing) = existing else { continue };
+        if existing.status() == JobStatus::Uploading {
+            let taken_over = sqlx::query(
+                "DELETE FROM import_jobs WHERE id = $1 AND status = 'uploading' \
+                 AND updated_at < now() - make_interval(secs => $2)",
+            )
+            .bind(existing.id)
+            .bind(STALE_UPLOAD_SECS as f64)
+            .execute(&state.pool)
+            .await?
+            .rows_affected()
+                == 1;
+            if taken_over {
+                let _ = state.storage.delete(&existing.source_object).await;
+                continue;
+            }
+            return Err(ApiError::conflict(
+                "upload_in_progress",
+                "a request with this Idempotency-Key is still uploading; retry when it has finished",
+            ));
+        }
+        return replay(&existing, mode, &mut multipart, limit).await;
+    }
+
+    // This request owns the key: stream the file to storage, keeping the reservation alive.
+    let upload = receive(&mut multipart, limit, Sink::Store(&state.storage, &object));
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let _ = sqlx::query(
+                "UPDATE import_jobs SET updated_at = now() WHERE id = $1 AND status = 'uploading'",
+            )
+            .bind(job_id)
+            .execute(&state.pool)
+            .await;
+        }
+    };
+    let received = tokio::select! {
+        r = upload => r,
+        _ = heartbeat => unreachable!("the heartbeat never ends"),
+    };
+    let received = match received {
+        Ok(r) => r,
+        Err(e) => {
+            release(&state, job_id, &object).await;
+            return Err(e);
+        }
+    };
+    let job = sqlx::query_as::<_, Job>(&format!(
+        "UPDATE import_jobs SET status = 'pending', request_fingerprint = $2, file_name = $3, file_size = $4, updated_at = now() \
+         WHERE id = $1 RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(job_id)
+    .bind(fingerprint(&received.sha256, mode))
+    .bind(&received.file_name)
+    .bind(received.size as i64)
+    .fetch_one(&state.pool)
+    .await?;
+    tracing::info!(%job_id, size = received.size, %mode, "import created");
+    if let Err(e) = state.executor.submit(job_id).await {
+        // The job stays pending; the executor picks pending jobs up again when it starts.
+        tracing::error!(%job_id, error = %e, "could not hand the job to the executor");
+    }
+    Ok((StatusCode::CREATED, Json(JobView::from(&job))))
+}
+
+/// Same key again: same mode and same file bytes give the existing job; anything else is 422.
+async fn replay(
+    existing: &Job,
+    mode: ImportMode,
+    multipart: &mut Multipart,
+    limit: u64,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let reused = |what: &str| {
+        ApiError::unprocessable(
+            "idempotency_key_reused",
+            format!("this Idempotency-Key was already used with a different {what}"),
+        )
+    };
+    if existing.mode() != mode {
+        return Err(reused("mode"));
+    }
+    let received = receive(multipart, limit, Sink::Discard).await?;
+    if fingerprint(&received.sha256, mode) != existing.request_fingerprint {
+        return Err(reused("file"));
+    }
+    Ok((StatusCode::OK, Json(JobView::from(existing))))
+}
+
+/// Gives the key back after a failed upload; the storage write already left nothing behind,
+/// the delete is a second guard.
+async fn release(state: &AppState, job_id: Uuid, object: &str) {
+    if let Err(e) = sqlx::query("DELETE FROM import_jobs WHERE id = $1 AND status = 'uploading'")
+        .bind(job_id)
+        .execute(&state.pool)
+        .await
+    {
+        tracing::error!(%job_id, error = %e, "could not release an idempotency key");
+    }
+    let _ = state.storage.delete(object).await;
+}
+
+/// The caller's jobs, newest first.
+#[utoipa::path(get, path = "/imports", tag = "imports",
+    params(("limit" = Option<i64>, Query, description = "1–100, default 20"), ("offset" = Option<i64>, Query, description = "default 0")),
+    responses((status = 200, body = JobPage), (status = 401, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<JobPage>> {
+    let params = query_params(query);
+    let number = |name: &str, default: i64, min: i64, max: i64| -> ApiResult<i64> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::unprocessable(
+                    "invalid_query",
+                    format!("{name} must be an integer from {min} to {max}"),
+                )),
+            },
+        }
+    };
+    let limit = number("limit", 20, 1, 100)?;
+    let offset = number("offset", 0, 0, i64::MAX)?;
+    let jobs = sqlx::query_as::<_, Job>(&format!(
+        "SELECT {JOB_COLUMNS} FROM import_jobs WHERE user_id = $1 AND status <> 'uploading' \
+         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(user.0)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM import_jobs WHERE user_id = $1 AND status <> 'uploading'",
+    )
+    .bind(user.0)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(Json(JobPage {
+        items: jobs.iter().map(JobView::from).collect(),
+        limit,
+        offset,
+        total,
+    }))
+}
+
+/// One job: status, counters and progress.
+#[utoipa::path(get, path = "/imports/{id}", tag = "imports", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    Ok(Json(JobView::from(&owned_job(&state, user.0, &id).await?)))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReportLink {
+    /// GET it without credentials until it expires.
+    pub url: String,
+    pub expires_in: u64,
+}
+
+/// A download URL for the job's errors.csv.
+#[utoipa::path(get, path = "/imports/{id}/errors", tag = "imports", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ReportLink), (status = 404, body = crate::error::ErrorBody, description = "no report: no error rows, or the job failed"),
+              (status = 409, body = crate::error::ErrorBody, description = "the job has not finished")),
+    security(("bearer" = [])))]
+pub async fn errors_report(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ReportLink>> {
+    let job = owned_job(&state, user.0, &id).await?;
+    let key = match (job.status(), &job.report_object) {
+        (JobStatus::Done, Some(key)) => key.clone(),
+        (JobStatus::Done, None) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_errors",
+                "the import finished without error rows",
+            ))
+        }
+        (JobStatus::Failed, _) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_report",
+                "the import failed before writing a report; see its error",
+            ))
+        }
+        _ => {
+            return Err(ApiError::conflict(
+                "report_not_ready",
+                "the import has not finished yet",
+            ))
+        }
+    };
+    let ttl = state.settings.presign_ttl;
+    let url = match state.storage.presign_get(&key, ttl).await {
+        Ok(Some(url)) => url,
+        Ok(None) => downloads::signed_url(&state, &headers, &key)?,
+        Err(e) => {
+            tracing::error!(error = %e, "presigning failed");
+            return Err(ApiError::unavailable("storage"));
+        }
+    };
+    Ok(Json(ReportLink {
+        url,
+        expires_in: ttl.as_secs(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_are_cleaned() {
+        assert_eq!(display_name(Some("../../etc/passwd")), "passwd");
+        assert_eq!(display_name(Some("C:\\Users\\me\\list.csv")), "list.csv");
+        assert_eq!(display_name(Some("a\u{0}b\nc.csv")), "abc.csv");
+        assert_eq!(display_name(None), "upload.csv");
+        assert_eq!(display_name(Some(&"x".repeat(300))).len(), 255);
+    }
+}

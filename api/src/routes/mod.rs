@@ -1,0 +1,8 @@
+//! Route modules; each exposes `router()` and the top level merges them.
+
+pub mod auth;
+pub mod docs;
+pub mod downloads;
+pub mod events;
+pub mod health;
+pub mod imports;
