@@ -9,6 +9,8 @@ pub mod progress;
 pub mod settings;
 pub mod storage;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use email::Email;
 pub use job::{ImportMode, Job, JobStatus};

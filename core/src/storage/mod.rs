@@ -120,6 +120,20 @@ impl Storage {
         }
     }
 
+    /// Keys under `prefix` (relative to this deployment's prefix), temporary files included;
+    /// for tests and operations, not for hot paths.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let full = self.full(prefix);
+        let keys = match &self.backend {
+            Backend::S3(s) => s.list(&full).await?,
+            Backend::Fs(f) => f.list(&full).await?,
+        };
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string))
+            .collect())
+    }
+
     /// Readiness: the bucket (or directory) answers.
     pub async fn check(&self) -> Result<()> {
         match &self.backend {

@@ -250,6 +250,41 @@ impl S3Store {
         Ok(req.uri().to_string())
     }
 
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        // Parts of unfinished multipart uploads are objects-to-be too.
+        let uploads = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| classify(prefix, e))?;
+        keys.extend(
+            uploads
+                .uploads()
+                .iter()
+                .filter_map(|u| u.key().map(|k| format!("{k} (unfinished upload)"))),
+        );
+        Ok(keys)
+    }
+
     pub async fn check(&self) -> Result<()> {
         self.client
             .head_bucket()

@@ -4,42 +4,25 @@
 
 #![allow(dead_code)]
 
-use bulk_import_core::{db, job::fetch_job, ImportMode, Job, Settings, Storage};
+pub use bulk_import_core::testing::Backend;
+use bulk_import_core::{
+    db,
+    job::fetch_job,
+    testing::{settings_from, test_vars},
+    ImportMode, Job, Settings, Storage,
+};
 use bulk_import_importer::{run_job, submit, Outcome};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use std::{collections::HashMap, path::PathBuf, process::Command, time::Duration};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Backend {
-    S3,
-    Fs,
-}
 
 pub struct TestEnv {
     pub vars: HashMap<String, String>,
     pub settings: Settings,
     pub pool: PgPool,
     pub storage: Storage,
-    pub db_name: String,
     _dir: tempfile::TempDir,
-}
-
-fn required(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run the tests through scripts/test.sh (or `source .local/env` after scripts/services.sh)")
-    })
-}
-
-/// `postgres://…/db?params` with the database name replaced.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let cut = base.rfind('/').expect("DATABASE_URL has a path");
-    format!("{}/{db}{query}", &base[..cut])
 }
 
 impl TestEnv {
@@ -48,70 +31,19 @@ impl TestEnv {
     }
 
     pub async fn with(backend: Backend, overrides: &[(&str, &str)]) -> TestEnv {
-        let admin_url = required("DATABASE_URL");
-        let db_name = format!("bi_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&with_database(&admin_url, "postgres"))
-            .await
-            .expect("connect to Postgres");
-        sqlx::query(&format!("CREATE DATABASE {db_name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.ok();
-        let url = with_database(&admin_url, &db_name);
-        let pool = db::connect(&url, 4).await.unwrap();
-        db::MIGRATOR.run(&pool).await.unwrap();
-
         let dir = tempfile::tempdir().unwrap();
-        let mut vars: HashMap<String, String> = HashMap::new();
-        vars.insert("APP_ENV".into(), "test".into());
-        vars.insert("DATABASE_URL".into(), url);
-        vars.insert(
-            "REDIS_URL".into(),
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
-        );
-        vars.insert(
-            "STORAGE_KEY_PREFIX".into(),
-            format!("test-{}/", Uuid::new_v4().simple()),
-        );
-        match backend {
-            Backend::S3 => {
-                vars.insert("STORAGE".into(), "s3".into());
-                for v in [
-                    "S3_ENDPOINT_URL",
-                    "S3_ACCESS_KEY",
-                    "S3_SECRET_KEY",
-                    "S3_BUCKET",
-                ] {
-                    vars.insert(v.into(), required(v));
-                }
-                for v in ["S3_PUBLIC_ENDPOINT_URL", "S3_REGION"] {
-                    if let Ok(val) = std::env::var(v) {
-                        vars.insert(v.into(), val);
-                    }
-                }
-            }
-            Backend::Fs => {
-                vars.insert("STORAGE".into(), "fs".into());
-                vars.insert(
-                    "STORAGE_DIR".into(),
-                    dir.path().join("storage").display().to_string(),
-                );
-            }
-        }
+        let mut vars = test_vars(backend, dir.path()).await;
         for (k, v) in overrides {
             vars.insert(k.to_string(), v.to_string());
         }
-        let lookup = vars.clone();
-        let settings =
-            Settings::from_lookup(&move |k| lookup.get(k).cloned()).expect("test settings");
+        let settings = settings_from(&vars);
+        let pool = db::connect(settings.database_url(), 4).await.unwrap();
         let storage = Storage::from_settings(&settings).unwrap();
         TestEnv {
             vars,
             settings,
             pool,
             storage,
-            db_name,
             _dir: dir,
         }
     }
