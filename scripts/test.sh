@@ -27,3 +27,6 @@ echo "dropped $(wc -w <<<"$leftovers") database(s)"
 
 step "cargo test --workspace --all-targets $*"
 cargo test --workspace --all-targets "$@"
+
+step "chart tests (charts/tests/run.sh)"
+bash charts/tests/run.sh

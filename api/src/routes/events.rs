@@ -1,6 +1,6 @@
 //! `GET /imports/{id}/events`: Server-Sent Events with progress snapshots until the job
 //! ends. Snapshots come from the importer's Redis publications; Postgres is polled as well
-//! (every second without Redis, every five with it) so that nothing is missed and the stream
+//! (twice a second without Redis, every five seconds with it) so that nothing is missed and the stream
 //! keeps working when Redis is down.
 
 use crate::{

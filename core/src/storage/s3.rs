@@ -18,8 +18,8 @@ use secrecy::ExposeSecret;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Part size of multipart uploads: the most an upload holds in memory at once.
-const PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Part size of multipart uploads (the S3 minimum): the most an upload holds in memory.
+const PART_SIZE: u64 = 5 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct S3Store {
@@ -297,7 +297,8 @@ impl S3Store {
 }
 
 async fn read_part<R: AsyncRead + Unpin>(body: &mut R) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
+    // Allocated at its final size once: growing by doubling leaves freed blocks behind.
+    let mut buf = Vec::with_capacity(PART_SIZE as usize);
     body.take(PART_SIZE).read_to_end(&mut buf).await?;
     Ok(buf)
 }
