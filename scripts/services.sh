@@ -3,6 +3,7 @@
 # (S3) on loopback — installing what is missing, and writes their settings to .local/env.
 #
 #   scripts/services.sh        install/start whatever is not running, then print .local/env
+#   scripts/services.sh db     only Postgres (with the bulk_import database) and Redis
 #   scripts/services.sh env    only print .local/env
 #   scripts/services.sh stop   stop the Garage started from this checkout (nothing else)
 #
@@ -76,7 +77,7 @@ install_missing() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
   fi
-  if ! command -v garage >/dev/null; then
+  if [ "${1:-}" != no-garage ] && ! command -v garage >/dev/null; then
     log "installing garage with cargo install (about 10 minutes the first time)"
     cargo install garage --locked --no-default-features --features bundled-libs,sqlite
   fi
@@ -289,10 +290,16 @@ case "${1:-start}" in
     log "settings in ${ENV_FILE#"$REPO/"} (source it):"
     print_env
     ;;
+  db)
+    mkdir -p "$LOCAL_DIR"
+    install_missing no-garage
+    start_postgres
+    start_redis
+    ;;
   env) print_env ;;
   stop) stop_garage ;;
   *)
-    echo "usage: $0 [start|env|stop]" >&2
+    echo "usage: $0 [start|db|env|stop]" >&2
     exit 2
     ;;
 esac
