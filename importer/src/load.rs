@@ -21,12 +21,61 @@ pub struct Batch {
     pub errors: Vec<RowError>,
     pub end_offset: u64,
     pub end_line: u64,
+    /// Records read (set by `prepare`): the batch's share of `processed_rows`.
+    records: usize,
+    /// upsert: valid rows before repeats were collapsed.
+    valid_rows: usize,
+    /// insert_only: `rows` in COPY text format for `customers`.
+    copy_data: Vec<u8>,
 }
 
 impl Batch {
+    /// Records in the batch so far (before `prepare`), or read (after).
     pub fn records(&self) -> usize {
-        self.rows.len() + self.errors.len()
+        self.records.max(self.rows.len() + self.errors.len())
     }
+
+    /// The work that needs no database, done on the reader thread so that it overlaps the
+    /// previous batch's transaction. insert_only: later occurrences of an email within the
+    /// batch become `duplicate_in_file`, and the rest is encoded for COPY. upsert: repeats
+    /// are collapsed to their last occurrence (the one that wins), sorted by email so that
+    /// concurrent upserts lock rows in one order.
+    pub fn prepare(&mut self, mode: ImportMode, job_id: Uuid) {
+        self.records = self.rows.len() + self.errors.len();
+        let rows = std::mem::take(&mut self.rows);
+        match mode {
+            ImportMode::InsertOnly => {
+                let mut first_line: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+                for c in rows {
+                    if let Some(&first) = first_line.get(&c.email) {
+                        self.errors.push(duplicate_in_file(&c, first));
+                    } else {
+                        first_line.insert(c.email.clone(), c.line);
+                        self.rows.push(c);
+                    }
+                }
+                self.copy_data = encode_customers(&self.rows, job_id);
+            }
+            ImportMode::Upsert => {
+                self.valid_rows = rows.len();
+                let mut last: HashMap<String, Customer> = HashMap::with_capacity(rows.len());
+                for c in rows {
+                    last.insert(c.email.clone(), c);
+                }
+                self.rows = last.into_values().collect();
+                self.rows.sort_unstable_by(|a, b| a.email.cmp(&b.email));
+            }
+        }
+    }
+}
+
+fn encode_customers<'a>(rows: impl IntoIterator<Item = &'a Customer>, job_id: Uuid) -> Vec<u8> {
+    let tail = format!("\t{job_id}");
+    let mut data = Vec::with_capacity(96 * 1024);
+    for c in rows {
+        copy::push_customer(&mut data, c, tail.as_bytes());
+    }
+    data
 }
 
 /// Job counters after a batch, as committed.
@@ -71,7 +120,6 @@ const MAX_ATTEMPTS: u32 = 12;
 pub struct Loader {
     options: PgConnectOptions,
     conn: Option<PgConnection>,
-    stage_ready: bool,
     job_id: Uuid,
     mode: ImportMode,
     seen: SeenEmails,
@@ -94,7 +142,6 @@ impl Loader {
         Loader {
             options,
             conn: None,
-            stage_ready: false,
             job_id,
             mode,
             seen: SeenEmails::new(expected_rows),
@@ -107,7 +154,6 @@ impl Loader {
     async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         if self.conn.is_none() {
             self.conn = Some(PgConnection::connect_with(&self.options).await?);
-            self.stage_ready = false;
         }
         Ok(self.conn.as_mut().expect("just connected"))
     }
@@ -169,32 +215,23 @@ impl Loader {
     /// run's emails, or every row once a COPY has hit an existing email).
     async fn insert_only(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
         let mut errors = batch.errors.clone();
-        let mut first_line: HashMap<&str, i64> = HashMap::with_capacity(batch.rows.len());
-        let mut keep: Vec<&Customer> = Vec::with_capacity(batch.rows.len());
-        for c in &batch.rows {
-            match first_line.get(c.email.as_str()) {
-                Some(&first) => errors.push(duplicate_in_file(c, first)),
-                None => {
-                    first_line.insert(&c.email, c.line);
-                    keep.push(c);
-                }
-            }
-        }
+        let mut keep: Vec<&Customer> = batch.rows.iter().collect();
         let candidates: Vec<&str> = keep
             .iter()
             .map(|c| c.email.as_str())
             .filter(|e| self.probe_all || self.seen.may_contain(e))
             .collect();
         if !candidates.is_empty() {
-            let existing: HashMap<String, (Option<Uuid>, Option<i64>)> = sqlx::query_as::<_, (String, Option<Uuid>, Option<i64>)>(
-                "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
-            )
-            .bind(&candidates)
-            .fetch_all(self.conn().await?)
-            .await?
-            .into_iter()
-            .map(|(e, j, l)| (e, (j, l)))
-            .collect();
+            let existing: HashMap<String, (Option<Uuid>, Option<i64>)> =
+                sqlx::query_as::<_, (String, Option<Uuid>, Option<i64>)>(
+                    "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
+                )
+                .bind(&candidates)
+                .fetch_all(self.conn().await?)
+                .await?
+                .into_iter()
+                .map(|(e, j, l)| (e, (j, l)))
+                .collect();
             keep.retain(|c| match existing.get(&c.email) {
                 None => true,
                 Some((Some(job), Some(line))) if *job == self.job_id => {
@@ -207,12 +244,14 @@ impl Loader {
                 }
             });
         }
-
-        let mut data = Vec::with_capacity(keep.len() * 96);
-        let tail = format!("\t{}", self.job_id);
-        for c in &keep {
-            copy::push_customer(&mut data, c, tail.as_bytes());
-        }
+        // The reader encoded every row; encode again only when look-ups removed some.
+        let reencoded;
+        let data: &[u8] = if keep.len() == batch.rows.len() {
+            &batch.copy_data
+        } else {
+            reencoded = encode_customers(keep.iter().copied(), self.job_id);
+            &reencoded
+        };
         let job_id = self.job_id;
         let checkpoint = self.checkpoint;
         let conn = self.conn().await?;
@@ -256,46 +295,27 @@ impl Loader {
         Ok(totals)
     }
 
-    /// upsert: `INSERT … ON CONFLICT (email) DO UPDATE` from a staging table. Repeated emails
-    /// in a batch are collapsed to their last occurrence (the one that wins); the earlier ones
-    /// count as updates, exactly as if each row had been applied in file order.
+    /// upsert: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (email) DO UPDATE` per batch.
+    /// The batch's repeats were collapsed to their last occurrence by `prepare`; the earlier
+    /// ones count as updates, exactly as if each row had been applied in file order.
     async fn upsert(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(batch.rows.len());
-        for (i, c) in batch.rows.iter().enumerate() {
-            last.insert(&c.email, i);
-        }
-        let mut data = Vec::with_capacity(last.len() * 96);
-        for (i, c) in batch.rows.iter().enumerate() {
-            if last[c.email.as_str()] == i {
-                copy::push_customer(&mut data, c, b"");
-            }
-        }
+        let rows = &batch.rows;
+        let emails: Vec<&str> = rows.iter().map(|c| c.email.as_str()).collect();
+        let column = |f: fn(&Customer) -> &Option<String>| -> Vec<Option<&str>> {
+            rows.iter().map(|c| f(c).as_deref()).collect()
+        };
+        let lines: Vec<i64> = rows.iter().map(|c| c.line).collect();
         let job_id = self.job_id;
         let checkpoint = self.checkpoint;
-        let need_stage = !self.stage_ready;
         let conn = self.conn().await?;
-        if need_stage {
-            sqlx::query(
-                "CREATE TEMP TABLE IF NOT EXISTS import_stage \
-                 (email text, first_name text, last_name text, phone text, city text, line bigint) \
-                 ON COMMIT DELETE ROWS",
-            )
-            .execute(&mut *conn)
-            .await?;
-        }
         let mut tx = conn.begin().await?;
         let mut inserted = 0i64;
-        if !batch.rows.is_empty() {
-            let mut sink = tx
-                .copy_in_raw("COPY import_stage (email, first_name, last_name, phone, city, line) FROM STDIN")
-                .await?;
-            sink.send(data).await?;
-            sink.finish().await?;
-            // Sorted by email so that concurrent upserts lock rows in one order (no deadlock).
+        if !rows.is_empty() {
             inserted = sqlx::query_scalar(
                 "WITH up AS ( \
                    INSERT INTO customers AS c (email, first_name, last_name, phone, city, last_import_id, last_import_line) \
-                   SELECT email, first_name, last_name, phone, city, $1, line FROM import_stage ORDER BY email \
+                   SELECT e, f, l, p, ci, $7, ln \
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS s(e, f, l, p, ci, ln) \
                    ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name, \
                      last_name = EXCLUDED.last_name, phone = EXCLUDED.phone, city = EXCLUDED.city, \
                      updated_at = now(), last_import_id = EXCLUDED.last_import_id, \
@@ -303,11 +323,17 @@ impl Loader {
                    RETURNING (xmax = 0) AS inserted) \
                  SELECT count(*) FILTER (WHERE inserted) FROM up",
             )
+            .bind(&emails)
+            .bind(column(|c| &c.first_name))
+            .bind(column(|c| &c.last_name))
+            .bind(column(|c| &c.phone))
+            .bind(column(|c| &c.city))
+            .bind(&lines)
             .bind(job_id)
             .fetch_one(&mut *tx)
             .await?;
         }
-        let updated = batch.rows.len() as i64 - inserted;
+        let updated = batch.valid_rows as i64 - inserted;
         let totals = finish_batch(
             &mut tx,
             job_id,
@@ -319,11 +345,9 @@ impl Loader {
         )
         .await?;
         tx.commit().await?;
-        self.stage_ready = true;
         Ok(totals)
     }
 }
-
 /// Writes the batch's error rows, adds its counts to the job and moves the checkpoint, only
 /// if the checkpoint is still where this importer left it.
 async fn finish_batch(

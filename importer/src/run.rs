@@ -255,6 +255,8 @@ async fn process(
         let config = SourceConfig {
             batch_size: settings.import.batch_size,
             slow_per_row: settings.import.slow,
+            mode: job.mode(),
+            job_id: job.id,
         };
         let (s, key, line) = (
             storage.clone(),

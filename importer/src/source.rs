@@ -24,6 +24,8 @@ const MAX_STORAGE_ATTEMPTS: u32 = 8;
 pub struct SourceConfig {
     pub batch_size: usize,
     pub slow_per_row: Duration,
+    pub mode: bulk_import_core::ImportMode,
+    pub job_id: uuid::Uuid,
 }
 
 /// A blocking `Read` over an object in storage that survives broken connections by
@@ -127,6 +129,7 @@ pub fn read_batches(
             let (end_offset, end_line) = reader.position();
             batch.end_offset = end_offset;
             batch.end_line = end_line;
+            batch.prepare(config.mode, config.job_id);
             if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
