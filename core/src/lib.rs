@@ -1,6 +1,7 @@
 //! Types and clients shared by the bulk-import binaries: settings, the job row, the storage
 //! client, progress snapshots, e-mail validation and database helpers.
 
+pub mod crd;
 pub mod db;
 pub mod email;
 pub mod hashing;

@@ -1,6 +1,168 @@
-//! bulk-import-operator: a placeholder until the operator issue lands.
+//! `bulk-import-operator` runs the controller (with leader election and /health, /ready,
+//! /metrics); `bulk-import-operator crd` prints the ImportJob CRD.
 
-fn main() {
-    eprintln!("bulk-import-operator is not implemented yet (see the operator issue)");
-    std::process::exit(2);
+use anyhow::Context as _;
+use bulk_import_core::{crd::crd_yaml, db, telemetry, Settings, Storage};
+use bulk_import_operator::{
+    config::OperatorConfig,
+    controller::{self, Context},
+    leader::{LeaderElector, RENEW_EVERY, RETRY_EVERY},
+    metrics::{self, Health, Metrics},
+};
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::{Duration, Instant},
+};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("crd") => {
+            print!("{}", crd_yaml());
+            return;
+        }
+        None | Some("run") => {}
+        Some(other) => {
+            eprintln!("unknown command {other:?}; usage: bulk-import-operator [run|crd]");
+            std::process::exit(2);
+        }
+    }
+    telemetry::init("info,kube=warn,sqlx=warn");
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = OperatorConfig::from_env()?;
+    let settings = Settings::from_env()?;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let pool = db::connect(settings.database_url(), 4)
+        .await
+        .context("cannot connect to DATABASE_URL")?;
+    let storage = Storage::from_settings(&settings)?;
+    let metrics = Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+
+    let listener = tokio::net::TcpListener::bind(&config.bind_addr)
+        .await
+        .with_context(|| format!("cannot bind OPERATOR_BIND_ADDR={}", config.bind_addr))?;
+    tracing::info!(
+        "operator probes and metrics on http://{}",
+        listener.local_addr()?
+    );
+    let router = metrics::router(Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+    let http_stop = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
+    });
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.cancel();
+    });
+
+    let elector = LeaderElector::new(client.clone(), &config.namespace, &config.pod_name);
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(identity = elector.identity(), "waiting for leadership");
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        match elector.try_acquire().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "leader election failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_EVERY) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+    }
+    tracing::info!("leading: reconciling ImportJobs");
+    metrics.leader.set(1);
+
+    // Renew the Lease; stop reconciling if it cannot be renewed in time.
+    let lost = CancellationToken::new();
+    let renew_stop = stop.clone();
+    let renew_lost = lost.clone();
+    let renewer = tokio::spawn(async move {
+        let mut last_ok = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RENEW_EVERY) => {}
+                _ = renew_stop.cancelled() => break,
+            }
+            match elector.try_acquire().await {
+                Ok(true) => last_ok = Instant::now(),
+                Ok(false) => {
+                    tracing::error!("lost the Lease to another replica");
+                    renew_lost.cancel();
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew the Lease");
+                    if last_ok.elapsed()
+                        > Duration::from_secs(
+                            bulk_import_operator::leader::LEASE_SECONDS as u64 - 5,
+                        )
+                    {
+                        renew_lost.cancel();
+                        break;
+                    }
+                }
+            }
+        }
+        elector
+    });
+
+    let ctx = Arc::new(Context::new(
+        client,
+        config,
+        Some(pool),
+        Some(storage),
+        metrics,
+    ));
+    let controller_stop = stop.clone();
+    let controller_lost = lost.clone();
+    controller::run(ctx, async move {
+        tokio::select! {
+            _ = controller_stop.cancelled() => {}
+            _ = controller_lost.cancelled() => {}
+        }
+    })
+    .await;
+    stop.cancel();
+    if let Ok(elector) = renewer.await {
+        if !lost.is_cancelled() {
+            let _ = elector.release().await;
+        }
+    }
+    if lost.is_cancelled() {
+        anyhow::bail!("leadership lost; exiting so that the replica restarts as a candidate");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,201 @@
+//! The `ImportJob` custom resource (`bulkimport.dev/v1alpha1`): what the API creates for each
+//! upload on Kubernetes and the operator turns into a batch/v1 Job running the importer.
+//! The spec carries no secret: credentials reach the pod by `secretKeyRef`.
+//! `bulk-import-operator crd` prints the CRD generated from these types.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "bulkimport.dev";
+/// Field managers of the two writers of an ImportJob's status (server-side apply).
+pub const OPERATOR_MANAGER: &str = "bulk-import-operator";
+pub const IMPORTER_MANAGER: &str = "bulk-import-importer";
+/// Label on ImportJobs, Jobs and pods: the import job's id.
+pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
+
+/// An import of one uploaded CSV file into Postgres.
+#[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[kube(
+    group = "bulkimport.dev",
+    version = "v1alpha1",
+    kind = "ImportJob",
+    namespaced,
+    status = "ImportJobStatus",
+    shortname = "ij",
+    category = "bulk-import",
+    doc = "An import of one uploaded CSV file into Postgres, run as a Kubernetes Job.",
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Processed",
+        type_ = "integer",
+        json_path = ".status.processedRows"
+    ),
+    printcolumn(name = "Errors", type_ = "integer", json_path = ".status.errorRows"),
+    printcolumn(
+        name = "Progress",
+        type_ = "number",
+        json_path = ".status.progressPercent",
+        description = "percent of the file read"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportJobSpec {
+    /// The `import_jobs` row this resource runs (a UUID).
+    pub job_id: String,
+    /// `insert_only` or `upsert`.
+    pub mode: ImportModeSpec,
+    /// The uploaded file in object storage.
+    pub source: SourceObject,
+    /// Where the error report goes (`errors.csv`).
+    pub report: ReportLocation,
+    /// Overrides of the importer's tuning for this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<Tuning>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum ImportModeSpec {
+    #[serde(rename = "insert_only")]
+    InsertOnly,
+    #[serde(rename = "upsert")]
+    Upsert,
+}
+
+impl From<crate::ImportMode> for ImportModeSpec {
+    fn from(m: crate::ImportMode) -> Self {
+        match m {
+            crate::ImportMode::InsertOnly => ImportModeSpec::InsertOnly,
+            crate::ImportMode::Upsert => ImportModeSpec::Upsert,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceObject {
+    /// Object key (relative to the deployment's key prefix).
+    pub key: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// The name the client gave the file (display only).
+    #[serde(default)]
+    pub file_name: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportLocation {
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tuning {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub progress_every: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_ms: Option<u64>,
+}
+
+/// Written by two managers: the operator (phase, reason, conditions, Job name, timestamps)
+/// and the importer (counters and progress, at most about once a second).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportJobStatus {
+    /// `Pending`, `Running`, `Complete`, `Failed` or `Invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Machine-readable reason of the phase (e.g. `OOMKilled`, `DeadlineExceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The batch/v1 Job running the importer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_rows: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inserted_rows: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_rows: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rows: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_percent: Option<f64>,
+    /// `Complete` and `Failed`, so that `kubectl wait --for=condition=Complete` works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Option<Vec<Condition>>,
+}
+
+/// The usual Kubernetes condition shape.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339.
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Conditions are a list map keyed by `type`, so that server-side apply merges them by type.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    let obj = schema.ensure_object();
+    obj.insert("x-kubernetes-list-type".into(), "map".into());
+    obj.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
+    schema
+}
+
+/// The name of the ImportJob (and of its Job) for an import job id.
+pub fn resource_name(job_id: uuid::Uuid) -> String {
+    format!("import-{job_id}")
+}
+
+/// The CRD as YAML, exactly as committed under `crds/`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = ImportJob::crd();
+    format!(
+        "# Generated by `bulk-import-operator crd` from core/src/crd.rs; do not edit.\n{}",
+        serde_yaml_ng(&crd)
+    )
+}
+
+fn serde_yaml_ng<T: Serialize>(v: &T) -> String {
+    serde_yaml::to_string(v).expect("the CRD serialises")
+}

@@ -1,0 +1,118 @@
+//! The operator's settings (environment variables; the chart sets them).
+
+use std::str::FromStr;
+
+/// What the finalizer does with an ImportJob's objects (the upload and the report) when the
+/// ImportJob is deleted: `keep` them (default) or `delete` them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Keep,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    pub namespace: String,
+    pub bind_addr: String,
+    /// Identity in the leader-election Lease.
+    pub pod_name: String,
+    pub image: String,
+    pub image_pull_policy: String,
+    pub service_account: String,
+    pub secret_name: String,
+    pub configmap_name: String,
+    pub cpu_request: String,
+    pub cpu_limit: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+    pub backoff_limit: i32,
+    pub active_deadline_seconds: i64,
+    pub ttl_seconds_after_finished: i32,
+    pub retention: Retention,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl OperatorConfig {
+    pub fn from_env() -> Result<OperatorConfig, ConfigError> {
+        OperatorConfig::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<OperatorConfig, ConfigError> {
+        let get = |var: &str, default: &str| {
+            lookup(var)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.into())
+        };
+        fn num<T: FromStr>(var: &'static str, value: String, min: T) -> Result<T, ConfigError>
+        where
+            T: PartialOrd + std::fmt::Display,
+        {
+            match value.parse::<T>() {
+                Ok(n) if n >= min => Ok(n),
+                _ => Err(ConfigError {
+                    var,
+                    reason: format!("invalid value {value:?}: expected a number ≥ {min}"),
+                }),
+            }
+        }
+        let retention = match get("OBJECT_RETENTION", "keep").as_str() {
+            "keep" => Retention::Keep,
+            "delete" => Retention::Delete,
+            other => {
+                return Err(ConfigError {
+                    var: "OBJECT_RETENTION",
+                    reason: format!("invalid value {other:?}: expected keep or delete"),
+                })
+            }
+        };
+        let pull = get("IMPORTER_IMAGE_PULL_POLICY", "IfNotPresent");
+        if !matches!(pull.as_str(), "Always" | "IfNotPresent" | "Never") {
+            return Err(ConfigError {
+                var: "IMPORTER_IMAGE_PULL_POLICY",
+                reason: format!("invalid value {pull:?}"),
+            });
+        }
+        Ok(OperatorConfig {
+            namespace: get("KUBE_NAMESPACE", "default"),
+            bind_addr: get("OPERATOR_BIND_ADDR", "0.0.0.0:8080"),
+            pod_name: get(
+                "POD_NAME",
+                &format!("bulk-import-operator-{}", uuid::Uuid::new_v4().simple()),
+            ),
+            image: get("IMPORTER_IMAGE", "bulk-import:dev"),
+            image_pull_policy: pull,
+            service_account: get("IMPORTER_SERVICE_ACCOUNT", "bulk-import-importer"),
+            secret_name: get("IMPORTER_SECRET_NAME", "bulk-import"),
+            configmap_name: get("IMPORTER_CONFIGMAP_NAME", "bulk-import-config"),
+            cpu_request: get("IMPORTER_CPU_REQUEST", "100m"),
+            cpu_limit: get("IMPORTER_CPU_LIMIT", "1"),
+            memory_request: get("IMPORTER_MEMORY_REQUEST", "64Mi"),
+            memory_limit: get("IMPORTER_MEMORY_LIMIT", "256Mi"),
+            backoff_limit: num("JOB_BACKOFF_LIMIT", get("JOB_BACKOFF_LIMIT", "3"), 0)?,
+            active_deadline_seconds: num(
+                "JOB_ACTIVE_DEADLINE_SECONDS",
+                get("JOB_ACTIVE_DEADLINE_SECONDS", "3600"),
+                1,
+            )?,
+            ttl_seconds_after_finished: num(
+                "JOB_TTL_SECONDS_AFTER_FINISHED",
+                get("JOB_TTL_SECONDS_AFTER_FINISHED", "86400"),
+                0,
+            )?,
+            retention,
+        })
+    }
+
+    /// Defaults, for tests.
+    pub fn defaults() -> OperatorConfig {
+        OperatorConfig::from_lookup(&|_| None).expect("defaults are valid")
+    }
+}

@@ -1,0 +1,25 @@
+//! The bulk-import operator: turns each `ImportJob` into a batch/v1 Job running the
+//! importer and keeps the ImportJob's status and the Postgres row true.
+
+pub mod config;
+pub mod controller;
+pub mod job_template;
+pub mod leader;
+pub mod metrics;
+pub mod status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the ImportJob has no namespace")]
+    MissingNamespace,
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
