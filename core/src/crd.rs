@@ -15,6 +15,9 @@ pub const IMPORTER_MANAGER: &str = "bulk-import-importer";
 pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
 
 /// An import of one uploaded CSV file into Postgres.
+// Each `printcolumn(...)` repeats `type_ = "string"`-style keys, which this lint mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[kube(
     group = "bulkimport.dev",

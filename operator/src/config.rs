@@ -51,9 +51,9 @@ impl OperatorConfig {
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| default.into())
         };
-        fn num<T: FromStr>(var: &'static str, value: String, min: T) -> Result<T, ConfigError>
+        fn num<T>(var: &'static str, value: String, min: T) -> Result<T, ConfigError>
         where
-            T: PartialOrd + std::fmt::Display,
+            T: FromStr + PartialOrd + std::fmt::Display,
         {
             match value.parse::<T>() {
                 Ok(n) if n >= min => Ok(n),
