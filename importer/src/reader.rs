@@ -60,6 +60,11 @@ pub struct RecordReader<R> {
     last_byte: u8,
     /// Still at offset 0, where a byte-order mark may sit.
     at_start: bool,
+    /// `csv-core` has been given input. It strips a BOM from the start of its first input,
+    /// which would make a reader resumed at a record starting with one read that record
+    /// differently; BOMs are this reader's business (offset 0 only), so the first input the
+    /// core sees is one byte, too short to be taken for a BOM.
+    core_started: bool,
     out: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -79,6 +84,7 @@ impl<R: Read> RecordReader<R> {
             line,
             last_byte: b'\n',
             at_start: offset == 0,
+            core_started: false,
             out: vec![0; 4096],
             ends: vec![0; MAX_FIELDS],
         }
@@ -156,7 +162,11 @@ impl<R: Read> RecordReader<R> {
         let mut endlen = 0;
         loop {
             self.fill()?;
-            let input = &self.buf[self.pos..self.len];
+            let mut input = &self.buf[self.pos..self.len];
+            if !self.core_started && !input.is_empty() {
+                input = &input[..1];
+                self.core_started = true;
+            }
             let (res, nin, nout, nend) =
                 self.core
                     .read_record(input, &mut self.out[outlen..], &mut self.ends[endlen..]);
@@ -258,6 +268,24 @@ mod tests {
             let rest = read_from(input, *offset, *line);
             assert_eq!(rest, full[i + 1..].to_vec());
         }
+    }
+
+    #[test]
+    fn a_record_starting_with_a_bom_reads_the_same_when_resumed() {
+        // Found by proptest (fuzz/regressions/read_validate/bom-after-checkpoint): csv-core
+        // stripped the BOM of the first record it saw, so a resumed reader lost it.
+        let input = b"\x0e\r\xEF\xBB\xBF";
+        let full = all(input);
+        assert_eq!(full.len(), 2);
+        assert_eq!(full[1].1, vec!["\u{feff}"]);
+        assert_eq!(
+            read_from(input, full[0].2 .0, full[0].2 .1),
+            full[1..].to_vec()
+        );
+        let input = b"h\n\xEF\xBB\xBFa@b.co,x\n";
+        let full = all(input);
+        assert_eq!(full[1].1, vec!["\u{feff}a@b.co", "x"]);
+        assert_eq!(read_from(input, 2, 2), full[1..].to_vec());
     }
 
     #[test]
