@@ -18,7 +18,7 @@ use axum::{
     middleware, Router,
 };
 use bulk_import_core::{db, settings::Executor as ExecutorKind, Settings, Storage};
-use executor::{Executor, LocalExecutor};
+use executor::{Executor, KubernetesExecutor, LocalExecutor};
 use state::AppState;
 use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -89,7 +89,14 @@ impl Application {
         let executor: Arc<dyn Executor> = match settings.executor {
             ExecutorKind::Local => Arc::new(LocalExecutor::new(&settings, pool.clone())),
             ExecutorKind::Kubernetes => {
-                anyhow::bail!("EXECUTOR=kubernetes needs the operator (not in this build yet); use EXECUTOR=local")
+                let client = bulk_import_core::crd::kube_client().await.context(
+                    "EXECUTOR=kubernetes: no Kubernetes configuration (in-cluster or KUBECONFIG)",
+                )?;
+                Arc::new(KubernetesExecutor::new(
+                    client,
+                    &settings.kube_namespace,
+                    pool.clone(),
+                ))
             }
         };
         let resumed = executor.resume().await?;

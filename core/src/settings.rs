@@ -76,6 +76,11 @@ pub struct Settings {
     pub executor: Executor,
     pub import: ImportTuning,
     pub api: ApiSettings,
+    /// `KUBE_NAMESPACE`: where ImportJobs live (`EXECUTOR=kubernetes`), default `default`.
+    pub kube_namespace: String,
+    /// `IMPORTJOB_NAME`: set by the operator on importer pods; the importer then mirrors its
+    /// progress into that ImportJob's status.
+    pub import_job_name: Option<String>,
 }
 
 /// Settings only the API uses.
@@ -262,6 +267,8 @@ impl Settings {
                 )?,
                 slow: Duration::from_millis(parse_or(lookup, "IMPORT_SLOW_MS", 0)?),
             },
+            kube_namespace: get(lookup, "KUBE_NAMESPACE").unwrap_or_else(|| "default".into()),
+            import_job_name: get(lookup, "IMPORTJOB_NAME"),
             api: ApiSettings {
                 bind_addr: get(lookup, "BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8000".into()),
                 public_url: get(lookup, "PUBLIC_API_URL")

@@ -4,7 +4,7 @@
 
 use crate::{
     load::{LoadError, Loader, Totals},
-    publish::Publisher,
+    publish::{ImportJobRef, Publisher},
     report,
     source::{read_batches, SourceConfig},
 };
@@ -130,7 +130,11 @@ pub async fn run_job(
         job_id = %job.id, mode = %job.mode(), offset = job.checkpoint_offset, attempt = job.attempts,
         "import started"
     );
-    let publisher = Publisher::spawn(settings.redis_url());
+    let import_job = settings.import_job_name.clone().map(|name| ImportJobRef {
+        name,
+        namespace: settings.kube_namespace.clone(),
+    });
+    let publisher = Publisher::spawn(settings.redis_url(), import_job);
     let result = process(&pool, &storage, options, &job, settings, &publisher, cancel).await;
     let outcome = match result {
         Ok(totals) => {

@@ -1,9 +1,11 @@
 //! Where imports run. `local` runs the importer binary as a child process of the API;
-//! `kubernetes` (the operator issue) creates an ImportJob resource. The API only calls
+//! `kubernetes` creates an ImportJob resource that the operator runs. The API only calls
 //! `submit` for a new job and `resume` once at start.
 
+mod kubernetes;
 mod local;
 
+pub use kubernetes::KubernetesExecutor;
 pub use local::LocalExecutor;
 
 use futures_util::future::BoxFuture;
