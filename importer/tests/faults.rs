@@ -1,0 +1,199 @@
+//! The importer binary against services that fail under it. Each fault hits a private
+//! instance (`services/mod.rs`), never the shared services other tests use.
+//!
+//! - Postgres crashes (`pg_ctl stop -m immediate`) mid-import and comes back: the importer
+//!   retries the batch, resumes, and ends exactly as an uninterrupted run — in the same run.
+//! - Garage is killed mid-import and comes back: the reader reopens the object at the offset
+//!   it reached, and the result is exact.
+//! - Garage is killed mid-import and stays down: the importer retries for about a minute,
+//!   then fails the job with a reason naming storage; no report object is written.
+
+mod common;
+mod services;
+
+use bulk_import_core::{ImportMode, JobStatus};
+use common::{generated_csv, Backend, Customer, TestEnv};
+use services::{PrivateGarage, PrivatePostgres};
+use std::{
+    process::{Child, ExitStatus},
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+/// The customers, counters and errors.csv of a job: what must not change under faults.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    counters: (JobStatus, i64, i64, i64, i64),
+    customers: Vec<Customer>,
+    report: Vec<Vec<String>>,
+}
+
+async fn outcome(env: &TestEnv, id: Uuid) -> Outcome {
+    let job = env.job(id).await;
+    Outcome {
+        counters: (
+            job.status(),
+            job.processed_rows,
+            job.inserted_rows,
+            job.updated_rows,
+            job.error_rows,
+        ),
+        customers: env.customers().await,
+        report: env.report(&job).await,
+    }
+}
+
+/// The same file imported with nothing going wrong, on the shared services.
+async fn uninterrupted(file: &[u8]) -> Outcome {
+    let env = TestEnv::new(Backend::Fs).await;
+    let id = env.submit(file, ImportMode::InsertOnly).await;
+    assert!(env.importer_command(id).status().unwrap().success());
+    outcome(&env, id).await
+}
+
+async fn wait_rows(env: &TestEnv, id: Uuid, child: &mut Child, rows: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.job(id).await.processed_rows < rows {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the importer ended early"
+        );
+        assert!(Instant::now() < deadline, "no progress to {rows} rows");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_exit(child: &mut Child, secs: u64) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the importer did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_crashed_mid_import_is_retried_and_the_result_is_exact() {
+    let file = generated_csv(3_000);
+    let want = uninterrupted(&file).await;
+    let pg = PrivatePostgres::start();
+    let url = pg.create_database().await;
+    let env = TestEnv::with(
+        Backend::Fs,
+        &[
+            ("DATABASE_URL", &url),
+            ("BATCH_SIZE", "50"),
+            ("IMPORT_SLOW_MS", "1"),
+        ],
+    )
+    .await;
+    let id = env.submit(&file, ImportMode::InsertOnly).await;
+    let mut child = env.importer_command(id).spawn().unwrap();
+    wait_rows(&env, id, &mut child, 600).await;
+    pg.crash();
+    // Down long enough for the importer to fail at least one batch and back off.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the importer waits it out"
+    );
+    pg.start_server();
+    let status = wait_exit(&mut child, 120).await;
+    assert!(status.success(), "one run, no restart needed: {status}");
+    let job = env.job(id).await;
+    assert_eq!(job.attempts, 1);
+    assert_eq!(outcome(&env, id).await, want);
+}
+
+/// An S3 test environment on a private Garage and a ~41 MB file (1 KB rows), far more than
+/// socket buffers hold: when Garage dies, the reader's stream really breaks.
+const ROWS: usize = 40_000;
+
+async fn garage_env(garage: &PrivateGarage, rows: usize) -> (TestEnv, Uuid, Vec<u8>) {
+    let vars = garage.vars();
+    let mut overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.push(("BATCH_SIZE", "1000"));
+    let env = TestEnv::with(Backend::S3, &overrides).await;
+    let pad = "p".repeat(250);
+    let mut file = String::from("email,first_name,last_name,phone,city\n");
+    for i in 0..rows {
+        if i % 10 == 9 {
+            file.push_str(&format!("bad-{i},{pad},{pad},{pad},{pad}\n"));
+        } else {
+            file.push_str(&format!("u{i}@example.com,{pad},{pad},{pad},{pad}\n"));
+        }
+    }
+    let file = file.into_bytes();
+    let id = env.submit(&file, ImportMode::InsertOnly).await;
+    (env, id, file)
+}
+
+#[tokio::test]
+async fn garage_killed_mid_import_and_back_resumes_exactly() {
+    let mut garage = PrivateGarage::start();
+    let (env, id, file) = garage_env(&garage, ROWS).await;
+    let mut child = env.importer_command(id).spawn().unwrap();
+    wait_rows(&env, id, &mut child, 1_000).await;
+    garage.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    garage.start_server();
+    let status = wait_exit(&mut child, 120).await;
+    assert!(status.success(), "{status}");
+    let got = outcome(&env, id).await;
+    let rows = ROWS as i64;
+    assert_eq!(
+        got.counters,
+        (JobStatus::Done, rows, rows / 10 * 9, 0, rows / 10)
+    );
+    assert_eq!(got.customers.len(), ROWS / 10 * 9);
+    assert_eq!(
+        got.customers.first().map(|c| c.0.as_str()),
+        Some("u0@example.com")
+    );
+    assert_eq!(got.report.len(), 1 + ROWS / 10);
+    assert_eq!(env.job(id).await.attempts, 1);
+    drop(file);
+}
+
+#[tokio::test]
+async fn garage_killed_for_good_fails_the_job_with_a_reason() {
+    let mut garage = PrivateGarage::start();
+    let (env, id, _) = garage_env(&garage, ROWS).await;
+    let mut child = env.importer_command(id).spawn().unwrap();
+    wait_rows(&env, id, &mut child, 1_000).await;
+    garage.stop();
+    let started = Instant::now();
+    // The reader reopens the object with backoff for about a minute before giving up.
+    let status = wait_exit(&mut child, 150).await;
+    let waited = started.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a permanent failure, recorded in the job"
+    );
+    assert!(
+        waited > Duration::from_secs(20),
+        "it retried first ({waited:?})"
+    );
+    let job = env.job(id).await;
+    assert_eq!(job.status(), JobStatus::Failed);
+    let reason = job.error.clone().unwrap_or_default();
+    assert!(
+        reason.contains("storage"),
+        "the reason names storage: {reason}"
+    );
+    assert!(job.report_object.is_none(), "no report for a failed job");
+    // What was committed is whole batches, and consistent with the counters.
+    let customers = env.customers().await.len() as i64;
+    assert_eq!(customers, job.inserted_rows);
+    assert!(job.processed_rows < ROWS as i64);
+    assert_eq!(job.processed_rows, job.inserted_rows + job.error_rows);
+    let errors: i64 = sqlx::query_scalar("SELECT count(*) FROM import_errors WHERE job_id = $1")
+        .bind(id)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(errors, job.error_rows, "no half-written batch");
+}
