@@ -96,6 +96,12 @@ pub enum LoadError {
     /// the job was finished or failed elsewhere.
     #[error("the job's checkpoint moved under this importer (another importer is running it, or it was stopped)")]
     CheckpointMoved,
+    /// The checkpoint is behind where this importer left it: the database lost batches
+    /// committed asynchronously (a crash); the import must resume from the stored checkpoint.
+    #[error(
+        "the database lost recent batches (checkpoint went back to byte {0}); resuming from there"
+    )]
+    Regressed(i64),
     /// A concurrent job inserted the same emails between our look-up and our COPY.
     #[error("concurrent insert of the same emails")]
     Conflict,
@@ -153,7 +159,15 @@ impl Loader {
 
     async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         if self.conn.is_none() {
-            self.conn = Some(PgConnection::connect_with(&self.options).await?);
+            let mut conn = PgConnection::connect_with(&self.options).await?;
+            // Batches commit without waiting for the WAL flush: a database crash can lose the
+            // last few, together with their checkpoint (they are one transaction), and the
+            // import then resumes from the checkpoint that survived (`Regressed`). The final
+            // `done` update is a normal, synchronous commit, which flushes all of them.
+            sqlx::query("SET synchronous_commit = off")
+                .execute(&mut conn)
+                .await?;
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just connected"))
     }
@@ -173,10 +187,14 @@ impl Loader {
                     return Ok(totals);
                 }
                 Err(LoadError::CheckpointMoved) => {
+                    let stored = self.stored_totals().await?;
                     // A commit whose acknowledgement was lost looks like this on the retry.
-                    if let Some(totals) = self.committed_at(batch.end_offset as i64).await? {
+                    if stored.checkpoint_offset == batch.end_offset as i64 {
                         self.checkpoint = batch.end_offset as i64;
-                        return Ok(totals);
+                        return Ok(stored);
+                    }
+                    if stored.checkpoint_offset < self.checkpoint {
+                        return Err(LoadError::Regressed(stored.checkpoint_offset));
                     }
                     return Err(LoadError::CheckpointMoved);
                 }
@@ -195,7 +213,7 @@ impl Loader {
         }
     }
 
-    async fn committed_at(&mut self, offset: i64) -> Result<Option<Totals>, LoadError> {
+    async fn stored_totals(&mut self) -> Result<Totals, LoadError> {
         let job_id = self.job_id;
         let totals: Totals = sqlx::query_as(
             "SELECT processed_rows, inserted_rows, updated_rows, error_rows, checkpoint_offset \
@@ -204,7 +222,7 @@ impl Loader {
         .bind(job_id)
         .fetch_one(self.conn().await?)
         .await?;
-        Ok((totals.checkpoint_offset == offset).then_some(totals))
+        Ok(totals)
     }
 
     /// insert_only: the first occurrence of an email is inserted. A later occurrence in the

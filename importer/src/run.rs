@@ -64,12 +64,15 @@ enum Stop {
     Failed(String),
     Interrupted,
     Db(sqlx::Error),
+    /// Start over from the checkpoint stored in the job row.
+    Regressed,
 }
 
 impl From<LoadError> for Stop {
     fn from(e: LoadError) -> Self {
         match e {
             LoadError::Interrupted => Stop::Interrupted,
+            LoadError::Regressed(_) => Stop::Regressed,
             LoadError::Db(e) if db::is_transient(&e) => Stop::Db(e),
             other => Stop::Failed(other.to_string()),
         }
@@ -145,6 +148,7 @@ pub async fn run_job(
             tracing::warn!(job_id = %job.id, "import interrupted; it resumes from its checkpoint");
             Ok(Outcome::Interrupted)
         }
+        Err(Stop::Regressed) => unreachable!("process() resumes after regressions itself"),
         Err(Stop::Failed(reason)) => {
             tracing::error!(job_id = %job.id, %reason, "import failed");
             mark_failed(&pool, job.id, &reason).await?;
@@ -246,6 +250,78 @@ async fn process(
             .await
             .map_err(Stop::Db)?;
     }
+    // A database crash can lose the last batches (asynchronous commits): start over from the
+    // checkpoint that survived, a few times at most.
+    let mut current = job.clone();
+    let mut restarts = 0;
+    let totals = loop {
+        match stream(
+            &current,
+            size,
+            storage,
+            options.clone(),
+            settings,
+            publisher,
+            cancel.clone(),
+        )
+        .await
+        {
+            Err(Stop::Regressed) if restarts < 3 => {
+                restarts += 1;
+                tracing::warn!(job_id = %job.id, "batches were lost by the database; resuming from the stored checkpoint");
+                current = fetch_job(pool, job.id)
+                    .await
+                    .map_err(Stop::Db)?
+                    .ok_or_else(|| Stop::Failed("the job row disappeared".into()))?;
+            }
+            Err(Stop::Regressed) => {
+                return Err(Stop::Failed("the database kept losing batches".into()))
+            }
+            other => break other?,
+        }
+    };
+    let report = if totals.error_rows > 0 {
+        let key = report_key(job.id);
+        retry(
+            "writing errors.csv",
+            6,
+            |_| true,
+            || report::upload(pool, storage, job.id, &key),
+        )
+        .await
+        .map_err(|e| Stop::Failed(format!("writing errors.csv failed: {e}")))?;
+        Some(key)
+    } else {
+        None
+    };
+    let done = sqlx::query(
+        "UPDATE import_jobs SET status = 'done', report_object = $2, finished_at = now(), updated_at = now() \
+         WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(job.id)
+    .bind(report)
+    .execute(pool)
+    .await
+    .map_err(Stop::Db)?;
+    if done.rows_affected() == 0 {
+        return Err(Stop::Failed(
+            "the job was finished or failed elsewhere while running".into(),
+        ));
+    }
+    Ok(totals)
+}
+
+/// Streams the object from the job's checkpoint to its end through the loader; returns the
+/// committed totals.
+async fn stream(
+    job: &Job,
+    size: u64,
+    storage: &Storage,
+    options: PgConnectOptions,
+    settings: &Settings,
+    publisher: &Publisher,
+    cancel: CancellationToken,
+) -> Result<Totals, Stop> {
     let mut totals = Totals {
         processed_rows: job.processed_rows,
         inserted_rows: job.inserted_rows,
@@ -299,34 +375,6 @@ async fn process(
             Ok(Err(e)) => return Err(Stop::Failed(format!("reading the file failed: {e}"))),
             Err(e) => return Err(Stop::Failed(format!("the reader stopped: {e}"))),
         }
-    }
-    let report = if totals.error_rows > 0 {
-        let key = report_key(job.id);
-        retry(
-            "writing errors.csv",
-            6,
-            |_| true,
-            || report::upload(pool, storage, job.id, &key),
-        )
-        .await
-        .map_err(|e| Stop::Failed(format!("writing errors.csv failed: {e}")))?;
-        Some(key)
-    } else {
-        None
-    };
-    let done = sqlx::query(
-        "UPDATE import_jobs SET status = 'done', report_object = $2, finished_at = now(), updated_at = now() \
-         WHERE id = $1 AND status = 'processing'",
-    )
-    .bind(job.id)
-    .bind(report)
-    .execute(pool)
-    .await
-    .map_err(Stop::Db)?;
-    if done.rows_affected() == 0 {
-        return Err(Stop::Failed(
-            "the job was finished or failed elsewhere while running".into(),
-        ));
     }
     Ok(totals)
 }

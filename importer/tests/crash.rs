@@ -183,3 +183,51 @@ async fn two_importers_on_one_job_apply_it_once() {
     assert_eq!(got.job.attempts, 1);
     assert_same(&got, &want);
 }
+
+/// What a database crash does to asynchronously committed batches, simulated: the last
+/// committed batches vanish together with their checkpoint. The importer notices that the
+/// checkpoint went back and resumes from it; the result is exact.
+#[tokio::test]
+async fn batches_lost_by_the_database_are_redone_from_the_surviving_checkpoint() {
+    let file = generated_csv(3_000);
+    let want = uninterrupted(&file, ImportMode::InsertOnly).await;
+    let env = TestEnv::with(
+        Backend::S3,
+        &[("BATCH_SIZE", "50"), ("IMPORT_SLOW_MS", "1")],
+    )
+    .await;
+    let id = env.submit(&file, ImportMode::InsertOnly).await;
+    let settings = env.settings.clone();
+    let run = tokio::spawn(async move {
+        bulk_import_importer::run_job(&settings, id, Default::default()).await
+    });
+    eventually(Duration::from_secs(60), "progress", || async {
+        (env.job(id).await.processed_rows >= 500).then_some(())
+    })
+    .await;
+    // "Lose" everything committed so far, as one atomic rollback of history.
+    let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM customers")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM import_errors")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE import_jobs SET processed_rows = 0, inserted_rows = 0, updated_rows = 0, error_rows = 0, \
+         checkpoint_offset = 0, checkpoint_line = 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let outcome = run.await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, bulk_import_importer::Outcome::Done(_)),
+        "{outcome:?}"
+    );
+    assert_same(&result_of(&env, id).await, &want);
+}
