@@ -191,6 +191,24 @@ pub async fn fetch_job(
     .await
 }
 
+/// Records a job-level failure unless the job already ended (a recorded outcome wins).
+/// Returns whether the row changed.
+pub async fn mark_failed(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE import_jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now() \
+         WHERE id = $1 AND status IN ('pending', 'processing')",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Object keys: never derived from anything the client sent but ids.
 pub fn upload_key(user_id: Uuid, job_id: Uuid) -> String {
     format!("uploads/{user_id}/{job_id}.csv")

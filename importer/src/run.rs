@@ -381,13 +381,7 @@ async fn stream(
 
 async fn mark_failed(pool: &PgPool, job_id: Uuid, reason: &str) -> Result<(), RunError> {
     retry("recording the failure", 4, db::is_transient, || {
-        sqlx::query(
-            "UPDATE import_jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now() \
-             WHERE id = $1 AND status IN ('pending', 'processing')",
-        )
-        .bind(job_id)
-        .bind(reason)
-        .execute(pool)
+        bulk_import_core::job::mark_failed(pool, job_id, reason)
     })
     .await?;
     Ok(())

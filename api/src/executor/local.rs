@@ -136,15 +136,7 @@ impl Inner {
             self.max_attempts
         );
         tracing::error!(%job_id, %reason, "import failed");
-        if let Err(e) = sqlx::query(
-            "UPDATE import_jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now() \
-             WHERE id = $1 AND status IN ('pending', 'processing')",
-        )
-        .bind(job_id)
-        .bind(&reason)
-        .execute(&self.pool)
-        .await
-        {
+        if let Err(e) = bulk_import_core::job::mark_failed(&self.pool, job_id, &reason).await {
             tracing::error!(%job_id, error = %e, "could not record the failure");
         }
     }
