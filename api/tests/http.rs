@@ -854,3 +854,64 @@ async fn sse_until_done(app: &TestApp) {
         .collect();
     assert!(during.len() >= 2, "several progress events: {during:?}");
 }
+
+#[tokio::test]
+async fn same_key_while_the_first_upload_streams_gets_409() {
+    let app = TestApp::spawn(Backend::S3).await;
+    let token = app.user().await;
+    // The first upload sends its header row, then waits until we let it finish.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let head = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+            b"email,first_name,last_name,phone,city\n",
+        ))
+    });
+    let tail = futures_util::stream::once(async move {
+        released.await.ok();
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"late@example.com,L,,,\n"))
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(head.chain(tail)))
+        .file_name("slow.csv");
+    let first = app
+        .client
+        .post(app.url("/imports"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "slow-key")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send();
+    let first = tokio::spawn(first);
+    // The reservation exists once the first request is streaming.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM import_jobs WHERE status = 'uploading'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first upload never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = app
+        .upload(
+            &token,
+            Some("slow-key"),
+            "insert_only",
+            b"email,a,b,c,d\nx@y.co,,,,\n",
+        )
+        .await;
+    assert_eq!(
+        error_body(second).await,
+        (StatusCode::CONFLICT, "upload_in_progress".into())
+    );
+    release.send(()).unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let job: Value = first.json().await.unwrap();
+    assert_eq!(
+        app.wait_finished(&token, job["id"].as_str().unwrap()).await["inserted_rows"],
+        1
+    );
+}
