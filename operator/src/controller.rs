@@ -4,7 +4,7 @@
 
 use crate::{
     config::{OperatorConfig, Retention},
-    job_template::{build_job, InvalidSpec},
+    job_template::{build_job, is_object_key, InvalidSpec},
     metrics::Metrics,
     status::{conditions, observe, Observed, Phase},
     Error, Result,
@@ -98,7 +98,7 @@ pub fn error_policy(ij: Arc<ImportJob>, error: &Error, ctx: Arc<Context>) -> Act
     let mut failures = ctx.failures.lock().expect("lock");
     let n = failures.entry(key).or_insert(0);
     *n += 1;
-    let delay = Duration::from_secs((1u64 << (*n).min(8)).min(300));
+    let delay = Duration::from_secs((1u64 << (*n).min(9)).min(300));
     tracing::warn!(importjob = %ij.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -313,6 +313,11 @@ async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     if ctx.config.retention == Retention::Delete {
         if let Some(storage) = &ctx.storage {
             for key in [&ij.spec.source.key, &ij.spec.report.key] {
+                // A key the validation rejects names no object of this import (the spec
+                // never ran); failing on it would keep the ImportJob from being deleted.
+                if !is_object_key(key) {
+                    continue;
+                }
                 storage
                     .delete(key)
                     .await

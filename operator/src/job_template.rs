@@ -40,8 +40,13 @@ const USER_ID: i64 = 10001;
 #[error("invalid spec: {0}")]
 pub struct InvalidSpec(pub String);
 
+/// A relative object key without `.`/`..` segments.
+pub fn is_object_key(key: &str) -> bool {
+    !(key.is_empty() || key.starts_with('/') || key.split('/').any(|p| p == ".." || p == "."))
+}
+
 fn check_key(what: &str, key: &str) -> Result<(), InvalidSpec> {
-    if key.is_empty() || key.starts_with('/') || key.split('/').any(|p| p == ".." || p == ".") {
+    if !is_object_key(key) {
         return Err(InvalidSpec(format!(
             "{what} {key:?} is not a valid object key"
         )));
@@ -245,4 +250,355 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
         }),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{config_with, name, ImportJobExt, JOB_ID, NS, UID};
+    use bulk_import_core::crd::Tuning;
+
+    fn job_of(ij: &ImportJob) -> Job {
+        build_job(ij, &OperatorConfig::defaults()).expect("a valid ImportJob")
+    }
+
+    fn pod(job: &Job) -> &PodSpec {
+        job.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("a pod spec")
+    }
+
+    fn importer(job: &Job) -> &Container {
+        let containers = &pod(job).containers;
+        assert_eq!(containers.len(), 1, "one container");
+        &containers[0]
+    }
+
+    fn env_var<'a>(job: &'a Job, name: &str) -> &'a EnvVar {
+        importer(job)
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no {name} in the importer's env"))
+    }
+
+    fn env_value(job: &Job, name: &str) -> Option<String> {
+        importer(job)
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn pod_and_container_run_restricted() {
+        let job = job_of(&ImportJob::test());
+        let spec = pod(&job);
+        let psc = spec.security_context.as_ref().expect("pod securityContext");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert!(psc.run_as_user.is_some_and(|u| u > 0), "a non-root uid");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(spec.host_network, None);
+        assert_eq!(spec.host_pid, None);
+        assert_eq!(spec.host_ipc, None);
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+
+        let sc = importer(&job)
+            .security_context
+            .as_ref()
+            .expect("container securityContext");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_ne!(sc.privileged, Some(true));
+        let caps = sc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(
+            caps.add.as_ref().is_none_or(Vec::is_empty),
+            "no capability added"
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        // The root filesystem is read-only: /tmp is a size-limited emptyDir, and no volume
+        // reaches the host.
+        let volumes = spec.volumes.as_deref().unwrap_or_default();
+        assert!(
+            volumes
+                .iter()
+                .all(|v| v.empty_dir.is_some() && v.host_path.is_none()),
+            "{volumes:?}"
+        );
+        let mounts = importer(&job).volume_mounts.as_deref().unwrap_or_default();
+        assert_eq!(
+            mounts
+                .iter()
+                .map(|m| m.mount_path.as_str())
+                .collect::<Vec<_>>(),
+            ["/tmp"]
+        );
+    }
+
+    #[test]
+    fn secrets_reach_the_pod_by_reference_only() {
+        let config = config_with(&[("IMPORTER_SECRET_NAME", "bi-secrets")]);
+        let job = build_job(&ImportJob::test(), &config).unwrap();
+        for key in SECRET_KEYS {
+            let var = env_var(&job, key);
+            assert_eq!(var.value, None, "{key} has no literal value");
+            let source = var.value_from.as_ref().expect("valueFrom");
+            assert_eq!(
+                source.secret_key_ref,
+                Some(SecretKeySelector {
+                    name: "bi-secrets".into(),
+                    key: key.into(),
+                    optional: Some(false),
+                }),
+                "{key}"
+            );
+        }
+        // The only literal values are non-secret names and numbers.
+        let literal: Vec<&str> = importer(&job)
+            .env
+            .iter()
+            .flatten()
+            .filter(|e| e.value.is_some())
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(literal, ["IMPORTJOB_NAME"]);
+        // envFrom brings the ConfigMap only: a secretRef would put every key of the Secret
+        // (not just the five) into the environment.
+        let env_from = importer(&job).env_from.as_deref().unwrap_or_default();
+        assert_eq!(env_from.len(), 1);
+        assert!(env_from[0].secret_ref.is_none());
+        assert_eq!(
+            env_from[0].config_map_ref.as_ref().map(|c| c.name.as_str()),
+            Some("bulk-import-config")
+        );
+        let text = serde_json::to_string(&job).unwrap();
+        for pattern in ["postgres://", "redis://", "password"] {
+            assert!(!text.contains(pattern), "{pattern} in the Job: {text}");
+        }
+    }
+
+    #[test]
+    fn env_names_the_importjob_and_its_namespace() {
+        let job = job_of(&ImportJob::test());
+        assert_eq!(env_value(&job, "IMPORTJOB_NAME"), Some(name()));
+        let ns = env_var(&job, "KUBE_NAMESPACE");
+        assert_eq!(ns.value, None);
+        let field = ns
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .expect("a fieldRef");
+        assert_eq!(field.field_path, "metadata.namespace");
+        for var in ["BATCH_SIZE", "PROGRESS_EVERY", "IMPORT_SLOW_MS"] {
+            assert_eq!(env_value(&job, var), None, "no override without tuning");
+        }
+    }
+
+    #[test]
+    fn tuning_overrides_become_environment_variables() {
+        let ij = ImportJob::test().with_spec(|s| {
+            s.tuning = Some(Tuning {
+                batch_size: Some(250),
+                progress_every: Some(10),
+                slow_ms: Some(5),
+            })
+        });
+        let job = job_of(&ij);
+        assert_eq!(env_value(&job, "BATCH_SIZE").as_deref(), Some("250"));
+        assert_eq!(env_value(&job, "PROGRESS_EVERY").as_deref(), Some("10"));
+        assert_eq!(env_value(&job, "IMPORT_SLOW_MS").as_deref(), Some("5"));
+
+        let partial = ImportJob::test().with_spec(|s| {
+            s.tuning = Some(Tuning {
+                batch_size: Some(7),
+                ..Default::default()
+            })
+        });
+        let job = job_of(&partial);
+        assert_eq!(env_value(&job, "BATCH_SIZE").as_deref(), Some("7"));
+        assert_eq!(env_value(&job, "PROGRESS_EVERY"), None);
+    }
+
+    #[test]
+    fn the_importjob_owns_the_job_as_its_controller() {
+        let job = job_of(&ImportJob::test());
+        let owners = job.metadata.owner_references.as_deref().unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        let owner = &owners[0];
+        assert_eq!(owner.api_version, "bulkimport.dev/v1alpha1");
+        assert_eq!(owner.kind, "ImportJob");
+        assert_eq!(owner.name, name());
+        assert_eq!(owner.uid, UID);
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(job.metadata.name.as_deref(), Some(name().as_str()));
+        assert_eq!(job.metadata.namespace.as_deref(), Some(NS));
+    }
+
+    #[test]
+    fn job_and_pods_carry_the_job_id_and_managed_by_labels() {
+        let job = job_of(&ImportJob::test());
+        let template = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .expect("pod labels");
+        for labels in [job.metadata.labels.as_ref().expect("labels"), template] {
+            assert_eq!(labels.get(JOB_ID_LABEL).map(String::as_str), Some(JOB_ID));
+            // The controller watches Jobs and pods by this label.
+            assert_eq!(
+                labels
+                    .get("app.kubernetes.io/managed-by")
+                    .map(String::as_str),
+                Some("bulk-import-operator")
+            );
+        }
+    }
+
+    #[test]
+    fn resources_and_job_limits_come_from_the_configuration() {
+        let config = config_with(&[
+            ("IMPORTER_IMAGE", "registry.local/bulk-import:1.2.3"),
+            ("IMPORTER_IMAGE_PULL_POLICY", "Always"),
+            ("IMPORTER_CPU_REQUEST", "250m"),
+            ("IMPORTER_CPU_LIMIT", "2"),
+            ("IMPORTER_MEMORY_REQUEST", "128Mi"),
+            ("IMPORTER_MEMORY_LIMIT", "512Mi"),
+            ("JOB_BACKOFF_LIMIT", "5"),
+            ("JOB_ACTIVE_DEADLINE_SECONDS", "600"),
+            ("JOB_TTL_SECONDS_AFTER_FINISHED", "120"),
+            ("IMPORTER_SERVICE_ACCOUNT", "importer-sa"),
+        ]);
+        let job = build_job(&ImportJob::test(), &config).unwrap();
+        let c = importer(&job);
+        assert_eq!(c.image.as_deref(), Some("registry.local/bulk-import:1.2.3"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            c.args.as_deref(),
+            Some(&["--job-id".to_string(), JOB_ID.to_string()][..])
+        );
+        let resources = c.resources.as_ref().expect("resources");
+        assert_eq!(resources.requests, Some(quantities("250m", "128Mi")));
+        assert_eq!(resources.limits, Some(quantities("2", "512Mi")));
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(5));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(120));
+        assert_eq!(
+            pod(&job).service_account_name.as_deref(),
+            Some("importer-sa")
+        );
+
+        let defaults = job_of(&ImportJob::test());
+        let spec = defaults.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(3));
+        assert_eq!(spec.active_deadline_seconds, Some(3600));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(86400));
+        let resources = importer(&defaults).resources.as_ref().unwrap();
+        assert_eq!(resources.requests, Some(quantities("100m", "64Mi")));
+        assert_eq!(resources.limits, Some(quantities("1", "256Mi")));
+    }
+
+    #[test]
+    fn exit_code_2_fails_the_job_without_retries() {
+        let job = job_of(&ImportJob::test());
+        let policy = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_failure_policy.as_ref())
+            .expect("podFailurePolicy");
+        assert_eq!(
+            policy.rules,
+            vec![PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    values: vec![2],
+                }),
+                ..Default::default()
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_specs_are_rejected_with_the_reason() {
+        let cases: Vec<(ImportJob, &str)> = vec![
+            (
+                ImportJob::test().with_spec(|s| s.job_id = "not-a-uuid".into()),
+                "not a UUID",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.source.key = "../other/upload.csv".into()),
+                "source.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.source.key = "uploads/../../etc/passwd".into()),
+                "source.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.source.key = "/abs/path.csv".into()),
+                "source.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.source.key = String::new()),
+                "source.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.report.key = "reports/./x.csv".into()),
+                "report.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.report.key = "..".into()),
+                "report.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.source.size = -1),
+                "negative",
+            ),
+            (
+                {
+                    let mut ij = ImportJob::test();
+                    ij.metadata.name = Some("a".repeat(64));
+                    ij
+                },
+                "longer than 63",
+            ),
+            (
+                {
+                    let mut ij = ImportJob::test();
+                    ij.metadata.uid = None;
+                    ij
+                },
+                "no uid",
+            ),
+        ];
+        for (ij, why) in cases {
+            match build_job(&ij, &OperatorConfig::defaults()) {
+                Err(InvalidSpec(message)) => {
+                    assert!(message.contains(why), "{message:?} should mention {why:?}")
+                }
+                Ok(_) => panic!("accepted an invalid spec: {:?}", ij.spec),
+            }
+        }
+        // The limits themselves are fine.
+        let mut edge = ImportJob::test().with_spec(|s| s.source.size = 0);
+        edge.metadata.name = Some("a".repeat(63));
+        assert!(build_job(&edge, &OperatorConfig::defaults()).is_ok());
+        assert!(
+            is_object_key("uploads/a..b/c.csv"),
+            "dots inside a segment are fine"
+        );
+    }
 }

@@ -133,3 +133,221 @@ impl LeaderElector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{lease_path, leases_path, Expect, MockApi, NS};
+    use serde_json::Value;
+
+    const ME: &str = "operator-a";
+    const OTHER: &str = "operator-b";
+
+    fn lease(
+        holder: Option<&str>,
+        renewed: Timestamp,
+        acquired: Timestamp,
+        transitions: i32,
+    ) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(LEASE_NAME.into()),
+                namespace: Some(NS.into()),
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(Into::into),
+                lease_duration_seconds: Some(LEASE_SECONDS),
+                acquire_time: Some(MicroTime(acquired)),
+                renew_time: Some(MicroTime(renewed)),
+                lease_transitions: Some(transitions),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn ago(secs: i64) -> Timestamp {
+        Timestamp::now() - SignedDuration::from_secs(secs)
+    }
+
+    fn micro(t: Timestamp) -> Value {
+        serde_json::to_value(MicroTime(t)).unwrap()
+    }
+
+    fn elector(api: &MockApi) -> LeaderElector {
+        LeaderElector::new(api.client(), NS, ME)
+    }
+
+    #[tokio::test]
+    async fn a_new_holder_counts_a_transition_and_a_renewal_keeps_the_acquire_time() {
+        let me = elector(&MockApi::new());
+        let now = Timestamp::now();
+        let theirs = lease(Some(OTHER), ago(60), ago(600), 4).spec.unwrap();
+        let taken = me.spec(Some(&theirs), now);
+        assert_eq!(taken.holder_identity.as_deref(), Some(ME));
+        assert_eq!(taken.lease_transitions, Some(5));
+        assert_eq!(taken.acquire_time, Some(MicroTime(now)));
+        assert_eq!(taken.renew_time, Some(MicroTime(now)));
+        assert_eq!(taken.lease_duration_seconds, Some(LEASE_SECONDS));
+
+        let later = now + SignedDuration::from_secs(5);
+        let renewed = me.spec(Some(&taken), later);
+        assert_eq!(renewed.lease_transitions, Some(5));
+        assert_eq!(renewed.acquire_time, Some(MicroTime(now)));
+        assert_eq!(renewed.renew_time, Some(MicroTime(later)));
+    }
+
+    #[tokio::test]
+    async fn a_missing_lease_is_created_and_taken() {
+        let mut api = MockApi::new();
+        let elector = elector(&api);
+        let (won, _) = api
+            .serve(
+                vec![
+                    Expect::get(lease_path(LEASE_NAME)).fail(404, "NotFound"),
+                    Expect::post(leases_path())
+                        .body(|b| {
+                            assert_eq!(b["metadata"]["name"], LEASE_NAME);
+                            assert_eq!(b["spec"]["holderIdentity"], ME);
+                            assert_eq!(b["spec"]["leaseDurationSeconds"], LEASE_SECONDS);
+                            assert!(b["spec"]["renewTime"].is_string(), "{b:#}");
+                        })
+                        .echo(201),
+                ],
+                elector.try_acquire(),
+            )
+            .await;
+        assert!(won.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_lease_someone_else_renews_is_left_alone() {
+        let mut api = MockApi::new();
+        let elector = elector(&api);
+        let (won, _) = api
+            .serve(
+                vec![Expect::get(lease_path(LEASE_NAME))
+                    .reply(200, lease(Some(OTHER), ago(2), ago(600), 1))],
+                elector.try_acquire(),
+            )
+            .await;
+        assert!(!won.unwrap(), "no PUT: the scenario has none");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+        let mut api = MockApi::new();
+        let elector = elector(&api);
+        let (won, _) = api
+            .serve(
+                vec![
+                    Expect::get(lease_path(LEASE_NAME))
+                        .reply(200, lease(Some(OTHER), ago(60), ago(600), 4)),
+                    Expect::put(lease_path(LEASE_NAME))
+                        .body(|b| {
+                            // The resourceVersion read makes a concurrent winner's write fail.
+                            assert_eq!(b["metadata"]["resourceVersion"], "7");
+                            assert_eq!(b["spec"]["holderIdentity"], ME);
+                            assert_eq!(b["spec"]["leaseTransitions"], 5);
+                            assert_eq!(b["spec"]["acquireTime"], b["spec"]["renewTime"]);
+                        })
+                        .echo(200),
+                ],
+                elector.try_acquire(),
+            )
+            .await;
+        assert!(won.unwrap());
+    }
+
+    #[tokio::test]
+    async fn its_own_lease_is_renewed_keeping_the_acquire_time() {
+        let acquired = ago(600);
+        let mut api = MockApi::new();
+        let elector = elector(&api);
+        let (won, _) = api
+            .serve(
+                vec![
+                    Expect::get(lease_path(LEASE_NAME))
+                        .reply(200, lease(Some(ME), ago(5), acquired, 2)),
+                    Expect::put(lease_path(LEASE_NAME))
+                        .body(move |b| {
+                            assert_eq!(b["spec"]["holderIdentity"], ME);
+                            assert_eq!(b["spec"]["leaseTransitions"], 2);
+                            assert_eq!(b["spec"]["acquireTime"], micro(acquired));
+                            assert_ne!(b["spec"]["renewTime"], micro(acquired));
+                        })
+                        .echo(200),
+                ],
+                elector.try_acquire(),
+            )
+            .await;
+        assert!(won.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_conflict_means_another_replica_won() {
+        let mut api = MockApi::new();
+        let elector = elector(&api);
+        let (won, _) = api
+            .serve(
+                vec![
+                    Expect::get(lease_path(LEASE_NAME)).fail(404, "NotFound"),
+                    Expect::post(leases_path()).fail(409, "AlreadyExists"),
+                ],
+                elector.try_acquire(),
+            )
+            .await;
+        assert!(!won.unwrap());
+        let (won, _) = api
+            .serve(
+                vec![
+                    Expect::get(lease_path(LEASE_NAME))
+                        .reply(200, lease(None, ago(60), ago(60), 1)),
+                    Expect::put(lease_path(LEASE_NAME)).fail(409, "Conflict"),
+                ],
+                elector.try_acquire(),
+            )
+            .await;
+        assert!(!won.unwrap());
+        let (result, _) = api
+            .serve(
+                vec![Expect::get(lease_path(LEASE_NAME)).fail(500, "InternalError")],
+                elector.try_acquire(),
+            )
+            .await;
+        assert!(result.is_err(), "other errors are reported");
+    }
+
+    #[tokio::test]
+    async fn release_frees_only_its_own_lease() {
+        let mut api = MockApi::new();
+        let elector = elector(&api);
+        let (result, _) = api
+            .serve(
+                vec![
+                    Expect::get(lease_path(LEASE_NAME))
+                        .reply(200, lease(Some(ME), ago(1), ago(100), 3)),
+                    Expect::put(lease_path(LEASE_NAME))
+                        .body(|b| {
+                            let spec = &b["spec"];
+                            assert!(spec.get("holderIdentity").is_none(), "{b:#}");
+                            assert!(spec.get("renewTime").is_none(), "{b:#}");
+                            assert_eq!(spec["leaseTransitions"], 3);
+                        })
+                        .echo(200),
+                ],
+                elector.release(),
+            )
+            .await;
+        result.unwrap();
+        let (result, _) = api
+            .serve(
+                vec![Expect::get(lease_path(LEASE_NAME))
+                    .reply(200, lease(Some(OTHER), ago(1), ago(100), 3))],
+                elector.release(),
+            )
+            .await;
+        result.unwrap();
+    }
+}

@@ -196,3 +196,207 @@ pub fn conditions(
         make("Failed", observed.phase == Phase::Failed),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+    use bulk_import_core::crd::ImportJob;
+
+    const EARLIER: &str = "2026-01-01T00:00:00Z";
+    const NOW: &str = "2026-01-01T01:00:00Z";
+
+    fn ij() -> ImportJob {
+        ImportJob::test()
+    }
+
+    fn failed(reason: &str) -> Job {
+        job_for(&ij()).condition("Failed", reason, "from the Job controller")
+    }
+
+    fn phase_reason(o: &Observed) -> (Phase, &str) {
+        (o.phase, o.reason.as_str())
+    }
+
+    #[test]
+    fn no_job_yet_is_pending() {
+        let o = observe(None, &[]);
+        assert_eq!(phase_reason(&o), (Phase::Pending, "JobNotCreated"));
+    }
+
+    #[test]
+    fn a_job_without_a_running_pod_is_pending() {
+        let job = job_for(&ij());
+        assert_eq!(
+            phase_reason(&observe(Some(&job), &[])),
+            (Phase::Pending, "JobCreated")
+        );
+        let creating = pod_for(&ij(), "a", "Pending").state(waiting("ContainerCreating", ""));
+        assert_eq!(
+            phase_reason(&observe(Some(&job), &[creating])),
+            (Phase::Pending, "JobCreated"),
+            "waiting for a reason that fixes itself is not a failure"
+        );
+    }
+
+    #[test]
+    fn an_active_job_or_a_running_pod_is_running() {
+        let job = job_for(&ij()).active(1);
+        assert_eq!(
+            phase_reason(&observe(Some(&job), &[])),
+            (Phase::Running, "Running")
+        );
+        let job = job_for(&ij());
+        let pod = pod_for(&ij(), "a", "Running").state(running());
+        assert_eq!(
+            phase_reason(&observe(Some(&job), &[pod])),
+            (Phase::Running, "Running")
+        );
+    }
+
+    #[test]
+    fn the_complete_condition_completes() {
+        let job = job_for(&ij()).condition("Complete", "CompletionsReached", "done");
+        let pod = pod_for(&ij(), "a", "Succeeded").state(terminated("Completed", 0));
+        assert_eq!(
+            phase_reason(&observe(Some(&job), &[pod])),
+            (Phase::Complete, "Succeeded")
+        );
+
+        // A condition that is not True does not count.
+        let mut job = job_for(&ij()).condition("Complete", "CompletionsReached", "done");
+        job.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "False".into();
+        assert_eq!(observe(Some(&job), &[]).phase, Phase::Pending);
+    }
+
+    #[test]
+    fn an_oom_killed_pod_of_a_failed_job_is_reported_as_oom_killed() {
+        let now = pod_for(&ij(), "a", "Failed").state(terminated("OOMKilled", 137));
+        let o = observe(Some(&failed("BackoffLimitExceeded")), &[now]);
+        assert_eq!(phase_reason(&o), (Phase::Failed, "OOMKilled"));
+        assert!(o.message.contains("BackoffLimitExceeded"), "{}", o.message);
+
+        // Seen in the container's last state (a restarted container) as well.
+        let last = pod_for(&ij(), "b", "Failed")
+            .state(terminated("Error", 1))
+            .last_state(terminated("OOMKilled", 137));
+        let o = observe(Some(&failed("DeadlineExceeded")), &[last]);
+        assert_eq!(phase_reason(&o), (Phase::Failed, "OOMKilled"));
+    }
+
+    #[test]
+    fn job_failure_reasons_map_to_status_reasons() {
+        let pod = pod_for(&ij(), "a", "Failed").state(terminated("Error", 1));
+        for (job_reason, reason) in [
+            ("DeadlineExceeded", "DeadlineExceeded"),
+            ("BackoffLimitExceeded", "BackoffLimitExceeded"),
+            ("PodFailurePolicy", "ImporterFailed"),
+        ] {
+            let o = observe(Some(&failed(job_reason)), std::slice::from_ref(&pod));
+            assert_eq!(phase_reason(&o), (Phase::Failed, reason), "{job_reason}");
+        }
+        let mut job = failed("x");
+        job.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].reason = None;
+        assert_eq!(
+            phase_reason(&observe(Some(&job), &[])),
+            (Phase::Failed, "Failed")
+        );
+    }
+
+    #[test]
+    fn a_pod_that_cannot_start_fails_the_import() {
+        let job = job_for(&ij()).active(1);
+        for reason in [
+            "ImagePullBackOff",
+            "ErrImagePull",
+            "InvalidImageName",
+            "CreateContainerConfigError",
+            "CreateContainerError",
+        ] {
+            let pod = pod_for(&ij(), "a", "Pending").state(waiting(reason, "cannot start"));
+            let o = observe(Some(&job), &[pod]);
+            assert_eq!(phase_reason(&o), (Phase::Failed, reason));
+            assert_eq!(o.message, "cannot start");
+        }
+    }
+
+    #[test]
+    fn a_retry_after_an_oom_kill_is_running_with_that_reason() {
+        let job = job_for(&ij()).active(1);
+        let pods = [
+            pod_for(&ij(), "a", "Failed").state(terminated("OOMKilled", 137)),
+            pod_for(&ij(), "b", "Running").state(running()),
+        ];
+        let o = observe(Some(&job), &pods);
+        assert_eq!(phase_reason(&o), (Phase::Running, "RetryingAfterOOMKilled"));
+    }
+
+    fn by_type(conds: &[Condition], type_: &str) -> Condition {
+        conds
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_}"))
+            .clone()
+    }
+
+    #[test]
+    fn conditions_say_complete_or_failed() {
+        for (phase, complete, failed) in [
+            (Phase::Pending, "False", "False"),
+            (Phase::Running, "False", "False"),
+            (Phase::Complete, "True", "False"),
+            (Phase::Failed, "False", "True"),
+            (Phase::Invalid, "False", "False"),
+        ] {
+            let o = Observed::new(phase, "R", "m");
+            let conds = conditions(&o, &[], Some(3), NOW);
+            assert_eq!(conds.len(), 2);
+            assert_eq!(by_type(&conds, "Complete").status, complete, "{phase:?}");
+            assert_eq!(by_type(&conds, "Failed").status, failed, "{phase:?}");
+            for c in &conds {
+                assert_eq!(c.observed_generation, Some(3));
+                assert_eq!(c.reason, "R");
+                assert_eq!(c.message, "m");
+                assert_eq!(c.last_transition_time, NOW);
+            }
+        }
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_their_status_holds() {
+        let running = Observed::new(Phase::Running, "Running", "running");
+        let before = conditions(&running, &[], Some(1), EARLIER);
+        // Still running an hour later: nothing transitioned.
+        let again = conditions(&running, &before, Some(1), NOW);
+        assert!(
+            again.iter().all(|c| c.last_transition_time == EARLIER),
+            "{again:?}"
+        );
+
+        // Complete: Complete transitions now, Failed (still False) keeps its time.
+        let complete = Observed::new(Phase::Complete, "Succeeded", "done");
+        let after = conditions(&complete, &before, Some(1), NOW);
+        assert_eq!(by_type(&after, "Complete").status, "True");
+        assert_eq!(by_type(&after, "Complete").last_transition_time, NOW);
+        assert_eq!(by_type(&after, "Failed").last_transition_time, EARLIER);
+        assert_eq!(by_type(&after, "Failed").reason, "Succeeded");
+    }
+
+    #[test]
+    fn phases_parse_back_and_know_when_they_are_final() {
+        for p in [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Complete,
+            Phase::Failed,
+            Phase::Invalid,
+        ] {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+            assert_eq!(
+                p.is_terminal(),
+                matches!(p, Phase::Complete | Phase::Failed)
+            );
+        }
+        assert_eq!(Phase::parse("Succeeded"), None);
+    }
+}

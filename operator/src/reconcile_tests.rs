@@ -1,0 +1,600 @@
+//! Reconcile scenarios against a mocked Kubernetes API: each request reconcile makes is
+//! checked in order (method, path, query, body) and answered; a missing or extra request
+//! fails the test. Database effects are checked in a real per-test Postgres database.
+//! What these prove is the operator's side of the conversation, not a cluster's behaviour.
+
+use crate::{
+    config::OperatorConfig,
+    controller::{error_policy, FINALIZER},
+    fixtures::*,
+    job_template::build_job,
+    Error,
+};
+use bulk_import_core::{
+    crd::{Condition, ImportJob, ImportJobStatus, JOB_ID_LABEL},
+    db, testing, Settings, Storage,
+};
+use kube::{
+    runtime::{controller::Action, finalizer},
+    ResourceExt,
+};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::{sync::Arc, time::Duration};
+
+const EARLIER: &str = "2026-01-01T00:00:00Z";
+
+fn requeue(secs: u64) -> Action {
+    Action::requeue(Duration::from_secs(secs))
+}
+
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:#}"))
+        .clone()
+}
+
+/// The status as an earlier reconcile left it: Running since `EARLIER`, both conditions False.
+fn running_status() -> ImportJobStatus {
+    let cond = |type_: &str| Condition {
+        type_: type_.into(),
+        status: "False".into(),
+        reason: "Running".into(),
+        message: "the importer is running".into(),
+        last_transition_time: EARLIER.into(),
+        observed_generation: Some(1),
+    };
+    ImportJobStatus {
+        phase: Some("Running".into()),
+        reason: Some("Running".into()),
+        message: Some("the importer is running".into()),
+        job_name: Some(name()),
+        observed_generation: Some(1),
+        started_at: Some(EARLIER.into()),
+        processed_rows: Some(500),
+        conditions: Some(vec![cond("Complete"), cond("Failed")]),
+        ..Default::default()
+    }
+}
+
+/// The status body of the n-th request (a status apply), as the next reconcile would read it.
+fn applied_status(seen: &[Seen], n: usize) -> ImportJobStatus {
+    assert!(seen[n].path.ends_with("/status"), "{:?}", seen[n]);
+    serde_json::from_value(seen[n].body["status"].clone()).expect("a valid status")
+}
+
+async fn database() -> PgPool {
+    let url = testing::create_database().await;
+    db::connect(&url, 2)
+        .await
+        .expect("connect to the test database")
+}
+
+async fn insert_job_row(pool: &PgPool, status: &str) {
+    let user = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'x')")
+        .bind(user)
+        .bind(format!("{user}@example.com"))
+        .execute(pool)
+        .await
+        .expect("insert user");
+    sqlx::query(
+        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
+         source_object, file_name, file_size) \
+         VALUES ($1, $2, 'key-1', 'fp', 'insert_only', $3, $4, 'customers.csv', 1024)",
+    )
+    .bind(JOB_ID.parse::<uuid::Uuid>().unwrap())
+    .bind(user)
+    .bind(status)
+    .bind(format!("uploads/{JOB_ID}.csv"))
+    .execute(pool)
+    .await
+    .expect("insert import job");
+}
+
+/// (status, error, finished_at is set) of the test import's row.
+async fn job_row(pool: &PgPool) -> (String, Option<String>, bool) {
+    sqlx::query_as("SELECT status, error, finished_at IS NOT NULL FROM import_jobs WHERE id = $1")
+        .bind(JOB_ID.parse::<uuid::Uuid>().unwrap())
+        .fetch_one(pool)
+        .await
+        .expect("the import job row")
+}
+
+fn fs_storage(dir: &TempDir) -> Storage {
+    let dir = dir.path().join("storage").display().to_string();
+    let settings = Settings::from_lookup(&|k| match k {
+        "STORAGE" => Some("fs".into()),
+        "STORAGE_DIR" => Some(dir.clone()),
+        "STORAGE_KEY_PREFIX" => Some("test-operator/".into()),
+        _ => None,
+    })
+    .expect("storage settings");
+    Storage::from_settings(&settings).expect("fs storage")
+}
+
+async fn put(storage: &Storage, key: &str) {
+    storage
+        .put_stream(key, &b"email,first_name\n"[..])
+        .await
+        .expect("put an object");
+}
+
+#[tokio::test]
+async fn a_new_importjob_first_gets_the_finalizer_and_nothing_else() {
+    let ij = ImportJob::test();
+    let mut h = Harness::new();
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![Expect::patch(importjob_path(&name()))
+                .content_type(JSON_PATCH)
+                .body(|b| {
+                    assert_eq!(
+                        b,
+                        &json!([
+                            { "op": "test", "path": "/metadata/finalizers", "value": null },
+                            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+                        ])
+                    )
+                })
+                .reply(200, ij.clone().finalized())],
+        )
+        .await;
+    // The finalizer patch triggers the next reconcile; no Job is created in this one.
+    assert_eq!(action.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_finalized_importjob_gets_exactly_one_job_and_a_pending_status() {
+    let ij = ImportJob::test().finalized();
+    let desired =
+        serde_json::to_value(build_job(&ij, &OperatorConfig::defaults()).unwrap()).unwrap();
+    let mut h = Harness::new();
+    let (action, seen) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_get_job(&ij, None),
+                Expect::post(jobs_path())
+                    .body(move |job| {
+                        assert_eq!(job, &desired, "the Job posted is the one build_job builds");
+                        assert_eq!(job["metadata"]["name"], name());
+                        assert_eq!(job["metadata"]["namespace"], NS);
+                        assert_eq!(job["metadata"]["labels"][JOB_ID_LABEL], JOB_ID);
+                        let owner = &job["metadata"]["ownerReferences"][0];
+                        assert_eq!(owner["kind"], "ImportJob");
+                        assert_eq!(owner["uid"], UID);
+                        assert_eq!(owner["controller"], true);
+                        let pod = &job["spec"]["template"]["spec"];
+                        assert_eq!(pod["containers"][0]["image"], "bulk-import:dev");
+                        assert_eq!(pod["containers"][0]["args"], json!(["--job-id", JOB_ID]));
+                    })
+                    .echo(201),
+                expect_event("JobCreated", "Normal"),
+                expect_list_pods(&ij, vec![]),
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Pending", "{s:#}");
+                    assert_eq!(s["reason"], "JobCreated", "{s:#}");
+                    assert_eq!(s["jobName"], name(), "{s:#}");
+                    assert_eq!(s["observedGeneration"], 1, "{s:#}");
+                    assert_eq!(s["startedAt"], Value::Null, "{s:#}");
+                    assert_eq!(s["finishedAt"], Value::Null, "{s:#}");
+                    assert_eq!(condition(s, "Complete")["status"], "False");
+                    assert_eq!(condition(s, "Failed")["status"], "False");
+                    assert_eq!(condition(s, "Complete")["observedGeneration"], 1);
+                }),
+                expect_event("Pending", "Normal"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(15));
+    let posts = seen
+        .iter()
+        .filter(|r| r.method == http::Method::POST && r.path == jobs_path())
+        .count();
+    assert_eq!(posts, 1);
+}
+
+#[tokio::test]
+async fn an_existing_job_is_read_never_created_again_and_an_unchanged_status_not_rewritten() {
+    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let job = job_for(&ij).active(1);
+    let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
+    let mut h = Harness::new();
+    let (action, seen) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_get_job(&ij, Some(job.clone())),
+                expect_list_pods(&ij, pods.clone()),
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Running", "{s:#}");
+                    assert_eq!(s["reason"], "Running", "{s:#}");
+                    assert!(s["startedAt"].is_string(), "startedAt is set: {s:#}");
+                    assert_eq!(s["finishedAt"], Value::Null, "{s:#}");
+                }),
+                expect_event("Running", "Normal"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(60));
+
+    // The next reconcile sees the status it wrote: nothing to create, nothing to write.
+    let ij = ij.with_status(applied_status(&seen, 2));
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![expect_get_job(&ij, Some(job)), expect_list_pods(&ij, pods)],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(60));
+}
+
+#[tokio::test]
+async fn a_lost_create_race_reads_the_job_that_won() {
+    let ij = ImportJob::test().finalized();
+    let mut h = Harness::new();
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_get_job(&ij, None),
+                Expect::post(jobs_path()).fail(409, "AlreadyExists"),
+                expect_get_job(&ij, Some(job_for(&ij))),
+                expect_list_pods(&ij, vec![]),
+                expect_status_apply(&ij, |s| assert_eq!(s["phase"], "Pending", "{s:#}")),
+                expect_event("Pending", "Normal"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(15));
+}
+
+#[tokio::test]
+async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() {
+    let ij = ImportJob::test().finalized().with_status(running_status());
+    let job = job_for(&ij).condition(
+        "Complete",
+        "CompletionsReached",
+        "Reached expected number of succeeded pods",
+    );
+    let pod = pod_for(&ij, "a1b2c", "Succeeded").state(terminated("Completed", 0));
+    let mut h = Harness::new();
+    let (action, seen) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_get_job(&ij, Some(job)),
+                expect_list_pods(&ij, vec![pod]),
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Complete", "{s:#}");
+                    assert_eq!(s["reason"], "Succeeded", "{s:#}");
+                    let complete = condition(s, "Complete");
+                    assert_eq!(complete["status"], "True", "{s:#}");
+                    assert_eq!(complete["reason"], "Succeeded");
+                    assert_ne!(complete["lastTransitionTime"], EARLIER, "Complete changed");
+                    let failed = condition(s, "Failed");
+                    assert_eq!(failed["status"], "False");
+                    assert_eq!(
+                        failed["lastTransitionTime"], EARLIER,
+                        "Failed did not change"
+                    );
+                    assert_eq!(s["startedAt"], EARLIER, "startedAt is kept");
+                    assert!(s["finishedAt"].is_string(), "finishedAt is set: {s:#}");
+                    // The importer owns the counters: the operator's apply leaves them out.
+                    assert!(s.get("processedRows").is_none(), "{s:#}");
+                }),
+                expect_event("Complete", "Normal"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+
+    // Finished: later reconciles touch nothing (the Job may be gone after its TTL).
+    let ij = ij.with_status(applied_status(&seen, 2));
+    let (action, _) = h.reconcile(&ij, vec![]).await;
+    assert_eq!(action.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn an_oom_killed_importer_fails_the_importjob_and_its_postgres_row() {
+    let pool = database().await;
+    insert_job_row(&pool, "processing").await;
+    let ij = ImportJob::test().finalized().with_status(running_status());
+    let job = job_for(&ij).condition(
+        "Failed",
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    );
+    let pods = vec![
+        pod_for(&ij, "aaaaa", "Failed").state(terminated("OOMKilled", 137)),
+        pod_for(&ij, "bbbbb", "Failed").state(terminated("OOMKilled", 137)),
+    ];
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_get_job(&ij, Some(job)),
+                expect_list_pods(&ij, pods),
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Failed", "{s:#}");
+                    assert_eq!(s["reason"], "OOMKilled", "{s:#}");
+                    assert_eq!(condition(s, "Failed")["status"], "True");
+                    assert_eq!(condition(s, "Failed")["reason"], "OOMKilled");
+                    assert_eq!(condition(s, "Complete")["status"], "False");
+                    assert!(s["finishedAt"].is_string(), "{s:#}");
+                }),
+                expect_event("Failed", "Warning"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    let (status, error, finished) = job_row(&pool).await;
+    assert_eq!(status, "failed");
+    let error = error.expect("the failure reason is recorded");
+    assert!(error.starts_with("OOMKilled: "), "{error}");
+    assert!(finished);
+}
+
+#[tokio::test]
+async fn a_failure_the_importer_recorded_itself_is_not_overwritten() {
+    let pool = database().await;
+    insert_job_row(&pool, "failed").await;
+    sqlx::query("UPDATE import_jobs SET error = 'header: missing column email'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ij = ImportJob::test().finalized().with_status(running_status());
+    let job = job_for(&ij).condition(
+        "Failed",
+        "PodFailurePolicy",
+        "Container importer exited with 2",
+    );
+    let pod = pod_for(&ij, "aaaaa", "Failed").state(terminated("Error", 2));
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_get_job(&ij, Some(job)),
+                expect_list_pods(&ij, vec![pod]),
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Failed", "{s:#}");
+                    assert_eq!(s["reason"], "ImporterFailed", "{s:#}");
+                }),
+                expect_event("Failed", "Warning"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    let (status, error, _) = job_row(&pool).await;
+    assert_eq!(status, "failed");
+    assert_eq!(error.as_deref(), Some("header: missing column email"));
+}
+
+#[tokio::test]
+async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
+    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let job = job_for(&ij).active(1);
+    let pod = pod_for(&ij, "a1b2c", "Pending").state(waiting(
+        "ImagePullBackOff",
+        "Back-off pulling image \"bulk-import:dev\"",
+    ));
+    let mut h = Harness::new();
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_get_job(&ij, Some(job)),
+                expect_list_pods(&ij, vec![pod]),
+                expect_delete_job(&ij, true),
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Failed", "{s:#}");
+                    assert_eq!(s["reason"], "ImagePullBackOff", "{s:#}");
+                    assert!(
+                        s["message"].as_str().unwrap().contains("Back-off pulling"),
+                        "{s:#}"
+                    );
+                    assert_eq!(condition(s, "Failed")["status"], "True");
+                }),
+                expect_event("Failed", "Warning"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
+    let ij = ImportJob::test()
+        .finalized()
+        .with_spec(|s| s.job_id = "not-a-uuid".into());
+    let mut h = Harness::new();
+    let (action, seen) = h
+        .reconcile(
+            &ij,
+            vec![
+                // No GET or POST of a Job: the status says why, and that is all.
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Invalid", "{s:#}");
+                    assert_eq!(s["reason"], "InvalidSpec", "{s:#}");
+                    assert!(
+                        s["message"].as_str().unwrap().contains("not a UUID"),
+                        "{s:#}"
+                    );
+                    assert_eq!(s["jobName"], Value::Null, "{s:#}");
+                    assert_eq!(condition(s, "Complete")["status"], "False");
+                    assert_eq!(condition(s, "Failed")["status"], "False");
+                    assert_eq!(condition(s, "Failed")["reason"], "InvalidSpec");
+                }),
+                expect_event("Invalid", "Warning"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+
+    // Reconciled again (a resync, a restart): no request at all, no retry.
+    let ij = ij.with_status(applied_status(&seen, 0));
+    let (action, _) = h.reconcile(&ij, vec![]).await;
+    assert_eq!(action.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn api_errors_are_returned_so_that_error_policy_retries() {
+    let ij = ImportJob::test().finalized();
+    let mut h = Harness::new();
+    let (result, _) = h
+        .reconcile(
+            &ij,
+            vec![Expect::get(job_path(&name())).fail(500, "InternalError")],
+        )
+        .await;
+    match result {
+        Err(Error::Finalizer(e)) => match *e {
+            finalizer::Error::ApplyFailed(Error::Kube(kube::Error::Api(s))) => {
+                assert_eq!(s.code, 500)
+            }
+            other => panic!("unexpected finalizer error {other:?}"),
+        },
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn error_policy_backs_off_exponentially_per_importjob_and_resets_on_success() {
+    let mut h = Harness::new();
+    let ij = Arc::new(ImportJob::test().finalized().with_phase("Complete"));
+    let err = Error::Storage("unavailable".into());
+    let delays: Vec<Action> = (0..11)
+        .map(|_| error_policy(ij.clone(), &err, h.ctx.clone()))
+        .collect();
+    let expected: Vec<Action> = [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+        .into_iter()
+        .map(requeue)
+        .collect();
+    assert_eq!(delays, expected);
+
+    // Another ImportJob has its own count.
+    let mut other = (*ij).clone();
+    other.metadata.name = Some("import-other".into());
+    assert_eq!(
+        error_policy(Arc::new(other), &err, h.ctx.clone()),
+        requeue(2)
+    );
+
+    // A successful reconcile (a finished ImportJob: no request) resets the count.
+    let (action, _) = h.reconcile(&ij, vec![]).await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(error_policy(ij, &err, h.ctx.clone()), requeue(2));
+    assert_eq!(h.ctx.metrics.failures.get(), 13);
+}
+
+#[tokio::test]
+async fn deletion_stops_the_job_fails_the_row_deletes_the_objects_then_drops_the_finalizer() {
+    let dir = TempDir::new();
+    let vars = testing::test_vars(testing::Backend::Fs, dir.path()).await;
+    let settings = testing::settings_from(&vars);
+    let storage = Storage::from_settings(&settings).unwrap();
+    let pool = db::connect(settings.database_url(), 2).await.unwrap();
+    insert_job_row(&pool, "processing").await;
+    let ij = ImportJob::test()
+        .finalized()
+        .with_status(running_status())
+        .deleting();
+    put(&storage, &ij.spec.source.key).await;
+    put(&storage, &ij.spec.report.key).await;
+    put(&storage, "uploads/someone-else.csv").await;
+
+    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
+    let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_delete_job(&ij, true),
+                expect_finalizer_removed(&ij, 0),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    let (status, error, finished) = job_row(&pool).await;
+    assert_eq!(status, "failed");
+    assert_eq!(
+        error.as_deref(),
+        Some("the ImportJob was deleted before the import finished")
+    );
+    assert!(finished);
+    assert_eq!(
+        testing::list_objects(&storage).await,
+        vec!["uploads/someone-else.csv".to_string()],
+        "only this import's objects are deleted"
+    );
+}
+
+#[tokio::test]
+async fn deletion_with_keep_retention_keeps_the_objects_and_a_finished_row() {
+    let dir = TempDir::new();
+    let vars = testing::test_vars(testing::Backend::Fs, dir.path()).await;
+    let settings = testing::settings_from(&vars);
+    let storage = Storage::from_settings(&settings).unwrap();
+    let pool = db::connect(settings.database_url(), 2).await.unwrap();
+    insert_job_row(&pool, "done").await;
+    let ij = ImportJob::test()
+        .finalized()
+        .with_phase("Complete")
+        .deleting();
+    put(&storage, &ij.spec.source.key).await;
+    put(&storage, &ij.spec.report.key).await;
+
+    let config = config_with(&[("OBJECT_RETENTION", "keep")]);
+    let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                // Already gone (ttlSecondsAfterFinished): fine.
+                expect_delete_job(&ij, false),
+                expect_finalizer_removed(&ij, 0),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(job_row(&pool).await, ("done".into(), None, false));
+    let mut expected = vec![ij.spec.report.key.clone(), ij.spec.source.key.clone()];
+    expected.sort();
+    assert_eq!(testing::list_objects(&storage).await, expected);
+}
+
+#[tokio::test]
+async fn deleting_an_importjob_with_an_invalid_key_is_not_blocked_by_its_cleanup() {
+    let dir = TempDir::new();
+    let storage = fs_storage(&dir);
+    put(&storage, "outside.csv").await;
+    let mut ij = ImportJob::test()
+        .with_spec(|s| s.source.key = "../outside.csv".into())
+        .with_phase("Invalid")
+        .deleting();
+    // Another controller's finalizer comes first: ours is removed by its index.
+    ij.finalizers_mut().push("example.com/other".into());
+    let ij = ij.finalized();
+    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
+    let mut h = Harness::with(config, None, Some(storage.clone()));
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_delete_job(&ij, false),
+                expect_finalizer_removed(&ij, 1),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(
+        testing::list_objects(&storage).await,
+        vec!["outside.csv".to_string()]
+    );
+}
