@@ -29,6 +29,14 @@ use std::{
 };
 use uuid::Uuid;
 
+type Customer = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 fn secret(tag: &str) -> String {
     format!("{tag}{}", Uuid::new_v4().simple())
 }
@@ -237,13 +245,7 @@ async fn sql_and_control_characters_are_stored_verbatim_and_formulas_neutralised
     let done = app.wait_finished(&token, &id).await;
     assert_eq!(done["inserted_rows"], nasty.len());
     assert_eq!(done["error_rows"], 1);
-    let rows: Vec<(
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let rows: Vec<Customer> = sqlx::query_as(
         "SELECT email, first_name, last_name, phone, city FROM customers \
              ORDER BY last_import_line",
     )
