@@ -26,7 +26,8 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    api::ObjectMeta, client::Body, runtime::controller::Action, Client, Resource, ResourceExt,
+    api::ObjectMeta, client::Body, runtime::controller::Action, Client, CustomResourceExt,
+    Resource, ResourceExt,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -584,11 +585,32 @@ pub fn expect_status_apply(ij: &ImportJob, check: impl FnOnce(&Value) + Send + '
                 "the status patch carries no spec: {b:#}"
             );
         })
+        .body(|b| assert_schema_knows(&b["status"]))
         .body(move |b| check(&b["status"]))
         .reply_with(move |b| {
             reply["status"] = b["status"].clone();
             reply
         })
+}
+
+/// Every field of an applied status is in the CRD's schema: the API server would silently
+/// prune one that is not (the patch is hand-written JSON, not the Rust type).
+fn assert_schema_knows(status: &Value) {
+    let crd = serde_json::to_value(ImportJob::crd()).expect("JSON");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+    let known = |schema: &Value, obj: &Value, what: &str| {
+        for key in obj.as_object().expect("an object").keys() {
+            assert!(
+                schema["properties"].get(key).is_some(),
+                "{what}.{key} is not in the CRD schema (it would be pruned): {obj:#}"
+            );
+        }
+    };
+    known(schema, status, "status");
+    let item = &schema["properties"]["conditions"]["items"];
+    for c in status["conditions"].as_array().into_iter().flatten() {
+        known(item, c, "status.conditions[]");
+    }
 }
 
 /// `GET` the Job named like `ij`, answered with `job` or 404.
