@@ -123,12 +123,12 @@ async fn put(storage: &Storage, key: &str) {
 }
 
 #[tokio::test]
-async fn a_new_importjob_first_gets_the_finalizer_and_nothing_else() {
-    let ij = ImportJob::test();
+async fn a_new_importjob_gets_the_finalizer_then_exactly_one_job_and_a_pending_status() {
+    let new = ImportJob::test();
     let mut h = Harness::new();
     let (action, _) = h
         .reconcile(
-            &ij,
+            &new,
             vec![Expect::patch(importjob_path(&name()))
                 .content_type(JSON_PATCH)
                 .body(|b| {
@@ -140,19 +140,16 @@ async fn a_new_importjob_first_gets_the_finalizer_and_nothing_else() {
                         ])
                     )
                 })
-                .reply(200, ij.clone().finalized())],
+                .reply(200, new.clone().finalized())],
         )
         .await;
     // The finalizer patch triggers the next reconcile; no Job is created in this one.
     assert_eq!(action.unwrap(), Action::await_change());
-}
 
-#[tokio::test]
-async fn a_finalized_importjob_gets_exactly_one_job_and_a_pending_status() {
-    let ij = ImportJob::test().finalized();
+    // The next reconcile sees the ImportJob with the finalizer.
+    let ij = new.finalized();
     let desired =
         serde_json::to_value(build_job(&ij, &OperatorConfig::defaults()).unwrap()).unwrap();
-    let mut h = Harness::new();
     let (action, seen) = h
         .reconcile(
             &ij,
@@ -378,13 +375,16 @@ async fn a_failure_the_importer_recorded_itself_is_not_overwritten() {
 
 #[tokio::test]
 async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
+    // The importer never ran: only the operator can record this failure.
+    let pool = database().await;
+    insert_job_row(&pool, "pending").await;
     let ij = ImportJob::test().finalized().with_phase("Pending");
     let job = job_for(&ij).active(1);
     let pod = pod_for(&ij, "a1b2c", "Pending").state(waiting(
         "ImagePullBackOff",
         "Back-off pulling image \"bulk-import:dev\"",
     ));
-    let mut h = Harness::new();
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
     let (action, _) = h
         .reconcile(
             &ij,
@@ -406,6 +406,11 @@ async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
         )
         .await;
     assert_eq!(action.unwrap(), Action::await_change());
+    let (status, error, _) = job_row(&pool).await;
+    assert_eq!(status, "failed");
+    assert!(error
+        .unwrap()
+        .starts_with("ImagePullBackOff: Back-off pulling"));
 }
 
 #[tokio::test]
