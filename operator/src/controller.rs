@@ -210,10 +210,9 @@ async fn write_status(
     if unchanged {
         return Ok(());
     }
-    let started = status
-        .started_at
-        .clone()
-        .or_else(|| (observed.phase == Phase::Running).then(|| now.clone()));
+    let started = status.started_at.clone().or_else(|| {
+        (observed.phase == Phase::Running || observed.phase.is_terminal()).then(|| now.clone())
+    });
     let finished = observed
         .phase
         .is_terminal()
@@ -279,14 +278,7 @@ async fn record_failure(ctx: &Context, job_id: &str, reason: &str) -> Result<()>
     let (Some(db), Ok(id)) = (&ctx.db, job_id.parse::<uuid::Uuid>()) else {
         return Ok(());
     };
-    sqlx::query(
-        "UPDATE import_jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now() \
-         WHERE id = $1 AND status IN ('pending', 'processing')",
-    )
-    .bind(id)
-    .bind(reason)
-    .execute(db)
-    .await?;
+    bulk_import_core::job::mark_failed(db, id, reason).await?;
     Ok(())
 }
 
@@ -329,10 +321,12 @@ async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves. `store` receives the controller's cache of
+/// ImportJobs, from which `/metrics` counts them by phase without API calls.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    store: Arc<std::sync::OnceLock<kube::runtime::reflector::Store<ImportJob>>>,
 ) {
     let ns = ctx.config.namespace.clone();
     let client = ctx.client.clone();
@@ -340,7 +334,9 @@ pub async fn run(
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client, &ns);
     let pod_ns = ns.clone();
-    Controller::new(importjobs, watcher::Config::default())
+    let controller = Controller::new(importjobs, watcher::Config::default());
+    let _ = store.set(controller.store());
+    controller
         .owns(jobs, watcher::Config::default().labels(MANAGED))
         .watches(
             pods,

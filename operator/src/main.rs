@@ -57,9 +57,11 @@ async fn run() -> anyhow::Result<()> {
         "operator probes and metrics on http://{}",
         listener.local_addr()?
     );
+    let importjobs = Arc::new(std::sync::OnceLock::new());
     let router = metrics::router(Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        importjobs: importjobs.clone(),
     });
     let http_stop = stop.clone();
     tokio::spawn(async move {
@@ -136,12 +138,16 @@ async fn run() -> anyhow::Result<()> {
     ));
     let controller_stop = stop.clone();
     let controller_lost = lost.clone();
-    controller::run(ctx, async move {
-        tokio::select! {
-            _ = controller_stop.cancelled() => {}
-            _ = controller_lost.cancelled() => {}
-        }
-    })
+    controller::run(
+        ctx,
+        async move {
+            tokio::select! {
+                _ = controller_stop.cancelled() => {}
+                _ = controller_lost.cancelled() => {}
+            }
+        },
+        importjobs,
+    )
     .await;
     stop.cancel();
     if let Ok(elector) = renewer.await {

@@ -56,6 +56,9 @@ impl Default for Metrics {
 #[derive(Clone)]
 pub struct Health {
     pub metrics: Metrics,
+    /// The controller's cache of ImportJobs, once it runs (only on the leader).
+    pub importjobs:
+        Arc<std::sync::OnceLock<kube::runtime::reflector::Store<bulk_import_core::crd::ImportJob>>>,
     /// Set once the operator is connected and (leader or standby) running.
     pub ready: Arc<AtomicBool>,
 }
@@ -77,6 +80,23 @@ async fn ready(State(h): State<Health>) -> impl IntoResponse {
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    if let Some(store) = h.importjobs.get() {
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for phase in ["Pending", "Running", "Complete", "Failed", "Invalid"] {
+            counts.insert(phase.into(), 0);
+        }
+        for ij in store.state() {
+            let phase = ij
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Pending".into());
+            *counts.entry(phase).or_default() += 1;
+        }
+        for (phase, n) in counts {
+            h.metrics.jobs_by_phase.with_label_values(&[&phase]).set(n);
+        }
+    }
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&h.metrics.registry.gather(), &mut out)
