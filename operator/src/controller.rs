@@ -165,7 +165,6 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         if matches!(
             observed.reason.as_str(),
             "ImagePullBackOff"
-                | "ErrImagePull"
                 | "InvalidImageName"
                 | "CreateContainerConfigError"
                 | "CreateContainerError"

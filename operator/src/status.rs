@@ -61,10 +61,11 @@ impl Observed {
 }
 
 /// Waiting reasons that will not fix themselves: the Job is failed rather than left to run
-/// into its deadline.
-const FATAL_WAITING: [&str; 5] = [
+/// into its deadline. Not `ErrImagePull`: it is the kubelet's first pull failure, often
+/// transient (a registry hiccup), retried at once; `ImagePullBackOff` follows when the retry
+/// failed too.
+const FATAL_WAITING: [&str; 4] = [
     "ImagePullBackOff",
-    "ErrImagePull",
     "InvalidImageName",
     "CreateContainerConfigError",
     "CreateContainerError",
@@ -308,7 +309,6 @@ mod tests {
         let job = job_for(&ij()).active(1);
         for reason in [
             "ImagePullBackOff",
-            "ErrImagePull",
             "InvalidImageName",
             "CreateContainerConfigError",
             "CreateContainerError",
@@ -318,6 +318,13 @@ mod tests {
             assert_eq!(phase_reason(&o), (Phase::Failed, reason));
             assert_eq!(o.message, "cannot start");
         }
+    }
+
+    #[test]
+    fn a_first_image_pull_error_waits_for_the_kubelet_retry() {
+        let job = job_for(&ij()).active(1);
+        let pod = pod_for(&ij(), "a", "Pending").state(waiting("ErrImagePull", "timeout"));
+        assert_ne!(observe(Some(&job), &[pod]).phase, Phase::Failed);
     }
 
     #[test]

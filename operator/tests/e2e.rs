@@ -1,0 +1,752 @@
+//! End to end on a Kubernetes API test double: the real API (EXECUTOR=kubernetes), operator
+//! and importer binaries against an in-process API server double with a stand-in kubelet,
+//! and the real Postgres, Redis and Garage. `double_tests` checks the double itself.
+
+#[path = "e2e/double_tests.rs"]
+mod double_tests;
+#[path = "e2e/harness.rs"]
+mod harness;
+#[path = "e2e/kube_double.rs"]
+mod kube_double;
+#[path = "e2e/kube_http.rs"]
+mod kube_http;
+#[path = "e2e/kubelet.rs"]
+mod kubelet;
+
+use bulk_import_core::{
+    crd::{resource_name, ImportJob, ImportJobStatus},
+    Job as Row,
+};
+use harness::{csv, outcome, reference_run, Options, Stack, NS};
+use kube::{
+    api::{Api, DeleteParams},
+    ResourceExt,
+};
+use kube_double::{EVENTS, IMPORTJOBS, JOBS};
+use kubelet::Fault;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn order(status: &str) -> u8 {
+    match status {
+        "pending" => 0,
+        "processing" => 1,
+        "done" | "failed" => 2,
+        other => panic!("unexpected status {other:?}"),
+    }
+}
+
+fn condition<'a>(st: &'a ImportJobStatus, type_: &str) -> &'a bulk_import_core::crd::Condition {
+    st.conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {st:?}"))
+}
+
+/// One observation of an import from its three places, read in this order: the ImportJob
+/// (through the API double), the job JSON (GET /imports/{id}), the Postgres row. Each is
+/// at least as new as the one before, so these must hold at every step:
+/// - the HTTP status and counters never run ahead of the row read after them;
+/// - the ImportJob's counters never run ahead of the HTTP counters (the importer publishes
+///   a batch after committing it), and always add up (one batch's snapshot);
+/// - `Complete` in the ImportJob means `done` in Postgres; `Failed` means `failed`;
+/// - the conditions are exactly `Complete` and `Failed`, `True` only with their phase.
+struct Observation {
+    ij: ImportJob,
+    http: Value,
+    row: Row,
+}
+
+async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
+    let ij = stack.import_job(id).await.expect("the ImportJob exists");
+    let (code, http) = stack.get(token, &format!("/imports/{id}")).await;
+    assert_eq!(code, StatusCode::OK, "{http}");
+    let row = stack.row(id).await;
+    let st = ij.status.clone().unwrap_or_default();
+    let ctx = || format!("\nImportJob status: {st:?}\nHTTP: {http}\nrow: {row:?}");
+    assert_eq!(http["id"], id.to_string());
+    assert!(
+        order(http["status"].as_str().unwrap()) <= order(row.status().as_str()),
+        "{}",
+        ctx()
+    );
+    for f in [
+        "processed_rows",
+        "inserted_rows",
+        "updated_rows",
+        "error_rows",
+    ] {
+        let value = |j: &Row| match f {
+            "processed_rows" => j.processed_rows,
+            "inserted_rows" => j.inserted_rows,
+            "updated_rows" => j.updated_rows,
+            _ => j.error_rows,
+        };
+        assert!(http[f].as_i64().unwrap() <= value(&row), "{f}{}", ctx());
+    }
+    if let Some(p) = st.processed_rows {
+        assert!(p <= http["processed_rows"].as_i64().unwrap(), "{}", ctx());
+        assert_eq!(
+            p,
+            st.inserted_rows.unwrap() + st.updated_rows.unwrap() + st.error_rows.unwrap(),
+            "{}",
+            ctx()
+        );
+    }
+    match st.phase.as_deref() {
+        Some("Complete") => assert_eq!(row.status().as_str(), "done", "{}", ctx()),
+        Some("Failed") => assert_eq!(row.status().as_str(), "failed", "{}", ctx()),
+        _ => {}
+    }
+    if st.phase.is_some() {
+        let types: BTreeSet<&str> = st
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(types, BTreeSet::from(["Complete", "Failed"]), "{}", ctx());
+        for t in ["Complete", "Failed"] {
+            let on = condition(&st, t).status == "True";
+            assert_eq!(on, st.phase.as_deref() == Some(t), "{t}{}", ctx());
+            assert_eq!(
+                condition(&st, t).reason,
+                st.reason.clone().unwrap(),
+                "{}",
+                ctx()
+            );
+        }
+    }
+    Observation { ij, http, row }
+}
+
+/// Polls an import's three views, checking they agree at every step, until its row ends
+/// and its ImportJob reaches the matching phase with the row's final counters. Returns
+/// every observation.
+async fn follow(stack: &Stack, token: &str, id: Uuid, timeout: Duration) -> Vec<Observation> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let o = observe(stack, token, id).await;
+        let st = o.ij.status.clone().unwrap_or_default();
+        let settled = match o.row.status().as_str() {
+            "done" => {
+                st.phase.as_deref() == Some("Complete")
+                    && st.processed_rows == Some(o.row.processed_rows)
+            }
+            "failed" => st.phase.as_deref() == Some("Failed"),
+            _ => false,
+        } && o.http["status"] == o.row.status().as_str();
+        seen.push(o);
+        if settled {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "import {id} did not settle: {:?}\n{}",
+            seen.last().map(|o| (&o.ij.status, &o.http)),
+            stack.diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn id_of(job: &Value) -> Uuid {
+    job["id"].as_str().expect("job id").parse().unwrap()
+}
+
+/// Events the operator published about an ImportJob: (type, reason).
+fn events_about(stack: &Stack, name: &str) -> Vec<(String, String)> {
+    let (events, _) = stack
+        .double
+        .list(&EVENTS, Some(NS), &kube_double::Selector::default());
+    events
+        .iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The seed service's flow end to end, with imports run by the operator: register, log in,
+/// upload (and replay the upload), watch processed_rows grow until done, fetch the error
+/// report through its presigned URL. The ImportJob, the job JSON and the Postgres row
+/// agree at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_flow_through_the_operator() {
+    let stack = Stack::start(Options {
+        slow_ms: 3,
+        batch_size: 50,
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let file = csv(1500);
+    let (code, job) = stack
+        .upload(&token, "seed-1", "insert_only", "customers.csv", &file)
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{job}");
+    let id = id_of(&job);
+    let name = resource_name(id);
+    // The same request again: the same job, and still one ImportJob.
+    let (code, again) = stack
+        .upload(&token, "seed-1", "insert_only", "customers.csv", &file)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(id_of(&again), id);
+    // Not finished: no report yet.
+    let (code, body) = stack.get(&token, &format!("/imports/{id}/errors")).await;
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("report_not_ready"))
+    );
+
+    let seen = follow(&stack, &token, id, 3 * MINUTE).await;
+    let cr_progress: BTreeSet<i64> = seen
+        .iter()
+        .filter(|o| o.ij.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Complete"))
+        .filter_map(|o| o.ij.status.as_ref()?.processed_rows)
+        .filter(|p| *p > 0 && *p < 1500)
+        .collect();
+    let http_progress: BTreeSet<i64> = seen
+        .iter()
+        .filter(|o| o.http["status"] == "processing")
+        .map(|o| o.http["processed_rows"].as_i64().unwrap())
+        .filter(|p| *p > 0 && *p < 1500)
+        .collect();
+    assert!(
+        cr_progress.len() >= 2,
+        "the ImportJob showed progress: {cr_progress:?}"
+    );
+    assert!(
+        http_progress.len() >= 2,
+        "GET /imports/{{id}} showed progress: {http_progress:?}"
+    );
+    let phases: Vec<String> = seen
+        .iter()
+        .filter_map(|o| o.ij.status.as_ref()?.phase.clone())
+        .fold(Vec::new(), |mut v, p| {
+            if v.last() != Some(&p) {
+                v.push(p);
+            }
+            v
+        });
+    assert!(
+        phases.ends_with(&["Running".to_string(), "Complete".to_string()]),
+        "{phases:?}"
+    );
+    assert!(!phases.contains(&"Failed".to_string()));
+
+    let last = seen.last().unwrap();
+    let st = last.ij.status.clone().unwrap();
+    // 1500 rows: every tenth invalid (150), 30 repeats of earlier emails.
+    assert_eq!(
+        (
+            last.row.processed_rows,
+            last.row.inserted_rows,
+            last.row.error_rows
+        ),
+        (1500, 1320, 180)
+    );
+    assert_eq!(st.processed_rows, Some(1500));
+    assert_eq!(st.inserted_rows, Some(1320));
+    assert_eq!(st.error_rows, Some(180));
+    assert_eq!(st.progress_percent, Some(100.0));
+    assert_eq!(st.reason.as_deref(), Some("Succeeded"));
+    assert_eq!(st.job_name.as_deref(), Some(name.as_str()));
+    assert_eq!(st.observed_generation, Some(1));
+    assert!(st.started_at.is_some() && st.finished_at.is_some());
+    assert_eq!(condition(&st, "Complete").status, "True");
+    assert_eq!(last.http["status"], "done");
+    assert_eq!(last.http["errors_report_available"], true);
+    assert!(last.http["finished_at"].is_string());
+    // Both writers own their part of the status.
+    let managers: BTreeSet<(String, Option<String>)> = last
+        .ij
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.operation.as_deref() == Some("Apply"))
+        .map(|m| (m.manager.clone().unwrap(), m.subresource.clone()))
+        .collect();
+    assert!(
+        managers.contains(&("bulk-import-operator".into(), Some("status".into()))),
+        "{managers:?}"
+    );
+    assert!(
+        managers.contains(&("bulk-import-importer".into(), Some("status".into()))),
+        "{managers:?}"
+    );
+    assert!(last
+        .ij
+        .finalizers()
+        .contains(&"bulkimport.dev/cleanup".to_string()));
+
+    // The Job and its pod.
+    let kjob = stack.job(id).expect("the Job");
+    assert_eq!(kjob["status"]["succeeded"], 1);
+    assert_eq!(
+        kjob["metadata"]["ownerReferences"][0]["uid"].as_str(),
+        last.ij.metadata.uid.as_deref()
+    );
+    let pods = stack.pods(id);
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0]["status"]["phase"], "Succeeded");
+    assert_eq!(
+        pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert_eq!(stack.creates(&IMPORTJOBS, &name), 1);
+    assert_eq!(stack.creates(&JOBS, &name), 1);
+    let events = events_about(&stack, &name);
+    for reason in ["JobCreated", "Running", "Complete"] {
+        assert!(
+            events.iter().any(|(t, r)| t == "Normal" && r == reason),
+            "{events:?}"
+        );
+    }
+
+    // The report, downloaded through its presigned URL.
+    let (code, link) = stack.get(&token, &format!("/imports/{id}/errors")).await;
+    assert_eq!(code, StatusCode::OK, "{link}");
+    let report = stack
+        .http
+        .get(link["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), StatusCode::OK);
+    let report = report.text().await.unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines[0],
+        "line,code,message,email,first_name,last_name,phone,city"
+    );
+    assert_eq!(lines.len(), 181);
+    assert!(lines[1].starts_with("11,invalid_email,"), "{}", lines[1]);
+    assert!(
+        lines.iter().any(|l| l.starts_with("26,duplicate_in_file,")),
+        "{report}"
+    );
+}
+
+/// A pod SIGKILLed mid-file: the Job's next pod resumes from the checkpoint, and the
+/// customers, counters and errors.csv equal those of an uninterrupted run of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_pod_resumes_from_checkpoint() {
+    let file = csv(3000);
+    let want = reference_run(&file, "insert_only", 50).await;
+    let stack = Stack::start(Options {
+        slow_ms: 2,
+        batch_size: 50,
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (code, job) = stack
+        .upload(&token, "kill-1", "insert_only", "big.csv", &file)
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let id = id_of(&job);
+    let victim = stack
+        .eventually("a third of the file committed", MINUTE, || async {
+            let row = stack.row(id).await;
+            (row.processed_rows >= 1000).then_some(())?;
+            stack
+                .pods(id)
+                .into_iter()
+                .find(|p| p["status"]["phase"] == "Running")
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        })
+        .await;
+    assert!(
+        stack.row(id).await.processed_rows < 3000,
+        "killed before the end"
+    );
+    stack.kubelet.kill(&victim);
+
+    let seen = follow(&stack, &token, id, 3 * MINUTE).await;
+    assert!(
+        seen.iter()
+            .all(|o| o.ij.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed")),
+        "a retried pod is not a failed import"
+    );
+    let got = outcome(&stack.pool, &stack.storage, id).await;
+    assert_eq!(
+        (
+            &got.status,
+            got.processed,
+            got.inserted,
+            got.updated,
+            got.errors
+        ),
+        (
+            &want.status,
+            want.processed,
+            want.inserted,
+            want.updated,
+            want.errors
+        )
+    );
+    assert!(
+        got.customers == want.customers,
+        "customers differ from the uninterrupted run"
+    );
+    assert!(
+        got.report == want.report,
+        "errors.csv differs from the uninterrupted run"
+    );
+    assert_eq!(stack.row(id).await.attempts, 2);
+
+    let kjob = stack.job(id).unwrap();
+    assert_eq!(
+        (
+            kjob["status"]["failed"].as_i64(),
+            kjob["status"]["succeeded"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    let pods = stack.pods(id);
+    assert_eq!(pods.len(), 2, "one pod per attempt");
+    let killed = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] == victim.as_str())
+        .unwrap();
+    let t = &killed["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (t["exitCode"].as_i64(), t["reason"].as_str()),
+        (Some(137), Some("Error"))
+    );
+    let retry = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] != victim.as_str())
+        .unwrap();
+    assert_eq!(retry["status"]["phase"], "Succeeded");
+    let log = stack
+        .kubelet
+        .log(retry["metadata"]["name"].as_str().unwrap());
+    let offset: i64 = log
+        .split("offset=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|o| o.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in the retry's log:\n{log}"));
+    assert!(offset > 0, "the retry resumed from a checkpoint:\n{log}");
+    assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
+}
+
+/// An OOM-killed importer (every attempt) and an image that cannot be pulled both end as
+/// Failed with that reason: in the ImportJob's phase and conditions, in the Postgres row's
+/// error and in GET /imports/{id}.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_killed_and_image_pull_backoff_fail_the_import() {
+    let stack = Stack::start(Options {
+        slow_ms: 5,
+        batch_size: 50,
+        backoff_limit: 1,
+        ..Default::default()
+    })
+    .await;
+    stack.kubelet.inject(
+        "oom.csv",
+        Fault::OomKilled {
+            after: Duration::from_millis(1500),
+        },
+    );
+    stack.kubelet.inject("pull.csv", Fault::ImagePullBackOff);
+    let token = stack.user().await;
+    let (code, oom) = stack
+        .upload(&token, "oom", "insert_only", "oom.csv", &csv(2000))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, pull) = stack
+        .upload(&token, "pull", "upsert", "pull.csv", &csv(10))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (oom, pull) = (id_of(&oom), id_of(&pull));
+
+    for (id, reason) in [(oom, "OOMKilled"), (pull, "ImagePullBackOff")] {
+        let last = follow(&stack, &token, id, 3 * MINUTE).await.pop().unwrap();
+        let st = last.ij.status.clone().unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some(reason));
+        assert_eq!(condition(&st, "Failed").status, "True");
+        assert_eq!(condition(&st, "Failed").reason, reason);
+        assert_eq!(condition(&st, "Complete").status, "False");
+        assert!(st.finished_at.is_some());
+        assert_eq!(last.row.status().as_str(), "failed");
+        let error = last.row.error.clone().unwrap_or_default();
+        assert!(error.contains(reason), "row error: {error}");
+        assert_eq!(last.http["status"], "failed");
+        assert!(
+            last.http["error"].as_str().unwrap().contains(reason),
+            "{}",
+            last.http
+        );
+        assert!(last.http["finished_at"].is_string());
+        let (code, body) = stack.get(&token, &format!("/imports/{id}/errors")).await;
+        assert_eq!(
+            (code, body["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("no_report"))
+        );
+        let name = resource_name(id);
+        assert!(events_about(&stack, &name)
+            .iter()
+            .any(|(t, r)| t == "Warning" && r == "Failed"));
+        assert_eq!(
+            stack.creates(&JOBS, &name),
+            1,
+            "{reason}: the Job was created once"
+        );
+    }
+
+    // OOMKilled: both attempts ran and were killed; the Job gave up after backoffLimit.
+    let kjob = stack.job(oom).expect("a failed Job stays");
+    let failed = kjob["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    let pods = stack.pods(oom);
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+        assert_eq!(
+            (t["exitCode"].as_i64(), t["reason"].as_str()),
+            (Some(137), Some("OOMKilled"))
+        );
+    }
+    // ImagePullBackOff: the operator deleted the Job (it would wait for its deadline), and the
+    // garbage collector its pod.
+    stack
+        .eventually("the pull Job and its pod gone", MINUTE, || async {
+            (stack.job(pull).is_none() && stack.pods(pull).is_empty()).then_some(())
+        })
+        .await;
+}
+
+/// Two operator replicas: one leads (the Lease), the other waits. SIGTERM to the leader
+/// releases the Lease and the other takes over at once; SIGKILL leaves it held, and the
+/// standby takes over only after it expired. Imports that span a takeover finish, and no
+/// Job is ever created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_one_leader_and_takeovers() {
+    let mut stack = Stack::start(Options {
+        operators: 2,
+        slow_ms: 4,
+        batch_size: 50,
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let first = stack
+        .eventually("a leader", MINUTE, || async { stack.leader() })
+        .await;
+    let other = if first == "operator-0" {
+        "operator-1"
+    } else {
+        "operator-0"
+    };
+    let (_, a) = stack
+        .upload(&token, "a", "insert_only", "a.csv", &csv(1500))
+        .await;
+    let a = id_of(&a);
+    stack
+        .eventually("import a running", MINUTE, || async {
+            let ij = stack.import_job(a).await?;
+            (ij.status?.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+
+    // SIGTERM: the leader stops, releases the Lease, the other takes over right away.
+    let code = stack.operator(&first).terminate().await;
+    assert_eq!(code, Some(0), "{}", stack.operator(&first).logs());
+    assert!(
+        stack.leader().as_deref() != Some(first.as_str()),
+        "released on SIGTERM"
+    );
+    stack
+        .eventually(
+            "the other replica leads",
+            Duration::from_secs(30),
+            || async { (stack.leader().as_deref() == Some(other)).then_some(()) },
+        )
+        .await;
+    follow(&stack, &token, a, 3 * MINUTE).await;
+    let (_, b) = stack
+        .upload(&token, "b", "insert_only", "b.csv", &csv(5000))
+        .await;
+    let b = id_of(&b);
+    stack
+        .eventually("import b running", MINUTE, || async {
+            let ij = stack.import_job(b).await?;
+            (ij.status?.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+
+    // The first replica comes back as a standby; then the leader is SIGKILLed mid-import.
+    stack.operator(&first).start();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stack.leader().as_deref(),
+        Some(other),
+        "a running leader keeps the Lease"
+    );
+    let before = stack.lease().unwrap();
+    stack.operator(other).kill();
+    let after = stack
+        .eventually("the standby takes over", MINUTE, || async {
+            let l = stack.lease()?;
+            (l["spec"]["holderIdentity"] == first.as_str()).then_some(l)
+        })
+        .await;
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let expiry = time(&before["spec"]["renewTime"])
+        + chrono::Duration::seconds(before["spec"]["leaseDurationSeconds"].as_i64().unwrap());
+    assert!(
+        time(&after["spec"]["acquireTime"]) >= expiry,
+        "taken only after the lease expired: {before} → {after}"
+    );
+    assert!(
+        after["spec"]["leaseTransitions"].as_i64() > before["spec"]["leaseTransitions"].as_i64()
+    );
+
+    follow(&stack, &token, b, 3 * MINUTE).await;
+    let (_, c) = stack
+        .upload(&token, "c", "upsert", "c.csv", &csv(200))
+        .await;
+    let c = id_of(&c);
+    follow(&stack, &token, c, 3 * MINUTE).await;
+    for id in [a, b, c] {
+        let name = resource_name(id);
+        assert_eq!(stack.creates(&JOBS, &name), 1, "Job {name} created once");
+        assert_eq!(stack.creates(&IMPORTJOBS, &name), 1);
+        assert_eq!(stack.row(id).await.status().as_str(), "done");
+    }
+    assert_eq!(stack.double.creates_of(&JOBS).len(), 3);
+}
+
+/// Deleting an ImportJob (OBJECT_RETENTION=delete): the finalizer holds it while the operator
+/// deletes its Job (the garbage collector then its pods) and its objects in storage. A
+/// finished import keeps its `done` row; a running one is stopped and its row marked failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_importjob_cleans_up() {
+    let stack = Stack::start(Options {
+        slow_ms: 3,
+        batch_size: 50,
+        retention: "delete",
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let ijs: Api<ImportJob> = Api::namespaced(stack.kube.clone(), NS);
+
+    let (_, done) = stack
+        .upload(&token, "done", "insert_only", "done.csv", &csv(100))
+        .await;
+    let done = id_of(&done);
+    follow(&stack, &token, done, 3 * MINUTE).await;
+    let row = stack.row(done).await;
+    let keys = [
+        row.source_object.clone(),
+        row.report_object.clone().expect("a report"),
+    ];
+    let objects = bulk_import_core::testing::list_objects(&stack.storage).await;
+    for k in &keys {
+        assert!(
+            objects.iter().any(|o| o.ends_with(k.as_str())),
+            "{k} in {objects:?}"
+        );
+    }
+    let marked = ijs
+        .delete(&resource_name(done), &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(marked
+        .left()
+        .expect("held by the finalizer")
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    stack
+        .eventually("the finished import cleaned up", MINUTE, || async {
+            let gone = stack.import_job(done).await.is_none()
+                && stack.job(done).is_none()
+                && stack.pods(done).is_empty();
+            let objects = bulk_import_core::testing::list_objects(&stack.storage).await;
+            (gone
+                && !keys
+                    .iter()
+                    .any(|k| objects.iter().any(|o| o.ends_with(k.as_str()))))
+            .then_some(())
+        })
+        .await;
+    assert_eq!(
+        stack.row(done).await.status().as_str(),
+        "done",
+        "a finished import stays done"
+    );
+
+    let (_, running) = stack
+        .upload(&token, "running", "insert_only", "running.csv", &csv(4000))
+        .await;
+    let running = id_of(&running);
+    let pod = stack
+        .eventually("the import processing", MINUTE, || async {
+            (stack.row(running).await.processed_rows > 200).then_some(())?;
+            stack
+                .pods(running)
+                .into_iter()
+                .find(|p| p["status"]["phase"] == "Running")
+        })
+        .await;
+    let pod_name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    let source = stack.row(running).await.source_object;
+    ijs.delete(&resource_name(running), &DeleteParams::default())
+        .await
+        .unwrap();
+    stack
+        .eventually("the running import cleaned up", MINUTE, || async {
+            let gone = stack.import_job(running).await.is_none()
+                && stack.job(running).is_none()
+                && stack.pods(running).is_empty();
+            (gone && stack.row(running).await.status().as_str() == "failed").then_some(())
+        })
+        .await;
+    let row = stack.row(running).await;
+    assert!(
+        row.error.as_deref().unwrap_or("").contains("deleted"),
+        "{:?}",
+        row.error
+    );
+    assert!(row.processed_rows < 4000, "stopped before the end");
+    let log = stack.kubelet.log(&pod_name);
+    assert!(
+        log.contains("signal received"),
+        "the importer was stopped by SIGTERM:\n{log}"
+    );
+    // Nothing of either import is left in storage, even after the importer stopped.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let objects = bulk_import_core::testing::list_objects(&stack.storage).await;
+    assert!(
+        !objects.iter().any(|o| o.ends_with(source.as_str())),
+        "{objects:?}"
+    );
+    assert!(objects.is_empty(), "{objects:?}");
+}

@@ -1,0 +1,612 @@
+//! One test's stack: the API double (with the stand-in kubelet) in this process, the real
+//! `bulk-import-api` (EXECUTOR=kubernetes) and `bulk-import-operator` binaries as child
+//! processes with a kubeconfig pointing at the double, the real importer run by the kubelet
+//! for each Job, and the real Postgres (a fresh database), Redis and Garage (a fresh key
+//! prefix) of `scripts/services.sh`.
+//!
+//! The namespace gets what the chart would install: the Secret `bulk-import` (DATABASE_URL,
+//! REDIS_URL, S3 keys, JWT_SECRET) and the ConfigMap `bulk-import-config` (everything else),
+//! which the operator's Jobs reference.
+
+#![allow(dead_code)]
+
+use crate::{
+    kube_double::{Double, DoubleConfig, Kind, Selector, JOBS, LEASES, PODS},
+    kube_http::KubeServer,
+    kubelet::Kubelet,
+};
+use bulk_import_core::{
+    crd::{resource_name, ImportJob, JOB_ID_LABEL},
+    db,
+    job::fetch_job,
+    testing::{settings_from, test_vars, Backend},
+    Job, Storage,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, PostParams};
+use reqwest::{multipart, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+pub const NS: &str = "bulk-import";
+pub const IMAGE: &str = "bulk-import:dev";
+pub const JWT_SECRET: &str = "e2e-test-secret-that-is-long-enough-0123456789";
+
+/// The three binaries, from this build (`target/<profile>/`).
+pub struct Bins {
+    pub operator: PathBuf,
+    pub api: PathBuf,
+    pub importer: PathBuf,
+}
+
+pub fn bins() -> Bins {
+    let operator = PathBuf::from(env!("CARGO_BIN_EXE_bulk-import-operator"));
+    let sibling = |name: &str| {
+        let p = operator.with_file_name(name);
+        assert!(
+            p.exists(),
+            "{} is missing: build it first (`cargo build -p bulk-import-api -p bulk-import-importer`; \
+             `cargo test --workspace --all-targets` and scripts/test.sh build it)",
+            p.display()
+        );
+        p
+    };
+    Bins {
+        api: sibling("bulk-import-api"),
+        importer: sibling("bulk-import-importer"),
+        operator,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process with its environment and log file; restartable.
+pub struct Proc {
+    pub name: String,
+    program: PathBuf,
+    env: Vec<(String, String)>,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn new(name: &str, program: &Path, env: Vec<(String, String)>, dir: &Path) -> Proc {
+        Proc {
+            name: name.into(),
+            program: program.into(),
+            env,
+            child: None,
+            log: dir.join(format!("{name}.log")),
+        }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.program)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn env(&self, var: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 30 s); the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} did not stop on SIGTERM:\n{}", self.name, self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub operators: usize,
+    pub slow_ms: u64,
+    pub batch_size: u32,
+    pub backoff_limit: i32,
+    pub retention: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            operators: 1,
+            slow_ms: 0,
+            batch_size: 100,
+            backoff_limit: 3,
+            retention: "keep",
+        }
+    }
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub server: KubeServer,
+    pub double: Arc<Double>,
+    pub kubelet: Kubelet,
+    pub vars: HashMap<String, String>,
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub http: reqwest::Client,
+    pub kube: kube::Client,
+    pub api: Proc,
+    pub api_base: String,
+    pub operators: Vec<Proc>,
+    pub kubeconfig: PathBuf,
+}
+
+impl Stack {
+    pub async fn start(opts: Options) -> Stack {
+        let bins = bins();
+        let dir = tempfile::tempdir().unwrap();
+        let vars = test_vars(Backend::S3, dir.path()).await;
+        let settings = settings_from(&vars);
+        let pool = db::connect(settings.database_url(), 4).await.unwrap();
+        let storage = Storage::from_settings(&settings).unwrap();
+
+        let double = Double::new(DoubleConfig::default());
+        let server = KubeServer::start(double.clone()).await;
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig, NS);
+        let kube = server.client(NS);
+
+        // What the chart installs: the importer's Secret and ConfigMap.
+        let secret_keys = [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "S3_ACCESS_KEY",
+            "S3_SECRET_KEY",
+        ];
+        let mut secret: BTreeMap<String, String> = secret_keys
+            .iter()
+            .map(|k| (k.to_string(), vars[*k].clone()))
+            .collect();
+        secret.insert("JWT_SECRET".into(), JWT_SECRET.into());
+        let mut config: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &vars {
+            if !secret_keys.contains(&k.as_str()) {
+                config.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in [
+            ("EXECUTOR", "kubernetes".to_string()),
+            ("KUBE_NAMESPACE", NS.to_string()),
+            ("BATCH_SIZE", opts.batch_size.to_string()),
+            ("PROGRESS_EVERY", "50".to_string()),
+            ("IMPORT_SLOW_MS", opts.slow_ms.to_string()),
+            ("RUST_LOG", "info,sqlx=warn".to_string()),
+            ("NO_COLOR", "1".to_string()),
+        ] {
+            config.insert(k.into(), v);
+        }
+        let secrets: Api<Secret> = Api::namespaced(kube.clone(), NS);
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "bulk-import"},
+                    "stringData": secret,
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let configmaps: Api<ConfigMap> = Api::namespaced(kube.clone(), NS);
+        configmaps
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "bulk-import-config"},
+                    "data": config,
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+
+        let bin_dir = bins.importer.parent().unwrap().to_path_buf();
+        let kubelet = Kubelet::start(
+            double.clone(),
+            HashMap::from([(IMAGE.to_string(), bin_dir)]),
+            vec![
+                ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ],
+            &dir.path().join("pods"),
+            Duration::from_millis(500),
+        );
+
+        let mut common: Vec<(String, String)> = vars.clone().into_iter().collect();
+        common.extend([
+            ("JWT_SECRET".into(), JWT_SECRET.into()),
+            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+            ("KUBE_NAMESPACE".into(), NS.into()),
+            ("NO_COLOR".into(), "1".into()),
+        ]);
+        let operators = (0..opts.operators)
+            .map(|i| {
+                let mut env = common.clone();
+                env.extend(
+                    [
+                        ("POD_NAME", format!("operator-{i}")),
+                        ("OPERATOR_BIND_ADDR", format!("127.0.0.1:{}", free_port())),
+                        ("IMPORTER_IMAGE", IMAGE.into()),
+                        ("IMPORTER_SECRET_NAME", "bulk-import".into()),
+                        ("IMPORTER_CONFIGMAP_NAME", "bulk-import-config".into()),
+                        ("JOB_BACKOFF_LIMIT", opts.backoff_limit.to_string()),
+                        ("OBJECT_RETENTION", opts.retention.into()),
+                        ("RUST_LOG", "info,kube=warn,sqlx=warn".into()),
+                    ]
+                    .map(|(k, v)| (k.to_string(), v)),
+                );
+                let mut p = Proc::new(&format!("operator-{i}"), &bins.operator, env, dir.path());
+                p.start();
+                p
+            })
+            .collect();
+
+        let port = free_port();
+        let mut env = common.clone();
+        env.extend(
+            [
+                ("EXECUTOR", "kubernetes".to_string()),
+                ("BIND_ADDR", format!("127.0.0.1:{port}")),
+                ("RUST_LOG", "info,sqlx=warn".into()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        let mut api = Proc::new("api", &bins.api, env, dir.path());
+        api.start();
+
+        let stack = Stack {
+            dir,
+            server,
+            double,
+            kubelet,
+            vars,
+            pool,
+            storage,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            kube,
+            api,
+            api_base: format!("http://127.0.0.1:{port}"),
+            operators,
+            kubeconfig,
+        };
+        stack
+            .eventually(
+                "the API answers /health",
+                Duration::from_secs(60),
+                || async {
+                    let r = stack.http.get(stack.url("/health")).send().await.ok()?;
+                    (r.status() == StatusCode::OK).then_some(())
+                },
+            )
+            .await;
+        stack
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_base)
+    }
+
+    /// Registers a fresh user; its bearer token.
+    pub async fn user(&self) -> String {
+        let email = format!("u{}@example.com", Uuid::new_v4().simple());
+        let creds = json!({"email": email, "password": "pass12345"});
+        let r = self
+            .http
+            .post(self.url("/auth/register"))
+            .json(&creds)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = self
+            .http
+            .post(self.url("/auth/token"))
+            .json(&creds)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["token_type"], "bearer");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// POST /imports; the status and the job JSON.
+    pub async fn upload(
+        &self,
+        token: &str,
+        key: &str,
+        mode: &str,
+        file_name: &str,
+        file: &[u8],
+    ) -> (StatusCode, Value) {
+        let form = multipart::Form::new().part(
+            "file",
+            multipart::Part::bytes(file.to_vec())
+                .file_name(file_name.to_string())
+                .mime_str("text/csv")
+                .unwrap(),
+        );
+        let r = self
+            .http
+            .post(self.url(&format!("/imports?mode={mode}")))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The ImportJob, read through the API double with the typed kube client.
+    pub async fn import_job(&self, id: Uuid) -> Option<ImportJob> {
+        Api::<ImportJob>::namespaced(self.kube.clone(), NS)
+            .get_opt(&resource_name(id))
+            .await
+            .unwrap()
+    }
+
+    pub async fn row(&self, id: Uuid) -> Job {
+        fetch_job(&self.pool, id).await.unwrap().expect("job row")
+    }
+
+    /// The batch/v1 Job of an import, straight from the double's store.
+    pub fn job(&self, id: Uuid) -> Option<Value> {
+        self.double.get_opt(&JOBS, NS, &resource_name(id))
+    }
+
+    pub fn pods(&self, id: Uuid) -> Vec<Value> {
+        let (pods, _) = self.double.list(
+            &PODS,
+            Some(NS),
+            &Selector::labels(&format!("{JOB_ID_LABEL}={id}")),
+        );
+        pods
+    }
+
+    pub fn creates(&self, k: &'static Kind, name: &str) -> u32 {
+        self.double.creates(k, NS, name)
+    }
+
+    /// Who holds the operator's Lease, and the Lease itself.
+    pub fn lease(&self) -> Option<Value> {
+        self.double.get_opt(&LEASES, NS, "bulk-import-operator")
+    }
+
+    pub fn leader(&self) -> Option<String> {
+        self.lease()
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+            .filter(|h| !h.is_empty())
+    }
+
+    pub fn operator(&mut self, identity: &str) -> &mut Proc {
+        self.operators
+            .iter_mut()
+            .find(|p| p.env("POD_NAME") == Some(identity))
+            .unwrap_or_else(|| panic!("no operator {identity}"))
+    }
+
+    /// Logs of every process and pod, for failure messages (the last lines of each).
+    pub fn diagnostics(&self) -> String {
+        fn tail(s: &str, n: usize) -> String {
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        let mut out = format!("--- api ---\n{}\n", tail(&self.api.logs(), 60));
+        for o in &self.operators {
+            out.push_str(&format!("--- {} ---\n{}\n", o.name, tail(&o.logs(), 60)));
+        }
+        out.push_str(&tail(&self.kubelet.all_logs(), 120));
+        out
+    }
+
+    /// Polls `f` until it returns `Some`, failing with the stack's logs after `timeout`.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for: {what}\n{}", self.diagnostics());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}
+
+/// A CSV of `n` rows: every tenth has an invalid email, every 25th repeats an earlier one.
+pub fn csv(n: usize) -> Vec<u8> {
+    let mut out = String::from("email,first_name,last_name,phone,city\n");
+    for i in 0..n {
+        if i % 10 == 9 {
+            out.push_str(&format!("bad-{i},Bad,,,\n"));
+        } else if i % 25 == 24 {
+            out.push_str(&format!("user{}@example.com,Again{i},,,\n", i - 22));
+        } else {
+            out.push_str(&format!(
+                "user{i}@example.com,First{i},Last{i},+47 555 {i:04},City\n"
+            ));
+        }
+    }
+    out.into_bytes()
+}
+
+pub type Customer = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// What an import leaves behind: its counters, the customers table and errors.csv.
+#[derive(Debug, PartialEq)]
+pub struct Outcome {
+    pub status: String,
+    pub processed: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub errors: i64,
+    pub customers: Vec<Customer>,
+    pub report: Option<Vec<u8>>,
+}
+
+pub async fn outcome(pool: &PgPool, storage: &Storage, id: Uuid) -> Outcome {
+    let job = fetch_job(pool, id).await.unwrap().expect("job row");
+    let customers = sqlx::query_as::<_, Customer>(
+        "SELECT email, first_name, last_name, phone, city, last_import_line FROM customers ORDER BY email",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let report = match &job.report_object {
+        Some(key) => Some(storage.read_to_vec(key).await.unwrap()),
+        None => None,
+    };
+    Outcome {
+        status: job.status().as_str().to_string(),
+        processed: job.processed_rows,
+        inserted: job.inserted_rows,
+        updated: job.updated_rows,
+        errors: job.error_rows,
+        customers,
+        report,
+    }
+}
+
+/// The same file imported without any interruption: the importer binary run once, by
+/// hand, in a database of its own.
+pub async fn reference_run(file: &[u8], mode: &str, batch_size: u32) -> Outcome {
+    let importer = bins().importer;
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = test_vars(Backend::S3, dir.path()).await;
+    vars.insert("BATCH_SIZE".into(), batch_size.to_string());
+    let path = dir.path().join("reference.csv");
+    std::fs::write(&path, file).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&importer)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&vars)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "importer {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id: Uuid = run(&["submit", "--file", path.to_str().unwrap(), "--mode", mode])
+        .trim()
+        .parse()
+        .unwrap();
+    run(&["--job-id", &id.to_string()]);
+    let settings = settings_from(&vars);
+    let pool = db::connect(settings.database_url(), 2).await.unwrap();
+    let storage = Storage::from_settings(&settings).unwrap();
+    outcome(&pool, &storage, id).await
+}

@@ -1,0 +1,676 @@
+//! The double's HTTP face: the REST paths, verbs, content types and watch streams of the
+//! Kubernetes API for the kinds in `kube_double.rs`, on plain HTTP on a loopback port, with
+//! no authentication. A kubeconfig file pointing at it is what the processes get.
+//!
+//! Paths: `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}` (discovery), `/version`,
+//! `/api/v1/namespaces/{ns}/{plural}[/{name}[/status]]`,
+//! `/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]` and the
+//! all-namespaces collections. Lists honour `labelSelector`, `fieldSelector`, `limit` and
+//! `continue`; watches honour `resourceVersion` (absent or `0`: the current objects first as
+//! ADDED), `sendInitialEvents` (ends the initial events with the `k8s.io/initial-events-end`
+//! bookmark), `allowWatchBookmarks`, `timeoutSeconds`, and answer an ERROR event with a 410
+//! `Expired` Status for a compacted version, as the apiserver does. Objects leaving or
+//! entering a label selector arrive as DELETED / ADDED. `Accept: …;as=PartialObjectMetadata`
+//! (kube-runtime's metadata watches) gets metadata-only objects.
+
+#![allow(dead_code)]
+
+use crate::kube_double::{
+    ApiError, Change, DeleteOpts, Deleted, Double, Kind, PatchType, Propagation, RequestRecord,
+    Selector, Sub, WriteOpts, KINDS,
+};
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    Router,
+};
+use serde_json::{json, Value};
+use std::{collections::HashMap, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use tokio::task::JoinHandle;
+
+/// A running double: its address and the server task.
+pub struct KubeServer {
+    pub double: Arc<Double>,
+    pub addr: SocketAddr,
+    server: JoinHandle<()>,
+    gc: JoinHandle<()>,
+}
+
+impl Drop for KubeServer {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.gc.abort();
+    }
+}
+
+impl KubeServer {
+    pub async fn start(double: Arc<Double>) -> KubeServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(handle).with_state(double.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        // The garbage collector runs after every change, off the request path (as the
+        // controller-manager's does).
+        let gc_double = double.clone();
+        let gc = tokio::spawn(async move {
+            let mut rx = gc_double.subscribe();
+            loop {
+                while gc_double.collect_garbage() {}
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        KubeServer {
+            double,
+            addr,
+            server,
+            gc,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig for this server (no credentials), with `namespace` as the default.
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: anonymous\n    namespace: {namespace}\ncurrent-context: double\nusers:\n- name: anonymous\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path, namespace: &str) {
+        std::fs::write(path, self.kubeconfig(namespace)).unwrap();
+    }
+
+    /// A kube client for tests, talking to this server.
+    pub fn client(&self, namespace: &str) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut config = kube::Config::new(self.url().parse().unwrap());
+        config.default_namespace = namespace.into();
+        kube::Client::try_from(config).unwrap()
+    }
+}
+
+fn json_response(code: u16, body: &Value) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.status())
+}
+
+enum Target {
+    Discovery(Value),
+    Collection {
+        kind: &'static Kind,
+        ns: Option<String>,
+    },
+    Item {
+        kind: &'static Kind,
+        ns: String,
+        name: String,
+        sub: Option<String>,
+    },
+}
+
+fn discovery_resources(group: &str, version: &str) -> Option<Value> {
+    let kinds: Vec<&Kind> = KINDS
+        .iter()
+        .copied()
+        .filter(|k| k.group == group && k.version == version)
+        .collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for k in &kinds {
+        resources.push(json!({
+            "name": k.plural,
+            "singularName": k.kind.to_lowercase(),
+            "namespaced": k.namespaced,
+            "kind": k.kind,
+            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+        }));
+        if k.status {
+            resources.push(json!({
+                "name": format!("{}/status", k.plural),
+                "singularName": "",
+                "namespaced": k.namespaced,
+                "kind": k.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": kinds[0].api_version(),
+        "resources": resources,
+    }))
+}
+
+fn parse_target(path: &str) -> Result<Target, ApiError> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest): (&str, &str, &[&str]) = match parts.as_slice() {
+        ["api"] => {
+            return Ok(Target::Discovery(json!({
+                "kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]
+            })))
+        }
+        ["apis"] => {
+            let mut groups: Vec<(&str, &str)> = KINDS
+                .iter()
+                .filter(|k| !k.group.is_empty())
+                .map(|k| (k.group, k.version))
+                .collect();
+            groups.dedup();
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|(g, v)| {
+                    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+                    json!({"name": g, "versions": [gv], "preferredVersion": gv})
+                })
+                .collect();
+            return Ok(Target::Discovery(
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            ));
+        }
+        ["version"] => {
+            return Ok(Target::Discovery(json!({
+                "major": "1", "minor": "37", "gitVersion": "v1.37.0-bulk-import-double",
+                "platform": "linux/amd64"
+            })))
+        }
+        ["api", "v1"] => {
+            return discovery_resources("", "v1")
+                .map(Target::Discovery)
+                .ok_or_else(ApiError::resource_not_found)
+        }
+        ["apis", g, v] => {
+            return discovery_resources(g, v)
+                .map(Target::Discovery)
+                .ok_or_else(ApiError::resource_not_found)
+        }
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (g, v, rest),
+        _ => return Err(ApiError::resource_not_found()),
+    };
+    let find =
+        |plural: &str| Kind::find(group, version, plural).ok_or_else(ApiError::resource_not_found);
+    match rest {
+        ["namespaces", ns, plural] => Ok(Target::Collection {
+            kind: find(plural)?,
+            ns: Some(ns.to_string()),
+        }),
+        ["namespaces", ns, plural, name] => Ok(Target::Item {
+            kind: find(plural)?,
+            ns: ns.to_string(),
+            name: name.to_string(),
+            sub: None,
+        }),
+        ["namespaces", ns, plural, name, sub] => Ok(Target::Item {
+            kind: find(plural)?,
+            ns: ns.to_string(),
+            name: name.to_string(),
+            sub: Some(sub.to_string()),
+        }),
+        [plural] => Ok(Target::Collection {
+            kind: find(plural)?,
+            ns: None,
+        }),
+        _ => Err(ApiError::resource_not_found()),
+    }
+}
+
+fn query_map(uri: &Uri) -> HashMap<String, String> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn handle(
+    State(double): State<Arc<Double>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let q = query_map(&uri);
+    if double.is_unavailable() {
+        return error_response(&ApiError::unavailable());
+    }
+    let response = match route(&double, &method, &uri, &headers, &q, body).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    double.record_request(RequestRecord {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or("").to_string(),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn metadata_only(obj: &Value) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": obj["metadata"],
+    })
+}
+
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+fn write_opts(q: &HashMap<String, String>) -> WriteOpts {
+    WriteOpts {
+        field_manager: q.get("fieldManager").cloned(),
+        force: q.get("force").is_some_and(|f| f == "true"),
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+    }
+}
+
+fn body_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+async fn route(
+    double: &Arc<Double>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let meta_only = wants_metadata(headers);
+    let render = |obj: &Value| {
+        if meta_only {
+            metadata_only(obj)
+        } else {
+            obj.clone()
+        }
+    };
+    match parse_target(uri.path())? {
+        Target::Discovery(v) => {
+            if method == Method::GET {
+                Ok(json_response(200, &v))
+            } else {
+                Err(ApiError::method_not_allowed("discovery is read-only"))
+            }
+        }
+        Target::Collection { kind, ns } => match *method {
+            Method::GET => {
+                let sel = Selector::parse(
+                    q.get("labelSelector").map(String::as_str),
+                    q.get("fieldSelector").map(String::as_str),
+                )?;
+                if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                    return watch(double.clone(), kind, ns, sel, q, meta_only);
+                }
+                list(double, kind, ns.as_deref(), &sel, q, meta_only)
+            }
+            Method::POST => {
+                let ns =
+                    ns.ok_or_else(|| ApiError::method_not_allowed("create needs a namespace"))?;
+                let obj = double.create(kind, &ns, body_json(&body)?, &write_opts(q))?;
+                Ok(json_response(201, &render(&obj)))
+            }
+            _ => Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on a collection"
+            ))),
+        },
+        Target::Item {
+            kind,
+            ns,
+            name,
+            sub,
+        } => {
+            let sub = match sub.as_deref() {
+                None => Sub::Main,
+                Some("status") if kind.status => Sub::Status,
+                Some(_) => return Err(ApiError::resource_not_found()),
+            };
+            match *method {
+                Method::GET => Ok(json_response(200, &render(&double.get(kind, &ns, &name)?))),
+                Method::PUT => {
+                    let obj =
+                        double.replace(kind, &ns, &name, sub, body_json(&body)?, &write_opts(q))?;
+                    Ok(json_response(200, &render(&obj)))
+                }
+                Method::PATCH => {
+                    let ct = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let pt = match ct.split(';').next().unwrap_or("").trim() {
+                        "application/json-patch+json" => PatchType::Json,
+                        "application/merge-patch+json" => PatchType::Merge,
+                        "application/strategic-merge-patch+json" => PatchType::Strategic,
+                        "application/apply-patch+yaml" | "application/apply-patch+cbor" => PatchType::Apply,
+                        other => {
+                            return Err(ApiError::unsupported_media(format!(
+                                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                            )))
+                        }
+                    };
+                    let existed = double.get_opt(kind, &ns, &name).is_some();
+                    let obj = double.patch(kind, &ns, &name, sub, pt, &body, &write_opts(q))?;
+                    Ok(json_response(
+                        if existed { 200 } else { 201 },
+                        &render(&obj),
+                    ))
+                }
+                Method::DELETE => {
+                    let opts: Value = if body.is_empty() {
+                        json!({})
+                    } else {
+                        body_json(&body)?
+                    };
+                    let propagation = match opts["propagationPolicy"].as_str() {
+                        None => None,
+                        Some("Background") => Some(Propagation::Background),
+                        Some("Foreground") => Some(Propagation::Foreground),
+                        Some("Orphan") => Some(Propagation::Orphan),
+                        Some(other) => {
+                            return Err(ApiError::bad_request(format!(
+                                "unknown propagationPolicy {other:?}"
+                            )))
+                        }
+                    };
+                    let dopts = DeleteOpts {
+                        propagation: propagation.or(match opts["orphanDependents"].as_bool() {
+                            Some(true) => Some(Propagation::Orphan),
+                            _ => None,
+                        }),
+                        grace_period_seconds: opts["gracePeriodSeconds"]
+                            .as_i64()
+                            .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
+                        precondition_uid: opts["preconditions"]["uid"].as_str().map(String::from),
+                        precondition_rv: opts["preconditions"]["resourceVersion"]
+                            .as_str()
+                            .map(String::from),
+                    };
+                    match double.delete(kind, &ns, &name, &dopts)? {
+                        Deleted::Pending(obj) => Ok(json_response(202, &render(&obj))),
+                        Deleted::Gone(obj) => Ok(json_response(
+                            200,
+                            &json!({
+                                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Success",
+                                "details": {"name": name, "group": kind.group, "kind": kind.plural, "uid": obj["metadata"]["uid"]},
+                            }),
+                        )),
+                    }
+                }
+                _ => Err(ApiError::method_not_allowed(format!(
+                    "{method} is not supported"
+                ))),
+            }
+        }
+    }
+}
+
+fn list_kind(kind: &Kind, meta_only: bool) -> (String, String) {
+    if meta_only {
+        ("meta.k8s.io/v1".into(), "PartialObjectMetadataList".into())
+    } else {
+        (kind.api_version(), format!("{}List", kind.kind))
+    }
+}
+
+fn list(
+    double: &Double,
+    kind: &'static Kind,
+    ns: Option<&str>,
+    sel: &Selector,
+    q: &HashMap<String, String>,
+    meta_only: bool,
+) -> Result<Response, ApiError> {
+    let (items, rv) = double.list(kind, ns, sel);
+    if q.get("resourceVersionMatch").is_some_and(|m| m == "Exact") {
+        let want: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("resourceVersionMatch=Exact needs a resourceVersion")
+            })?;
+        if want != rv {
+            // Only the latest snapshot is kept.
+            return Err(ApiError::gone(format!(
+                "too old resource version: {want} ({rv})"
+            )));
+        }
+    }
+    // Pagination: items are ordered by namespace/name; the token is "rv/namespace/name" of the
+    // last item sent. (The apiserver serves later pages from the first page's snapshot; the
+    // double serves them from the current state.)
+    let (list_rv, after) = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let mut parts = token.splitn(3, '/');
+            let rv: u64 = parts
+                .next()
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+            let last = (
+                parts.next().unwrap_or("").to_string(),
+                parts.next().unwrap_or("").to_string(),
+            );
+            (rv, Some(last))
+        }
+        None => (rv, None),
+    };
+    let mut items: Vec<Value> = items
+        .into_iter()
+        .filter(|o| {
+            after.as_ref().is_none_or(|(ans, aname)| {
+                let ons = o["metadata"]["namespace"].as_str().unwrap_or("");
+                let oname = o["metadata"]["name"].as_str().unwrap_or("");
+                (ons, oname) > (ans.as_str(), aname.as_str())
+            })
+        })
+        .collect();
+    let mut meta = json!({"resourceVersion": list_rv.to_string()});
+    if let Some(limit) = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+    {
+        if items.len() > limit {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            let last = items.last().expect("limit > 0");
+            meta["continue"] = format!(
+                "{list_rv}/{}/{}",
+                last["metadata"]["namespace"].as_str().unwrap_or(""),
+                last["metadata"]["name"].as_str().unwrap_or("")
+            )
+            .into();
+            meta["remainingItemCount"] = remaining.into();
+        }
+    }
+    let (api_version, list_kind) = list_kind(kind, meta_only);
+    let items: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            if meta_only {
+                metadata_only(o)
+            } else {
+                o.clone()
+            }
+        })
+        .collect();
+    Ok(json_response(
+        200,
+        &json!({"apiVersion": api_version, "kind": list_kind, "metadata": meta, "items": items}),
+    ))
+}
+
+/// The type of a change as a watcher with this selector sees it (None: not at all).
+fn seen_as(c: &Change, sel: &Selector) -> Option<&'static str> {
+    let now = sel.matches(&c.object);
+    match c.type_ {
+        "ADDED" => now.then_some("ADDED"),
+        "DELETED" => {
+            let before = c.old.as_ref().is_none_or(|o| sel.matches(o));
+            (now || before).then_some("DELETED")
+        }
+        _ => {
+            let before = c.old.as_ref().is_some_and(|o| sel.matches(o));
+            match (before, now) {
+                (true, true) => Some("MODIFIED"),
+                (false, true) => Some("ADDED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+fn watch(
+    double: Arc<Double>,
+    kind: &'static Kind,
+    ns: Option<String>,
+    sel: Selector,
+    q: &HashMap<String, String>,
+    meta_only: bool,
+) -> Result<Response, ApiError> {
+    let rv_param = q.get("resourceVersion").filter(|v| !v.is_empty()).cloned();
+    let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800))
+        .min(double.config.max_watch);
+    let start_rv: Option<u64> = match rv_param.as_deref() {
+        None | Some("0") => None,
+        Some(v) => Some(
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?,
+        ),
+    };
+    if send_initial && !bookmarks {
+        return Err(ApiError::unprocessable(
+            "sendInitialEvents requires allowWatchBookmarks",
+        ));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (api_version, kind_name) = if meta_only {
+        (
+            "meta.k8s.io/v1".to_string(),
+            "PartialObjectMetadata".to_string(),
+        )
+    } else {
+        (kind.api_version(), kind.kind.to_string())
+    };
+    tokio::spawn(async move {
+        let line = |type_: &str, object: Value| {
+            let mut s = json!({"type": type_, "object": object}).to_string();
+            s.push('\n');
+            Ok(Bytes::from(s))
+        };
+        let bookmark = |rv: u64, initial_end: bool| {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            line(
+                "BOOKMARK",
+                json!({"apiVersion": api_version, "kind": kind_name, "metadata": meta}),
+            )
+        };
+        let render = |o: &Value| {
+            if meta_only {
+                metadata_only(o)
+            } else {
+                o.clone()
+            }
+        };
+        let mut notified = double.subscribe();
+        let mut cursor = match start_rv {
+            Some(rv) => rv,
+            None => {
+                let (items, rv) = double.list(kind, ns.as_deref(), &sel);
+                for o in &items {
+                    if tx.send(line("ADDED", render(o))).await.is_err() {
+                        return;
+                    }
+                }
+                if send_initial && tx.send(bookmark(rv, true)).await.is_err() {
+                    return;
+                }
+                rv
+            }
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut next_bookmark = tokio::time::Instant::now() + double.config.bookmark_every;
+        loop {
+            notified.borrow_and_update();
+            if double.is_unavailable() {
+                return;
+            }
+            match double.changes_since(kind, ns.as_deref(), cursor) {
+                Err(oldest) => {
+                    let status =
+                        ApiError::gone(format!("too old resource version: {cursor} ({oldest})"))
+                            .status();
+                    let _ = tx.send(line("ERROR", status)).await;
+                    return;
+                }
+                Ok((changes, now_rv)) => {
+                    for c in &changes {
+                        if let Some(t) = seen_as(c, &sel) {
+                            if tx.send(line(t, render(&c.object))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    cursor = now_rv;
+                }
+            }
+            tokio::select! {
+                r = notified.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(next_bookmark) => {
+                    next_bookmark = tokio::time::Instant::now() + double.config.bookmark_every;
+                    if bookmarks && tx.send(bookmark(cursor, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if bookmarks {
+                        let _ = tx.send(bookmark(cursor, false)).await;
+                    }
+                    return;
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap())
+}
