@@ -29,6 +29,8 @@ use tower_http::{
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// A client must send its request headers within this time.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn app(state: AppState) -> Router {
     let security = [
@@ -126,19 +128,58 @@ impl Application {
         self.listener.local_addr().expect("bound")
     }
 
-    /// Serves until SIGTERM/SIGINT (or `shutdown` resolves), then drains in-flight requests
-    /// and stops the executor's importers at a batch boundary.
+    /// Serves until `shutdown` resolves, then drains in-flight requests (at most 30 s) and
+    /// stops the executor's importers at a batch boundary. HTTP/1.1, where hyper enforces a
+    /// header-read timeout: a client must send its request headers within
+    /// `HEADER_READ_TIMEOUT` (slowloris). Request bodies are bounded where they are read (the
+    /// upload's idle timeout).
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        use hyper_util::{
+            rt::{TokioIo, TokioTimer},
+            server::graceful::GracefulShutdown,
+            service::TowerToHyperService,
+        };
+        use tower::Layer;
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, addr) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let service =
+                axum::Extension(axum::extract::ConnectInfo(addr)).layer(self.router.clone());
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
+                tracing::warn!("requests still running after 30 s; stopping anyway");
+            }
+        }
         self.executor.shutdown().await;
         Ok(())
     }

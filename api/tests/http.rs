@@ -915,3 +915,49 @@ async fn same_key_while_the_first_upload_streams_gets_409() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_stalled_upload_is_cut_with_408_and_releases_its_key() {
+    let app = TestApp::spawn_with(Backend::S3, &[("UPLOAD_IDLE_TIMEOUT_SECONDS", "1")]).await;
+    let token = app.user().await;
+    let (_never, stalled) = tokio::sync::oneshot::channel::<()>();
+    let head = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+            b"email,first_name,last_name,phone,city\n",
+        ))
+    });
+    let tail = futures_util::stream::once(async move {
+        stalled.await.ok();
+        Ok::<_, std::io::Error>(bytes::Bytes::new())
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(head.chain(tail)))
+        .file_name("stalled.csv");
+    let r = app
+        .client
+        .post(app.url("/imports"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "stalled")
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_body(r).await,
+        (StatusCode::REQUEST_TIMEOUT, "upload_timeout".into())
+    );
+    let reserved: i64 = sqlx::query_scalar("SELECT count(*) FROM import_jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(reserved, 0, "the key is free again");
+    assert!(
+        app.storage.list("").await.unwrap().is_empty(),
+        "nothing half-written"
+    );
+    assert_eq!(
+        app.upload(&token, Some("stalled"), "insert_only", &csv_rows(3))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+}

@@ -98,6 +98,8 @@ pub struct ApiSettings {
     /// `IMPORTER_BIN`: the importer executable; by default `bulk-import-importer` next to
     /// the API's own executable, else on `PATH`.
     pub importer_bin: Option<PathBuf>,
+    /// `UPLOAD_IDLE_TIMEOUT_SECONDS`: an upload that sends nothing for this long is cut (408).
+    pub upload_idle_timeout: Duration,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -282,6 +284,10 @@ impl Settings {
                     parse_or(lookup, "LOCAL_MAX_ATTEMPTS", 3)?,
                 )? as u32,
                 importer_bin: get(lookup, "IMPORTER_BIN").map(PathBuf::from),
+                upload_idle_timeout: Duration::from_secs(positive(
+                    "UPLOAD_IDLE_TIMEOUT_SECONDS",
+                    parse_or(lookup, "UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
+                )?),
             },
         })
     }

@@ -27,6 +27,9 @@ pub struct Batch {
     valid_rows: usize,
     /// insert_only: `rows` in COPY text format for `customers`.
     copy_data: Vec<u8>,
+    /// insert_only: later occurrences of an email within the batch, with the line of the
+    /// first; classified with it once the table has been looked at.
+    repeats: Vec<(Customer, i64)>,
 }
 
 impl Batch {
@@ -37,7 +40,8 @@ impl Batch {
 
     /// The work that needs no database, done on the reader thread so that it overlaps the
     /// previous batch's transaction. insert_only: later occurrences of an email within the
-    /// batch become `duplicate_in_file`, and the rest is encoded for COPY. upsert: repeats
+    /// batch are set aside (they are errors of the same kind as their first occurrence), and
+    /// the rest is encoded for COPY. upsert: repeats
     /// are collapsed to their last occurrence (the one that wins), sorted by email so that
     /// concurrent upserts lock rows in one order.
     pub fn prepare(&mut self, mode: ImportMode, job_id: Uuid) {
@@ -48,7 +52,7 @@ impl Batch {
                 let mut first_line: HashMap<String, i64> = HashMap::with_capacity(rows.len());
                 for c in rows {
                     if let Some(&first) = first_line.get(&c.email) {
-                        self.errors.push(duplicate_in_file(&c, first));
+                        self.repeats.push((c, first));
                     } else {
                         first_line.insert(c.email.clone(), c.line);
                         self.rows.push(c);
@@ -261,6 +265,24 @@ impl Loader {
                     false
                 }
             });
+            // A repeat is what its first occurrence is: already in the table before the job
+            // (duplicate_in_db), or a repeat of the line this job loaded it from.
+            for (c, first) in &batch.repeats {
+                errors.push(match existing.get(&c.email) {
+                    Some((Some(job), Some(line))) if *job == self.job_id => {
+                        duplicate_in_file(c, *line)
+                    }
+                    Some(_) => duplicate_in_db(c),
+                    None => duplicate_in_file(c, *first),
+                });
+            }
+        } else {
+            errors.extend(
+                batch
+                    .repeats
+                    .iter()
+                    .map(|(c, first)| duplicate_in_file(c, *first)),
+            );
         }
         // The reader encoded every row; encode again only when look-ups removed some.
         let reencoded;

@@ -534,7 +534,7 @@ fn fuzz_corpus_replays_clean() {
 }
 
 #[tokio::test]
-#[ignore = "known bug in importer/src/load.rs (insert_only): see docs/reliability.md"]
+
 async fn an_existing_email_repeated_in_one_batch_is_duplicate_in_db_every_time() {
     let env = TestEnv::new(Backend::Fs).await;
     sqlx::query("INSERT INTO customers (email) VALUES ('ann@example.com')")

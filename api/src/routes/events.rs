@@ -60,7 +60,7 @@ async fn relay(state: AppState, id: Uuid, tx: mpsc::Sender<Event>) {
     let poll_every = if pubsub.is_some() {
         Duration::from_secs(5)
     } else {
-        Duration::from_secs(1)
+        Duration::from_millis(500)
     };
     let mut last: Option<String> = None;
     let mut messages = pubsub.as_mut().map(|p| p.on_message());

@@ -27,7 +27,7 @@ use bulk_import_core::{
     storage::StorageError,
     ImportMode, Job, JobStatus,
 };
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use serde::Serialize;
 use std::{
     collections::HashMap,
@@ -112,7 +112,12 @@ enum Sink<'a> {
 }
 
 /// Streams the `file` field through the hasher into `sink`, enforcing `limit` as it goes.
-async fn receive(multipart: &mut Multipart, limit: u64, sink: Sink<'_>) -> ApiResult<Received> {
+async fn receive(
+    multipart: &mut Multipart,
+    limit: u64,
+    idle: Duration,
+    sink: Sink<'_>,
+) -> ApiResult<Received> {
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -129,11 +134,27 @@ async fn receive(multipart: &mut Multipart, limit: u64, sink: Sink<'_>) -> ApiRe
         }
         let file_name = display_name(field.file_name());
         let client_failed = Arc::new(AtomicBool::new(false));
-        let flag = client_failed.clone();
-        let stream = field.map_err(move |e| {
-            flag.store(true, Ordering::SeqCst);
-            std::io::Error::other(e.body_text())
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (flag, stall_flag) = (client_failed.clone(), stalled.clone());
+        // Each chunk must arrive within `idle`: a stalled client is cut, not waited for.
+        let stream = futures_util::stream::unfold(field, move |mut field| {
+            let (flag, stall_flag) = (flag.clone(), stall_flag.clone());
+            async move {
+                match tokio::time::timeout(idle, field.next()).await {
+                    Err(_) => {
+                        stall_flag.store(true, Ordering::SeqCst);
+                        Some((Err(std::io::Error::other("upload stalled")), field))
+                    }
+                    Ok(None) => None,
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), field)),
+                    Ok(Some(Err(e))) => {
+                        flag.store(true, Ordering::SeqCst);
+                        Some((Err(std::io::Error::other(e.body_text())), field))
+                    }
+                }
+            }
         });
+        let stream = Box::pin(stream);
         let mut reader = HashingReader::new(StreamReader::new(stream), limit);
         let over = reader.limit_flag();
         let written = match sink {
@@ -149,6 +170,11 @@ async fn receive(multipart: &mut Multipart, limit: u64, sink: Sink<'_>) -> ApiRe
                 file_name,
             }),
             Err(_) if over.load(Ordering::SeqCst) => Err(too_large(limit)),
+            Err(_) if stalled.load(Ordering::SeqCst) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_timeout",
+                format!("the upload sent nothing for {} s", idle.as_secs()),
+            )),
             Err(_) if client_failed.load(Ordering::SeqCst) => Err(ApiError::bad_request(
                 "invalid_multipart",
                 "the upload was interrupted or malformed",
@@ -276,11 +302,24 @@ pub async fn create(
                 "a request with this Idempotency-Key is still uploading; retry when it has finished",
             ));
         }
-        return replay(&existing, mode, &mut multipart, limit).await;
+        return replay(
+            &existing,
+            mode,
+            &mut multipart,
+            limit,
+            state.settings.api.upload_idle_timeout,
+        )
+        .await;
     }
 
     // This request owns the key: stream the file to storage, keeping the reservation alive.
-    let upload = receive(&mut multipart, limit, Sink::Store(&state.storage, &object));
+    let idle = state.settings.api.upload_idle_timeout;
+    let upload = receive(
+        &mut multipart,
+        limit,
+        idle,
+        Sink::Store(&state.storage, &object),
+    );
     let heartbeat = async {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
@@ -327,6 +366,7 @@ async fn replay(
     mode: ImportMode,
     multipart: &mut Multipart,
     limit: u64,
+    idle: Duration,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let reused = |what: &str| {
         ApiError::unprocessable(
@@ -337,7 +377,7 @@ async fn replay(
     if existing.mode() != mode {
         return Err(reused("mode"));
     }
-    let received = receive(multipart, limit, Sink::Discard).await?;
+    let received = receive(multipart, limit, idle, Sink::Discard).await?;
     if fingerprint(&received.sha256, mode) != existing.request_fingerprint {
         return Err(reused("file"));
     }
