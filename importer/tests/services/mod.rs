@@ -413,6 +413,13 @@ impl PrivateGarage {
             !port_open(self.s3_port)
         });
     }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: requests to it hang meanwhile.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("running").id();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        run(Command::new("kill").arg(signal).arg(pid.to_string()));
+    }
 }
 
 impl Drop for PrivateGarage {
