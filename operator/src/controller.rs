@@ -44,6 +44,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failures per ImportJob, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// ImportJobs (by uid) whose Job this process deleted because its pod could not start.
+    /// A reconcile from a cache that predates the Failed status must not create it again.
+    stopped: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -69,6 +72,7 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::default(),
+            stopped: Mutex::default(),
         }
     }
 }
@@ -129,6 +133,10 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         }
         Ok(desired) => match jobs.get_opt(&name).await? {
             Some(existing) => existing,
+            // Deleted by us after a fatal failure; this ImportJob is older than that.
+            None if ctx.stopped.lock().expect("lock").contains(&uid(ij)) => {
+                return Ok(Action::await_change())
+            }
             None => match jobs.create(&PostParams::default(), &desired).await {
                 Ok(created) => {
                     publish(
@@ -179,6 +187,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
+            ctx.stopped.lock().expect("lock").insert(uid(ij));
         }
     }
     write_status(ij, ctx, &observed, Some(&name)).await?;
@@ -283,7 +292,12 @@ async fn record_failure(ctx: &Context, job_id: &str, reason: &str) -> Result<()>
 
 /// Deleting an ImportJob: its Job goes (and its pods, by background propagation), an
 /// unfinished import is marked failed, and the objects go too with `OBJECT_RETENTION=delete`.
+fn uid(ij: &ImportJob) -> String {
+    ij.metadata.uid.clone().unwrap_or_default()
+}
+
 async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
+    ctx.stopped.lock().expect("lock").remove(&uid(ij));
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let dp = DeleteParams {

@@ -165,6 +165,23 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
         }
         return Observed::new(Phase::Running, "Running", "the importer is running");
     }
+    // Between a failed attempt and the Job controller's next pod (its back-off is 10 s and
+    // up): still under way, not back to Pending.
+    let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+    if failed > 0 {
+        if oom_killed(pods) {
+            return Observed::new(
+                Phase::Running,
+                "RetryingAfterOOMKilled",
+                "a previous attempt ran out of memory; retrying",
+            );
+        }
+        return Observed::new(
+            Phase::Running,
+            "Retrying",
+            format!("attempt {failed} failed; the Job starts another pod"),
+        );
+    }
     Observed::new(Phase::Pending, "JobCreated", "waiting for the importer pod")
 }
 
@@ -318,6 +335,18 @@ mod tests {
             assert_eq!(phase_reason(&o), (Phase::Failed, reason));
             assert_eq!(o.message, "cannot start");
         }
+    }
+
+    #[test]
+    fn between_attempts_it_stays_running() {
+        let mut job = job_for(&ij());
+        job.status.get_or_insert_with(Default::default).failed = Some(1);
+        let killed = pod_for(&ij(), "a", "Failed").state(terminated("Error", 137));
+        let o = observe(Some(&job), std::slice::from_ref(&killed));
+        assert_eq!(phase_reason(&o), (Phase::Running, "Retrying"));
+        let oom = pod_for(&ij(), "a", "Failed").state(terminated("OOMKilled", 137));
+        let o = observe(Some(&job), &[oom]);
+        assert_eq!(phase_reason(&o), (Phase::Running, "RetryingAfterOOMKilled"));
     }
 
     #[test]

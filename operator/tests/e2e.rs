@@ -133,10 +133,27 @@ async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
 /// every observation.
 async fn follow(stack: &Stack, token: &str, id: Uuid, timeout: Duration) -> Vec<Observation> {
     let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
+    let mut seen: Vec<Observation> = Vec::new();
+    let rank = |phase: Option<&str>| match phase {
+        None => 0,
+        Some("Pending") => 1,
+        Some("Running") => 2,
+        Some(_) => 3,
+    };
     loop {
         let o = observe(stack, token, id).await;
         let st = o.ij.status.clone().unwrap_or_default();
+        // The phase never goes back (Pending → Running → Complete or Failed).
+        if let Some(prev) = seen.last() {
+            let before = prev.ij.status.as_ref().and_then(|s| s.phase.clone());
+            assert!(
+                rank(st.phase.as_deref()) >= rank(before.as_deref()),
+                "phase went from {before:?} back to {:?} ({:?})\n{}",
+                st.phase,
+                st.reason,
+                stack.diagnostics()
+            );
+        }
         let settled = match o.row.status().as_str() {
             "done" => {
                 st.phase.as_deref() == Some("Complete")
@@ -749,4 +766,53 @@ async fn deleting_an_importjob_cleans_up() {
         "{objects:?}"
     );
     assert!(objects.is_empty(), "{objects:?}");
+}
+
+/// The operator's cache of ImportJobs lags (its watch delivers changes two seconds late, as
+/// from a busy apiserver's watch cache) while an import fails with ImagePullBackOff: the
+/// operator deletes that Job, and a reconcile from its stale cache must not create it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_importjob_watch_never_creates_a_job_twice() {
+    let stack = Stack::start(Options::default()).await;
+    stack
+        .double
+        .set_watch_delay(&IMPORTJOBS, Duration::from_secs(2));
+    stack.kubelet.inject("pull.csv", Fault::ImagePullBackOff);
+    let token = stack.user().await;
+    let (code, job) = stack
+        .upload(&token, "lag", "insert_only", "pull.csv", &csv(10))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let id = id_of(&job);
+    let last = follow(&stack, &token, id, 3 * MINUTE).await.pop().unwrap();
+    assert_eq!(
+        last.ij.status.as_ref().unwrap().reason.as_deref(),
+        Some("ImagePullBackOff")
+    );
+    // A successful import under the same lag: the phase still only moves forward.
+    let (code, ok) = stack
+        .upload(&token, "lag-ok", "upsert", "ok.csv", &csv(300))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let ok = id_of(&ok);
+    let done = follow(&stack, &token, ok, 3 * MINUTE).await.pop().unwrap();
+    assert_eq!(done.row.status().as_str(), "done");
+    // Give late reconciles their chance.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let name = resource_name(id);
+    assert_eq!(stack.creates(&JOBS, &name), 1, "the Job was created once");
+    assert!(stack.job(id).is_none() && stack.pods(id).is_empty());
+    assert_eq!(stack.row(id).await.status().as_str(), "failed");
+    let st = stack.import_job(id).await.unwrap().status.unwrap();
+    assert_eq!(
+        st.phase.as_deref(),
+        Some("Failed"),
+        "no stale write undid it"
+    );
+    assert_eq!(stack.creates(&JOBS, &resource_name(ok)), 1);
+    let st = stack.import_job(ok).await.unwrap().status.unwrap();
+    assert_eq!(
+        (st.phase.as_deref(), st.processed_rows),
+        (Some("Complete"), Some(300))
+    );
 }

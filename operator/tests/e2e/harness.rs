@@ -421,7 +421,7 @@ impl Stack {
             .bearer_auth(token)
             .send()
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}\n{}", self.diagnostics()));
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }

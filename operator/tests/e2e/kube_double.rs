@@ -1239,6 +1239,8 @@ pub struct Change {
     pub object: Value,
     /// The previous state (for selector transitions), when there was one.
     pub old: Option<Value>,
+    /// When it happened (watches of a lagging kind deliver it later).
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -1295,6 +1297,8 @@ impl Default for DoubleConfig {
 }
 
 pub struct Double {
+    /// Per kind (plural): how late watches deliver changes, like a lagging watch cache.
+    watch_delays: Mutex<HashMap<&'static str, Duration>>,
     /// While set, every request answers 503 and open watches end (an apiserver outage).
     pub unavailable: std::sync::atomic::AtomicBool,
     store: Mutex<Store>,
@@ -1308,6 +1312,7 @@ const FIRST_RV: u64 = 1000;
 impl Double {
     pub fn new(config: DoubleConfig) -> Arc<Double> {
         Arc::new(Double {
+            watch_delays: Mutex::default(),
             unavailable: Default::default(),
             store: Mutex::new(Store {
                 rv: FIRST_RV,
@@ -1334,6 +1339,24 @@ impl Double {
             .store(on, std::sync::atomic::Ordering::SeqCst);
         // Wake the watches so that they notice.
         self.notify.send_modify(|_| {});
+    }
+
+    /// Watches of this kind deliver each change `delay` after it happened (reads stay
+    /// current), as when an apiserver's watch cache lags behind etcd.
+    pub fn set_watch_delay(&self, k: &'static Kind, delay: Duration) {
+        self.watch_delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(k.plural, delay);
+    }
+
+    pub fn watch_delay(&self, k: &'static Kind) -> Duration {
+        self.watch_delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(k.plural)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn is_unavailable(&self) -> bool {
@@ -1570,6 +1593,7 @@ impl Double {
                 .unwrap_or("")
                 .to_string(),
             type_,
+            at: std::time::Instant::now(),
             object: obj.clone(),
             old,
         });

@@ -639,7 +639,11 @@ fn watch(
                     return;
                 }
                 Ok((changes, now_rv)) => {
+                    let delay = double.watch_delay(kind);
                     for c in &changes {
+                        if !delay.is_zero() {
+                            tokio::time::sleep_until((c.at + delay).into()).await;
+                        }
                         if let Some(t) = seen_as(c, &sel) {
                             if tx.send(line(t, render(&c.object))).await.is_err() {
                                 return;
