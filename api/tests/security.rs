@@ -37,6 +37,17 @@ type Customer = (
     Option<String>,
 );
 
+/// The job's errors.csv link (`GET /imports/{id}/errors`).
+async fn report_url(app: &TestApp, token: &str, id: &str) -> String {
+    let link: Value = app
+        .get(token, &format!("/imports/{id}/errors"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    link["url"].as_str().expect("a report link").to_string()
+}
+
 fn secret(tag: &str) -> String {
     format!("{tag}{}", Uuid::new_v4().simple())
 }
@@ -78,13 +89,7 @@ async fn secrets_never_appear_in_the_logs_of_a_full_run() {
         .unwrap()
         .to_string();
     assert_eq!(app.wait_finished(&token, &id).await["status"], "done");
-    let link: Value = app
-        .get(&token, &format!("/imports/{id}/errors"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = link["url"].as_str().unwrap().to_string();
+    let url = report_url(&app, &token, &id).await;
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
     let signature = url
         .split(['?', '&'])
@@ -259,13 +264,7 @@ async fn sql_and_control_characters_are_stored_verbatim_and_formulas_neutralised
             assert_eq!(stored, value, "stored verbatim");
         }
     }
-    let link: Value = app
-        .get(&token, &format!("/imports/{id}/errors"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let report = reqwest::get(link["url"].as_str().unwrap())
+    let report = reqwest::get(report_url(&app, &token, &id).await)
         .await
         .unwrap()
         .bytes()
@@ -346,15 +345,9 @@ async fn download_links_and_access_tokens_are_not_interchangeable() {
         .unwrap()
         .to_string();
     app.wait_finished(&token, &id).await;
-    let link: Value = app
-        .get(&token, &format!("/imports/{id}/errors"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = link["url"].as_str().unwrap();
+    let url = report_url(&app, &token, &id).await;
     let download_token = url.rsplit('/').next().unwrap();
-    assert_eq!(reqwest::get(url).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
     assert_eq!(
         app.get(download_token, "/imports").await.status(),
         StatusCode::UNAUTHORIZED,
