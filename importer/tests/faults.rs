@@ -111,7 +111,7 @@ async fn postgres_crashed_mid_import_is_retried_and_the_result_is_exact() {
 /// socket buffers hold: when Garage dies, the reader's stream really breaks.
 const ROWS: usize = 40_000;
 
-async fn garage_env(garage: &PrivateGarage, rows: usize) -> (TestEnv, Uuid, Vec<u8>) {
+async fn garage_env(garage: &PrivateGarage, rows: usize) -> (TestEnv, Uuid) {
     let vars = garage.vars();
     let mut overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     overrides.push(("BATCH_SIZE", "1000"));
@@ -127,13 +127,13 @@ async fn garage_env(garage: &PrivateGarage, rows: usize) -> (TestEnv, Uuid, Vec<
     }
     let file = file.into_bytes();
     let id = env.submit(&file, ImportMode::InsertOnly).await;
-    (env, id, file)
+    (env, id)
 }
 
 #[tokio::test]
 async fn garage_killed_mid_import_and_back_resumes_exactly() {
     let mut garage = PrivateGarage::start();
-    let (env, id, file) = garage_env(&garage, ROWS).await;
+    let (env, id) = garage_env(&garage, ROWS).await;
     let mut child = env.importer_command(id).spawn().unwrap();
     wait_rows(&env, id, &mut child, 1_000).await;
     garage.stop();
@@ -154,13 +154,12 @@ async fn garage_killed_mid_import_and_back_resumes_exactly() {
     );
     assert_eq!(got.report.len(), 1 + ROWS / 10);
     assert_eq!(env.job(id).await.attempts, 1);
-    drop(file);
 }
 
 #[tokio::test]
 async fn garage_killed_for_good_fails_the_job_with_a_reason() {
     let mut garage = PrivateGarage::start();
-    let (env, id, _) = garage_env(&garage, ROWS).await;
+    let (env, id) = garage_env(&garage, ROWS).await;
     let mut child = env.importer_command(id).spawn().unwrap();
     wait_rows(&env, id, &mut child, 1_000).await;
     garage.stop();
