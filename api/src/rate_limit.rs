@@ -10,27 +10,25 @@ pub const MAX_PER_EMAIL: i64 = 5;
 pub const MAX_PER_ADDR: i64 = 20;
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-fn keys(email: &str, addr: &str) -> [(String, i64); 2] {
+fn keys(prefix: &str, email: &str, addr: &str) -> [(String, i64); 2] {
     [
         (
-            format!("bulk-import:login-failures:email:{email}"),
+            format!("{prefix}login-failures:email:{email}"),
             MAX_PER_EMAIL,
         ),
-        (
-            format!("bulk-import:login-failures:addr:{addr}"),
-            MAX_PER_ADDR,
-        ),
+        (format!("{prefix}login-failures:addr:{addr}"), MAX_PER_ADDR),
     ]
 }
 
 /// Seconds until the caller may try again, if either counter is at its limit.
 pub async fn blocked_for(
+    prefix: &str,
     conn: Option<MultiplexedConnection>,
     email: &str,
     addr: &str,
 ) -> Option<u64> {
     let mut conn = conn?;
-    for (key, max) in keys(email, addr) {
+    for (key, max) in keys(prefix, email, addr) {
         let mut pipe = redis::pipe();
         pipe.get(&key).ttl(&key);
         match tokio::time::timeout(TIMEOUT, pipe.query_async::<(Option<i64>, i64)>(&mut conn)).await
@@ -46,10 +44,15 @@ pub async fn blocked_for(
     None
 }
 
-pub async fn record_failure(conn: Option<MultiplexedConnection>, email: &str, addr: &str) {
+pub async fn record_failure(
+    prefix: &str,
+    conn: Option<MultiplexedConnection>,
+    email: &str,
+    addr: &str,
+) {
     let Some(mut conn) = conn else { return };
     let mut pipe = redis::pipe();
-    for (key, _) in keys(email, addr) {
+    for (key, _) in keys(prefix, email, addr) {
         // The window starts at the first failure.
         pipe.incr(&key, 1)
             .ignore()
@@ -60,9 +63,9 @@ pub async fn record_failure(conn: Option<MultiplexedConnection>, email: &str, ad
     let _ = tokio::time::timeout(TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
 }
 
-pub async fn reset(conn: Option<MultiplexedConnection>, email: &str) {
+pub async fn reset(prefix: &str, conn: Option<MultiplexedConnection>, email: &str) {
     let Some(mut conn) = conn else { return };
-    let key = format!("bulk-import:login-failures:email:{email}");
+    let key = format!("{prefix}login-failures:email:{email}");
     let _ = tokio::time::timeout(
         TIMEOUT,
         redis::cmd("DEL").arg(key).query_async::<()>(&mut conn),

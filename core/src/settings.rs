@@ -65,6 +65,8 @@ pub struct Settings {
     pub app_env: AppEnv,
     pub database_url: SecretString,
     pub redis_url: SecretString,
+    /// `REDIS_KEY_PREFIX`: namespace of this deployment's Redis keys (login limiting).
+    pub redis_key_prefix: String,
     pub storage: StorageSettings,
     /// Prepended to every object key, so that several deployments or test runs share a bucket.
     pub key_prefix: String,
@@ -244,6 +246,8 @@ impl Settings {
             app_env,
             database_url: database_url.into(),
             redis_url: redis_url.into(),
+            redis_key_prefix: get(lookup, "REDIS_KEY_PREFIX")
+                .unwrap_or_else(|| "bulk-import:".into()),
             storage,
             key_prefix,
             presign_ttl: Duration::from_secs(positive(

@@ -69,6 +69,11 @@ pub async fn test_vars(backend: Backend, dir: &Path) -> HashMap<String, String> 
         "STORAGE_KEY_PREFIX".into(),
         format!("test-{}/", Uuid::new_v4().simple()),
     );
+    // Login limiting counts per client address, and every test connects from 127.0.0.1.
+    vars.insert(
+        "REDIS_KEY_PREFIX".into(),
+        format!("test-{}:", Uuid::new_v4().simple()),
+    );
     match backend {
         Backend::S3 => {
             vars.insert("STORAGE".into(), "s3".into());

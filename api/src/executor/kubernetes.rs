@@ -1,22 +1,44 @@
 //! The kubernetes executor (`EXECUTOR=kubernetes`): each job becomes an `ImportJob` resource
 //! in `KUBE_NAMESPACE`, which the operator turns into a Job. The API only creates (and on
-//! start re-creates missing) ImportJobs; every read still comes from Postgres.
+//! start re-creates missing) ImportJobs; every read still comes from Postgres. A create that
+//! fails (the API server down or throttling) is retried in the background while the job
+//! waits, rather than holding the request or stranding the job until the next start.
 
 use super::Executor;
 use anyhow::Context;
 use bulk_import_core::{
     crd::{import_job_for, ImportJob},
     job::{fetch_job, JOB_COLUMNS},
-    Job,
+    Job, JobStatus,
 };
 use futures_util::future::BoxFuture;
 use kube::api::{Api, PostParams};
 use sqlx::PgPool;
+use std::time::Duration;
 use uuid::Uuid;
 
 pub struct KubernetesExecutor {
     api: Api<ImportJob>,
     pool: PgPool,
+}
+
+/// One attempt at most this long: kube's client retries 503/429 with back-off for minutes,
+/// which would hold the upload's response (and the API's start) that long.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+async fn create(api: &Api<ImportJob>, job: &Job) -> anyhow::Result<()> {
+    let ij = import_job_for(job);
+    match tokio::time::timeout(CREATE_TIMEOUT, api.create(&PostParams::default(), &ij)).await {
+        Err(_) => anyhow::bail!("creating the ImportJob timed out after {CREATE_TIMEOUT:?}"),
+        Ok(Ok(_)) => {
+            tracing::info!(job_id = %job.id, "ImportJob created");
+            Ok(())
+        }
+        // Already there: submitting is idempotent.
+        Ok(Err(kube::Error::Api(e))) if e.code == 409 => Ok(()),
+        Ok(Err(e)) => Err(e).context("creating the ImportJob"),
+    }
 }
 
 impl KubernetesExecutor {
@@ -27,17 +49,32 @@ impl KubernetesExecutor {
         }
     }
 
-    async fn create(&self, job: &Job) -> anyhow::Result<()> {
-        let ij = import_job_for(job);
-        match self.api.create(&PostParams::default(), &ij).await {
-            Ok(_) => {
-                tracing::info!(job_id = %job.id, "ImportJob created");
-                Ok(())
+    /// Keeps trying in the background while the job waits (the API server restarting or
+    /// throttling): a job must not wait for the next restart of this process.
+    fn retry_later(&self, job: Job) {
+        let (api, pool) = (self.api.clone(), self.pool.clone());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_AT_MOST_EVERY);
+                match fetch_job(&pool, job.id).await {
+                    Ok(Some(j))
+                        if matches!(j.status(), JobStatus::Pending | JobStatus::Processing) => {}
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(job_id = %job.id, error = %e, "cannot read the job; retrying");
+                        continue;
+                    }
+                }
+                match create(&api, &job).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(job_id = %job.id, error = format!("{e:#}"), retry_in = ?delay, "ImportJob not created yet")
+                    }
+                }
             }
-            // Already there: submitting is idempotent.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(e).context("creating the ImportJob"),
-        }
+        });
     }
 }
 
@@ -47,7 +84,11 @@ impl Executor for KubernetesExecutor {
             let job = fetch_job(&self.pool, job_id)
                 .await?
                 .context("job row not found")?;
-            self.create(&job).await
+            let created = create(&self.api, &job).await;
+            if created.is_err() {
+                self.retry_later(job);
+            }
+            created
         })
     }
 
@@ -58,10 +99,14 @@ impl Executor for KubernetesExecutor {
             ))
             .fetch_all(&self.pool)
             .await?;
-            for job in &jobs {
-                self.create(job).await?;
+            let count = jobs.len();
+            for job in jobs {
+                if let Err(e) = create(&self.api, &job).await {
+                    tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "ImportJob not created; retrying in the background");
+                    self.retry_later(job);
+                }
             }
-            Ok(jobs.len())
+            Ok(count)
         })
     }
 

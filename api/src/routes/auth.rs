@@ -128,7 +128,14 @@ pub async fn token(
         .map(Email::into_string)
         .unwrap_or_else(|_| email.trim().to_lowercase());
     let ip = addr.ip().to_string();
-    if let Some(secs) = rate_limit::blocked_for(state.redis_conn().await, &email, &ip).await {
+    if let Some(secs) = rate_limit::blocked_for(
+        &state.settings.redis_key_prefix,
+        state.redis_conn().await,
+        &email,
+        &ip,
+    )
+    .await
+    {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
@@ -147,11 +154,22 @@ pub async fn token(
         None => (None, None),
     };
     if !verify_password(password, hash).await? {
-        rate_limit::record_failure(state.redis_conn().await, &email, &ip).await;
+        rate_limit::record_failure(
+            &state.settings.redis_key_prefix,
+            state.redis_conn().await,
+            &email,
+            &ip,
+        )
+        .await;
         return Err(wrong());
     }
     let id = id.ok_or_else(wrong)?;
-    rate_limit::reset(state.redis_conn().await, &email).await;
+    rate_limit::reset(
+        &state.settings.redis_key_prefix,
+        state.redis_conn().await,
+        &email,
+    )
+    .await;
     Ok(axum::Json(TokenView {
         access_token: state.tokens.issue(id)?,
         token_type: "bearer",
