@@ -816,3 +816,29 @@ async fn a_lagging_importjob_watch_never_creates_a_job_twice() {
         (Some("Complete"), Some(300))
     );
 }
+
+/// The Kubernetes API is down for a moment when an upload completes (an apiserver restart):
+/// the upload still answers 201 and the import still runs once the API server is back —
+/// it does not wait for the next restart of the API process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiserver_outage_at_upload_time_does_not_strand_the_import() {
+    let stack = Stack::start(Options::default()).await;
+    let token = stack.user().await;
+    stack.double.set_unavailable(true);
+    let (code, job) = stack
+        .upload(&token, "outage", "insert_only", "o.csv", &csv(50))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{job}");
+    let id = id_of(&job);
+    assert_eq!(stack.row(id).await.status().as_str(), "pending");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.double.set_unavailable(false);
+    stack
+        .eventually("the ImportJob created after the outage", MINUTE, || async {
+            stack.import_job(id).await.map(|_| ())
+        })
+        .await;
+    let last = follow(&stack, &token, id, MINUTE).await.pop().unwrap();
+    assert_eq!(last.row.status().as_str(), "done");
+    assert_eq!(stack.creates(&IMPORTJOBS, &resource_name(id)), 1);
+}

@@ -67,6 +67,18 @@ pub fn bins() -> Bins {
     }
 }
 
+/// A loopback address of this stack's own (127.x.y.z): the API limits failed logins per
+/// client address in the shared Redis, and other test suites fail logins from 127.0.0.1.
+fn client_address() -> std::net::IpAddr {
+    let b = *Uuid::new_v4().as_bytes();
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        b[0].max(1),
+        b[1],
+        b[2].clamp(1, 254),
+    ))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -335,6 +347,7 @@ impl Stack {
             storage,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                .local_address(client_address())
                 .build()
                 .unwrap(),
             kube,
