@@ -99,30 +99,31 @@ async fn run() -> anyhow::Result<()> {
     let lost = CancellationToken::new();
     let renew_stop = stop.clone();
     let renew_lost = lost.clone();
+    // The deadline holds whatever a call does: kube's client retries 503/429 for minutes,
+    // so a renewal is cut off when the last successful one (timed from its start, like the
+    // renewTime it wrote) is older than the lease minus a margin, before others may take it.
     let renewer = tokio::spawn(async move {
-        let mut last_ok = Instant::now();
+        let give_up = Duration::from_secs(bulk_import_operator::leader::LEASE_SECONDS as u64 - 5);
+        let mut renewed_at = Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(RENEW_EVERY) => {}
                 _ = renew_stop.cancelled() => break,
             }
-            match elector.try_acquire().await {
-                Ok(true) => last_ok = Instant::now(),
-                Ok(false) => {
+            let attempt = Instant::now();
+            let deadline = tokio::time::Instant::from_std(renewed_at + give_up);
+            match tokio::time::timeout_at(deadline, elector.try_acquire()).await {
+                Ok(Ok(true)) => renewed_at = attempt,
+                Ok(Ok(false)) => {
                     tracing::error!("lost the Lease to another replica");
                     renew_lost.cancel();
                     break;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not renew the Lease");
-                    if last_ok.elapsed()
-                        > Duration::from_secs(
-                            bulk_import_operator::leader::LEASE_SECONDS as u64 - 5,
-                        )
-                    {
-                        renew_lost.cancel();
-                        break;
-                    }
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the Lease"),
+                Err(_) => {
+                    tracing::error!("could not renew the Lease in time; stopping");
+                    renew_lost.cancel();
+                    break;
                 }
             }
         }
@@ -138,7 +139,7 @@ async fn run() -> anyhow::Result<()> {
     ));
     let controller_stop = stop.clone();
     let controller_lost = lost.clone();
-    controller::run(
+    let running = controller::run(
         ctx,
         async move {
             tokio::select! {
@@ -147,8 +148,17 @@ async fn run() -> anyhow::Result<()> {
             }
         },
         importjobs,
-    )
-    .await;
+    );
+    let abandon = lost.clone();
+    tokio::select! {
+        _ = running => {}
+        // Without the Lease nothing may be written any more: reconciles still waiting on the
+        // API (kube's retries) after a short grace are dropped, not awaited.
+        _ = async move {
+            abandon.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => tracing::error!("reconciles still running after the Lease was lost were dropped"),
+    }
     stop.cancel();
     if let Ok(elector) = renewer.await {
         if !lost.is_cancelled() {

@@ -842,3 +842,62 @@ async fn an_apiserver_outage_at_upload_time_does_not_strand_the_import() {
     assert_eq!(last.row.status().as_str(), "done");
     assert_eq!(stack.creates(&IMPORTJOBS, &resource_name(id)), 1);
 }
+
+/// The Kubernetes API is unreachable for longer than the lease (25 s > 15 s): the leader,
+/// unable to renew, stops before its Lease expires — so it has stopped by the time a
+/// standby could take the Lease — and after the outage a replica leads and imports run,
+/// each Job created once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
+    let mut stack = Stack::start(Options {
+        operators: 2,
+        ..Default::default()
+    })
+    .await;
+    let leader = stack
+        .eventually("a leader", MINUTE, || async { stack.leader() })
+        .await;
+    // Let it renew once at least, then cut the API server off.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stack.double.set_unavailable(true);
+    let lease = stack.lease().unwrap();
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let expiry = time(&lease["spec"]["renewTime"])
+        + chrono::Duration::seconds(lease["spec"]["leaseDurationSeconds"].as_i64().unwrap());
+    let outage_end = Instant::now() + Duration::from_secs(25);
+    let mut stopped_at = None;
+    while Instant::now() < outage_end {
+        if stopped_at.is_none() && !stack.operator(&leader).is_running() {
+            stopped_at = Some(chrono::Utc::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.double.set_unavailable(false);
+    let stopped_at = stopped_at.unwrap_or_else(|| {
+        panic!(
+            "the leader kept running through an outage longer than its lease\n{}",
+            stack.diagnostics()
+        )
+    });
+    assert!(
+        stopped_at < expiry,
+        "the leader stopped at {stopped_at}, after its lease expired at {expiry}"
+    );
+    let other = if leader == "operator-0" {
+        "operator-1"
+    } else {
+        "operator-0"
+    };
+    stack
+        .eventually("the standby leads", 2 * MINUTE, || async {
+            (stack.leader().as_deref() == Some(other)).then_some(())
+        })
+        .await;
+    let token = stack.user().await;
+    let (_, job) = stack
+        .upload(&token, "after", "insert_only", "after.csv", &csv(100))
+        .await;
+    let id = id_of(&job);
+    follow(&stack, &token, id, 2 * MINUTE).await;
+    assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
+}
