@@ -379,7 +379,6 @@ async fn fifty_concurrent_imports_survive_random_kills_of_the_api_and_importers(
 /// closed connection: the reservation must not stay `uploading` for ever (hidden from the
 /// user, holding the key until a retry after 60 s, with the stored object orphaned).
 #[tokio::test]
-#[ignore = "known bug in api/src/routes/imports.rs: see docs/reliability.md, Known gaps"]
 async fn a_client_hanging_up_after_its_upload_leaves_no_reservation_behind() {
     use tokio::io::AsyncWriteExt;
     let garage = PrivateGarage::start();

@@ -320,6 +320,9 @@ pub async fn create(
         idle,
         Sink::Store(&state.storage, &object),
     );
+    let mut guard = Reservation {
+        state: Some((state.clone(), job_id, object.clone())),
+    };
     let heartbeat = async {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
@@ -338,6 +341,7 @@ pub async fn create(
     let received = match received {
         Ok(r) => r,
         Err(e) => {
+            guard.disarm();
             release(&state, job_id, &object).await;
             return Err(e);
         }
@@ -352,6 +356,7 @@ pub async fn create(
     .bind(received.size as i64)
     .fetch_one(&state.pool)
     .await?;
+    guard.disarm();
     tracing::info!(%job_id, size = received.size, %mode, "import created");
     if let Err(e) = state.executor.submit(job_id).await {
         // The job stays pending; the executor picks pending jobs up again when it starts.
@@ -387,14 +392,38 @@ async fn replay(
 /// Gives the key back after a failed upload; the storage write already left nothing behind,
 /// the delete is a second guard.
 async fn release(state: &AppState, job_id: Uuid, object: &str) {
-    if let Err(e) = sqlx::query("DELETE FROM import_jobs WHERE id = $1 AND status = 'uploading'")
+    match sqlx::query("DELETE FROM import_jobs WHERE id = $1 AND status = 'uploading'")
         .bind(job_id)
         .execute(&state.pool)
         .await
     {
-        tracing::error!(%job_id, error = %e, "could not release an idempotency key");
+        // Only an upload that never became a job may lose its object.
+        Ok(r) if r.rows_affected() == 1 => {
+            let _ = state.storage.delete(object).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(%job_id, error = %e, "could not release an idempotency key"),
     }
-    let _ = state.storage.delete(object).await;
+}
+
+/// Releases the reservation if the request goes away before it becomes a job (the client
+/// hung up, and hyper dropped the handler mid-await): the key must not stay reserved.
+struct Reservation {
+    state: Option<(AppState, Uuid, String)>,
+}
+
+impl Reservation {
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((state, job_id, object)) = self.state.take() {
+            tokio::spawn(async move { release(&state, job_id, &object).await });
+        }
+    }
 }
 
 /// The caller's jobs, newest first.
