@@ -78,20 +78,24 @@ async fn run() -> anyhow::Result<()> {
     let elector = LeaderElector::new(client.clone(), &config.namespace, &config.pod_name);
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(identity = elector.identity(), "waiting for leadership");
-    loop {
+    // Each attempt is bounded too (kube's client retries a 503 for minutes): a standby must
+    // try again promptly once the API server is back.
+    let acquired_at = loop {
         if stop.is_cancelled() {
             return Ok(());
         }
-        match elector.try_acquire().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "leader election failed"),
+        let attempt = Instant::now();
+        match tokio::time::timeout(RENEW_EVERY, elector.try_acquire()).await {
+            Ok(Ok(true)) => break attempt,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "leader election failed"),
+            Err(_) => tracing::warn!("leader election timed out"),
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY_EVERY) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-    }
+    };
     tracing::info!("leading: reconciling ImportJobs");
     metrics.leader.set(1);
 
@@ -104,7 +108,7 @@ async fn run() -> anyhow::Result<()> {
     // renewTime it wrote) is older than the lease minus a margin, before others may take it.
     let renewer = tokio::spawn(async move {
         let give_up = Duration::from_secs(bulk_import_operator::leader::LEASE_SECONDS as u64 - 5);
-        let mut renewed_at = Instant::now();
+        let mut renewed_at = acquired_at;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(RENEW_EVERY) => {}

@@ -817,12 +817,18 @@ async fn a_lagging_importjob_watch_never_creates_a_job_twice() {
     );
 }
 
-/// The Kubernetes API is down for a moment when an upload completes (an apiserver restart):
+/// The Kubernetes API is down for a few seconds when an upload completes (an apiserver restart):
 /// the upload still answers 201 and the import still runs once the API server is back —
 /// it does not wait for the next restart of the API process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apiserver_outage_at_upload_time_does_not_strand_the_import() {
-    let stack = Stack::start(Options::default()).await;
+    // Two replicas: an outage this long (the API's 5 s create timeout and then some) may
+    // cost the leader its Lease — it then exits, as designed — and the other takes over.
+    let stack = Stack::start(Options {
+        operators: 2,
+        ..Default::default()
+    })
+    .await;
     let token = stack.user().await;
     stack.double.set_unavailable(true);
     let (code, job) = stack
@@ -838,7 +844,7 @@ async fn an_apiserver_outage_at_upload_time_does_not_strand_the_import() {
             stack.import_job(id).await.map(|_| ())
         })
         .await;
-    let last = follow(&stack, &token, id, MINUTE).await.pop().unwrap();
+    let last = follow(&stack, &token, id, 2 * MINUTE).await.pop().unwrap();
     assert_eq!(last.row.status().as_str(), "done");
     assert_eq!(stack.creates(&IMPORTJOBS, &resource_name(id)), 1);
 }
@@ -900,4 +906,104 @@ async fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
     let id = id_of(&job);
     follow(&stack, &token, id, 2 * MINUTE).await;
     assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
+}
+
+/// The importer's own permanent failure (its upload vanished from storage before it ran):
+/// it records the failure and exits 2, the Job's podFailurePolicy fails the Job at once (no
+/// retry), and the ImportJob says ImporterFailed while Postgres and GET /imports/{id} keep the
+/// importer's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_importers_permanent_failure_is_not_retried() {
+    let stack = Stack::start(Options::default()).await;
+    stack
+        .kubelet
+        .inject("gone.csv", Fault::SlowStart(Duration::from_secs(2)));
+    let token = stack.user().await;
+    let (code, job) = stack
+        .upload(&token, "gone", "insert_only", "gone.csv", &csv(20))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let id = id_of(&job);
+    let source = stack.row(id).await.source_object;
+    stack.storage.delete(&source).await.unwrap();
+    let last = follow(&stack, &token, id, MINUTE).await.pop().unwrap();
+    let st = last.ij.status.clone().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("ImporterFailed"));
+    assert_eq!(condition(&st, "Failed").status, "True");
+    let error = last.row.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("not found"),
+        "the importer's reason is kept: {error}"
+    );
+    assert_eq!(last.http["error"].as_str(), Some(error.as_str()));
+    let kjob = stack.job(id).unwrap();
+    let failed = kjob["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["reason"], "PodFailurePolicy");
+    let pods = stack.pods(id);
+    assert_eq!(pods.len(), 1, "exit code 2 is not retried");
+    assert_eq!(
+        pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        2
+    );
+}
+
+/// The Job runs past activeDeadlineSeconds: the Job controller fails it and stops its pod
+/// (SIGTERM: the importer stops at a batch boundary), and the import ends Failed with
+/// DeadlineExceeded in the ImportJob, in Postgres and in GET /imports/{id}.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_deadline_fails_the_import() {
+    let stack = Stack::start(Options {
+        slow_ms: 5,
+        batch_size: 50,
+        active_deadline_seconds: 3,
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (code, job) = stack
+        .upload(&token, "slow", "insert_only", "slow.csv", &csv(5000))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let id = id_of(&job);
+    let pod = stack
+        .eventually("the pod running", MINUTE, || async {
+            stack
+                .pods(id)
+                .into_iter()
+                .find(|p| p["status"]["phase"] == "Running")
+        })
+        .await;
+    let pod = pod["metadata"]["name"].as_str().unwrap().to_string();
+    let last = follow(&stack, &token, id, MINUTE).await.pop().unwrap();
+    let st = last.ij.status.clone().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(condition(&st, "Failed").reason, "DeadlineExceeded");
+    assert!(
+        last.row
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("DeadlineExceeded"),
+        "{:?}",
+        last.row.error
+    );
+    assert!(last.http["error"]
+        .as_str()
+        .unwrap()
+        .contains("DeadlineExceeded"));
+    assert!(last.row.processed_rows < 5000);
+    // The Job controller deletes the active pod; its kubelet stops it with SIGTERM.
+    stack
+        .eventually("the pod stopped and gone", MINUTE, || async {
+            stack.pods(id).is_empty().then_some(())
+        })
+        .await;
+    let log = stack.kubelet.log(&pod);
+    assert!(log.contains("signal received"), "{log}");
 }

@@ -184,6 +184,7 @@ pub struct Options {
     pub batch_size: u32,
     pub backoff_limit: i32,
     pub retention: &'static str,
+    pub active_deadline_seconds: i64,
 }
 
 impl Default for Options {
@@ -194,6 +195,7 @@ impl Default for Options {
             batch_size: 100,
             backoff_limit: 3,
             retention: "keep",
+            active_deadline_seconds: 3600,
         }
     }
 }
@@ -313,6 +315,10 @@ impl Stack {
                         ("IMPORTER_SECRET_NAME", "bulk-import".into()),
                         ("IMPORTER_CONFIGMAP_NAME", "bulk-import-config".into()),
                         ("JOB_BACKOFF_LIMIT", opts.backoff_limit.to_string()),
+                        (
+                            "JOB_ACTIVE_DEADLINE_SECONDS",
+                            opts.active_deadline_seconds.to_string(),
+                        ),
                         ("OBJECT_RETENTION", opts.retention.into()),
                         ("RUST_LOG", "info,kube=warn,sqlx=warn".into()),
                     ]
@@ -524,6 +530,11 @@ impl Drop for Stack {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.diagnostics());
+            // E2E_KEEP_LOGS=1 keeps the directory with every process's and pod's log.
+            if std::env::var_os("E2E_KEEP_LOGS").is_some() {
+                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+                eprintln!("logs kept in {}", dir.keep().display());
+            }
         }
     }
 }

@@ -37,6 +37,8 @@ const JOB_MANAGER: &str = "stand-in-job-controller";
 pub enum Fault {
     /// The container is OOM-killed this long after it starts.
     OomKilled { after: Duration },
+    /// The container starts this long after the pod is seen (waiting `ContainerCreating`).
+    SlowStart(Duration),
     /// The image cannot be pulled: no process, the container waits.
     ImagePullBackOff,
 }
@@ -776,6 +778,20 @@ fn sync_pod(s: &Arc<Shared>, pod: &Value) {
             waiting(s, pod, "ImagePullBackOff", &message);
         }
         return;
+    }
+    if let Some(Fault::SlowStart(delay)) = &fault {
+        let first = *lock(s)
+            .pull_attempted
+            .entry(uid.clone())
+            .or_insert_with(Instant::now);
+        if first.elapsed() < *delay {
+            if pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                != "ContainerCreating"
+            {
+                waiting(s, pod, "ContainerCreating", "");
+            }
+            return;
+        }
     }
     let env = match resolve_env(s, pod, &container) {
         Ok(env) => env,
