@@ -272,7 +272,7 @@ async fn status_subresource_generation_and_schema() {
 /// without `force`, and changes owner with it.
 #[tokio::test]
 async fn server_side_apply_field_managers() {
-    let (_s, client) = start(DoubleConfig::default()).await;
+    let (server, client) = start(DoubleConfig::default()).await;
     let ijs: Api<ImportJob> = Api::namespaced(client, NS);
     ijs.create(&PostParams::default(), &import_job("ij"))
         .await
@@ -328,7 +328,19 @@ async fn server_side_apply_field_managers() {
     assert!(managers.contains(&("operator".into(), "Apply".into(), Some("status".into()))));
     assert!(managers.contains(&("importer".into(), "Apply".into(), Some("status".into()))));
 
-    // The operator drops `reason` and the Failed condition: both go; the importer's fields stay.
+    // An explicit null in an applied configuration is kept as null (and owned).
+    apply(
+        "operator",
+        true,
+        json!({"phase": "Running", "reason": "Running", "jobName": null, "conditions": [cond("Complete", "False"), cond("Failed", "False")]}),
+    )
+    .await
+    .unwrap();
+    let raw = server.double.get(&IMPORTJOBS, NS, "ij").unwrap();
+    assert!(raw["status"].as_object().unwrap().contains_key("jobName"));
+    assert!(raw["status"]["jobName"].is_null());
+    // The operator drops `reason`, `jobName` and the Failed condition: they go; the
+    // importer's fields stay.
     let ij = apply(
         "operator",
         true,

@@ -556,9 +556,6 @@ fn leaves_into(v: &Value, field: &str, path: &mut FieldPath, out: &mut FieldSet)
         }
         Value::Object(m) if !m.is_empty() => {
             for (k, c) in m {
-                if c.is_null() {
-                    continue;
-                }
                 path.push(Pe::F(k.clone()));
                 leaves_into(c, k, path, out);
                 path.pop();
@@ -666,15 +663,12 @@ fn remove_at(v: &mut Value, path: &[Pe]) {
 }
 
 /// Merges an applied configuration into an object: maps field by field, list-maps item by
-/// key, set-lists by union; other lists and scalars are replaced; `null` removes.
+/// key, set-lists by union; other lists and scalars are replaced. An explicit `null` is
+/// kept: the field is set to null and owned (unlike a merge patch, where it removes).
 fn merge_apply(target: &mut Value, src: &Value) {
     match (target, src) {
         (Value::Object(t), Value::Object(s)) => {
             for (k, v) in s {
-                if v.is_null() {
-                    t.remove(k);
-                    continue;
-                }
                 match t.get_mut(k) {
                     Some(tv) => merge_field(tv, v, k),
                     None => {
