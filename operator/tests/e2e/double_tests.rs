@@ -28,7 +28,6 @@ use kube::{
 use serde_json::{json, Value};
 use std::{
     collections::HashMap,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -417,6 +416,20 @@ async fn server_side_apply_field_managers() {
         Some("Stolen")
     );
     assert_eq!(main.labels()["x"], "y");
+    // Apply to a missing object creates it, owned by the applier.
+    let created = ijs
+        .patch(
+            "new",
+            &PatchParams::apply("creator"),
+            &Patch::Apply(serde_json::to_value(import_job("new")).unwrap()),
+        )
+        .await
+        .unwrap();
+    let mf = created.metadata.managed_fields.unwrap();
+    assert_eq!(
+        (mf[0].manager.as_deref(), mf[0].operation.as_deref()),
+        (Some("creator"), Some("Apply"))
+    );
     // Apply to the status of a missing object: 404.
     let (code, ..) = api_error(
         ijs.patch_status(
@@ -1261,6 +1274,5 @@ async fn stand_in_job_controller_and_kubelet() {
     })
     .await;
     assert!(kubelet.log(&doomed.name_any()).contains("terminated"));
-    let _ = Arc::clone(&server.double);
     assert_eq!(server.double.creates(&IMPORTJOBS, NS, "owner"), 1);
 }

@@ -1459,7 +1459,7 @@ impl Double {
 
     pub fn create(&self, k: &'static Kind, ns: &str, body: Value, o: &WriteOpts) -> Result<Value> {
         let mut s = self.lock();
-        let r = self.create_locked(&mut s, k, ns, body, o);
+        let r = self.create_locked(&mut s, k, ns, body, o, "Update");
         drop(s);
         self.notify_changed();
         r
@@ -1701,6 +1701,7 @@ impl Double {
         ns: &str,
         mut obj: Value,
         o: &WriteOpts,
+        operation: &'static str,
     ) -> Result<Value> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the request body is not an object"));
@@ -1787,6 +1788,9 @@ impl Double {
         let mut managers = Vec::new();
         let manager = o.field_manager.clone().unwrap_or_else(|| "unknown".into());
         track_update(k, &mut managers, &manager, Sub::Main, &json!({}), &obj);
+        for m in managers.iter_mut() {
+            m.operation = operation;
+        }
         if o.dry_run {
             return Ok(obj);
         }
@@ -1973,25 +1977,11 @@ impl Double {
                     // Apply creates what does not exist.
                     let mut obj = json!({"metadata": {"name": name}});
                     merge_apply(&mut obj, &managed_part(k, &parsed, Sub::Main));
-                    let created = self.create_locked(
-                        s,
-                        k,
-                        ns,
-                        obj,
-                        &WriteOpts {
-                            field_manager: Some(manager.clone()),
-                            ..o.clone()
-                        },
-                    )?;
-                    let e = s.objects.get_mut(&kkey).expect("created");
-                    for m in e.managers.iter_mut() {
-                        m.operation = "Apply";
-                    }
-                    let mut obj = e.obj.clone();
-                    render_managed_fields(k, &mut obj, &e.managers);
-                    e.obj = obj.clone();
-                    let _ = created;
-                    return Ok(obj);
+                    let opts = WriteOpts {
+                        field_manager: Some(manager.clone()),
+                        ..o.clone()
+                    };
+                    return self.create_locked(s, k, ns, obj, &opts, "Apply");
                 }
                 self.apply_locked(s, k, ns, name, sub, &parsed, &manager, o)
             }

@@ -411,7 +411,8 @@ async fn route(
                             .map(String::from),
                     };
                     match double.delete(kind, &ns, &name, &dopts)? {
-                        Deleted::Pending(obj) => Ok(json_response(202, &render(&obj))),
+                        // 200 with the object, as the apiserver answers unless orphanDependents=false.
+                        Deleted::Pending(obj) => Ok(json_response(200, &render(&obj))),
                         Deleted::Gone(obj) => Ok(json_response(
                             200,
                             &json!({
