@@ -360,8 +360,9 @@ async fn seed_flow_through_the_operator() {
     );
 }
 
-/// A pod SIGKILLed mid-file: the Job's next pod resumes from the checkpoint, and the
-/// customers, counters and errors.csv equal those of an uninterrupted run of the file.
+/// A pod SIGKILLed mid-file, then its successor deleted (SIGTERM, as in a node drain): each
+/// next pod resumes from the checkpoint, and the customers, counters and errors.csv equal
+/// those of an uninterrupted run of the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_pod_resumes_from_checkpoint() {
     let file = csv(3000);
@@ -394,6 +395,28 @@ async fn killed_pod_resumes_from_checkpoint() {
         "killed before the end"
     );
     stack.kubelet.kill(&victim);
+    // Then the retry's pod is deleted at two thirds (as a node drain does): its kubelet
+    // stops it with SIGTERM, the importer stops at a batch boundary, a third pod finishes.
+    let drained = stack
+        .eventually("two thirds committed by the retry", MINUTE, || async {
+            (stack.row(id).await.processed_rows >= 2000).then_some(())?;
+            stack
+                .pods(id)
+                .into_iter()
+                .find(|p| {
+                    p["status"]["phase"] == "Running" && p["metadata"]["name"] != victim.as_str()
+                })
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        })
+        .await;
+    assert!(
+        stack.row(id).await.processed_rows < 3000,
+        "drained before the end"
+    );
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(stack.kube.clone(), NS)
+        .delete(&drained, &DeleteParams::default())
+        .await
+        .unwrap();
 
     let seen = follow(&stack, &token, id, 3 * MINUTE).await;
     assert!(
@@ -426,7 +449,7 @@ async fn killed_pod_resumes_from_checkpoint() {
         got.report == want.report,
         "errors.csv differs from the uninterrupted run"
     );
-    assert_eq!(stack.row(id).await.attempts, 2);
+    assert_eq!(stack.row(id).await.attempts, 3);
 
     let kjob = stack.job(id).unwrap();
     assert_eq!(
@@ -434,10 +457,16 @@ async fn killed_pod_resumes_from_checkpoint() {
             kjob["status"]["failed"].as_i64(),
             kjob["status"]["succeeded"].as_i64()
         ),
-        (Some(1), Some(1))
+        (Some(2), Some(1))
     );
+    let drained_log = stack.kubelet.log(&drained);
+    assert!(drained_log.contains("signal received"), "{drained_log}");
     let pods = stack.pods(id);
-    assert_eq!(pods.len(), 2, "one pod per attempt");
+    assert_eq!(
+        pods.len(),
+        2,
+        "the killed pod and the last one (the drained one was deleted)"
+    );
     let killed = pods
         .iter()
         .find(|p| p["metadata"]["name"] == victim.as_str())
