@@ -128,13 +128,10 @@ pub async fn token(
         .map(Email::into_string)
         .unwrap_or_else(|_| email.trim().to_lowercase());
     let ip = addr.ip().to_string();
-    if let Some(secs) = rate_limit::blocked_for(
-        &state.settings.redis_key_prefix,
-        state.redis_conn().await,
-        &email,
-        &ip,
-    )
-    .await
+    // One Redis connection for the whole login (None when Redis is down).
+    let redis = state.redis_conn().await;
+    if let Some(secs) =
+        rate_limit::blocked_for(&state.settings.redis_key_prefix, redis.clone(), &email, &ip).await
     {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -149,27 +146,13 @@ pub async fn token(
             .bind(&email)
             .fetch_optional(&state.pool)
             .await?;
-    let (id, hash) = match user {
-        Some((id, hash)) => (Some(id), Some(hash)),
-        None => (None, None),
-    };
+    let (id, hash) = user.unzip();
     if !verify_password(password, hash).await? {
-        rate_limit::record_failure(
-            &state.settings.redis_key_prefix,
-            state.redis_conn().await,
-            &email,
-            &ip,
-        )
-        .await;
+        rate_limit::record_failure(&state.settings.redis_key_prefix, redis, &email, &ip).await;
         return Err(wrong());
     }
     let id = id.ok_or_else(wrong)?;
-    rate_limit::reset(
-        &state.settings.redis_key_prefix,
-        state.redis_conn().await,
-        &email,
-    )
-    .await;
+    rate_limit::reset(&state.settings.redis_key_prefix, redis, &email).await;
     Ok(axum::Json(TokenView {
         access_token: state.tokens.issue(id)?,
         token_type: "bearer",
