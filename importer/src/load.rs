@@ -8,7 +8,7 @@ use crate::{
     validate::{Customer, ErrorCode, RowError},
 };
 use bulk_import_core::{db, ImportMode};
-use sqlx::{postgres::PgConnectOptions, Connection, PgConnection};
+use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use std::{collections::HashMap, time::Duration};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -126,10 +126,24 @@ impl LoadError {
 const UNIQUE_VIOLATION: &str = "23505";
 /// Retries of a batch on transient errors: about a minute in all, then the job fails.
 const MAX_ATTEMPTS: u32 = 12;
+/// How long a batch applied beside another may wait for a row lock held elsewhere. The
+/// second batch of a pair waits (in the importer, invisible to Postgres's deadlock detector)
+/// for the first to commit, so a concurrent job that waits for the second while holding a
+/// row the first needs would otherwise deadlock unseen; after this the pair is given up and
+/// its batches are applied one after the other, which has no such wait.
+const PAIR_LOCK_TIMEOUT: &str = "5s";
 
+/// Applies batches in order, each in one transaction with its checkpoint.
+///
+/// Two consecutive batches with no email in common are applied at the same time on two
+/// connections (`apply_pair`): Postgres then uses both cores. Their transactions still commit
+/// in file order: the second does all its row work, then waits for the first to commit
+/// before it moves the checkpoint and commits. If anything goes wrong with a pair, nothing
+/// of the second batch is kept and both are applied again one at a time, with the retry
+/// rules of `apply`.
 pub struct Loader {
     options: PgConnectOptions,
-    conn: Option<PgConnection>,
+    conns: [Option<PgConnection>; 2],
     job_id: Uuid,
     mode: ImportMode,
     seen: SeenEmails,
@@ -138,6 +152,54 @@ pub struct Loader {
     /// Checkpoint this importer expects to find in the job row.
     checkpoint: i64,
     cancel: CancellationToken,
+}
+
+/// A batch's row work done inside its (still open) transaction.
+struct Staged<'c, 'b> {
+    tx: Transaction<'c, Postgres>,
+    errors: Vec<RowError>,
+    inserted: i64,
+    updated: i64,
+    /// insert_only: the emails loaded, for the Bloom filter once committed.
+    loaded: Vec<&'b str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StageError {
+    /// insert_only: the COPY hit an email already in the table.
+    #[error("an email of the batch is already in the table")]
+    Existing,
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl From<sqlx::Error> for StageError {
+    fn from(e: sqlx::Error) -> Self {
+        StageError::Load(LoadError::Db(e))
+    }
+}
+
+/// The connection in `slot`, connecting first if there is none.
+async fn ensure<'a>(
+    slot: &'a mut Option<PgConnection>,
+    options: &PgConnectOptions,
+) -> Result<&'a mut PgConnection, sqlx::Error> {
+    if slot.is_none() {
+        *slot = Some(connect(options).await?);
+    }
+    Ok(slot.as_mut().expect("just connected"))
+}
+
+async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    // Batches commit without waiting for the WAL flush: a database crash can lose the last
+    // few, together with their checkpoint (they are one transaction), and the import then
+    // resumes from the checkpoint that survived (`Regressed`). The final `done` update is a
+    // normal, synchronous commit, which flushes all of them.
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
 }
 
 impl Loader {
@@ -151,7 +213,7 @@ impl Loader {
     ) -> Loader {
         Loader {
             options,
-            conn: None,
+            conns: [None, None],
             job_id,
             mode,
             seen: SeenEmails::new(expected_rows),
@@ -161,31 +223,12 @@ impl Loader {
         }
     }
 
-    async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
-        if self.conn.is_none() {
-            let mut conn = PgConnection::connect_with(&self.options).await?;
-            // Batches commit without waiting for the WAL flush: a database crash can lose the
-            // last few, together with their checkpoint (they are one transaction), and the
-            // import then resumes from the checkpoint that survived (`Regressed`). The final
-            // `done` update is a normal, synchronous commit, which flushes all of them.
-            sqlx::query("SET synchronous_commit = off")
-                .execute(&mut conn)
-                .await?;
-            self.conn = Some(conn);
-        }
-        Ok(self.conn.as_mut().expect("just connected"))
-    }
-
     /// Applies a batch, retrying transient failures with exponential backoff (reconnecting
     /// each time). Returns the job's committed totals.
     pub async fn apply(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
         let mut attempt = 0;
         loop {
-            let result = match self.mode {
-                ImportMode::InsertOnly => self.insert_only(batch).await,
-                ImportMode::Upsert => self.upsert(batch).await,
-            };
-            match result {
+            match self.apply_once(batch).await {
                 Ok(totals) => {
                     self.checkpoint = batch.end_offset as i64;
                     return Ok(totals);
@@ -206,7 +249,7 @@ impl Loader {
                     attempt += 1;
                     let delay = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
                     tracing::warn!(error = %e, attempt, ?delay, "batch failed, retrying");
-                    self.conn = None;
+                    self.conns = [None, None];
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.cancel.cancelled() => return Err(LoadError::Interrupted),
@@ -217,6 +260,140 @@ impl Loader {
         }
     }
 
+    /// Applies two consecutive batches with no email in common (`disjoint`) at the same time
+    /// (see the type's documentation). Returns the totals after the second.
+    pub async fn apply_pair(&mut self, first: &Batch, second: &Batch) -> Result<Totals, LoadError> {
+        debug_assert!(disjoint(first, second));
+        let (a, b) = self.pair_once(first, second).await;
+        match (a, b) {
+            (Ok(_), Ok(totals)) => {
+                self.checkpoint = second.end_offset as i64;
+                Ok(totals)
+            }
+            (Ok(_), Err(e)) => {
+                tracing::warn!(error = %e, "the second batch of a pair failed; applying it alone");
+                self.checkpoint = first.end_offset as i64;
+                self.conns[1] = None;
+                self.apply(second).await
+            }
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "a pair of batches failed; applying them one at a time");
+                self.conns = [None, None];
+                self.apply(first).await?;
+                self.apply(second).await
+            }
+        }
+    }
+
+    /// One attempt at a pair: each batch's result (the second's is an error whenever the
+    /// first's is). Updates the Bloom filter with what committed.
+    async fn pair_once(
+        &mut self,
+        first: &Batch,
+        second: &Batch,
+    ) -> (Result<Totals, StageError>, Result<Totals, StageError>) {
+        let probes = (self.candidates(first), self.candidates(second));
+        let (job_id, mode, checkpoint) = (self.job_id, self.mode, self.checkpoint);
+        let [slot1, slot2] = &mut self.conns;
+        let conns = match ensure(slot1, &self.options).await {
+            Ok(c1) => ensure(slot2, &self.options).await.map(|c2| (c1, c2)),
+            Err(e) => Err(e),
+        };
+        let (c1, c2) = match conns {
+            Ok(conns) => conns,
+            Err(e) => {
+                return (
+                    Err(LoadError::Db(e).into()),
+                    Err(LoadError::Interrupted.into()),
+                )
+            }
+        };
+        let (committed, first_done) = tokio::sync::oneshot::channel::<bool>();
+        let one = async {
+            let result = async {
+                let mut s = stage(c1, job_id, mode, first, probes.0, true).await?;
+                let totals = finish_batch(
+                    &mut s.tx, job_id, checkpoint, first, &s.errors, s.inserted, s.updated,
+                )
+                .await?;
+                s.tx.commit().await?;
+                Ok::<_, StageError>((totals, s.loaded))
+            }
+            .await;
+            let _ = committed.send(result.is_ok());
+            result
+        };
+        let two = async {
+            let mut s = stage(c2, job_id, mode, second, probes.1, true).await?;
+            if first_done.await != Ok(true) {
+                // Dropping the transaction rolls the second batch back.
+                return Err(LoadError::Interrupted.into());
+            }
+            let totals = finish_batch(
+                &mut s.tx,
+                job_id,
+                first.end_offset as i64,
+                second,
+                &s.errors,
+                s.inserted,
+                s.updated,
+            )
+            .await?;
+            s.tx.commit().await?;
+            Ok::<_, StageError>((totals, s.loaded))
+        };
+        let (a, b) = tokio::join!(one, two);
+        let mut keep = |r: Result<(Totals, Vec<&str>), StageError>| {
+            r.map(|(totals, loaded)| {
+                for email in loaded {
+                    self.seen.insert(email);
+                }
+                totals
+            })
+        };
+        (keep(a), keep(b))
+    }
+
+    async fn apply_once(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
+        let (job_id, mode, checkpoint) = (self.job_id, self.mode, self.checkpoint);
+        loop {
+            let probe = self.candidates(batch);
+            let conn = ensure(&mut self.conns[0], &self.options).await?;
+            match stage(conn, job_id, mode, batch, probe, false).await {
+                Ok(mut s) => {
+                    let totals = finish_batch(
+                        &mut s.tx, job_id, checkpoint, batch, &s.errors, s.inserted, s.updated,
+                    )
+                    .await?;
+                    s.tx.commit().await?;
+                    for email in s.loaded {
+                        self.seen.insert(email);
+                    }
+                    return Ok(totals);
+                }
+                // An email already in the table (or committed by a concurrent job since the
+                // look-up): redo the batch looking every row up first.
+                Err(StageError::Existing) if !self.probe_all => self.probe_all = true,
+                Err(StageError::Existing) => return Err(LoadError::Conflict),
+                Err(StageError::Load(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// insert_only: the emails of the batch that may already be in the table (a Bloom
+    /// filter of this run's emails, or every row once a COPY has hit an existing email).
+    fn candidates<'b>(&self, batch: &'b Batch) -> Vec<&'b str> {
+        if self.mode != ImportMode::InsertOnly {
+            return Vec::new();
+        }
+        batch
+            .rows
+            .iter()
+            .map(|c| c.email.as_str())
+            .filter(|e| self.probe_all || self.seen.may_contain(e))
+            .collect()
+    }
+
     async fn stored_totals(&mut self) -> Result<Totals, LoadError> {
         let job_id = self.job_id;
         let totals: Totals = sqlx::query_as(
@@ -224,170 +401,177 @@ impl Loader {
              FROM import_jobs WHERE id = $1",
         )
         .bind(job_id)
-        .fetch_one(self.conn().await?)
+        .fetch_one(ensure(&mut self.conns[0], &self.options).await?)
         .await?;
         Ok(totals)
     }
+}
 
-    /// insert_only: the first occurrence of an email is inserted. A later occurrence in the
-    /// same batch is caught in memory; one in an earlier batch is found in the table, where
-    /// `last_import_id` tells this job's rows (duplicate_in_file, naming the first line) from
-    /// rows that were there before (duplicate_in_db). Rows are COPied straight into
-    /// `customers`; only emails that may exist are looked up first (a Bloom filter of this
-    /// run's emails, or every row once a COPY has hit an existing email).
-    async fn insert_only(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
-        let mut errors = batch.errors.clone();
-        let mut keep: Vec<&Customer> = batch.rows.iter().collect();
-        let candidates: Vec<&str> = keep
-            .iter()
-            .map(|c| c.email.as_str())
-            .filter(|e| self.probe_all || self.seen.may_contain(e))
-            .collect();
-        if !candidates.is_empty() {
-            let existing: HashMap<String, (Option<Uuid>, Option<i64>)> =
-                sqlx::query_as::<_, (String, Option<Uuid>, Option<i64>)>(
-                    "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
-                )
-                .bind(&candidates)
-                .fetch_all(self.conn().await?)
-                .await?
-                .into_iter()
-                .map(|(e, j, l)| (e, (j, l)))
-                .collect();
-            keep.retain(|c| match existing.get(&c.email) {
-                None => true,
-                Some((Some(job), Some(line))) if *job == self.job_id => {
-                    errors.push(duplicate_in_file(c, *line));
-                    false
-                }
-                Some(_) => {
-                    errors.push(duplicate_in_db(c));
-                    false
-                }
-            });
-            // A repeat is what its first occurrence is: already in the table before the job
-            // (duplicate_in_db), or a repeat of the line this job loaded it from.
-            for (c, first) in &batch.repeats {
-                errors.push(match existing.get(&c.email) {
-                    Some((Some(job), Some(line))) if *job == self.job_id => {
-                        duplicate_in_file(c, *line)
-                    }
-                    Some(_) => duplicate_in_db(c),
-                    None => duplicate_in_file(c, *first),
-                });
-            }
-        } else {
-            errors.extend(
-                batch
-                    .repeats
-                    .iter()
-                    .map(|(c, first)| duplicate_in_file(c, *first)),
-            );
-        }
-        // The reader encoded every row; encode again only when look-ups removed some.
-        let reencoded;
-        let data: &[u8] = if keep.len() == batch.rows.len() {
-            &batch.copy_data
-        } else {
-            reencoded = encode_customers(keep.iter().copied(), self.job_id);
-            &reencoded
-        };
-        let job_id = self.job_id;
-        let checkpoint = self.checkpoint;
-        let conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        if !keep.is_empty() {
-            let mut sink = tx
-                .copy_in_raw(
-                    "COPY customers (email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN",
-                )
-                .await?;
-            sink.send(data).await?;
-            match sink.finish().await {
-                Ok(_) => {}
-                Err(e) if db::sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
-                    // An email already in the table (or committed by a concurrent job since the
-                    // look-up): redo this batch looking every row up first.
-                    drop(tx);
-                    if self.probe_all {
-                        return Err(LoadError::Conflict);
-                    }
-                    self.probe_all = true;
-                    return Box::pin(self.insert_only(batch)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let totals = finish_batch(
-            &mut tx,
-            job_id,
-            checkpoint,
-            batch,
-            &errors,
-            keep.len() as i64,
-            0,
+/// Whether no email of `second` is in `first`, so that they can be applied at the same time
+/// (rows are deduplicated within a batch, so `rows` holds every email of a batch).
+pub fn disjoint(first: &Batch, second: &Batch) -> bool {
+    let emails: std::collections::HashSet<&str> =
+        first.rows.iter().map(|c| c.email.as_str()).collect();
+    !second
+        .rows
+        .iter()
+        .any(|c| emails.contains(c.email.as_str()))
+}
+
+/// Begins the batch's transaction and does its row work, leaving the job row alone.
+async fn stage<'c, 'b>(
+    conn: &'c mut PgConnection,
+    job_id: Uuid,
+    mode: ImportMode,
+    batch: &'b Batch,
+    candidates: Vec<&'b str>,
+    paired: bool,
+) -> Result<Staged<'c, 'b>, StageError> {
+    let mut tx = conn.begin().await?;
+    if paired {
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{PAIR_LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    match mode {
+        ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates).await,
+        ImportMode::Upsert => upsert(tx, job_id, batch).await,
+    }
+}
+
+/// insert_only: the first occurrence of an email is inserted. A later occurrence in the
+/// same batch is caught in memory; one in an earlier batch is found in the table, where
+/// `last_import_id` tells this job's rows (duplicate_in_file, naming the first line) from
+/// rows that were there before (duplicate_in_db). Rows are COPied straight into
+/// `customers`; only `candidates`, the emails that may exist, are looked up first.
+async fn insert_only<'c, 'b>(
+    mut tx: Transaction<'c, Postgres>,
+    job_id: Uuid,
+    batch: &'b Batch,
+    candidates: Vec<&'b str>,
+) -> Result<Staged<'c, 'b>, StageError> {
+    let mut errors = batch.errors.clone();
+    let mut keep: Vec<&Customer> = batch.rows.iter().collect();
+    if !candidates.is_empty() {
+        let existing: HashMap<String, (Option<Uuid>, Option<i64>)> = sqlx::query_as::<
+            _,
+            (String, Option<Uuid>, Option<i64>),
+        >(
+            "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
         )
-        .await?;
-        tx.commit().await?;
-        for c in &keep {
-            self.seen.insert(&c.email);
+        .bind(&candidates)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(e, j, l)| (e, (j, l)))
+        .collect();
+        keep.retain(|c| match existing.get(&c.email) {
+            None => true,
+            Some((Some(job), Some(line))) if *job == job_id => {
+                errors.push(duplicate_in_file(c, *line));
+                false
+            }
+            Some(_) => {
+                errors.push(duplicate_in_db(c));
+                false
+            }
+        });
+        // A repeat is what its first occurrence is: already in the table before the job
+        // (duplicate_in_db), or a repeat of the line this job loaded it from.
+        for (c, first) in &batch.repeats {
+            errors.push(match existing.get(&c.email) {
+                Some((Some(job), Some(line))) if *job == job_id => duplicate_in_file(c, *line),
+                Some(_) => duplicate_in_db(c),
+                None => duplicate_in_file(c, *first),
+            });
         }
-        Ok(totals)
+    } else {
+        errors.extend(
+            batch
+                .repeats
+                .iter()
+                .map(|(c, first)| duplicate_in_file(c, *first)),
+        );
     }
+    // The reader encoded every row; encode again only when look-ups removed some.
+    let reencoded;
+    let data: &[u8] = if keep.len() == batch.rows.len() {
+        &batch.copy_data
+    } else {
+        reencoded = encode_customers(keep.iter().copied(), job_id);
+        &reencoded
+    };
+    if !keep.is_empty() {
+        let mut sink = tx
+            .copy_in_raw(
+                "COPY customers (email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN",
+            )
+            .await?;
+        sink.send(data).await?;
+        match sink.finish().await {
+            Ok(_) => {}
+            Err(e) if db::sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
+                return Err(StageError::Existing)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Staged {
+        tx,
+        errors,
+        inserted: keep.len() as i64,
+        updated: 0,
+        loaded: keep.iter().map(|c| c.email.as_str()).collect(),
+    })
+}
 
-    /// upsert: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (email) DO UPDATE` per batch.
-    /// The batch's repeats were collapsed to their last occurrence by `prepare`; the earlier
-    /// ones count as updates, exactly as if each row had been applied in file order.
-    async fn upsert(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
-        let rows = &batch.rows;
+/// upsert: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (email) DO UPDATE` per batch.
+/// The batch's repeats were collapsed to their last occurrence by `prepare`; the earlier
+/// ones count as updates, exactly as if each row had been applied in file order.
+async fn upsert<'c, 'b>(
+    mut tx: Transaction<'c, Postgres>,
+    job_id: Uuid,
+    batch: &'b Batch,
+) -> Result<Staged<'c, 'b>, StageError> {
+    let rows = &batch.rows;
+    let mut inserted = 0i64;
+    if !rows.is_empty() {
         let emails: Vec<&str> = rows.iter().map(|c| c.email.as_str()).collect();
         let column = |f: fn(&Customer) -> &Option<String>| -> Vec<Option<&str>> {
             rows.iter().map(|c| f(c).as_deref()).collect()
         };
         let lines: Vec<i64> = rows.iter().map(|c| c.line).collect();
-        let job_id = self.job_id;
-        let checkpoint = self.checkpoint;
-        let conn = self.conn().await?;
-        let mut tx = conn.begin().await?;
-        let mut inserted = 0i64;
-        if !rows.is_empty() {
-            inserted = sqlx::query_scalar(
-                "WITH up AS ( \
-                   INSERT INTO customers AS c (email, first_name, last_name, phone, city, last_import_id, last_import_line) \
-                   SELECT e, f, l, p, ci, $7, ln \
-                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS s(e, f, l, p, ci, ln) \
-                   ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name, \
-                     last_name = EXCLUDED.last_name, phone = EXCLUDED.phone, city = EXCLUDED.city, \
-                     updated_at = now(), last_import_id = EXCLUDED.last_import_id, \
-                     last_import_line = EXCLUDED.last_import_line \
-                   RETURNING (xmax = 0) AS inserted) \
-                 SELECT count(*) FILTER (WHERE inserted) FROM up",
-            )
-            .bind(&emails)
-            .bind(column(|c| &c.first_name))
-            .bind(column(|c| &c.last_name))
-            .bind(column(|c| &c.phone))
-            .bind(column(|c| &c.city))
-            .bind(&lines)
-            .bind(job_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        }
-        let updated = batch.valid_rows as i64 - inserted;
-        let totals = finish_batch(
-            &mut tx,
-            job_id,
-            checkpoint,
-            batch,
-            &batch.errors,
-            inserted,
-            updated,
+        inserted = sqlx::query_scalar(
+            "WITH up AS ( \
+               INSERT INTO customers AS c (email, first_name, last_name, phone, city, last_import_id, last_import_line) \
+               SELECT e, f, l, p, ci, $7, ln \
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS s(e, f, l, p, ci, ln) \
+               ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name, \
+                 last_name = EXCLUDED.last_name, phone = EXCLUDED.phone, city = EXCLUDED.city, \
+                 updated_at = now(), last_import_id = EXCLUDED.last_import_id, \
+                 last_import_line = EXCLUDED.last_import_line \
+               RETURNING (xmax = 0) AS inserted) \
+             SELECT count(*) FILTER (WHERE inserted) FROM up",
         )
+        .bind(&emails)
+        .bind(column(|c| &c.first_name))
+        .bind(column(|c| &c.last_name))
+        .bind(column(|c| &c.phone))
+        .bind(column(|c| &c.city))
+        .bind(&lines)
+        .bind(job_id)
+        .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(totals)
     }
+    Ok(Staged {
+        tx,
+        errors: batch.errors.clone(),
+        inserted,
+        updated: batch.valid_rows as i64 - inserted,
+        loaded: Vec::new(),
+    })
 }
+
 /// Writes the batch's error rows, adds its counts to the job and moves the checkpoint, only
 /// if the checkpoint is still where this importer left it.
 async fn finish_batch(

@@ -3,7 +3,7 @@
 //! with a job-level reason).
 
 use crate::{
-    load::{LoadError, Loader, Totals},
+    load::{disjoint, LoadError, Loader, Totals},
     publish::{ImportJobRef, Publisher},
     report,
     source::{read_batches, SourceConfig},
@@ -357,14 +357,40 @@ async fn stream(
             cancel.clone(),
         );
         let mut published = totals.processed_rows;
+        // A batch read but not applied yet (it shared an email with the one before it).
+        let mut held = None;
         loop {
-            let batch = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(Stop::Interrupted),
-                batch = rx.recv() => batch,
+            if cancel.is_cancelled() {
+                return Err(Stop::Interrupted);
+            }
+            let batch = match held.take() {
+                Some(batch) => batch,
+                None => {
+                    let batch = tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return Err(Stop::Interrupted),
+                        batch = rx.recv() => batch,
+                    };
+                    let Some(batch) = batch else { break };
+                    batch
+                }
             };
-            let Some(batch) = batch else { break };
-            totals = loader.apply(&batch).await?;
+            // The reader is well ahead of the database: take the next batch too, if any, and
+            // apply the two at the same time when they have no email in common; otherwise
+            // apply this one alone and pair the next with the one after it.
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                next = rx.recv() => next,
+            };
+            totals = match next {
+                Some(next) if disjoint(&batch, &next) => loader.apply_pair(&batch, &next).await?,
+                Some(next) => {
+                    held = Some(next);
+                    loader.apply(&batch).await?
+                }
+                None => loader.apply(&batch).await?,
+            };
             if totals.processed_rows - published >= settings.import.progress_every as i64 {
                 published = totals.processed_rows;
                 publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));

@@ -516,3 +516,97 @@ async fn redis_down_does_not_fail_an_import() {
     assert!(matches!(outcome, Outcome::Done(_)));
     assert_eq!(job.processed_rows, 500);
 }
+
+/// Two batches applied at the same time commit in file order: the second waits, inside the
+/// importer, for the first. A concurrent transaction that holds a row of the first batch and
+/// then waits for a row of the second closes a cycle Postgres cannot see (the second batch's
+/// session is idle, not waiting on a lock). The pair's lock timeout must break it: the pair
+/// is given up, the other transaction goes through, and the batches are then applied one at
+/// a time with the exact result.
+#[tokio::test]
+async fn a_lock_cycle_through_a_pair_of_batches_is_broken() {
+    use sqlx::Connection;
+    let env = TestEnv::with(Backend::Fs, &[("BATCH_SIZE", "2")]).await;
+    sqlx::query(
+        "INSERT INTO customers (email, city) \
+         VALUES ('x1@x.com', 'old'), ('x2@x.com', 'old'), ('y1@x.com', 'old'), ('y2@x.com', 'old')",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let file = b"email,first_name,last_name,phone,city\nx1@x.com,,,,new\nx2@x.com,,,,new\ny1@x.com,,,,new\ny2@x.com,,,,new\n";
+    let id = env.submit(file, ImportMode::Upsert).await;
+
+    // The other transaction holds x1 (first batch) before the import starts.
+    let mut other = sqlx::PgConnection::connect(env.settings.database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("UPDATE customers SET city = 'other' WHERE email = 'x1@x.com'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    // Killed if the test fails, so that no importer outlives it.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(env.importer_command(id).spawn().unwrap());
+    // The first batch waits for x1; the second has updated y1 and y2 and waits for the first.
+    common::eventually(Duration::from_secs(30), "the pair to block", || async {
+        let (waiting, idle_in_tx): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), \
+                    count(*) FILTER (WHERE state = 'idle in transaction') \
+             FROM pg_stat_activity \
+             WHERE application_name = 'bulk-import-importer' AND datname = current_database()",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        (waiting == 1 && idle_in_tx == 1).then_some(())
+    })
+    .await;
+    // Now the other transaction wants y1, held by the second batch: a cycle.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sqlx::query("UPDATE customers SET city = 'other' WHERE email = 'y1@x.com'")
+            .execute(&mut other),
+    )
+    .await
+    .expect("the cycle was not broken")
+    .unwrap();
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    println!("cycle broken after {:?}", started.elapsed());
+
+    let status = common::eventually(Duration::from_secs(60), "the importer to exit", || {
+        std::future::ready(child.0.try_wait().unwrap())
+    })
+    .await;
+    assert!(status.success());
+    let job = env.job(id).await;
+    assert_eq!(job.status(), JobStatus::Done);
+    assert_eq!(
+        (
+            job.processed_rows,
+            job.inserted_rows,
+            job.updated_rows,
+            job.error_rows
+        ),
+        (4, 0, 4, 0)
+    );
+    // The import was applied after the other transaction: the file's values win everywhere.
+    let cities: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT email, city FROM customers ORDER BY email")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert!(
+        cities.iter().all(|(_, c)| c.as_deref() == Some("new")),
+        "{cities:?}"
+    );
+}
