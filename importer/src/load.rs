@@ -1,6 +1,8 @@
 //! Applies one batch in one transaction: its customer rows, its error rows, the job
 //! counters and the checkpoint, so that a crash at any point loses nothing and repeats
 //! nothing. Duplicate detection lives here too (see `insert_only` and `upsert` below).
+//! Two batches with no email in common can be applied at the same time, still committing
+//! in file order (`Loader::apply_pair`).
 
 use crate::{
     copy,
