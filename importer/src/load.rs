@@ -11,7 +11,11 @@ use crate::{
 };
 use bulk_import_core::{db, ImportMode};
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasher, RandomState},
+    time::Duration,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -32,6 +36,18 @@ pub struct Batch {
     /// insert_only: later occurrences of an email within the batch, with the line of the
     /// first; classified with it once the table has been looked at.
     repeats: Vec<(Customer, i64)>,
+    /// Whether an email of this batch is also in the batch read before it (set by
+    /// `prepare`): if so, it cannot be applied beside that one (`Loader::apply_pair`).
+    shares_with_previous: bool,
+}
+
+/// Hashes of the emails of the batch read last, kept by the reader so that `prepare` can
+/// tell whether a batch shares an email with the one before it. A hash collision only makes
+/// a batch look as if it shared one, which costs it its pairing, never correctness.
+#[derive(Default)]
+pub struct PreviousEmails {
+    state: RandomState,
+    hashes: HashSet<u64>,
 }
 
 impl Batch {
@@ -45,8 +61,9 @@ impl Batch {
     /// batch are set aside (they are errors of the same kind as their first occurrence), and
     /// the rest is encoded for COPY. upsert: repeats
     /// are collapsed to their last occurrence (the one that wins), sorted by email so that
-    /// concurrent upserts lock rows in one order.
-    pub fn prepare(&mut self, mode: ImportMode, job_id: Uuid) {
+    /// concurrent upserts lock rows in one order. Both: whether the batch shares an email
+    /// with the one before it (`previous`, which then holds this batch's emails).
+    pub fn prepare(&mut self, mode: ImportMode, job_id: Uuid, previous: &mut PreviousEmails) {
         self.records = self.rows.len() + self.errors.len();
         let rows = std::mem::take(&mut self.rows);
         match mode {
@@ -72,6 +89,18 @@ impl Batch {
                 self.rows.sort_unstable_by(|a, b| a.email.cmp(&b.email));
             }
         }
+        // `rows` holds every email of the batch once (repeats were set aside or collapsed).
+        let hashes: HashSet<u64> = self
+            .rows
+            .iter()
+            .map(|c| previous.state.hash_one(&c.email))
+            .collect();
+        self.shares_with_previous = hashes.iter().any(|h| previous.hashes.contains(h));
+        previous.hashes = hashes;
+    }
+
+    pub fn shares_with_previous(&self) -> bool {
+        self.shares_with_previous
     }
 }
 
@@ -166,6 +195,30 @@ struct Staged<'c, 'b> {
     loaded: Vec<&'b str>,
 }
 
+impl<'b> Staged<'_, 'b> {
+    /// Writes the batch's errors, counters and checkpoint (`finish_batch`) and commits.
+    /// Returns the totals and the emails loaded.
+    async fn commit(
+        mut self,
+        job_id: Uuid,
+        checkpoint: i64,
+        batch: &Batch,
+    ) -> Result<(Totals, Vec<&'b str>), LoadError> {
+        let totals = finish_batch(
+            &mut self.tx,
+            job_id,
+            checkpoint,
+            batch,
+            &self.errors,
+            self.inserted,
+            self.updated,
+        )
+        .await?;
+        self.tx.commit().await?;
+        Ok((totals, self.loaded))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum StageError {
     /// insert_only: the COPY hit an email already in the table.
@@ -179,6 +232,19 @@ impl From<sqlx::Error> for StageError {
     fn from(e: sqlx::Error) -> Self {
         StageError::Load(LoadError::Db(e))
     }
+}
+
+/// Adds what a committed batch loaded to the Bloom filter; passes its totals on.
+fn remember<E>(
+    seen: &mut SeenEmails,
+    committed: Result<(Totals, Vec<&str>), E>,
+) -> Result<Totals, E> {
+    committed.map(|(totals, loaded)| {
+        for email in loaded {
+            seen.insert(email);
+        }
+        totals
+    })
 }
 
 /// The connection in `slot`, connecting first if there is none.
@@ -262,10 +328,10 @@ impl Loader {
         }
     }
 
-    /// Applies two consecutive batches with no email in common (`disjoint`) at the same time
-    /// (see the type's documentation). Returns the totals after the second.
+    /// Applies two consecutive batches with no email in common (`second` does not
+    /// `shares_with_previous`) at the same time (see the type's documentation). Returns the
+    /// totals after the second.
     pub async fn apply_pair(&mut self, first: &Batch, second: &Batch) -> Result<Totals, LoadError> {
-        debug_assert!(disjoint(first, second));
         let (a, b) = self.pair_once(first, second).await;
         match (a, b) {
             (Ok(_), Ok(totals)) => {
@@ -297,11 +363,9 @@ impl Loader {
         let probes = (self.candidates(first), self.candidates(second));
         let (job_id, mode, checkpoint) = (self.job_id, self.mode, self.checkpoint);
         let [slot1, slot2] = &mut self.conns;
-        let conns = match ensure(slot1, &self.options).await {
-            Ok(c1) => ensure(slot2, &self.options).await.map(|c2| (c1, c2)),
-            Err(e) => Err(e),
-        };
-        let (c1, c2) = match conns {
+        let options = &self.options;
+        let conns = async { Ok((ensure(slot1, options).await?, ensure(slot2, options).await?)) };
+        let (c1, c2) = match conns.await {
             Ok(conns) => conns,
             Err(e) => {
                 return (
@@ -313,47 +377,23 @@ impl Loader {
         let (committed, first_done) = tokio::sync::oneshot::channel::<bool>();
         let one = async {
             let result = async {
-                let mut s = stage(c1, job_id, mode, first, probes.0, true).await?;
-                let totals = finish_batch(
-                    &mut s.tx, job_id, checkpoint, first, &s.errors, s.inserted, s.updated,
-                )
-                .await?;
-                s.tx.commit().await?;
-                Ok::<_, StageError>((totals, s.loaded))
+                let s = stage(c1, job_id, mode, first, probes.0, true).await?;
+                Ok(s.commit(job_id, checkpoint, first).await?)
             }
             .await;
             let _ = committed.send(result.is_ok());
             result
         };
         let two = async {
-            let mut s = stage(c2, job_id, mode, second, probes.1, true).await?;
+            let s = stage(c2, job_id, mode, second, probes.1, true).await?;
             if first_done.await != Ok(true) {
                 // Dropping the transaction rolls the second batch back.
                 return Err(LoadError::Interrupted.into());
             }
-            let totals = finish_batch(
-                &mut s.tx,
-                job_id,
-                first.end_offset as i64,
-                second,
-                &s.errors,
-                s.inserted,
-                s.updated,
-            )
-            .await?;
-            s.tx.commit().await?;
-            Ok::<_, StageError>((totals, s.loaded))
+            Ok(s.commit(job_id, first.end_offset as i64, second).await?)
         };
         let (a, b) = tokio::join!(one, two);
-        let mut keep = |r: Result<(Totals, Vec<&str>), StageError>| {
-            r.map(|(totals, loaded)| {
-                for email in loaded {
-                    self.seen.insert(email);
-                }
-                totals
-            })
-        };
-        (keep(a), keep(b))
+        (remember(&mut self.seen, a), remember(&mut self.seen, b))
     }
 
     async fn apply_once(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
@@ -362,16 +402,9 @@ impl Loader {
             let probe = self.candidates(batch);
             let conn = ensure(&mut self.conns[0], &self.options).await?;
             match stage(conn, job_id, mode, batch, probe, false).await {
-                Ok(mut s) => {
-                    let totals = finish_batch(
-                        &mut s.tx, job_id, checkpoint, batch, &s.errors, s.inserted, s.updated,
-                    )
-                    .await?;
-                    s.tx.commit().await?;
-                    for email in s.loaded {
-                        self.seen.insert(email);
-                    }
-                    return Ok(totals);
+                Ok(s) => {
+                    let committed = s.commit(job_id, checkpoint, batch).await;
+                    return remember(&mut self.seen, committed);
                 }
                 // An email already in the table (or committed by a concurrent job since the
                 // look-up): redo the batch looking every row up first.
@@ -407,17 +440,6 @@ impl Loader {
         .await?;
         Ok(totals)
     }
-}
-
-/// Whether no email of `second` is in `first`, so that they can be applied at the same time
-/// (rows are deduplicated within a batch, so `rows` holds every email of a batch).
-pub fn disjoint(first: &Batch, second: &Batch) -> bool {
-    let emails: std::collections::HashSet<&str> =
-        first.rows.iter().map(|c| c.email.as_str()).collect();
-    !second
-        .rows
-        .iter()
-        .any(|c| emails.contains(c.email.as_str()))
 }
 
 /// Begins the batch's transaction and does its row work, leaving the job row alone.
@@ -633,5 +655,49 @@ fn duplicate_in_db(c: &Customer) -> RowError {
         code: ErrorCode::DuplicateInDb,
         message: format!("email {} already exists", c.email),
         fields: c.raw_fields(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(emails: &[&str]) -> Batch {
+        let rows = emails
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Customer {
+                line: i as i64 + 2,
+                email: e.to_string(),
+                raw_email: None,
+                first_name: None,
+                last_name: None,
+                phone: None,
+                city: None,
+            })
+            .collect();
+        Batch {
+            rows,
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_knows_whether_it_shares_an_email_with_the_one_before() {
+        for mode in [ImportMode::InsertOnly, ImportMode::Upsert] {
+            let mut previous = PreviousEmails::default();
+            let sequence: [(&[&str], bool); 4] = [
+                (&["a@x", "b@x", "a@x"], false),
+                (&["c@x", "d@x"], false),
+                (&["e@x", "d@x", "e@x"], true),
+                // Only the batch right before counts.
+                (&["c@x", "f@x"], false),
+            ];
+            for (emails, shares) in sequence {
+                let mut b = batch(emails);
+                b.prepare(mode, Uuid::nil(), &mut previous);
+                assert_eq!(b.shares_with_previous(), shares, "{mode:?} {emails:?}");
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! with a job-level reason).
 
 use crate::{
-    load::{disjoint, LoadError, Loader, Totals},
+    load::{Batch, LoadError, Loader, Totals},
     publish::{ImportJobRef, Publisher},
     report,
     source::{read_batches, SourceConfig},
@@ -360,31 +360,20 @@ async fn stream(
         // A batch read but not applied yet (it shared an email with the one before it).
         let mut held = None;
         loop {
-            if cancel.is_cancelled() {
-                return Err(Stop::Interrupted);
-            }
             let batch = match held.take() {
                 Some(batch) => batch,
-                None => {
-                    let batch = tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => return Err(Stop::Interrupted),
-                        batch = rx.recv() => batch,
-                    };
-                    let Some(batch) = batch else { break };
-                    batch
-                }
+                None => match next_batch(&mut rx, &cancel).await? {
+                    Some(batch) => batch,
+                    None => break,
+                },
             };
             // The reader is well ahead of the database: take the next batch too, if any, and
             // apply the two at the same time when they have no email in common; otherwise
             // apply this one alone and pair the next with the one after it.
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => None,
-                next = rx.recv() => next,
-            };
-            totals = match next {
-                Some(next) if disjoint(&batch, &next) => loader.apply_pair(&batch, &next).await?,
+            totals = match next_batch(&mut rx, &cancel).await? {
+                Some(next) if !next.shares_with_previous() => {
+                    loader.apply_pair(&batch, &next).await?
+                }
                 Some(next) => {
                     held = Some(next);
                     loader.apply(&batch).await?
@@ -403,6 +392,18 @@ async fn stream(
         }
     }
     Ok(totals)
+}
+
+/// The reader's next batch (`None` at the end), or `Interrupted` once SIGTERM has come.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Batch>,
+    cancel: &CancellationToken,
+) -> Result<Option<Batch>, Stop> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Stop::Interrupted),
+        batch = rx.recv() => Ok(batch),
+    }
 }
 
 async fn mark_failed(pool: &PgPool, job_id: Uuid, reason: &str) -> Result<(), RunError> {

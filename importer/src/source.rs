@@ -4,7 +4,7 @@
 //! that parsing overlaps the database work and memory stays bounded.
 
 use crate::{
-    load::Batch,
+    load::{Batch, PreviousEmails},
     reader::{RawRecord, RecordReader},
     validate::{validate, Row},
 };
@@ -102,6 +102,7 @@ pub fn read_batches(
     let mut record = RawRecord::default();
     let mut skip_header = offset == 0;
     let mut batch = Batch::default();
+    let mut previous = PreviousEmails::default();
     let mut opened = Instant::now();
     loop {
         let more = reader.read(&mut record)?;
@@ -129,7 +130,7 @@ pub fn read_batches(
             let (end_offset, end_line) = reader.position();
             batch.end_offset = end_offset;
             batch.end_line = end_line;
-            batch.prepare(config.mode, config.job_id);
+            batch.prepare(config.mode, config.job_id, &mut previous);
             if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
