@@ -6,11 +6,15 @@ use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Argon2,
 };
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    extract::FromRequestParts,
+    http::{request::Parts, HeaderMap, StatusCode},
+};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -34,34 +38,103 @@ pub fn check_password_strength(password: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Hashes on a blocking thread: argon2 is deliberately slow.
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)
+/// Password hashing with bounded concurrency and memory (DESIGN.md §8).
+///
+/// argon2id with the OWASP parameters (m = 19 MiB, t = 2, p = 1: `argon2`'s defaults, also
+/// those of the dummy hash below). Each hash needs 19 MiB for its duration, so at most
+/// `HASH_CONCURRENCY` run at once; a request that waits longer than
+/// `HASH_QUEUE_TIMEOUT_SECONDS` for a slot gets 503 `server_busy` with `Retry-After`. The
+/// memory is given back after each hash: `main` fixes glibc's mmap threshold (1 MiB), so a
+/// hash's blocks are mapped for it and unmapped when it ends instead of staying in the
+/// allocator's arenas after a burst (measured in `api/tests/abuse.rs`). A slot is held until
+/// the hash finishes even if the client goes away.
+#[derive(Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+    queue_timeout: Duration,
 }
 
-/// Verifies against `hash`; with `None` (unknown user) verifies against a fixed dummy hash so
-/// that the answer takes as long and says nothing about which emails exist.
-pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vd3O2rN0ucLG2OQqvCqnDWq2y9AP5yUyvETiLNS2X3A";
-    let known = hash.is_some();
-    tokio::task::spawn_blocking(move || {
-        let hash = hash.unwrap_or_else(|| DUMMY.to_string());
-        let parsed = PasswordHash::new(&hash).map_err(ApiError::internal)?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-            && known)
-    })
-    .await
-    .map_err(ApiError::internal)?
+impl Hasher {
+    pub fn new(concurrency: usize, queue_timeout: Duration) -> Hasher {
+        Hasher {
+            permits: Arc::new(Semaphore::new(concurrency)),
+            queue_timeout,
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit =
+            match tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(p)) => p,
+                _ => {
+                    let mut e = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_busy",
+                        "too many sign-ups and logins at once; try again shortly",
+                    );
+                    e.retry_after = Some(1);
+                    return Err(e);
+                }
+            };
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+
+    /// Hashes on a blocking thread: argon2 is deliberately slow.
+    pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+        })
+        .await?
+        .map_err(ApiError::internal)
+    }
+
+    /// Verifies against `hash`; with `None` (unknown user) verifies against a fixed dummy
+    /// hash so that the answer takes as long and says nothing about which emails exist.
+    pub async fn verify_password(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, ApiError> {
+        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vd3O2rN0ucLG2OQqvCqnDWq2y9AP5yUyvETiLNS2X3A";
+        let known = hash.is_some();
+        self.run(move || {
+            let hash = hash.unwrap_or_else(|| DUMMY.to_string());
+            let parsed = PasswordHash::new(&hash).map_err(ApiError::internal)?;
+            Ok(Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+                && known)
+        })
+        .await?
+    }
+}
+
+/// Name of the device cookie set by a successful login (see `rate_limit`).
+pub const DEVICE_COOKIE: &str = "bi_device";
+const DEVICE_AUDIENCE: &str = "bulk-import-device";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DeviceClaims {
+    /// The account's email hash.
+    sub: String,
+    /// The device id: the limiter's counter for this cookie.
+    jti: String,
+    aud: String,
+    exp: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +150,7 @@ pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     pub ttl: Duration,
+    device_ttl: Duration,
 }
 
 impl Tokens {
@@ -92,6 +166,7 @@ impl Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             ttl: settings.jwt_ttl,
+            device_ttl: settings.limits.device_cookie_ttl,
         }
     }
 
@@ -108,17 +183,87 @@ impl Tokens {
     /// Only the configured algorithm is accepted (so `none` and algorithm confusion fail),
     /// the signature must match and `exp` must be in the future (no leeway).
     pub fn verify(&self, token: &str) -> Option<Uuid> {
+        self.verify_session(token).map(|s| s.user)
+    }
+
+    /// The verified claims of a token: its user and expiry.
+    pub fn verify_session(&self, token: &str) -> Option<AuthSession> {
         let mut validation = Validation::new(self.alg);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         let data = decode::<Claims>(token, &self.decoding, &validation).ok()?;
-        data.claims.sub.parse().ok()
+        Some(AuthSession {
+            user: data.claims.sub.parse().ok()?,
+            expires_at: data.claims.exp,
+        })
+    }
+
+    /// A device cookie for the account whose email hashes to `email_hash`: the
+    /// `Set-Cookie` value (HttpOnly, SameSite=Strict, only sent to `/auth/token`; `Secure`
+    /// when `secure`).
+    pub fn device_cookie(&self, email_hash: &str, secure: bool) -> Result<String, ApiError> {
+        let claims = DeviceClaims {
+            sub: email_hash.to_string(),
+            jti: Uuid::new_v4().simple().to_string(),
+            aud: DEVICE_AUDIENCE.into(),
+            exp: chrono::Utc::now().timestamp() + self.device_ttl.as_secs() as i64,
+        };
+        let value =
+            encode(&Header::new(self.alg), &claims, &self.encoding).map_err(ApiError::internal)?;
+        Ok(format!(
+            "{DEVICE_COOKIE}={value}; Max-Age={}; Path=/auth/token; HttpOnly; SameSite=Strict{}",
+            self.device_ttl.as_secs(),
+            if secure { "; Secure" } else { "" }
+        ))
+    }
+
+    /// The device id of a valid device cookie in `headers` issued for `email_hash`.
+    pub fn device_id(&self, headers: &HeaderMap, email_hash: &str) -> Option<String> {
+        let mut validation = Validation::new(self.alg);
+        validation.leeway = 0;
+        validation.set_audience(&[DEVICE_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix(DEVICE_COOKIE)?.strip_prefix('='))
+            .filter_map(|value| decode::<DeviceClaims>(value, &self.decoding, &validation).ok())
+            .find(|d| d.claims.sub == email_hash)
+            .map(|d| d.claims.jti)
     }
 }
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub Uuid);
+
+/// The authenticated caller and when its token expires (unix seconds): for responses that
+/// outlive the request, such as event streams, which must end with the token.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSession {
+    pub user: Uuid,
+    pub expires_at: i64,
+}
+
+fn session(parts: &Parts, state: &AppState) -> Result<AuthSession, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("invalid bearer token"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    state
+        .tokens
+        .verify_session(token.trim())
+        .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))
+}
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
@@ -127,22 +272,18 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("invalid bearer token"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        state
-            .tokens
-            .verify(token.trim())
-            .map(AuthUser)
-            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))
+        session(parts, state).map(|s| AuthUser(s.user))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        session(parts, state)
     }
 }
 
@@ -161,14 +302,30 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let hash = hash_password("pass12345".into()).await.unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("pass12345".into(), Some(hash.clone()))
+        let h = Hasher::new(1, Duration::from_secs(60));
+        let hash = h.hash_password("pass12345".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(h
+            .verify_password("pass12345".into(), Some(hash.clone()))
             .await
             .unwrap());
-        assert!(!verify_password("wrong-pass1".into(), Some(hash))
+        assert!(!h
+            .verify_password("wrong-pass1".into(), Some(hash))
             .await
             .unwrap());
-        assert!(!verify_password("pass12345".into(), None).await.unwrap());
+        assert!(!h.verify_password("pass12345".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_hashing_queue_answers_503_after_its_deadline() {
+        let h = Hasher::new(1, Duration::from_millis(50));
+        let held = h.permits.clone().acquire_owned().await.unwrap();
+        let e = h.run(|| ()).await.unwrap_err();
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "server_busy", Some(1))
+        );
+        drop(held);
+        assert!(h.run(|| ()).await.is_ok());
     }
 }

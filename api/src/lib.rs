@@ -3,13 +3,16 @@
 //! builds the router from a state, so tests can drive either.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
 pub mod executor;
 pub mod extract;
 pub mod metrics;
+pub mod quota;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod upload_limits;
 pub mod view;
 
 use anyhow::Context;
@@ -29,6 +32,22 @@ use tower_http::{
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// On every response. Fits the Swagger UI served at `/docs` (its scripts and styles are
+/// files of this origin; it sets inline styles and uses `data:` images); nothing else here
+/// is HTML.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+     connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The request path as logged: a download link's token is a credential and never reaches
+/// a log line.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/downloads/") {
+        "/downloads/…"
+    } else {
+        path
+    }
+}
 /// A client must send its request headers within this time.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -38,9 +57,12 @@ pub fn app(state: AppState) -> Router {
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::CACHE_CONTROL, "no-store"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
     ];
     let mut router = Router::new()
-        .merge(routes::health::router())
+        .merge(routes::health::router(
+            state.settings.limits.metrics_bind_addr.is_none(),
+        ))
         .merge(routes::auth::router())
         .merge(routes::imports::router())
         .merge(routes::events::router())
@@ -62,7 +84,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -73,12 +95,20 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     executor: Arc<dyn Executor>,
+    /// `METRICS_BIND_ADDR`: `/metrics` on a listener of its own.
+    metrics: Option<(TcpListener, Router)>,
 }
 
 impl Application {
     /// Connects to Postgres (and applies migrations), storage and Redis, resumes unfinished
     /// jobs and binds `BIND_ADDR` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        if settings.app_env == bulk_import_core::settings::AppEnv::Prod
+            && settings.api.public_url.is_none()
+        {
+            // Links the API serves itself are never built from a client's Host header.
+            anyhow::bail!("configuration error: PUBLIC_API_URL: is required when APP_ENV=prod");
+        }
         let pool = db::connect(settings.database_url(), 10)
             .await
             .context("cannot connect to DATABASE_URL")?;
@@ -108,24 +138,62 @@ impl Application {
         let listener = TcpListener::bind(&settings.api.bind_addr)
             .await
             .with_context(|| format!("cannot bind BIND_ADDR={}", settings.api.bind_addr))?;
+        let metrics_listener = match &settings.limits.metrics_bind_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind METRICS_BIND_ADDR={addr}"))?,
+            ),
+            None => None,
+        };
+        let limits = settings.limits.clone();
+        let redis_for_hub = redis.clone();
         let state = AppState {
             tokens: auth::Tokens::new(&settings),
+            hasher: auth::Hasher::new(
+                settings.limits.hash_concurrency,
+                settings.limits.hash_queue_timeout,
+            ),
             settings: Arc::new(settings),
             pool,
+            shared_redis: state::SharedRedis::new(redis.clone()),
             redis,
             storage,
             executor: executor.clone(),
             metrics: metrics::Metrics::default(),
+            upload_slots: quota::Slots::new(
+                limits.uploads_max_per_user,
+                limits.uploads_max_concurrent,
+            ),
+            event_slots: quota::Slots::new(
+                limits.events_max_per_user,
+                limits.events_max_concurrent,
+            ),
+            progress: routes::events::ProgressHub::start(redis_for_hub),
         };
+        let metrics = metrics_listener.map(|l| {
+            (
+                l,
+                routes::health::metrics_router().with_state(state.clone()),
+            )
+        });
         Ok(Application {
             listener,
             router: app(state),
             executor,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound")
+    }
+
+    /// Where `/metrics` is served when `METRICS_BIND_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .map(|(l, _)| l.local_addr().expect("bound"))
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests (at most 30 s) and
@@ -148,6 +216,13 @@ impl Application {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let graceful = GracefulShutdown::new();
+        let metrics = self.metrics.map(|(listener, router)| {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         tokio::pin!(shutdown);
         loop {
             let (stream, addr) = tokio::select! {
@@ -179,6 +254,9 @@ impl Application {
             _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
                 tracing::warn!("requests still running after 30 s; stopping anyway");
             }
+        }
+        if let Some(m) = metrics {
+            m.abort();
         }
         self.executor.shutdown().await;
         Ok(())

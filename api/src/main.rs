@@ -4,8 +4,28 @@ use anyhow::Context;
 use bulk_import_api::{shutdown_signal, Application};
 use bulk_import_core::{db, telemetry, Settings};
 
-#[tokio::main]
-async fn main() {
+/// glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, after
+/// which argon2's 19 MiB blocks come from the heap arenas and stay there after a burst of
+/// logins. A fixed threshold keeps every block of 1 MiB or more mapped, so it goes back to
+/// the system when freed (DESIGN.md §8: hashing memory is not kept).
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+fn main() {
+    return_large_blocks_to_the_system();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run());
+}
+
+async fn run() {
     telemetry::init("info,sqlx=warn,tower_http=info");
     let settings = match Settings::from_env() {
         Ok(s) => s,

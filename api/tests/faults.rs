@@ -286,6 +286,10 @@ async fn fifty_concurrent_imports_survive_random_kills_of_the_api_and_importers(
             // Kills are not the importer's fault: let the executor run it as often as needed.
             ("LOCAL_MAX_ATTEMPTS", "100"),
             ("RUST_LOG", "warn"),
+            // One user uploads all 50 at once: lift the per-user quotas (abuse.rs tests them).
+            ("UPLOADS_MAX_PER_USER", "50"),
+            ("UPLOADS_MAX_CONCURRENT", "50"),
+            ("JOBS_MAX_UNFINISHED_PER_USER", "50"),
         ],
     )
     .await;

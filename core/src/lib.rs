@@ -6,6 +6,8 @@ pub mod db;
 pub mod email;
 pub mod hashing;
 pub mod job;
+pub mod job_error;
+pub mod limits;
 pub mod progress;
 pub mod settings;
 pub mod storage;

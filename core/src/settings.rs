@@ -83,6 +83,8 @@ pub struct Settings {
     /// `IMPORTJOB_NAME`: set by the operator on importer pods; the importer then mirrors its
     /// progress into that ImportJob's status.
     pub import_job_name: Option<String>,
+    /// Abuse limits (`crate::limits`): their own struct and parser, kept apart.
+    pub limits: crate::limits::Limits,
 }
 
 /// Settings only the API uses.
@@ -275,6 +277,7 @@ impl Settings {
             },
             kube_namespace: get(lookup, "KUBE_NAMESPACE").unwrap_or_else(|| "default".into()),
             import_job_name: get(lookup, "IMPORTJOB_NAME"),
+            limits: crate::limits::Limits::from_lookup(lookup)?,
             api: ApiSettings {
                 bind_addr: get(lookup, "BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8000".into()),
                 public_url: get(lookup, "PUBLIC_API_URL")

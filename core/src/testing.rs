@@ -74,6 +74,8 @@ pub async fn test_vars(backend: Backend, dir: &Path) -> HashMap<String, String> 
         "REDIS_KEY_PREFIX".into(),
         format!("test-{}:", Uuid::new_v4().simple()),
     );
+    // Tests register many users from 127.0.0.1; `api/tests/abuse.rs` tests the default limit.
+    vars.insert("REGISTER_MAX_PER_ADDR".into(), "100000".into());
     match backend {
         Backend::S3 => {
             vars.insert("STORAGE".into(), "s3".into());

@@ -8,7 +8,10 @@ use bulk_import_core::email::Email;
 use bulk_import_importer::{
     reader::{RawRecord, RecordReader},
     report::{neutralize, ReportWriter, HEADER},
-    validate::{validate, ErrorCode, Row, COLUMNS, MAX_FIELD_CHARS},
+    validate::{
+        cut_marker, reported_field, validate, ErrorCode, Row, COLUMNS, MAX_FIELD_CHARS,
+        MAX_REPORTED_FIELD_BYTES,
+    },
 };
 
 /// One record as read: its line, its fields (`None` when oversize) and the checkpoint after it.
@@ -79,10 +82,6 @@ pub fn read_and_validate(input: &[u8]) {
     }
 }
 
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
-}
-
 /// What validation promises about one record.
 pub fn check_row(rec: &RawRecord, row: &Row) {
     match row {
@@ -117,7 +116,8 @@ pub fn check_row(rec: &RawRecord, row: &Row) {
         }
         Row::Invalid(e) => {
             assert_eq!(e.line, rec.line as i64);
-            let want: [Option<String>; 5] = std::array::from_fn(|i| rec.field(i).map(lossy));
+            let want: [Option<String>; 5] =
+                std::array::from_fn(|i| rec.field(i).map(reported_field));
             assert_eq!(e.fields, want, "the report keeps the values as read");
             assert!(!e.message.is_empty());
             if rec.oversize {
@@ -127,6 +127,10 @@ pub fn check_row(rec: &RawRecord, row: &Row) {
             }
             for f in e.fields.iter().flatten() {
                 assert!(!f.contains('\0'), "NUL never reaches Postgres");
+                assert!(
+                    f.len() <= MAX_REPORTED_FIELD_BYTES + cut_marker(usize::MAX).len(),
+                    "reported values are capped"
+                );
             }
         }
     }

@@ -11,6 +11,7 @@ use crate::{
 use bulk_import_core::{
     db,
     job::{fetch_job, report_key, JOB_COLUMNS},
+    job_error::JobError,
     progress::ProgressSnapshot,
     storage::StorageError,
     Job, JobStatus, Settings, Storage,
@@ -61,7 +62,8 @@ impl RunError {
 
 /// Job-level failure inside a run.
 enum Stop {
-    Failed(String),
+    /// Stored as a stable code and a safe message; the detail only goes to the log.
+    Failed(JobError),
     Interrupted,
     Db(sqlx::Error),
     /// Start over from the checkpoint stored in the job row.
@@ -74,7 +76,8 @@ impl From<LoadError> for Stop {
             LoadError::Interrupted => Stop::Interrupted,
             LoadError::Regressed(_) => Stop::Regressed,
             LoadError::Db(e) if db::is_transient(&e) => Stop::Db(e),
-            other => Stop::Failed(other.to_string()),
+            LoadError::CheckpointMoved => Stop::Failed(JobError::conflict()),
+            other => Stop::Failed(JobError::database_unavailable().with_detail(other)),
         }
     }
 }
@@ -149,14 +152,16 @@ pub async fn run_job(
             Ok(Outcome::Interrupted)
         }
         Err(Stop::Regressed) => unreachable!("process() resumes after regressions itself"),
-        Err(Stop::Failed(reason)) => {
-            tracing::error!(job_id = %job.id, %reason, "import failed");
+        Err(Stop::Failed(failure)) => {
+            failure.log(job.id);
+            let reason = failure.stored();
             mark_failed(&pool, job.id, &reason).await?;
             Ok(Outcome::Failed(reason))
         }
         Err(Stop::Db(e)) => {
-            let reason = format!("database unavailable: {e}");
-            tracing::error!(job_id = %job.id, %reason, "import failed");
+            let failure = JobError::database_unavailable().with_detail(&e);
+            failure.log(job.id);
+            let reason = failure.stored();
             match mark_failed(&pool, job.id, &reason).await {
                 Ok(()) => Ok(Outcome::Failed(reason)),
                 Err(_) => Err(RunError::Database(e)),
@@ -220,8 +225,10 @@ async fn claim(
 
 fn storage_stop(e: StorageError) -> Stop {
     match e {
-        StorageError::NotFound(key) => Stop::Failed(format!("source object {key} not found")),
-        other => Stop::Failed(other.to_string()),
+        StorageError::NotFound(key) => {
+            Stop::Failed(JobError::source_missing().with_detail(format!("object {key}")))
+        }
+        other => Stop::Failed(JobError::storage_unavailable().with_detail(other)),
     }
 }
 
@@ -272,10 +279,15 @@ async fn process(
                 current = fetch_job(pool, job.id)
                     .await
                     .map_err(Stop::Db)?
-                    .ok_or_else(|| Stop::Failed("the job row disappeared".into()))?;
+                    .ok_or_else(|| {
+                        Stop::Failed(JobError::conflict().with_detail("the job row disappeared"))
+                    })?;
             }
             Err(Stop::Regressed) => {
-                return Err(Stop::Failed("the database kept losing batches".into()))
+                return Err(Stop::Failed(
+                    JobError::database_unavailable()
+                        .with_detail("the database kept losing batches"),
+                ))
             }
             other => break other?,
         }
@@ -289,7 +301,7 @@ async fn process(
             || report::upload(pool, storage, job.id, &key),
         )
         .await
-        .map_err(|e| Stop::Failed(format!("writing errors.csv failed: {e}")))?;
+        .map_err(|e| Stop::Failed(JobError::report_failed().with_detail(e)))?;
         Some(key)
     } else {
         None
@@ -304,9 +316,7 @@ async fn process(
     .await
     .map_err(Stop::Db)?;
     if done.rows_affected() == 0 {
-        return Err(Stop::Failed(
-            "the job was finished or failed elsewhere while running".into(),
-        ));
+        return Err(Stop::Failed(JobError::conflict()));
     }
     Ok(totals)
 }
@@ -387,8 +397,16 @@ async fn stream(
         }
         match reader.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Stop::Failed(format!("reading the file failed: {e}"))),
-            Err(e) => return Err(Stop::Failed(format!("the reader stopped: {e}"))),
+            Ok(Err(e)) => {
+                return Err(Stop::Failed(
+                    JobError::storage_unavailable().with_detail(format!("reading the file: {e}")),
+                ))
+            }
+            Err(e) => {
+                return Err(Stop::Failed(
+                    JobError::internal().with_detail(format!("the reader stopped: {e}")),
+                ))
+            }
         }
     }
     Ok(totals)

@@ -7,6 +7,17 @@ use bulk_import_core::email::{Email, EmailError};
 pub const COLUMNS: [&str; 5] = ["email", "first_name", "last_name", "phone", "city"];
 /// Longest optional field, in characters.
 pub const MAX_FIELD_CHARS: usize = 255;
+/// Longest value of a rejected row kept for the report, in bytes (UTF-8, cut at a character
+/// boundary). A longer value is cut there and followed by [`cut_marker`], so that a file of
+/// huge bad fields costs the importer a bounded amount of memory (a batch holds up to
+/// `BATCH_SIZE` rejected rows) while the report still shows the line, the code and the start
+/// of each value.
+pub const MAX_REPORTED_FIELD_BYTES: usize = 1024;
+
+/// What follows a reported value that was cut: `…[cut: N bytes in all]`.
+pub fn cut_marker(total_bytes: usize) -> String {
+    format!("\u{2026}[cut: {total_bytes} bytes in all]")
+}
 
 /// Stable, machine-readable error codes (they appear in `errors.csv` and the API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,8 +94,37 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
 }
 
+/// A field of a rejected row as the report keeps it: lossily decoded, NUL replaced, and cut
+/// to [`MAX_REPORTED_FIELD_BYTES`] (at a character boundary) with a visible marker.
+pub fn reported_field(bytes: &[u8]) -> String {
+    let mut head = &bytes[..bytes.len().min(MAX_REPORTED_FIELD_BYTES)];
+    if head.len() < bytes.len() {
+        // Do not split a UTF-8 sequence: an incomplete one at the cut is dropped.
+        if let Err(e) = std::str::from_utf8(head) {
+            if e.error_len().is_none() {
+                head = &head[..e.valid_up_to()];
+            }
+        }
+    }
+    let mut out = lossy(head);
+    let mut cut = head.len() < bytes.len();
+    if out.len() > MAX_REPORTED_FIELD_BYTES {
+        // Replacement characters (3 bytes each) made it longer than the cap.
+        let mut end = MAX_REPORTED_FIELD_BYTES;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        cut = true;
+    }
+    if cut {
+        out.push_str(&cut_marker(bytes.len()));
+    }
+    out
+}
+
 fn raw_fields(rec: &RawRecord) -> [Option<String>; 5] {
-    std::array::from_fn(|i| rec.field(i).map(lossy))
+    std::array::from_fn(|i| rec.field(i).map(reported_field))
 }
 
 pub fn validate(rec: &RawRecord) -> Row {
@@ -219,5 +259,33 @@ mod tests {
         };
         assert_eq!(e.fields[1].as_deref(), Some("J\u{FFFD}rg"));
         assert_eq!(e.fields[0].as_deref(), Some("a@b.co"));
+    }
+
+    #[test]
+    fn huge_values_of_rejected_rows_are_cut_with_a_marker() {
+        let big = "\u{e9}".repeat(500_000); // 1,000,000 bytes, under the record limit
+        let Row::Invalid(e) = check(format!("a@b.co,{big},y,z,w").as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(e.code, ErrorCode::FieldTooLong);
+        let kept = e.fields[1].as_deref().unwrap();
+        let marker = cut_marker(1_000_000);
+        assert!(kept.ends_with(&marker));
+        let head = &kept[..kept.len() - marker.len()];
+        assert_eq!(head, "\u{e9}".repeat(MAX_REPORTED_FIELD_BYTES / 2));
+        assert_eq!(e.fields[2].as_deref(), Some("y"));
+        // Exactly at the cap: kept whole.
+        let at_cap = "x".repeat(MAX_REPORTED_FIELD_BYTES);
+        assert_eq!(reported_field(at_cap.as_bytes()), at_cap);
+        // A multi-byte character across the cap is dropped whole, never split.
+        let odd = format!("x{}", "\u{e9}".repeat(MAX_REPORTED_FIELD_BYTES));
+        let cut = reported_field(odd.as_bytes());
+        assert!(!cut.contains('\u{FFFD}'));
+        assert!(cut.starts_with(&format!("x{}", "\u{e9}".repeat(511))));
+        assert!(cut.ends_with(&cut_marker(odd.len())));
+        // Invalid bytes grow when replaced: the result is still capped.
+        let junk = vec![0xffu8; MAX_REPORTED_FIELD_BYTES];
+        let out = reported_field(&junk);
+        assert!(out.len() <= MAX_REPORTED_FIELD_BYTES + cut_marker(junk.len()).len());
     }
 }

@@ -4,7 +4,10 @@
 mod common;
 
 use bulk_import_core::{ImportMode, JobStatus};
-use bulk_import_importer::Outcome;
+use bulk_import_importer::{
+    validate::{cut_marker, MAX_REPORTED_FIELD_BYTES},
+    Outcome,
+};
 use common::{generated_csv, Backend, TestEnv};
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -35,7 +38,12 @@ fn the_awkward_file() -> Vec<u8> {
 
 fn expected_report() -> Vec<Vec<String>> {
     let row = |cells: &[&str]| cells.iter().map(|c| s(c)).collect::<Vec<_>>();
-    let long = "x".repeat(10_000);
+    // A rejected row's values are kept up to 1 KiB, then cut with a marker.
+    let long = format!(
+        "{}{}",
+        "x".repeat(MAX_REPORTED_FIELD_BYTES),
+        cut_marker(10_000)
+    );
     vec![
         row(&[
             "line",
@@ -609,4 +617,74 @@ async fn a_lock_cycle_through_a_pair_of_batches_is_broken() {
         cities.iter().all(|(_, c)| c.as_deref() == Some("new")),
         "{cities:?}"
     );
+}
+
+/// Hostile rows: 300 rows, each with a 1,000,000-character field, are rejected
+/// (`field_too_long`) with their values cut to 1 KiB, so the importer binary's peak RSS
+/// (`ru_maxrss` from `wait4`) stays under 64 MiB; the report keeps every line and code.
+#[tokio::test]
+async fn three_hundred_rows_with_a_megabyte_field_keep_the_importer_under_64_mib() {
+    use std::io::Write;
+    let env = TestEnv::new(Backend::S3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.csv");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        f.write_all(b"email,first_name,last_name,phone,city\n")
+            .unwrap();
+        let big = "y".repeat(1_000_000);
+        for i in 0..300 {
+            writeln!(f, "bad{i}@example.com,{big},L,,").unwrap();
+        }
+        f.write_all(b"good@example.com,Good,,,\n").unwrap();
+    }
+    let id = bulk_import_importer::submit::submit(
+        &env.settings,
+        &env.pool,
+        &path,
+        ImportMode::InsertOnly,
+        "owner@example.com",
+    )
+    .await
+    .unwrap();
+    drop(dir);
+    let child = env.importer_command(id).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (status, max_rss_kib) = tokio::task::spawn_blocking(move || {
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child; `usage` is a valid out-parameter.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(waited, pid);
+        std::mem::forget(child); // reaped above
+        (status, usage.ru_maxrss)
+    })
+    .await
+    .unwrap();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    println!(
+        "300 rows with a 1,000,000-character field: importer peak RSS {:.1} MiB",
+        max_rss_kib as f64 / 1024.0
+    );
+    assert!(
+        max_rss_kib < 64 * 1024,
+        "importer peak RSS {max_rss_kib} KiB"
+    );
+    let job = env.job(id).await;
+    assert_eq!(job.status(), JobStatus::Done);
+    assert_eq!((job.inserted_rows, job.error_rows), (1, 300));
+    let report = env.report(&job).await;
+    assert_eq!(report.len(), 301);
+    for (i, row) in report[1..].iter().enumerate() {
+        assert_eq!(row[0], (i + 2).to_string());
+        assert_eq!(row[1], "field_too_long");
+        assert_eq!(
+            row[4],
+            format!(
+                "{}{}",
+                "y".repeat(MAX_REPORTED_FIELD_BYTES),
+                cut_marker(1_000_000)
+            )
+        );
+    }
 }

@@ -131,11 +131,10 @@ impl Inner {
                 }
             }
         }
-        let reason = format!(
-            "the importer stopped {} times; last: {last}",
-            self.max_attempts
-        );
-        tracing::error!(%job_id, %reason, "import failed");
+        let failure = bulk_import_core::job_error::JobError::importer_stopped(self.max_attempts)
+            .with_detail(format!("last: {last}"));
+        failure.log(job_id);
+        let reason = failure.stored();
         if let Err(e) = bulk_import_core::job::mark_failed(&self.pool, job_id, &reason).await {
             tracing::error!(%job_id, error = %e, "could not record the failure");
         }

@@ -9,7 +9,7 @@ use crate::{
 use axum::{
     body::Body,
     extract::{Path, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -32,7 +32,7 @@ struct DownloadClaims {
     exp: i64,
 }
 
-pub fn signed_url(state: &AppState, headers: &HeaderMap, key: &str) -> ApiResult<String> {
+pub fn signed_url(state: &AppState, key: &str) -> ApiResult<String> {
     let claims = DownloadClaims {
         key: key.to_string(),
         aud: AUDIENCE.into(),
@@ -44,15 +44,11 @@ pub fn signed_url(state: &AppState, headers: &HeaderMap, key: &str) -> ApiResult
         &EncodingKey::from_secret(state.settings.jwt_secret.expose_secret().as_bytes()),
     )
     .map_err(ApiError::internal)?;
+    // Never the client's Host header: a forged one would make the API hand out links to
+    // another host. Without PUBLIC_API_URL (refused with APP_ENV=prod) the bind address.
     let base = match &state.settings.api.public_url {
         Some(u) => u.clone(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(&state.settings.api.bind_addr);
-            format!("http://{host}")
-        }
+        None => format!("http://{}", state.settings.api.bind_addr),
     };
     Ok(format!("{base}/downloads/{token}"))
 }

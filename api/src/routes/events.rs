@@ -1,39 +1,132 @@
 //! `GET /imports/{id}/events`: Server-Sent Events with progress snapshots until the job
-//! ends. Snapshots come from the importer's Redis publications; Postgres is polled as well
-//! (twice a second without Redis, every five seconds with it) so that nothing is missed and the stream
-//! keeps working when Redis is down.
+//! ends. Snapshots come from the importer's Redis publications, received by one
+//! subscription per API process ([`ProgressHub`]) and fanned out to the streams; Postgres is
+//! polled as well (every five seconds while the hub is subscribed, twice a second when it is
+//! not) so that nothing is missed and the stream keeps working when Redis is down.
+//!
+//! Bounds (DESIGN.md §8): at most `EVENTS_MAX_PER_USER` streams per user and
+//! `EVENTS_MAX_CONCURRENT` in all per API process (429 `too_many_streams` past them). A
+//! stream ends after the job's final snapshot (status `done` or `failed`), or with a final
+//! `event: end` (`{"reason": "token_expired"}` or `{"reason": "database_unavailable"}`) when
+//! the caller's token expires or the database fails.
 
 use crate::{
-    auth::AuthUser, error::ApiResult, routes::imports::owned_job, state::AppState, view::JobView,
+    auth::AuthSession,
+    error::{ApiError, ApiResult},
+    quota::{Full, Slot},
+    routes::imports::owned_job,
+    state::AppState,
+    view::JobView,
 };
 use axum::{
     extract::{Path, State},
+    http::StatusCode,
     response::sse::{Event, KeepAlive, Sse},
     routing::get,
     Router,
 };
 use bulk_import_core::{job::fetch_job, progress::channel};
 use futures_util::{Stream, StreamExt};
-use std::{convert::Infallible, time::Duration};
-use tokio::sync::mpsc;
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/imports/{id}/events", get(events))
 }
 
-/// Live progress as Server-Sent Events (`event: progress`, data: the job JSON).
+/// The API process's one Redis subscription to every job's progress channel; each message
+/// wakes the streams of that job.
+#[derive(Clone)]
+pub struct ProgressHub {
+    tx: broadcast::Sender<Uuid>,
+    subscribed: Arc<AtomicBool>,
+}
+
+impl ProgressHub {
+    /// Starts the subscription task (it reconnects every second while Redis is down).
+    pub fn start(client: Option<redis::Client>) -> ProgressHub {
+        let (tx, _) = broadcast::channel(1024);
+        let hub = ProgressHub {
+            tx,
+            subscribed: Arc::default(),
+        };
+        if let Some(client) = client {
+            tokio::spawn(hub.clone().run(client));
+        }
+        hub
+    }
+
+    async fn run(self, client: redis::Client) {
+        let pattern = channel(Uuid::nil()).replace(&Uuid::nil().to_string(), "*");
+        let prefix = pattern.trim_end_matches('*').to_string();
+        loop {
+            if let Ok(Ok(mut pubsub)) =
+                tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await
+            {
+                if pubsub.psubscribe(&pattern).await.is_ok() {
+                    self.subscribed.store(true, Ordering::SeqCst);
+                    tracing::debug!("progress hub subscribed");
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let id = msg
+                            .get_channel_name()
+                            .strip_prefix(&prefix)
+                            .and_then(|id| id.parse().ok());
+                        if let Some(id) = id {
+                            let _ = self.tx.send(id);
+                        }
+                    }
+                    self.subscribed.store(false, Ordering::SeqCst);
+                    tracing::warn!("progress hub lost its redis subscription; streams poll");
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::SeqCst)
+    }
+}
+
+/// Live progress as Server-Sent Events (`event: progress`, data: the job JSON) until the job
+/// ends; `event: end` when the stream stops early (token expired, database down).
 #[utoipa::path(get, path = "/imports/{id}/events", tag = "imports", params(("id" = Uuid, Path)),
-    responses((status = 200, content_type = "text/event-stream", description = "progress snapshots until the job ends"),
-              (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, content_type = "text/event-stream", description = "progress snapshots until the job ends; `event: end` when cut short"),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody, description = "too many open streams")),
+    security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
-    user: AuthUser,
+    session: AuthSession,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let job = owned_job(&state, user.0, &id).await?;
+    let job = owned_job(&state, session.user, &id).await?;
+    let slot = state
+        .event_slots
+        .try_acquire(session.user)
+        .map_err(|full| {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                match full {
+                    Full::User => "you have too many event streams open; close one first",
+                    Full::Process => "the server has too many event streams open; retry shortly",
+                },
+            );
+            e.retry_after = Some(5);
+            e
+        })?;
     let (tx, rx) = mpsc::channel::<Event>(16);
-    tokio::spawn(relay(state, job.id, tx));
+    tokio::spawn(relay(state, job.id, session.expires_at, tx, slot));
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|e| (Ok(e), rx)) });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
@@ -46,28 +139,36 @@ fn event(view: &JobView) -> Event {
         .expect("job view serialises")
 }
 
-/// Sends the current state, then every change, until the job ends or the client leaves.
-async fn relay(state: AppState, id: Uuid, tx: mpsc::Sender<Event>) {
-    let mut pubsub = match &state.redis {
-        Some(client) => {
-            match tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await {
-                Ok(Ok(mut p)) => p.subscribe(channel(id)).await.ok().map(|_| p),
-                _ => None,
-            }
-        }
-        None => None,
-    };
-    let poll_every = if pubsub.is_some() {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_millis(500)
+fn end(reason: &str) -> Event {
+    Event::default()
+        .event("end")
+        .json_data(serde_json::json!({ "reason": reason }))
+        .expect("serialises")
+}
+
+/// Sends the current state, then every change, until the job ends, the token expires, the
+/// database fails or the client leaves. `_slot` is the stream's quota slot, freed with it.
+async fn relay(state: AppState, id: Uuid, expires_at: i64, tx: mpsc::Sender<Event>, _slot: Slot) {
+    let mut wakeups = state.progress.subscribe();
+    let expiry = {
+        let left = expires_at - chrono::Utc::now().timestamp();
+        tokio::time::Instant::now() + Duration::from_secs(left.max(0) as u64)
     };
     let mut last: Option<String> = None;
-    let mut messages = pubsub.as_mut().map(|p| p.on_message());
     loop {
-        // Whatever woke us, the job row is the truth we send.
-        let Ok(Some(job)) = fetch_job(&state.pool, id).await else {
+        if tokio::time::Instant::now() >= expiry {
+            let _ = tx.send(end("token_expired")).await;
             return;
+        }
+        // Whatever woke us, the job row is the truth we send.
+        let job = match fetch_job(&state.pool, id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(job_id = %id, error = %e, "event stream: database unavailable");
+                let _ = tx.send(end("database_unavailable")).await;
+                return;
+            }
         };
         let view = JobView::from(&job);
         let json = serde_json::to_string(&view).expect("serialises");
@@ -78,19 +179,35 @@ async fn relay(state: AppState, id: Uuid, tx: mpsc::Sender<Event>) {
             last = Some(json);
         }
         if job.status().is_terminal() {
+            // The last progress event (status done or failed) is the end.
             return;
         }
-        let wait = tokio::time::sleep(poll_every);
-        match messages.as_mut() {
-            Some(m) => tokio::select! {
-                msg = m.next() => if msg.is_none() { messages = None },
-                _ = wait => {},
-                _ = tx.closed() => return,
-            },
-            None => tokio::select! {
-                _ = wait => {},
-                _ = tx.closed() => return,
-            },
+        let poll_every = if state.progress.subscribed() {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(500)
+        };
+        let mine = async {
+            loop {
+                match wakeups.recv().await {
+                    Ok(job) if job == id => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = mine => {},
+            _ = tokio::time::sleep(poll_every) => {},
+            _ = tokio::time::sleep_until(expiry) => {},
+            _ = tx.closed() => return,
         }
+    }
+}
+
+impl ProgressHub {
+    fn subscribe(&self) -> broadcast::Receiver<Uuid> {
+        self.tx.subscribe()
     }
 }

@@ -6,11 +6,21 @@ use prometheus::Encoder;
 use serde_json::json;
 use std::time::Duration;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// `/health`, `/ready`, and `/metrics` unless it has a listener of its own.
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let router = Router::new()
         .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/ready", get(ready));
+    if with_metrics {
+        router.merge(metrics_router())
+    } else {
+        router
+    }
+}
+
+/// `/metrics` alone (`METRICS_BIND_ADDR`).
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 /// Liveness: 200 while the process serves requests.
@@ -34,11 +44,15 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         let Some(mut conn) = state.redis_conn().await else {
             return false;
         };
-        matches!(
+        let ok = matches!(
             tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
                 .await,
             Ok(Ok(_))
-        )
+        );
+        if !ok {
+            state.shared_redis.broken().await;
+        }
+        ok
     };
     let storage = async {
         matches!(

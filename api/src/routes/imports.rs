@@ -13,10 +13,11 @@ use crate::{
     error::{ApiError, ApiResult},
     routes::downloads,
     state::AppState,
+    upload_limits::{LimitedMultipart, UploadLimits},
     view::{JobPage, JobView},
 };
 use axum::{
-    extract::{multipart::MultipartRejection, DefaultBodyLimit, Multipart, Path, RawQuery, State},
+    extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State},
     http::{header, HeaderMap, StatusCode},
     routing::{get, post},
     Json, Router,
@@ -111,13 +112,16 @@ enum Sink<'a> {
     Discard,
 }
 
-/// Streams the `file` field through the hasher into `sink`, enforcing `limit` as it goes.
+/// Streams the `file` field through the hasher into `sink`, enforcing `limit` as it goes
+/// (and the request's own limits, `upload_limits`).
 async fn receive(
     multipart: &mut Multipart,
+    limits: &UploadLimits,
     limit: u64,
     idle: Duration,
     sink: Sink<'_>,
 ) -> ApiResult<Received> {
+    let mut parts = 0;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -127,11 +131,18 @@ async fn receive(
                     "multipart field `file` is required",
                 ))
             }
-            Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text())),
+            Err(e) => {
+                return Err(limits
+                    .error()
+                    .unwrap_or_else(|| ApiError::bad_request("invalid_multipart", e.body_text())))
+            }
         };
+        parts += 1;
+        limits.check_part(parts)?;
         if field.name() != Some("file") {
             continue;
         }
+        limits.file_started();
         let file_name = display_name(field.file_name());
         let client_failed = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(AtomicBool::new(false));
@@ -170,6 +181,7 @@ async fn receive(
                 file_name,
             }),
             Err(_) if over.load(Ordering::SeqCst) => Err(too_large(limit)),
+            Err(_) if limits.error().is_some() => Err(limits.error().expect("checked")),
             Err(_) if stalled.load(Ordering::SeqCst) => Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "upload_timeout",
@@ -208,7 +220,7 @@ pub async fn create(
     user: AuthUser,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    multipart: Result<LimitedMultipart, ApiError>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let user = user.0;
     let params = query_params(query);
@@ -252,8 +264,11 @@ pub async fn create(
     if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
         return Err(too_large(limit));
     }
-    let mut multipart =
-        multipart.map_err(|e| ApiError::unprocessable("invalid_multipart", e.body_text()))?;
+    let LimitedMultipart {
+        mut multipart,
+        limits,
+    } = multipart?;
+    unfinished_jobs_quota(&state, user, &key).await?;
 
     let job_id = Uuid::new_v4();
     let object = upload_key(user, job_id);
@@ -306,16 +321,41 @@ pub async fn create(
             &existing,
             mode,
             &mut multipart,
+            &limits,
             limit,
             state.settings.api.upload_idle_timeout,
         )
         .await;
     }
 
-    // This request owns the key: stream the file to storage, keeping the reservation alive.
+    // This request owns the key. Quotas (DESIGN.md §8): uploads storing a file at once, per
+    // user and per process, held until this request ends (replays only hash, and are not
+    // counted).
+    let _slot = match state.upload_slots.try_acquire(user) {
+        Ok(slot) => slot,
+        Err(full) => {
+            release(&state, job_id, &object).await;
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                match full {
+                    crate::quota::Full::User => {
+                        "you have too many uploads in progress; retry when one has finished"
+                    }
+                    crate::quota::Full::Process => {
+                        "the server has too many uploads in progress; retry shortly"
+                    }
+                },
+            );
+            e.retry_after = Some(5);
+            return Err(e);
+        }
+    };
+    // Stream the file to storage, keeping the reservation alive.
     let idle = state.settings.api.upload_idle_timeout;
     let upload = receive(
         &mut multipart,
+        &limits,
         limit,
         idle,
         Sink::Store(&state.storage, &object),
@@ -365,11 +405,38 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(JobView::from(&job))))
 }
 
+/// 429 when the user already has `JOBS_MAX_UNFINISHED_PER_USER` jobs not done or failed —
+/// unless `key` is already one of theirs (a replay answers with its job, not 429).
+// TODO(lead, issue 9): move this query into the job repository.
+async fn unfinished_jobs_quota(state: &AppState, user: Uuid, key: &str) -> ApiResult<()> {
+    let max = state.settings.limits.jobs_max_unfinished_per_user;
+    let (unfinished, replay): (i64, bool) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status IN ('uploading', 'pending', 'processing')), \
+                coalesce(bool_or(idempotency_key = $2), false) \
+         FROM import_jobs WHERE user_id = $1",
+    )
+    .bind(user)
+    .bind(key)
+    .fetch_one(&state.pool)
+    .await?;
+    if unfinished >= max && !replay {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_unfinished_jobs",
+            format!("you have {unfinished} imports not finished yet (at most {max}); retry when one has finished"),
+        );
+        e.retry_after = Some(30);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Same key again: same mode and same file bytes give the existing job; anything else is 422.
 async fn replay(
     existing: &Job,
     mode: ImportMode,
     multipart: &mut Multipart,
+    limits: &UploadLimits,
     limit: u64,
     idle: Duration,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
@@ -382,7 +449,7 @@ async fn replay(
     if existing.mode() != mode {
         return Err(reused("mode"));
     }
-    let received = receive(multipart, limit, idle, Sink::Discard).await?;
+    let received = receive(multipart, limits, limit, idle, Sink::Discard).await?;
     if fingerprint(&received.sha256, mode) != existing.request_fingerprint {
         return Err(reused("file"));
     }
@@ -500,7 +567,6 @@ pub async fn errors_report(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> ApiResult<Json<ReportLink>> {
     let job = owned_job(&state, user.0, &id).await?;
     let key = match (job.status(), &job.report_object) {
@@ -529,7 +595,7 @@ pub async fn errors_report(
     let ttl = state.settings.presign_ttl;
     let url = match state.storage.presign_get(&key, ttl).await {
         Ok(Some(url)) => url,
-        Ok(None) => downloads::signed_url(&state, &headers, &key)?,
+        Ok(None) => downloads::signed_url(&state, &key)?,
         Err(e) => {
             tracing::error!(error = %e, "presigning failed");
             return Err(ApiError::unavailable("storage"));

@@ -1,0 +1,165 @@
+//! Abuse limits (DESIGN.md §8): every resource a client can make the API spend has a bound,
+//! and each bound is a setting with a documented default (README, "Limits"). Read from the
+//! environment with the other settings; kept apart from them so that the rest of
+//! `settings.rs` can change without touching these.
+
+use crate::settings::ConfigError;
+use ipnet::IpNet;
+use std::{net::IpAddr, str::FromStr, time::Duration};
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `TRUSTED_PROXIES`: comma-separated CIDRs (or addresses) of proxies whose
+    /// `Forwarded` / `X-Forwarded-For` headers are believed. Empty (the default): the peer
+    /// address is the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `LOGIN_WINDOW_SECONDS` (900): the window of the login counters below.
+    pub login_window: Duration,
+    /// `LOGIN_MAX_PER_EMAIL` (5): attempts on one email from clients without its device
+    /// cookie, and attempts with one device cookie, per window.
+    pub login_max_per_email: u64,
+    /// `LOGIN_MAX_EMAILS_PER_ADDR` (20): distinct emails with a failed login from one client
+    /// address per window, past which that address needs a device cookie to log in.
+    pub login_max_emails_per_addr: u64,
+    /// `DEVICE_COOKIE_TTL_SECONDS` (2592000, 30 days): lifetime of a device cookie.
+    pub device_cookie_ttl: Duration,
+    /// `REGISTER_MAX_PER_ADDR` (10) registrations per client address per
+    /// `REGISTER_WINDOW_SECONDS` (3600).
+    pub register_max_per_addr: u64,
+    pub register_window: Duration,
+    /// `HASH_CONCURRENCY` (2): password hashes computed at once (19 MiB each).
+    pub hash_concurrency: usize,
+    /// `HASH_QUEUE_TIMEOUT_SECONDS` (5): longest wait for a hashing slot before 503.
+    pub hash_queue_timeout: Duration,
+    /// `UPLOAD_HEAD_MAX_BYTES` (65536): bytes of a multipart upload before the file's data
+    /// (preamble, part headers, other fields).
+    pub upload_head_max_bytes: u64,
+    /// `UPLOAD_MAX_PARTS` (8): parts read before the `file` part.
+    pub upload_max_parts: usize,
+    /// `UPLOADS_MAX_PER_USER` (2): uploads of one user streaming at once (per API process).
+    pub uploads_max_per_user: usize,
+    /// `UPLOADS_MAX_CONCURRENT` (16): uploads streaming at once in one API process.
+    pub uploads_max_concurrent: usize,
+    /// `JOBS_MAX_UNFINISHED_PER_USER` (10): a user's jobs not yet done or failed.
+    pub jobs_max_unfinished_per_user: i64,
+    /// `EVENTS_MAX_PER_USER` (4): event streams of one user open at once (per API process).
+    pub events_max_per_user: usize,
+    /// `EVENTS_MAX_CONCURRENT` (512): event streams open at once in one API process.
+    pub events_max_concurrent: usize,
+    /// `METRICS_BIND_ADDR`: when set, `/metrics` is served only there (not on `BIND_ADDR`).
+    pub metrics_bind_addr: Option<String>,
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn get(lookup: Lookup, var: &str) -> Option<String> {
+    lookup(var)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn positive<T>(lookup: Lookup, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Default,
+    T::Err: std::fmt::Display,
+{
+    let Some(raw) = get(lookup, var) else {
+        return Ok(default);
+    };
+    let v: T = raw.parse().map_err(|e: T::Err| ConfigError {
+        var,
+        reason: format!("invalid value {raw:?}: {e}"),
+    })?;
+    if v <= T::default() {
+        return Err(ConfigError {
+            var,
+            reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(v)
+}
+
+fn secs(lookup: Lookup, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    positive(lookup, var, default).map(Duration::from_secs)
+}
+
+/// `10.0.0.0/8, 192.168.1.7` → networks; a bare address is a /32 (or /128).
+pub fn parse_cidrs(raw: &str) -> Result<Vec<IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is not an address or CIDR"))
+        })
+        .collect()
+}
+
+impl Limits {
+    pub fn from_lookup(lookup: Lookup) -> Result<Limits, ConfigError> {
+        let trusted_proxies = match get(lookup, "TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(raw) => parse_cidrs(&raw).map_err(|reason| ConfigError {
+                var: "TRUSTED_PROXIES",
+                reason,
+            })?,
+        };
+        Ok(Limits {
+            trusted_proxies,
+            login_window: secs(lookup, "LOGIN_WINDOW_SECONDS", 900)?,
+            login_max_per_email: positive(lookup, "LOGIN_MAX_PER_EMAIL", 5)?,
+            login_max_emails_per_addr: positive(lookup, "LOGIN_MAX_EMAILS_PER_ADDR", 20)?,
+            device_cookie_ttl: secs(lookup, "DEVICE_COOKIE_TTL_SECONDS", 30 * 24 * 3600)?,
+            register_max_per_addr: positive(lookup, "REGISTER_MAX_PER_ADDR", 10)?,
+            register_window: secs(lookup, "REGISTER_WINDOW_SECONDS", 3600)?,
+            hash_concurrency: positive(lookup, "HASH_CONCURRENCY", 2)?,
+            hash_queue_timeout: secs(lookup, "HASH_QUEUE_TIMEOUT_SECONDS", 5)?,
+            upload_head_max_bytes: positive(lookup, "UPLOAD_HEAD_MAX_BYTES", 64 * 1024)?,
+            upload_max_parts: positive(lookup, "UPLOAD_MAX_PARTS", 8)?,
+            uploads_max_per_user: positive(lookup, "UPLOADS_MAX_PER_USER", 2)?,
+            uploads_max_concurrent: positive(lookup, "UPLOADS_MAX_CONCURRENT", 16)?,
+            jobs_max_unfinished_per_user: positive(lookup, "JOBS_MAX_UNFINISHED_PER_USER", 10)?,
+            events_max_per_user: positive(lookup, "EVENTS_MAX_PER_USER", 4)?,
+            events_max_concurrent: positive(lookup, "EVENTS_MAX_CONCURRENT", 512)?,
+            metrics_bind_addr: get(lookup, "METRICS_BIND_ADDR"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Limits, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Limits::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let l = load(&[]).unwrap();
+        assert!(l.trusted_proxies.is_empty());
+        assert_eq!(l.login_max_per_email, 5);
+        assert_eq!(l.hash_concurrency, 2);
+        let l = load(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 ,::1")]).unwrap();
+        assert_eq!(l.trusted_proxies.len(), 3);
+        assert!(l.trusted_proxies[0].contains(&"10.1.2.3".parse::<IpAddr>().unwrap()));
+        assert_eq!(
+            load(&[("TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err().var,
+            "TRUSTED_PROXIES"
+        );
+        assert_eq!(
+            load(&[("HASH_CONCURRENCY", "0")]).unwrap_err().var,
+            "HASH_CONCURRENCY"
+        );
+        assert_eq!(
+            load(&[("UPLOAD_MAX_PARTS", "many")]).unwrap_err().var,
+            "UPLOAD_MAX_PARTS"
+        );
+    }
+}
