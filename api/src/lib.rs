@@ -127,6 +127,7 @@ impl Application {
                 Arc::new(KubernetesExecutor::new(
                     client,
                     &settings.kube_namespace,
+                    settings.instance.clone(),
                     pool.clone(),
                 ))
             }

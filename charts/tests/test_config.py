@@ -63,7 +63,7 @@ def test_component_environment_matches_the_contract(rendered: Rendered, componen
         return
     assert len(found) == 1, found
     (container,) = found[0][1]["containers"]
-    expected = SECRET_KEYS | set(ENV["shared"]) | set(ENV[component])
+    expected = set(ENV["secretKeys"][component]) | set(ENV["shared"]) | set(ENV[component])
     actual = effective_env(rendered, container) - extra_env_names(rendered, component)
     assert actual == expected, (
         f"missing: {sorted(expected - actual)}; unexpected: {sorted(actual - expected)}"
@@ -89,7 +89,7 @@ def test_secret_keys_come_from_the_app_secret_by_reference(rendered: Rendered):
             continue
         for c in containers(spec):
             env = {e["name"]: e for e in c.get("env", [])}
-            for key in SECRET_KEYS:
+            for key in ENV["secretKeys"][component_of(owner)]:
                 ref = env[key].get("valueFrom", {}).get("secretKeyRef")
                 assert ref == {"name": secret_name, "key": key}, f"{owner!r}: {key}"
 
@@ -111,6 +111,17 @@ def test_no_secret_in_configmaps_or_literal_env(rendered: Rendered):
                         assert secret not in e["value"], f"{owner!r}: {e['name']} holds a secret"
     for secret in secrets:
         assert secret not in rendered.notes, "NOTES.txt prints a secret"
+
+
+def test_each_component_gets_only_the_secret_keys_it_uses():
+    """JWT_SECRET can mint API tokens: only the API (which signs them) and the migrations
+    (the API binary) get it; the operator and the importer never sign a token."""
+    keys = ENV["secretKeys"]
+    assert set(keys) == {"api", "operator", "migrations", "importer"}
+    for component, names in keys.items():
+        assert set(names) <= SECRET_KEYS, component
+    assert "JWT_SECRET" not in keys["operator"] and "JWT_SECRET" not in keys["importer"]
+    assert "REDIS_URL" not in keys["operator"], "the operator does not use Redis"
 
 
 def test_generated_jwt_secret_is_long_enough():

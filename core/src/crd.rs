@@ -8,9 +8,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "bulkimport.dev";
-/// Field managers of the two writers of an ImportJob's status (server-side apply).
+/// Field manager of the only writer of an ImportJob's status (server-side apply).
 pub const OPERATOR_MANAGER: &str = "bulk-import-operator";
-pub const IMPORTER_MANAGER: &str = "bulk-import-importer";
+/// Label on ImportJobs, Jobs and pods: the Helm release they belong to (`INSTANCE`), so that
+/// two releases in one namespace leave each other's imports alone.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// Label on ImportJobs, Jobs and pods: the import job's id.
 pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
 
@@ -43,6 +45,30 @@ pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
         description = "percent of the file read"
     ),
     printcolumn(
+        name = "Inserted",
+        type_ = "integer",
+        json_path = ".status.insertedRows",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Updated",
+        type_ = "integer",
+        json_path = ".status.updatedRows",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Duration",
+        type_ = "string",
+        json_path = ".status.duration",
+        description = "how long the import ran (set when it ends)"
+    ),
+    printcolumn(
+        name = "Started",
+        type_ = "date",
+        json_path = ".status.startedAt",
+        priority = 1
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = ".status.reason",
@@ -55,8 +81,10 @@ pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = spec_rules()))]
 pub struct ImportJobSpec {
-    /// The `import_jobs` row this resource runs (a UUID).
+    /// The `import_jobs` row this resource runs (a UUID, lowercase).
+    #[schemars(regex(pattern = UUID_PATTERN))]
     pub job_id: String,
     /// `insert_only` or `upsert`.
     pub mode: ImportModeSpec,
@@ -89,7 +117,8 @@ impl From<crate::ImportMode> for ImportModeSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceObject {
-    /// Object key (relative to the deployment's key prefix).
+    /// Object key (relative to the deployment's key prefix): `uploads/<user id>/<jobId>.csv`.
+    #[schemars(regex(pattern = UPLOAD_KEY_PATTERN))]
     pub key: String,
     /// Size in bytes.
     pub size: i64,
@@ -101,7 +130,40 @@ pub struct SourceObject {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportLocation {
+    /// `reports/<jobId>/errors.csv`.
+    #[schemars(regex(pattern = REPORT_KEY_PATTERN))]
     pub key: String,
+}
+
+/// A lowercase hyphenated UUID, as `uuid::Uuid` prints it.
+pub const UUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+const UPLOAD_KEY_PATTERN: &str = "^uploads/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\\.csv$";
+const REPORT_KEY_PATTERN: &str =
+    "^reports/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/errors\\.csv$";
+
+/// What a pattern cannot say: the keys are this job's own (so that the finalizer's
+/// `OBJECT_RETENTION=delete` can only ever delete this import's objects), and the spec never
+/// changes (the Job is built from it once and never rebuilt). The operator checks the keys
+/// again before deleting anything.
+fn spec_rules() -> serde_json::Value {
+    serde_json::json!([
+        {
+            "rule": "self.source.key.endsWith('/' + self.jobId + '.csv')",
+            "message": "source.key must be an upload of this job: uploads/<user id>/<jobId>.csv",
+            "fieldPath": ".source.key",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": "self.report.key == 'reports/' + self.jobId + '/errors.csv'",
+            "message": "report.key must be this job's report: reports/<jobId>/errors.csv",
+            "fieldPath": ".report.key",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": "self == oldSelf",
+            "message": "spec is immutable: the Job is built from it once",
+        },
+    ])
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
@@ -117,8 +179,10 @@ pub struct Tuning {
     pub slow_ms: Option<u64>,
 }
 
-/// Written by two managers: the operator (phase, reason, conditions, Job name, timestamps)
-/// and the importer (counters and progress, at most about once a second).
+/// Written by the operator only (field manager `bulk-import-operator`): phase, reason,
+/// conditions, Job name and timestamps from the Job and its pods, counters and progress
+/// mirrored from the Postgres row (at most once a second). The importer has no Kubernetes
+/// credentials.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportJobStatus {
@@ -139,6 +203,10 @@ pub struct ImportJobStatus {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// How long the import ran, from `startedAt` to `finishedAt` (e.g. `2m5s`); set when it
+    /// ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_rows: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,8 +264,9 @@ pub async fn kube_client() -> Result<kube::Client, kube::Error> {
     kube::Client::try_default().await
 }
 
-/// The ImportJob for an import job row.
-pub fn import_job_for(job: &crate::Job) -> ImportJob {
+/// The ImportJob for an import job row; `instance` (the release, `INSTANCE`) labels it for
+/// the operator of the same release.
+pub fn import_job_for(job: &crate::Job, instance: Option<&str>) -> ImportJob {
     let mut ij = ImportJob::new(
         &resource_name(job.id),
         ImportJobSpec {
@@ -222,7 +291,9 @@ pub fn import_job_for(job: &crate::Job) -> ImportJob {
             ),
             (JOB_ID_LABEL.to_string(), job.id.to_string()),
         ]
-        .into(),
+        .into_iter()
+        .chain(instance.map(|i| (INSTANCE_LABEL.to_string(), i.to_string())))
+        .collect(),
     );
     ij
 }
@@ -235,4 +306,28 @@ pub fn crd_yaml() -> String {
         "# Generated by `bulk-import-operator crd` from core/src/crd.rs; do not edit.\n{}",
         serde_yaml::to_string(&crd).expect("the CRD serialises")
     )
+}
+
+/// A duration as kubectl prints one (`45s`, `2m5s`, `1h0m3s`).
+pub fn format_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, sec) => format!("{h}h{m}m{sec}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectls() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(45), "45s");
+        assert_eq!(format_duration(125), "2m5s");
+        assert_eq!(format_duration(3603), "1h0m3s");
+        assert_eq!(format_duration(-3), "0s");
+    }
 }

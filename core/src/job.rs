@@ -218,6 +218,24 @@ pub fn report_key(job_id: Uuid) -> String {
     format!("reports/{job_id}/errors.csv")
 }
 
+/// Whether `key` is an upload key of this job (`uploads/<user id>/<job id>.csv`): what the
+/// operator checks before it deletes an object named by an ImportJob, and what the CRD's
+/// validation rules say too.
+pub fn is_upload_key_of(job_id: Uuid, key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("uploads/") else {
+        return false;
+    };
+    let Some((user, file)) = rest.split_once('/') else {
+        return false;
+    };
+    is_canonical_uuid(user) && file == format!("{job_id}.csv")
+}
+
+/// The lowercase hyphenated form `Uuid` prints, and nothing else.
+pub fn is_canonical_uuid(s: &str) -> bool {
+    s.parse::<Uuid>().is_ok_and(|u| u.to_string() == s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +246,23 @@ mod tests {
             assert_eq!(m.as_str().parse::<ImportMode>().unwrap(), m);
         }
         assert!("merge".parse::<ImportMode>().is_err());
+    }
+
+    #[test]
+    fn upload_keys_belong_to_their_job() {
+        let (user, job) = (Uuid::new_v4(), Uuid::new_v4());
+        assert!(is_upload_key_of(job, &upload_key(user, job)));
+        for bad in [
+            format!("uploads/{user}/{}.csv", Uuid::new_v4()),
+            format!("uploads/{job}.csv"),
+            format!("uploads/../{job}.csv"),
+            format!("uploads/{user}/x/{job}.csv"),
+            format!("reports/{user}/{job}.csv"),
+            format!("uploads/{}/{job}.csv", user.to_string().to_uppercase()),
+            format!("/uploads/{user}/{job}.csv"),
+        ] {
+            assert!(!is_upload_key_of(job, &bad), "{bad}");
+        }
     }
 
     #[test]

@@ -80,11 +80,11 @@ pub struct Settings {
     pub api: ApiSettings,
     /// `KUBE_NAMESPACE`: where ImportJobs live (`EXECUTOR=kubernetes`), default `default`.
     pub kube_namespace: String,
-    /// `IMPORTJOB_NAME`: set by the operator on importer pods; the importer then mirrors its
-    /// progress into that ImportJob's status.
-    pub import_job_name: Option<String>,
     /// Abuse limits (`crate::limits`): their own struct and parser, kept apart.
     pub limits: crate::limits::Limits,
+    /// `INSTANCE`: the release (`app.kubernetes.io/instance`) ImportJobs are labelled with, so
+    /// that only the same release's operator runs them; unset: no label.
+    pub instance: Option<String>,
 }
 
 /// Settings only the API uses.
@@ -150,6 +150,16 @@ impl Settings {
     }
 
     pub fn from_lookup(lookup: Lookup) -> Result<Settings, ConfigError> {
+        Settings::parse(lookup, true)
+    }
+
+    /// For the binaries that never sign or verify a token (the importer, the operator):
+    /// `JWT_SECRET` is neither required nor read, so their pods need not be given it.
+    pub fn from_env_without_jwt() -> Result<Settings, ConfigError> {
+        Settings::parse(&|k| std::env::var(k).ok(), false)
+    }
+
+    fn parse(lookup: Lookup, reads_jwt: bool) -> Result<Settings, ConfigError> {
         let app_env = match get(lookup, "APP_ENV").as_deref() {
             None | Some("dev") => AppEnv::Dev,
             Some("test") => AppEnv::Test,
@@ -207,8 +217,13 @@ impl Settings {
             });
         }
 
-        let jwt_secret = get(lookup, "JWT_SECRET");
-        if app_env == AppEnv::Prod {
+        let jwt_secret = if reads_jwt {
+            get(lookup, "JWT_SECRET")
+        } else {
+            // Never a usable signing key: nothing in these binaries signs.
+            Some(String::new())
+        };
+        if app_env == AppEnv::Prod && reads_jwt {
             match &jwt_secret {
                 None => {
                     return Err(ConfigError {
@@ -276,8 +291,8 @@ impl Settings {
                 slow: Duration::from_millis(parse_or(lookup, "IMPORT_SLOW_MS", 0)?),
             },
             kube_namespace: get(lookup, "KUBE_NAMESPACE").unwrap_or_else(|| "default".into()),
-            import_job_name: get(lookup, "IMPORTJOB_NAME"),
             limits: crate::limits::Limits::from_lookup(lookup)?,
+            instance: get(lookup, "INSTANCE"),
             api: ApiSettings {
                 bind_addr: get(lookup, "BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8000".into()),
                 public_url: get(lookup, "PUBLIC_API_URL")
@@ -359,6 +374,18 @@ mod tests {
         assert_eq!(load(&[("BATCH_SIZE", "0")]).unwrap_err().var, "BATCH_SIZE");
         assert_eq!(load(&[("JWT_ALG", "none")]).unwrap_err().var, "JWT_ALG");
         assert_eq!(load(&[("STORAGE", "ftp")]).unwrap_err().var, "STORAGE");
+    }
+
+    #[test]
+    fn binaries_that_never_sign_do_not_need_the_jwt_secret() {
+        let map: HashMap<String, String> = [("APP_ENV", "prod")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s =
+            Settings::parse(&move |k| map.get(k).cloned(), false).expect("no JWT_SECRET needed");
+        assert_eq!(s.jwt_secret.expose_secret(), "", "never a usable key");
+        assert_eq!(load(&[("APP_ENV", "prod")]).unwrap_err().var, "JWT_SECRET");
     }
 
     #[test]

@@ -40,7 +40,7 @@ enum Command {
 fn main() {
     telemetry::init("info,sqlx=warn");
     let cli = Cli::parse();
-    let settings = match Settings::from_env() {
+    let settings = match Settings::from_env_without_jwt() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
@@ -82,7 +82,8 @@ async fn run(settings: &Settings, job_id: Uuid) -> i32 {
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
     match run_job(settings, job_id, cancel).await {
-        Ok(Outcome::Done(_)) | Ok(Outcome::AlreadyFinished(_)) => exit::OK,
+        Ok(Outcome::Done(_)) => exit::OK,
+        Ok(Outcome::AlreadyFinished(status)) => exit::already_finished(status),
         Ok(Outcome::Failed(_)) => exit::PERMANENT,
         Ok(Outcome::Interrupted) => exit::INTERRUPTED,
         Err(e) => {

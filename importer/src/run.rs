@@ -4,7 +4,7 @@
 
 use crate::{
     load::{Batch, LoadError, Loader, Totals},
-    publish::{ImportJobRef, Publisher},
+    publish::Publisher,
     report,
     source::{read_batches, SourceConfig},
 };
@@ -136,11 +136,7 @@ pub async fn run_job(
         job_id = %job.id, mode = %job.mode(), offset = job.checkpoint_offset, attempt = job.attempts,
         "import started"
     );
-    let import_job = settings.import_job_name.clone().map(|name| ImportJobRef {
-        name,
-        namespace: settings.kube_namespace.clone(),
-    });
-    let publisher = Publisher::spawn(settings.redis_url(), import_job);
+    let publisher = Publisher::spawn(settings.redis_url());
     let result = process(&pool, &storage, options, &job, settings, &publisher, cancel).await;
     let outcome = match result {
         Ok(totals) => {

@@ -231,3 +231,57 @@ async fn batches_lost_by_the_database_are_redone_from_the_surviving_checkpoint()
     );
     assert_same(&result_of(&env, id).await, &want);
 }
+
+/// A run of a job that already ended exits as the job ended (issue 11, bug 2): a Job created
+/// again for a `failed` import — its first Job gone after its TTL, or deleted — must fail
+/// again rather than end Complete over a failed import. It also runs with `APP_ENV=prod` and
+/// no `JWT_SECRET`: the importer never signs tokens, and its pods are not given the key.
+#[tokio::test]
+async fn a_rerun_of_an_ended_job_exits_as_it_ended_without_a_jwt_secret() {
+    let env = TestEnv::with(Backend::S3, VARS).await;
+    let id = env
+        .submit(
+            b"email,first_name\na@example.com,A\n",
+            ImportMode::InsertOnly,
+        )
+        .await;
+    let status = env
+        .importer_command(id)
+        .env("APP_ENV", "prod")
+        .env_remove("JWT_SECRET")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(bulk_import_importer::exit::OK));
+    assert_eq!(env.job(id).await.status(), JobStatus::Done);
+    let again = env.importer_command(id).status().unwrap();
+    assert_eq!(
+        again.code(),
+        Some(bulk_import_importer::exit::OK),
+        "done stays done"
+    );
+
+    let failed = env
+        .submit(
+            b"email,first_name\nb@example.com,B\n",
+            ImportMode::InsertOnly,
+        )
+        .await;
+    sqlx::query("UPDATE import_jobs SET status = 'failed', error = 'OOMKilled: x' WHERE id = $1")
+        .bind(failed)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let status = env.importer_command(failed).status().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(bulk_import_importer::exit::PERMANENT),
+        "a failed import is not reported as a success"
+    );
+    let job = env.job(failed).await;
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!(
+        job.error.as_deref(),
+        Some("OOMKilled: x"),
+        "and is left as it was"
+    );
+}

@@ -29,6 +29,13 @@ pub struct OperatorConfig {
     pub active_deadline_seconds: i64,
     pub ttl_seconds_after_finished: i32,
     pub retention: Retention,
+    /// `INSTANCE`: the Helm release (`app.kubernetes.io/instance`). When set, the operator
+    /// watches only ImportJobs with that label and labels its Jobs and pods with it, so that
+    /// two releases in one namespace leave each other's imports alone.
+    pub instance: Option<String>,
+    /// `LEASE_NAME`: the leader-election Lease (one per release; the chart names it after the
+    /// release's operator).
+    pub lease_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +115,8 @@ impl OperatorConfig {
                 0,
             )?,
             retention,
+            instance: lookup("INSTANCE").filter(|v| !v.trim().is_empty()),
+            lease_name: get("LEASE_NAME", "bulk-import-operator"),
         })
     }
 

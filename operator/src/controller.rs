@@ -1,52 +1,83 @@
-//! The ImportJob controller: validate → build the Job (once) → observe the Job and its pods →
-//! write the status (server-side apply, field manager `bulk-import-operator`), the Postgres
-//! row when the importer could not, and Events on transitions. A finalizer cleans up.
+//! The ImportJob controller: validate → build the Job (once) → observe the Job and its pods
+//! (from the controller's caches: no API read per reconcile) → write the status (server-side
+//! apply, field manager `bulk-import-operator`, the only writer of ImportJob status), the
+//! Postgres row when the importer could not, and Events on transitions. A finalizer cleans up.
+//!
+//! Progress: the importer has no Kubernetes credentials. While an import runs, the operator
+//! reads its row from Postgres once a second and applies the counters when they changed, so a
+//! steady import costs at most one API request a second. The operator's own status writes do
+//! not trigger reconciles (the ImportJob watch is filtered on generation, deletion and
+//! finalizers).
+//!
+//! Durable decisions: a failure is recorded in Postgres and in the status before the Job is
+//! stopped, so a failed write is retried with the Job still there. A Job that is gone while
+//! the row has ended (its TTL passed while the operator was down, `kubectl delete job`) is
+//! never created again: the status takes the row's outcome.
 
 use crate::{
     config::{OperatorConfig, Retention},
-    job_template::{build_job, is_object_key, InvalidSpec},
+    job_template::{build_job, keys_of_the_job, InvalidSpec, INSTANCE_LABEL},
     metrics::Metrics,
-    status::{conditions, observe, Observed, Phase},
+    status::{conditions, failed_create, from_row, job_finished, observe, Observed, Phase},
     Error, Result,
 };
 use bulk_import_core::{
-    crd::{resource_name, ImportJob, JOB_ID_LABEL, OPERATOR_MANAGER},
-    Storage,
+    crd::{resource_name, ImportJob, ImportJobStatus, JOB_ID_LABEL, OPERATOR_MANAGER},
+    Job as Row, Storage,
 };
 use futures_util::StreamExt;
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Event as CoreEvent, Pod},
+};
 use kube::{
     api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy},
     runtime::{
         controller::{Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
         finalizer::{finalizer, Event as Finalizer},
-        reflector::ObjectRef,
-        watcher,
+        reflector::{self, ObjectRef, Store},
+        watcher, WatchStreamExt,
     },
     Client, Resource, ResourceExt,
 };
 use serde_json::json;
 use sqlx::PgPool;
-use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 pub const FINALIZER: &str = "bulkimport.dev/cleanup";
 const MANAGED: &str = "app.kubernetes.io/managed-by=bulk-import-operator";
+/// How often a running import's progress is mirrored from Postgres (at most).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long a reconcile waits for the Job and pod caches' first list.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The controller's caches of the Jobs and pods it manages (kept by watches; reconciles read
+/// them instead of the API).
+#[derive(Clone)]
+pub struct Caches {
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+}
 
 pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
-    /// Where job-level failures the importer could not record are written.
+    /// Where job-level failures the importer could not record are written, and progress is
+    /// read from.
     pub db: Option<PgPool>,
     /// For the finalizer's `OBJECT_RETENTION=delete`.
     pub storage: Option<Storage>,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    pub caches: Caches,
     /// Consecutive failures per ImportJob, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// ImportJobs (by uid) whose Job this process deleted because its pod could not start.
-    /// A reconcile from a cache that predates the Failed status must not create it again.
-    stopped: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -56,6 +87,7 @@ impl Context {
         db: Option<PgPool>,
         storage: Option<Storage>,
         metrics: Metrics,
+        caches: Caches,
     ) -> Context {
         let recorder = Recorder::new(
             client.clone(),
@@ -71,8 +103,8 @@ impl Context {
             storage,
             recorder,
             metrics,
+            caches,
             failures: Mutex::default(),
-            stopped: Mutex::default(),
         }
     }
 }
@@ -111,33 +143,132 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+fn delete_params() -> DeleteParams {
+    DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    }
+}
+
+async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
+    match jobs.delete(name, &delete_params()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The import's row, when the operator has a database.
+async fn read_row(ctx: &Context, id: uuid::Uuid) -> Result<Option<Row>> {
+    match &ctx.db {
+        Some(db) => Ok(bulk_import_core::job::fetch_job(db, id).await?),
+        None => Ok(None),
+    }
+}
+
+/// The Job of this ImportJob in the cache (a Job of the same name owned by an earlier
+/// ImportJob is not it).
+fn cached_job(ctx: &Context, ij: &ImportJob, ns: &str) -> Option<Arc<Job>> {
+    let job = ctx
+        .caches
+        .jobs
+        .get(&ObjectRef::new(&ij.name_any()).within(ns))?;
+    let uid = ij.metadata.uid.as_deref();
+    job.owner_references()
+        .iter()
+        .any(|o| Some(o.uid.as_str()) == uid)
+        .then_some(job)
+}
+
+fn cached_pods(ctx: &Context, ns: &str, job_id: &str) -> Vec<Pod> {
+    ctx.caches
+        .pods
+        .state_filter(|p| {
+            p.namespace().as_deref() == Some(ns)
+                && p.labels().get(JOB_ID_LABEL).map(String::as_str) == Some(job_id)
+        })
+        .into_iter()
+        .map(|p| (*p).clone())
+        .collect()
+}
+
+async fn caches_ready(ctx: &Context) -> Result<()> {
+    let ready = async {
+        let _ = ctx.caches.jobs.wait_until_ready().await;
+        let _ = ctx.caches.pods.wait_until_ready().await;
+    };
+    tokio::time::timeout(CACHE_SYNC_TIMEOUT, ready)
+        .await
+        .map_err(|_| Error::CacheNotReady)
+}
+
+/// The Job controller's latest `FailedCreate` Event about this Job (pod creation rejected by
+/// a ResourceQuota, a LimitRange or an admission webhook), if any.
+async fn failed_create_message(ctx: &Context, ns: &str, job: &str) -> Result<Option<String>> {
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
+    let list = events
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
+        )))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .max_by_key(|e| {
+            e.last_timestamp.as_ref().map(|t| t.0).or(e
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0))
+        })
+        .and_then(|e| e.message))
+}
+
 async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let name = ij.name_any();
     let status = ij.status.clone().unwrap_or_default();
     let previous = status.phase.as_deref().and_then(Phase::parse);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     if previous.is_some_and(Phase::is_terminal) {
-        // Finished: the Job may already be gone (ttlSecondsAfterFinished); nothing to do.
+        // Finished. A Job still running (a fatal failure whose status write succeeded but
+        // whose Job deletion did not) is stopped; otherwise there is nothing to do (the Job
+        // may already be gone after ttlSecondsAfterFinished).
+        caches_ready(ctx).await?;
+        if cached_job(ctx, ij, &ns).is_some_and(|j| !job_finished(&j)) {
+            delete_job(&jobs, &name).await?;
+        }
         return Ok(Action::await_change());
     }
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let job = match build_job(ij, &ctx.config) {
+    let desired = match build_job(ij, &ctx.config) {
         Err(InvalidSpec(why)) => {
             let observed = Observed {
                 phase: Phase::Invalid,
                 reason: "InvalidSpec".into(),
                 message: why,
             };
-            write_status(ij, ctx, &observed, None).await?;
+            write_status(ij, ctx, &observed, None, None).await?;
             return Ok(Action::await_change());
         }
-        Ok(desired) => match jobs.get_opt(&name).await? {
-            Some(existing) => existing,
-            // Deleted by us after a fatal failure; this ImportJob is older than that.
-            None if ctx.stopped.lock().expect("lock").contains(&uid(ij)) => {
-                return Ok(Action::await_change())
+        Ok(desired) => desired,
+    };
+    let id: uuid::Uuid = ij.spec.job_id.parse().expect("validated by build_job");
+    caches_ready(ctx).await?;
+    let cached = cached_job(ctx, ij, &ns);
+    // Read after the caches: the row is at least as new as what they show.
+    let row = read_row(ctx, id).await?;
+    let (job, created) = match cached {
+        Some(job) => ((*job).clone(), false),
+        None => {
+            if let Some(ended) = row
+                .as_ref()
+                .and_then(|r| from_row(r.status(), r.error.as_deref()))
+            {
+                // The Job is gone but the import has ended: never run it again.
+                write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
+                return Ok(Action::await_change());
             }
-            None => match jobs.create(&PostParams::default(), &desired).await {
+            match jobs.create(&PostParams::default(), &desired).await {
                 Ok(created) => {
                     publish(
                         ctx,
@@ -147,22 +278,37 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
                         format!("created Job {name}"),
                     )
                     .await;
-                    created
+                    (created, true)
                 }
-                // Created meanwhile (another reconcile, or a previous leader): read it.
-                Err(kube::Error::Api(e)) if e.code == 409 => jobs.get(&name).await?,
+                // Created meanwhile (our cache lags, or a previous leader): the Job watch
+                // brings it into the cache and triggers the next reconcile; nothing to read.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    return Ok(Action::requeue(PROGRESS_EVERY))
+                }
                 Err(e) => return Err(e.into()),
-            },
-        },
+            }
+        }
     };
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = format!("{JOB_ID_LABEL}={}", ij.spec.job_id);
-    let pods = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
-    let observed = observe(Some(&job), &pods);
-
+    let pods = cached_pods(ctx, &ns, &ij.spec.job_id);
+    let mut observed = observe(Some(&job), &pods);
+    let idle = job.status.as_ref().and_then(|s| s.active).unwrap_or(0) == 0;
+    if observed.phase == Phase::Pending && pods.is_empty() && idle && !created {
+        if let Some(message) = failed_create_message(ctx, &ns, &name).await? {
+            observed = failed_create(&message);
+        }
+    }
+    if previous == Some(Phase::Running) && observed.phase == Phase::Pending {
+        // Its pod went (evicted, deleted) and the next is not there yet: still under way.
+        // The phase never goes back.
+        observed = Observed {
+            phase: Phase::Running,
+            reason: "Rescheduling".into(),
+            message: format!("waiting for the next importer pod ({})", observed.reason),
+        };
+    }
+    let fatal = observed.phase == Phase::Failed
+        && crate::status::FATAL_WAITING.contains(&observed.reason.as_str());
+    let mut row = row;
     if observed.phase == Phase::Failed {
         record_failure(
             ctx,
@@ -170,74 +316,93 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             &format!("{}: {}", observed.reason, observed.message),
         )
         .await?;
-        if matches!(
-            observed.reason.as_str(),
-            "ImagePullBackOff"
-                | "InvalidImageName"
-                | "CreateContainerConfigError"
-                | "CreateContainerError"
-        ) {
-            // It would only sit there until its deadline: stop it now.
-            let dp = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Background),
-                ..Default::default()
-            };
-            match jobs.delete(&name, &dp).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-            ctx.stopped.lock().expect("lock").insert(uid(ij));
-        }
+        row = read_row(ctx, id).await?;
     }
-    write_status(ij, ctx, &observed, Some(&name)).await?;
+    // The status first, then the Job is stopped: if the write fails, the retry still finds
+    // the Job and decides again; once the status is Failed, a leftover Job is deleted.
+    write_status(ij, ctx, &observed, Some(&name), row.as_ref()).await?;
+    if fatal && !job_finished(&job) {
+        // It would only sit there until its deadline: stop it now.
+        delete_job(&jobs, &name).await?;
+    }
     Ok(match observed.phase {
         Phase::Complete | Phase::Failed | Phase::Invalid => Action::await_change(),
-        Phase::Running => Action::requeue(Duration::from_secs(60)),
+        Phase::Running => Action::requeue(PROGRESS_EVERY),
         Phase::Pending => Action::requeue(Duration::from_secs(15)),
     })
 }
 
-/// Server-side apply of the operator's part of the status, only when it changes; an Event
-/// on every phase transition.
+/// The status the operator applies: its observation, and the row's counters and progress.
+pub fn desired_status(
+    ij: &ImportJob,
+    observed: &Observed,
+    job_name: Option<&str>,
+    row: Option<&Row>,
+    now: &str,
+) -> ImportJobStatus {
+    let status = ij.status.clone().unwrap_or_default();
+    let previous_conditions = status.conditions.clone().unwrap_or_default();
+    let conds = conditions(observed, &previous_conditions, ij.meta().generation, now);
+    let started = status.started_at.clone().or_else(|| {
+        (observed.phase == Phase::Running || observed.phase.is_terminal()).then(|| now.into())
+    });
+    let finished = observed
+        .phase
+        .is_terminal()
+        .then(|| status.finished_at.clone().unwrap_or_else(|| now.into()));
+    let counters = |f: fn(&Row) -> i64, old: Option<i64>| row.map(f).or(old);
+    let seconds = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let duration = match (started.as_deref(), finished.as_deref()) {
+        (Some(s), Some(f)) => seconds(s)
+            .zip(seconds(f))
+            .map(|(s, f)| bulk_import_core::crd::format_duration((f - s).num_seconds())),
+        _ => None,
+    };
+    ImportJobStatus {
+        phase: Some(observed.phase.as_str().into()),
+        reason: Some(observed.reason.clone()),
+        message: Some(observed.message.clone()),
+        job_name: job_name.map(Into::into),
+        observed_generation: ij.meta().generation,
+        started_at: started,
+        finished_at: finished,
+        duration,
+        processed_rows: counters(|r| r.processed_rows, status.processed_rows),
+        inserted_rows: counters(|r| r.inserted_rows, status.inserted_rows),
+        updated_rows: counters(|r| r.updated_rows, status.updated_rows),
+        error_rows: counters(|r| r.error_rows, status.error_rows),
+        progress_percent: row.map(Row::progress_percent).or(status.progress_percent),
+        conditions: Some(conds),
+    }
+}
+
+/// Server-side apply of the status, only when it changes; an Event on every phase
+/// transition.
 async fn write_status(
     ij: &ImportJob,
     ctx: &Context,
     observed: &Observed,
     job_name: Option<&str>,
+    row: Option<&Row>,
 ) -> Result<()> {
     let status = ij.status.clone().unwrap_or_default();
-    let previous_conditions = status.conditions.clone().unwrap_or_default();
     let now = now();
-    let conds = conditions(observed, &previous_conditions, ij.meta().generation, &now);
-    let unchanged = status.phase.as_deref() == Some(observed.phase.as_str())
-        && status.reason.as_deref() == Some(observed.reason.as_str())
-        && status.message.as_deref() == Some(observed.message.as_str())
-        && status.conditions.as_ref() == Some(&conds)
-        && status.job_name.as_deref() == job_name;
+    let desired = desired_status(ij, observed, job_name, row, &now);
+    // Timestamps that would only move because time passed are not a change.
+    let unchanged = ImportJobStatus {
+        started_at: status.started_at.clone(),
+        finished_at: status.finished_at.clone(),
+        ..desired.clone()
+    } == status
+        && desired.started_at.is_some() == status.started_at.is_some()
+        && desired.finished_at.is_some() == status.finished_at.is_some();
     if unchanged {
         return Ok(());
     }
-    let started = status.started_at.clone().or_else(|| {
-        (observed.phase == Phase::Running || observed.phase.is_terminal()).then(|| now.clone())
-    });
-    let finished = observed
-        .phase
-        .is_terminal()
-        .then(|| status.finished_at.clone().unwrap_or_else(|| now.clone()));
     let patch = json!({
         "apiVersion": "bulkimport.dev/v1alpha1",
         "kind": "ImportJob",
-        "status": {
-            "phase": observed.phase.as_str(),
-            "reason": observed.reason,
-            "message": observed.message,
-            "jobName": job_name,
-            "observedGeneration": ij.meta().generation,
-            "startedAt": started,
-            "finishedAt": finished,
-            "conditions": conds,
-        }
+        "status": desired,
     });
     let api: Api<ImportJob> = Api::namespaced(
         ctx.client.clone(),
@@ -291,24 +456,13 @@ async fn record_failure(ctx: &Context, job_id: &str, reason: &str) -> Result<()>
 }
 
 /// Deleting an ImportJob: its Job goes (and its pods, by background propagation), an
-/// unfinished import is marked failed, and the objects go too with `OBJECT_RETENTION=delete`.
-fn uid(ij: &ImportJob) -> String {
-    ij.metadata.uid.clone().unwrap_or_default()
-}
-
+/// unfinished import is marked failed, and the objects go too with `OBJECT_RETENTION=delete`
+/// — only objects under the job's own prefixes (checked again here, whatever the CRD's
+/// validation let through).
 async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
-    ctx.stopped.lock().expect("lock").remove(&uid(ij));
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    match jobs.delete(&ij.name_any(), &dp).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    delete_job(&jobs, &ij.name_any()).await?;
     record_failure(
         ctx,
         &ij.spec.job_id,
@@ -316,13 +470,10 @@ async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     )
     .await?;
     if ctx.config.retention == Retention::Delete {
-        if let Some(storage) = &ctx.storage {
+        // Keys that are not this job's name no object of this import (the spec never ran):
+        // nothing is deleted, and the ImportJob is not kept from being deleted either.
+        if let (Some(storage), Ok(_)) = (&ctx.storage, keys_of_the_job(ij)) {
             for key in [&ij.spec.source.key, &ij.spec.report.key] {
-                // A key the validation rejects names no object of this import (the spec
-                // never ran); failing on it would keep the ImportJob from being deleted.
-                if !is_object_key(key) {
-                    continue;
-                }
                 storage
                     .delete(key)
                     .await
@@ -334,34 +485,88 @@ async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// What triggers a reconcile of an ImportJob: its spec (generation), its deletion and its
+/// finalizers — not its status, which only this operator writes.
+pub fn own_writes_filtered(ij: &ImportJob) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        ij.meta().generation,
+        ij.meta().deletion_timestamp.is_some(),
+        ij.finalizers(),
+    )
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// The label selector of this instance's objects (`managed` plus the instance, if any).
+fn selector(base: Option<&str>, instance: Option<&str>) -> Option<String> {
+    let instance = instance.map(|i| format!("{INSTANCE_LABEL}={i}"));
+    match (base, instance) {
+        (Some(b), Some(i)) => Some(format!("{b},{i}")),
+        (Some(b), None) => Some(b.into()),
+        (None, i) => i,
+    }
+}
+
 /// Runs the controller until `shutdown` resolves. `store` receives the controller's cache of
 /// ImportJobs, from which `/metrics` counts them by phase without API calls.
 pub async fn run(
-    ctx: Arc<Context>,
+    client: Client,
+    config: OperatorConfig,
+    db: Option<PgPool>,
+    storage: Option<Storage>,
+    metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-    store: Arc<std::sync::OnceLock<kube::runtime::reflector::Store<ImportJob>>>,
+    store: Arc<std::sync::OnceLock<Store<ImportJob>>>,
 ) {
-    let ns = ctx.config.namespace.clone();
-    let client = ctx.client.clone();
+    let ns = config.namespace.clone();
+    let instance = config.instance.clone();
+    let config_of = |base: Option<&str>| match selector(base, instance.as_deref()) {
+        Some(s) => watcher::Config::default().labels(&s),
+        None => watcher::Config::default(),
+    };
     let importjobs: Api<ImportJob> = Api::namespaced(client.clone(), &ns);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    let (ij_reader, ij_writer) = reflector::store();
+    let ij_stream = watcher(importjobs, config_of(None))
+        .default_backoff()
+        .reflect(ij_writer)
+        .applied_objects()
+        .predicate_filter(own_writes_filtered, Default::default());
+    let (job_reader, job_writer) = reflector::store();
+    let job_stream = watcher(jobs, config_of(Some(MANAGED)))
+        .default_backoff()
+        .reflect(job_writer)
+        .touched_objects();
+    let (pod_reader, pod_writer) = reflector::store();
+    let pod_stream = watcher(pods, config_of(Some(MANAGED)))
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
+    let _ = store.set(ij_reader.clone());
+    let ctx = Arc::new(Context::new(
+        client,
+        config,
+        db,
+        storage,
+        metrics,
+        Caches {
+            jobs: job_reader,
+            pods: pod_reader,
+        },
+    ));
     let pod_ns = ns.clone();
-    let controller = Controller::new(importjobs, watcher::Config::default());
-    let _ = store.set(controller.store());
-    controller
-        .owns(jobs, watcher::Config::default().labels(MANAGED))
-        .watches(
-            pods,
-            watcher::Config::default().labels(MANAGED),
-            move |pod: Pod| {
-                let id = pod
-                    .labels()
-                    .get(JOB_ID_LABEL)
-                    .and_then(|id| id.parse().ok());
-                id.map(|id| ObjectRef::<ImportJob>::new(&resource_name(id)).within(&pod_ns))
-            },
-        )
+    Controller::for_stream(ij_stream, ij_reader)
+        .owns_stream(job_stream)
+        .watches_stream(pod_stream, move |pod: Pod| {
+            let id = pod
+                .labels()
+                .get(JOB_ID_LABEL)
+                .and_then(|id| id.parse().ok());
+            id.map(|id| ObjectRef::<ImportJob>::new(&resource_name(id)).within(&pod_ns))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -4,7 +4,7 @@
 
 use crate::{
     config::OperatorConfig,
-    controller::{self, Context, FINALIZER},
+    controller::{self, Caches, Context, FINALIZER},
     job_template::{build_job, CONTAINER},
     metrics::Metrics,
     Result,
@@ -26,8 +26,14 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    api::ObjectMeta, client::Body, runtime::controller::Action, Client, CustomResourceExt,
-    Resource, ResourceExt,
+    api::ObjectMeta,
+    client::Body,
+    runtime::{
+        controller::Action,
+        reflector::{self, store::Writer},
+        watcher,
+    },
+    Client, CustomResourceExt, Resource, ResourceExt,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -44,6 +50,8 @@ use tokio::sync::oneshot;
 pub const NS: &str = "imports";
 pub const JOB_ID: &str = "5f0c6b8e-8a1d-4c55-9f4e-2b7b6f0e9a11";
 pub const UID: &str = "0d9f7a52-3c1e-4f0b-8a44-6e2d1c9b7f30";
+/// The user who uploaded the test import.
+pub const USER_ID: &str = "3a7d0c1b-9e2f-4d5a-8b6c-1f0e2d3c4b5a";
 /// How long a scenario may take before the test fails (a stuck reconcile or a missing reply).
 pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,7 +80,7 @@ impl ImportJobExt for ImportJob {
                 job_id: JOB_ID.into(),
                 mode: ImportModeSpec::InsertOnly,
                 source: SourceObject {
-                    key: format!("uploads/{JOB_ID}.csv"),
+                    key: format!("uploads/{USER_ID}/{JOB_ID}.csv"),
                     size: 1024,
                     file_name: "customers.csv".into(),
                 },
@@ -166,7 +174,7 @@ pub fn pod_for(ij: &ImportJob, suffix: &str, phase: &str) -> Pod {
         metadata: ObjectMeta {
             name: Some(format!("{}-{suffix}", ij.name_any())),
             namespace: Some(NS.into()),
-            labels: Some(crate::job_template::labels(&ij.spec.job_id)),
+            labels: Some(crate::job_template::labels(&ij.spec.job_id, None)),
             ..Default::default()
         },
         spec: None,
@@ -524,6 +532,8 @@ async fn answer(
 pub struct Harness {
     pub api: MockApi,
     pub ctx: Arc<Context>,
+    jobs: Writer<Job>,
+    pods: Writer<Pod>,
 }
 
 impl Harness {
@@ -533,14 +543,48 @@ impl Harness {
 
     pub fn with(config: OperatorConfig, db: Option<PgPool>, storage: Option<Storage>) -> Harness {
         let api = MockApi::new();
+        let (jobs_reader, mut jobs) = reflector::store::<Job>();
+        let (pods_reader, mut pods) = reflector::store::<Pod>();
+        // Listed once (empty): the caches are ready.
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            jobs.apply_watcher_event(&event);
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            pods.apply_watcher_event(&event);
+        }
         let ctx = Arc::new(Context::new(
             api.client(),
             config,
             db,
             storage,
             Metrics::default(),
+            Caches {
+                jobs: jobs_reader,
+                pods: pods_reader,
+            },
         ));
-        Harness { api, ctx }
+        Harness {
+            api,
+            ctx,
+            jobs,
+            pods,
+        }
+    }
+
+    /// What the controller's watches have seen: this Job (or none) and these pods.
+    pub fn cache(&mut self, job: Option<&Job>, pods: &[Pod]) {
+        self.jobs.apply_watcher_event(&watcher::Event::Init);
+        if let Some(job) = job {
+            self.jobs
+                .apply_watcher_event(&watcher::Event::InitApply(job.clone()));
+        }
+        self.jobs.apply_watcher_event(&watcher::Event::InitDone);
+        self.pods.apply_watcher_event(&watcher::Event::Init);
+        for pod in pods {
+            self.pods
+                .apply_watcher_event(&watcher::Event::InitApply(pod.clone()));
+        }
+        self.pods.apply_watcher_event(&watcher::Event::InitDone);
     }
 
     pub async fn reconcile(
@@ -613,28 +657,35 @@ fn assert_schema_knows(status: &Value) {
     }
 }
 
-/// `GET` the Job named like `ij`, answered with `job` or 404.
-pub fn expect_get_job(ij: &ImportJob, job: Option<Job>) -> Expect {
-    let get = Expect::get(job_path(&ij.name_any()));
-    match job {
-        Some(job) => get.reply(200, job),
-        None => get.fail(404, "NotFound"),
-    }
-}
-
-/// The label-selected pod list of `ij`'s import.
-pub fn expect_list_pods(ij: &ImportJob, pods: Vec<Pod>) -> Expect {
-    Expect::get(pods_path())
+/// The list of the Job controller's `FailedCreate` Events about `ij`'s Job.
+pub fn expect_failed_create_events(ij: &ImportJob, messages: &[&str]) -> Expect {
+    let items: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            json!({
+                "metadata": { "name": format!("{}.{i}", ij.name_any()), "namespace": NS,
+                              "creationTimestamp": format!("2026-01-01T00:00:0{i}Z") },
+                "involvedObject": { "kind": "Job", "name": ij.name_any(), "namespace": NS },
+                "reason": "FailedCreate", "type": "Warning", "message": m,
+                "lastTimestamp": format!("2026-01-01T00:00:0{i}Z"),
+            })
+        })
+        .collect();
+    Expect::get(format!("/api/v1/namespaces/{NS}/events"))
         .query(
-            "labelSelector",
-            &format!("{JOB_ID_LABEL}={}", ij.spec.job_id),
+            "fieldSelector",
+            &format!(
+                "involvedObject.kind=Job,involvedObject.name={},reason=FailedCreate",
+                ij.name_any()
+            ),
         )
         .reply(
             200,
             json!({
-                "apiVersion": "v1", "kind": "PodList",
+                "apiVersion": "v1", "kind": "EventList",
                 "metadata": { "resourceVersion": "300" },
-                "items": pods,
+                "items": items,
             }),
         )
 }

@@ -7,13 +7,13 @@ use k8s_openapi::{
     api::{
         batch::v1::{
             Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
-            PodFailurePolicyRule,
+            PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
         },
         core::v1::{
             Capabilities, ConfigMapEnvSource, Container, EmptyDirVolumeSource, EnvFromSource,
-            EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext, PodSpec,
-            PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector,
-            SecurityContext, Volume, VolumeMount,
+            EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+            ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+            VolumeMount,
         },
     },
     apimachinery::pkg::api::resource::Quantity,
@@ -25,14 +25,16 @@ pub const CONTAINER: &str = "importer";
 /// Importer exit code for a permanent failure it has recorded: the Job fails at once
 /// instead of retrying (podFailurePolicy).
 pub const PERMANENT_EXIT_CODE: i32 = 2;
-/// Secret keys passed by `secretKeyRef` (the values never appear in the Job or the CR).
-pub const SECRET_KEYS: [&str; 5] = [
+/// Secret keys passed by `secretKeyRef` (the values never appear in the Job or the CR): the
+/// ones the importer uses. Not `JWT_SECRET`: the importer parses untrusted files and never
+/// signs a token, so it is not given the key that could mint one.
+pub const SECRET_KEYS: [&str; 4] = [
     "DATABASE_URL",
     "REDIS_URL",
     "S3_ACCESS_KEY",
     "S3_SECRET_KEY",
-    "JWT_SECRET",
 ];
+pub use bulk_import_core::crd::INSTANCE_LABEL;
 const USER_ID: i64 = 10001;
 
 /// Why a spec cannot be run; it waits for a change (a condition says why).
@@ -40,28 +42,39 @@ const USER_ID: i64 = 10001;
 #[error("invalid spec: {0}")]
 pub struct InvalidSpec(pub String);
 
-/// A relative object key without `.`/`..` segments.
-pub fn is_object_key(key: &str) -> bool {
-    !(key.is_empty() || key.starts_with('/') || key.split('/').any(|p| p == ".." || p == "."))
-}
-
-fn check_key(what: &str, key: &str) -> Result<(), InvalidSpec> {
-    if !is_object_key(key) {
+/// The objects an ImportJob names lie under its own job's prefixes: the upload
+/// `uploads/<user id>/<job id>.csv` and the report `reports/<job id>/errors.csv` (the keys
+/// the API gives them). The CRD's validation rules say the same; the operator checks again
+/// before it deletes anything, so that an ImportJob can never make the finalizer delete
+/// another import's (or anyone's) object.
+pub fn keys_of_the_job(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
+    let id = job_id(ij)?;
+    if !bulk_import_core::job::is_upload_key_of(id, &ij.spec.source.key) {
         return Err(InvalidSpec(format!(
-            "{what} {key:?} is not a valid object key"
+            "source.key {:?} is not an upload of job {id} (uploads/<user id>/{id}.csv)",
+            ij.spec.source.key
         )));
     }
-    Ok(())
+    let report = bulk_import_core::job::report_key(id);
+    if ij.spec.report.key != report {
+        return Err(InvalidSpec(format!(
+            "report.key {:?} is not the report of job {id} ({report})",
+            ij.spec.report.key
+        )));
+    }
+    Ok(id)
+}
+
+fn job_id(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
+    let js = &ij.spec.job_id;
+    match js.parse::<uuid::Uuid>() {
+        Ok(id) if bulk_import_core::job::is_canonical_uuid(js) => Ok(id),
+        _ => Err(InvalidSpec(format!("jobId {js:?} is not a UUID"))),
+    }
 }
 
 pub fn validate(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
-    let id: uuid::Uuid = ij
-        .spec
-        .job_id
-        .parse()
-        .map_err(|_| InvalidSpec(format!("jobId {:?} is not a UUID", ij.spec.job_id)))?;
-    check_key("source.key", &ij.spec.source.key)?;
-    check_key("report.key", &ij.spec.report.key)?;
+    let id = keys_of_the_job(ij)?;
     if ij.spec.source.size < 0 {
         return Err(InvalidSpec("source.size is negative".into()));
     }
@@ -73,8 +86,8 @@ pub fn validate(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
     Ok(id)
 }
 
-pub fn labels(job_id: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
+pub fn labels(job_id: &str, instance: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
         ("app.kubernetes.io/name".into(), "bulk-import".into()),
         ("app.kubernetes.io/component".into(), "importer".into()),
         (
@@ -82,7 +95,11 @@ pub fn labels(job_id: &str) -> BTreeMap<String, String> {
             "bulk-import-operator".into(),
         ),
         (JOB_ID_LABEL.into(), job_id.into()),
-    ])
+    ]);
+    if let Some(instance) = instance {
+        labels.insert(INSTANCE_LABEL.into(), instance.into());
+    }
+    labels
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -100,10 +117,38 @@ fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     ])
 }
 
+/// First matching rule wins. A pod that fails because it was disrupted (evicted, preempted,
+/// its node drained: the `DisruptionTarget` condition) does not count against
+/// `backoffLimit`: the Job starts another pod, which resumes from the checkpoint. Exit code
+/// 2, a permanent failure the importer recorded, fails the Job at once.
+pub fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: Some("True".into()),
+                }]),
+                ..Default::default()
+            },
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    values: vec![PERMANENT_EXIT_CODE],
+                }),
+                ..Default::default()
+            },
+        ],
+    }
+}
+
 pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, InvalidSpec> {
     let job_id = validate(ij)?;
     let name = ij.name_any();
-    let labels = labels(&job_id.to_string());
+    let labels = labels(&job_id.to_string(), config.instance.as_deref());
     let owner = ij
         .controller_owner_ref(&())
         .ok_or_else(|| InvalidSpec("the ImportJob has no uid yet".into()))?;
@@ -123,18 +168,6 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
             ..Default::default()
         })
         .collect();
-    env_vars.push(EnvVar {
-        name: "KUBE_NAMESPACE".into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.namespace".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    env_vars.push(env("IMPORTJOB_NAME", name.clone()));
     if let Some(t) = &ij.spec.tuning {
         if let Some(v) = t.batch_size {
             env_vars.push(env("BATCH_SIZE", v.to_string()));
@@ -202,17 +235,7 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
             backoff_limit: Some(config.backoff_limit),
             active_deadline_seconds: Some(config.active_deadline_seconds),
             ttl_seconds_after_finished: Some(config.ttl_seconds_after_finished),
-            pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "FailJob".into(),
-                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                        container_name: Some(CONTAINER.into()),
-                        operator: "In".into(),
-                        values: vec![PERMANENT_EXIT_CODE],
-                    }),
-                    ..Default::default()
-                }],
-            }),
+            pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -221,8 +244,9 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: Some(config.service_account.clone()),
-                    // The importer patches its ImportJob's status.
-                    automount_service_account_token: Some(true),
+                    // The importer calls no Kubernetes API (the operator mirrors its progress
+                    // from Postgres): no token in the pod that parses untrusted files.
+                    automount_service_account_token: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(USER_ID),
@@ -255,7 +279,7 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{config_with, name, ImportJobExt, JOB_ID, NS, UID};
+    use crate::fixtures::{config_with, name, ImportJobExt, JOB_ID, NS, UID, USER_ID};
     use bulk_import_core::crd::Tuning;
 
     fn job_of(ij: &ImportJob) -> Job {
@@ -364,15 +388,24 @@ mod tests {
                 "{key}"
             );
         }
-        // The only literal values are non-secret names and numbers.
-        let literal: Vec<&str> = importer(&job)
+        // Only the settings the importer uses: no JWT_SECRET (it never signs a token and
+        // must not be able to mint one), nothing naming its ImportJob (it calls no
+        // Kubernetes API).
+        let names: Vec<&str> = importer(&job)
             .env
             .iter()
             .flatten()
-            .filter(|e| e.value.is_some())
             .map(|e| e.name.as_str())
             .collect();
-        assert_eq!(literal, ["IMPORTJOB_NAME"]);
+        assert_eq!(
+            names,
+            [
+                "DATABASE_URL",
+                "REDIS_URL",
+                "S3_ACCESS_KEY",
+                "S3_SECRET_KEY"
+            ]
+        );
         // envFrom brings the ConfigMap only: a secretRef would put every key of the Secret
         // (not just the five) into the environment.
         let env_from = importer(&job).env_from.as_deref().unwrap_or_default();
@@ -389,17 +422,37 @@ mod tests {
     }
 
     #[test]
-    fn env_names_the_importjob_and_its_namespace() {
+    fn the_importers_secret_keys_are_the_charts_contract() {
+        // charts/tests/env_expected.json: what the chart tests hold the chart to.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/tests/env_expected.json"
+        );
+        let contract: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let keys: Vec<&str> = contract["secretKeys"]["importer"]
+            .as_array()
+            .expect("secretKeys.importer")
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(keys, SECRET_KEYS);
+    }
+
+    #[test]
+    fn importer_pods_get_no_kubernetes_credentials() {
         let job = job_of(&ImportJob::test());
-        assert_eq!(env_value(&job, "IMPORTJOB_NAME"), Some(name()));
-        let ns = env_var(&job, "KUBE_NAMESPACE");
-        assert_eq!(ns.value, None);
-        let field = ns
-            .value_from
-            .as_ref()
-            .and_then(|v| v.field_ref.as_ref())
-            .expect("a fieldRef");
-        assert_eq!(field.field_path, "metadata.namespace");
+        assert_eq!(
+            pod(&job).automount_service_account_token,
+            Some(false),
+            "no service-account token in the pod that parses untrusted files"
+        );
+        for var in ["IMPORTJOB_NAME", "KUBE_NAMESPACE", "JWT_SECRET"] {
+            assert!(
+                importer(&job).env.iter().flatten().all(|e| e.name != var),
+                "{var} is not given to the importer"
+            );
+        }
         for var in ["BATCH_SIZE", "PROGRESS_EVERY", "IMPORT_SLOW_MS"] {
             assert_eq!(env_value(&job, var), None, "no override without tuning");
         }
@@ -511,7 +564,7 @@ mod tests {
     }
 
     #[test]
-    fn exit_code_2_fails_the_job_without_retries() {
+    fn disruptions_are_ignored_and_exit_code_2_fails_the_job_without_retries() {
         let job = job_of(&ImportJob::test());
         let policy = job
             .spec
@@ -520,16 +573,44 @@ mod tests {
             .expect("podFailurePolicy");
         assert_eq!(
             policy.rules,
-            vec![PodFailurePolicyRule {
-                action: "FailJob".into(),
-                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                    container_name: Some(CONTAINER.into()),
-                    operator: "In".into(),
-                    values: vec![2],
-                }),
-                ..Default::default()
-            }]
+            vec![
+                // First: an evicted, preempted or drained pod does not use up backoffLimit.
+                PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".into(),
+                        status: Some("True".into()),
+                    }]),
+                    ..Default::default()
+                },
+                PodFailurePolicyRule {
+                    action: "FailJob".into(),
+                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                        container_name: Some(CONTAINER.into()),
+                        operator: "In".into(),
+                        values: vec![2],
+                    }),
+                    ..Default::default()
+                },
+            ]
         );
+    }
+
+    #[test]
+    fn the_release_labels_its_jobs_and_pods() {
+        let config = config_with(&[("INSTANCE", "blue")]);
+        let job = build_job(&ImportJob::test(), &config).unwrap();
+        let template = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .expect("pod labels");
+        for labels in [job.metadata.labels.as_ref().unwrap(), template] {
+            assert_eq!(labels.get(INSTANCE_LABEL).map(String::as_str), Some("blue"));
+        }
+        let unset = job_of(&ImportJob::test());
+        assert!(!unset.metadata.labels.unwrap().contains_key(INSTANCE_LABEL));
     }
 
     #[test]
@@ -540,8 +621,29 @@ mod tests {
                 "not a UUID",
             ),
             (
+                ImportJob::test().with_spec(|s| s.job_id = JOB_ID.to_uppercase()),
+                "not a UUID",
+            ),
+            (
                 ImportJob::test().with_spec(|s| s.source.key = "../other/upload.csv".into()),
                 "source.key",
+            ),
+            (
+                // Another import's upload: the finalizer could be made to delete it.
+                ImportJob::test().with_spec(|s| {
+                    s.source.key = format!("uploads/{USER_ID}/{}.csv", uuid::Uuid::new_v4())
+                }),
+                "source.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| {
+                    s.report.key = format!("reports/{}/errors.csv", uuid::Uuid::new_v4())
+                }),
+                "report.key",
+            ),
+            (
+                ImportJob::test().with_spec(|s| s.report.key = "uploads/secret.csv".into()),
+                "report.key",
             ),
             (
                 ImportJob::test().with_spec(|s| s.source.key = "uploads/../../etc/passwd".into()),
@@ -596,9 +698,5 @@ mod tests {
         let mut edge = ImportJob::test().with_spec(|s| s.source.size = 0);
         edge.metadata.name = Some("a".repeat(63));
         assert!(build_job(&edge, &OperatorConfig::defaults()).is_ok());
-        assert!(
-            is_object_key("uploads/a..b/c.csv"),
-            "dots inside a segment are fine"
-        );
     }
 }

@@ -1,18 +1,27 @@
 //! Leader election with a coordination.k8s.io Lease, so that two replicas are safe: only the
 //! holder reconciles. Writes use the Lease's resourceVersion, so two candidates cannot both
 //! win; a holder that cannot renew within the lease duration stops reconciling.
+//!
+//! Expiry is judged as client-go does: by this process's own clock, from the moment it saw
+//! the Lease's record change — never by comparing another node's `renewTime` with the local
+//! clock, so skewed node clocks cannot make a live Lease look expired. A candidate that first
+//! sees a Lease waits a whole lease duration before it may take it.
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::MicroTime,
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{
     api::{Api, ObjectMeta, PostParams},
     Client,
 };
-use std::time::Duration;
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
+/// The default Lease name (`LEASE_NAME`; the chart gives each release its own).
 pub const LEASE_NAME: &str = "bulk-import-operator";
 pub const LEASE_SECONDS: i32 = 15;
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
@@ -20,7 +29,30 @@ pub const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 pub struct LeaderElector {
     api: Api<Lease>,
+    name: String,
     identity: String,
+    /// The last record seen and when (by this process's clock) it was first seen.
+    observed: Mutex<Option<(Record, Instant)>>,
+}
+
+/// What identifies one renewal of a Lease.
+#[derive(Debug, Clone, PartialEq)]
+struct Record {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    transitions: Option<i32>,
+    duration: Option<i32>,
+}
+
+impl Record {
+    fn of(spec: &LeaseSpec) -> Record {
+        Record {
+            holder: spec.holder_identity.clone(),
+            renew_time: spec.renew_time.clone(),
+            transitions: spec.lease_transitions,
+            duration: spec.lease_duration_seconds,
+        }
+    }
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -28,10 +60,24 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 impl LeaderElector {
-    pub fn new(client: Client, namespace: &str, identity: &str) -> LeaderElector {
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> LeaderElector {
         LeaderElector {
             api: Api::namespaced(client, namespace),
+            name: name.into(),
             identity: identity.into(),
+            observed: Mutex::new(None),
+        }
+    }
+
+    /// Notes the record seen at `now`; returns since when (local clock) it has been the same.
+    fn observe(&self, record: Record, now: Instant) -> Instant {
+        let mut observed = self.observed.lock().expect("lock");
+        match &*observed {
+            Some((seen, since)) if *seen == record => *since,
+            _ => {
+                *observed = Some((record, now));
+                now
+            }
         }
     }
 
@@ -64,18 +110,26 @@ impl LeaderElector {
     /// Takes the Lease if it is free, expired or ours (renewing it); `false` when someone
     /// else holds it.
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        self.try_acquire_at(Instant::now()).await
+    }
+
+    /// `try_acquire` with the local clock reading given (tests step it).
+    async fn try_acquire_at(&self, local: Instant) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        match self.api.get_opt(LEASE_NAME).await? {
+        match self.api.get_opt(&self.name).await? {
             None => {
                 let lease = Lease {
                     metadata: ObjectMeta {
-                        name: Some(LEASE_NAME.into()),
+                        name: Some(self.name.clone()),
                         ..Default::default()
                     },
                     spec: Some(self.spec(None, now)),
                 };
                 match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(true),
+                    Ok(created) => {
+                        self.observe(Record::of(&created.spec.unwrap_or_default()), local);
+                        Ok(true)
+                    }
                     Err(e) if is_conflict(&e) => Ok(false),
                     Err(e) => Err(e),
                 }
@@ -84,9 +138,11 @@ impl LeaderElector {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
                 let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-                let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-                    (Some(MicroTime(renewed)), Some(secs)) => {
-                        *renewed + SignedDuration::from_secs(i64::from(secs)) < now
+                // Since when this record has been seen unchanged, by our own clock.
+                let since = self.observe(Record::of(&spec), local);
+                let expired = match spec.lease_duration_seconds {
+                    Some(secs) if secs > 0 => {
+                        local.duration_since(since) > Duration::from_secs(secs as u64)
                     }
                     _ => true,
                 };
@@ -97,10 +153,13 @@ impl LeaderElector {
                 // replace carries the resourceVersion we read: a concurrent winner makes it 409.
                 match self
                     .api
-                    .replace(LEASE_NAME, &PostParams::default(), &lease)
+                    .replace(&self.name, &PostParams::default(), &lease)
                     .await
                 {
-                    Ok(_) => Ok(true),
+                    Ok(written) => {
+                        self.observe(Record::of(&written.spec.unwrap_or_default()), local);
+                        Ok(true)
+                    }
                     Err(e) if is_conflict(&e) => Ok(false),
                     Err(e) => Err(e),
                 }
@@ -110,7 +169,7 @@ impl LeaderElector {
 
     /// Gives the Lease up (on shutdown), so that another replica takes over at once.
     pub async fn release(&self) -> Result<(), kube::Error> {
-        if let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? {
+        if let Some(mut lease) = self.api.get_opt(&self.name).await? {
             let spec = lease.spec.clone().unwrap_or_default();
             if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
                 lease.spec = Some(LeaseSpec {
@@ -121,7 +180,7 @@ impl LeaderElector {
                 });
                 match self
                     .api
-                    .replace(LEASE_NAME, &PostParams::default(), &lease)
+                    .replace(&self.name, &PostParams::default(), &lease)
                     .await
                 {
                     Ok(_) => {}
@@ -138,6 +197,7 @@ impl LeaderElector {
 mod tests {
     use super::*;
     use crate::fixtures::{lease_path, leases_path, Expect, MockApi, NS};
+    use k8s_openapi::jiff::SignedDuration;
     use serde_json::Value;
 
     const ME: &str = "operator-a";
@@ -176,7 +236,7 @@ mod tests {
     }
 
     fn elector(api: &MockApi) -> LeaderElector {
-        LeaderElector::new(api.client(), NS, ME)
+        LeaderElector::new(api.client(), NS, LEASE_NAME, ME)
     }
 
     #[tokio::test]
@@ -235,15 +295,55 @@ mod tests {
         assert!(!won.unwrap(), "no PUT: the scenario has none");
     }
 
+    /// The holder's node clock is a minute behind: its fresh renewals carry a `renewTime` a
+    /// minute old. Judged by `renewTime` against the local clock (the bug), the standby took a
+    /// live Lease at once; judged by when this process saw the record change, it waits.
     #[tokio::test]
-    async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+    async fn a_skewed_renew_time_does_not_make_a_live_lease_look_expired() {
         let mut api = MockApi::new();
         let elector = elector(&api);
+        let t0 = Instant::now();
+        let mut renewed = ago(60);
+        for step in 0..4u64 {
+            // The holder renews every 5 s (by its own, skewed, clock).
+            renewed += SignedDuration::from_secs(5);
+            let (won, _) = api
+                .serve(
+                    vec![Expect::get(lease_path(LEASE_NAME))
+                        .reply(200, lease(Some(OTHER), renewed, ago(600), 4))],
+                    elector.try_acquire_at(t0 + Duration::from_secs(5 * step)),
+                )
+                .await;
+            assert!(!won.unwrap(), "step {step}: no PUT, the Lease is alive");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_unchanged_for_its_duration_by_our_clock_is_taken_over_with_its_resource_version(
+    ) {
+        let mut api = MockApi::new();
+        let elector = elector(&api);
+        let t0 = Instant::now();
+        // Its renewTime is long past, but this process has only just seen it: it waits.
+        let stale = lease(Some(OTHER), ago(60), ago(600), 4);
+        let (won, _) = api
+            .serve(
+                vec![Expect::get(lease_path(LEASE_NAME)).reply(200, stale.clone())],
+                elector.try_acquire_at(t0),
+            )
+            .await;
+        assert!(!won.unwrap(), "first sight: no PUT");
+        let (won, _) = api
+            .serve(
+                vec![Expect::get(lease_path(LEASE_NAME)).reply(200, stale.clone())],
+                elector.try_acquire_at(t0 + Duration::from_secs(LEASE_SECONDS as u64 - 1)),
+            )
+            .await;
+        assert!(!won.unwrap(), "within the lease duration: no PUT");
         let (won, _) = api
             .serve(
                 vec![
-                    Expect::get(lease_path(LEASE_NAME))
-                        .reply(200, lease(Some(OTHER), ago(60), ago(600), 4)),
+                    Expect::get(lease_path(LEASE_NAME)).reply(200, stale),
                     Expect::put(lease_path(LEASE_NAME))
                         .body(|b| {
                             // The resourceVersion read makes a concurrent winner's write fail.
@@ -253,6 +353,25 @@ mod tests {
                             assert_eq!(b["spec"]["acquireTime"], b["spec"]["renewTime"]);
                         })
                         .echo(200),
+                ],
+                elector.try_acquire_at(t0 + Duration::from_secs(LEASE_SECONDS as u64 + 1)),
+            )
+            .await;
+        assert!(won.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_lease_name_is_the_configured_one() {
+        // Two releases in one namespace: each has its own Lease.
+        let mut api = MockApi::new();
+        let elector = LeaderElector::new(api.client(), NS, "other-release-operator", ME);
+        let (won, _) = api
+            .serve(
+                vec![
+                    Expect::get(lease_path("other-release-operator")).fail(404, "NotFound"),
+                    Expect::post(leases_path())
+                        .body(|b| assert_eq!(b["metadata"]["name"], "other-release-operator"))
+                        .echo(201),
                 ],
                 elector.try_acquire(),
             )

@@ -21,6 +21,8 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("the Job and pod caches did not sync in time")]
+    CacheNotReady,
     #[error("the ImportJob has no namespace")]
     MissingNamespace,
     #[error("finalizer: {0}")]

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use bulk_import_core::{crd::crd_yaml, db, telemetry, Settings, Storage};
 use bulk_import_operator::{
     config::OperatorConfig,
-    controller::{self, Context},
+    controller,
     leader::{LeaderElector, RENEW_EVERY, RETRY_EVERY},
     metrics::{self, Health, Metrics},
 };
@@ -38,7 +38,7 @@ async fn main() {
 async fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = OperatorConfig::from_env()?;
-    let settings = Settings::from_env()?;
+    let settings = Settings::from_env_without_jwt()?;
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -75,7 +75,12 @@ async fn run() -> anyhow::Result<()> {
         signal_stop.cancel();
     });
 
-    let elector = LeaderElector::new(client.clone(), &config.namespace, &config.pod_name);
+    let elector = LeaderElector::new(
+        client.clone(),
+        &config.namespace,
+        &config.lease_name,
+        &config.pod_name,
+    );
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(identity = elector.identity(), "waiting for leadership");
     // Each attempt is bounded too (kube's client retries a 503 for minutes): a standby must
@@ -134,17 +139,14 @@ async fn run() -> anyhow::Result<()> {
         elector
     });
 
-    let ctx = Arc::new(Context::new(
+    let controller_stop = stop.clone();
+    let controller_lost = lost.clone();
+    let running = controller::run(
         client,
         config,
         Some(pool),
         Some(storage),
         metrics,
-    ));
-    let controller_stop = stop.clone();
-    let controller_lost = lost.clone();
-    let running = controller::run(
-        ctx,
         async move {
             tokio::select! {
                 _ = controller_stop.cancelled() => {}

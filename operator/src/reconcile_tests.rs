@@ -154,7 +154,6 @@ async fn a_new_importjob_gets_the_finalizer_then_exactly_one_job_and_a_pending_s
         .reconcile(
             &ij,
             vec![
-                expect_get_job(&ij, None),
                 Expect::post(jobs_path())
                     .body(move |job| {
                         assert_eq!(job, &desired, "the Job posted is the one build_job builds");
@@ -171,7 +170,6 @@ async fn a_new_importjob_gets_the_finalizer_then_exactly_one_job_and_a_pending_s
                     })
                     .echo(201),
                 expect_event("JobCreated", "Normal"),
-                expect_list_pods(&ij, vec![]),
                 expect_status_apply(&ij, |s| {
                     assert_eq!(s["phase"], "Pending", "{s:#}");
                     assert_eq!(s["reason"], "JobCreated", "{s:#}");
@@ -201,12 +199,12 @@ async fn an_existing_job_is_read_never_created_again_and_an_unchanged_status_not
     let job = job_for(&ij).active(1);
     let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
     let mut h = Harness::new();
+    // Read from the controller's caches: no GET of the Job, no LIST of pods.
+    h.cache(Some(&job), &pods);
     let (action, seen) = h
         .reconcile(
             &ij,
             vec![
-                expect_get_job(&ij, Some(job.clone())),
-                expect_list_pods(&ij, pods.clone()),
                 expect_status_apply(&ij, |s| {
                     assert_eq!(s["phase"], "Running", "{s:#}");
                     assert_eq!(s["reason"], "Running", "{s:#}");
@@ -217,17 +215,13 @@ async fn an_existing_job_is_read_never_created_again_and_an_unchanged_status_not
             ],
         )
         .await;
-    assert_eq!(action.unwrap(), requeue(60));
+    // Running: progress is mirrored from Postgres once a second.
+    assert_eq!(action.unwrap(), requeue(1));
 
     // The next reconcile sees the status it wrote: nothing to create, nothing to write.
-    let ij = ij.with_status(applied_status(&seen, 2));
-    let (action, _) = h
-        .reconcile(
-            &ij,
-            vec![expect_get_job(&ij, Some(job)), expect_list_pods(&ij, pods)],
-        )
-        .await;
-    assert_eq!(action.unwrap(), requeue(60));
+    let ij = ij.with_status(applied_status(&seen, 0));
+    let (action, _) = h.reconcile(&ij, vec![]).await;
+    assert_eq!(action.unwrap(), requeue(1));
 }
 
 #[tokio::test]
@@ -238,10 +232,20 @@ async fn a_lost_create_race_reads_the_job_that_won() {
         .reconcile(
             &ij,
             vec![
-                expect_get_job(&ij, None),
+                // Not in the cache yet: created meanwhile by another reconcile or leader. No
+                // GET: the Job watch brings it, and the next reconcile reads it there.
                 Expect::post(jobs_path()).fail(409, "AlreadyExists"),
-                expect_get_job(&ij, Some(job_for(&ij))),
-                expect_list_pods(&ij, vec![]),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(1));
+    h.cache(Some(&job_for(&ij)), &[]);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                // No pod yet: is a FailedCreate Event why?
+                expect_failed_create_events(&ij, &[]),
                 expect_status_apply(&ij, |s| assert_eq!(s["phase"], "Pending", "{s:#}")),
                 expect_event("Pending", "Normal"),
             ],
@@ -260,12 +264,11 @@ async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() 
     );
     let pod = pod_for(&ij, "a1b2c", "Succeeded").state(terminated("Completed", 0));
     let mut h = Harness::new();
+    h.cache(Some(&job), &[pod]);
     let (action, seen) = h
         .reconcile(
             &ij,
             vec![
-                expect_get_job(&ij, Some(job)),
-                expect_list_pods(&ij, vec![pod]),
                 expect_status_apply(&ij, |s| {
                     assert_eq!(s["phase"], "Complete", "{s:#}");
                     assert_eq!(s["reason"], "Succeeded", "{s:#}");
@@ -281,8 +284,8 @@ async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() 
                     );
                     assert_eq!(s["startedAt"], EARLIER, "startedAt is kept");
                     assert!(s["finishedAt"].is_string(), "finishedAt is set: {s:#}");
-                    // The importer owns the counters: the operator's apply leaves them out.
-                    assert!(s.get("processedRows").is_none(), "{s:#}");
+                    // No database here: the counters last shown are kept.
+                    assert_eq!(s["processedRows"], 500, "{s:#}");
                 }),
                 expect_event("Complete", "Normal"),
             ],
@@ -291,7 +294,7 @@ async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() 
     assert_eq!(action.unwrap(), Action::await_change());
 
     // Finished: later reconciles touch nothing (the Job may be gone after its TTL).
-    let ij = ij.with_status(applied_status(&seen, 2));
+    let ij = ij.with_status(applied_status(&seen, 0));
     let (action, _) = h.reconcile(&ij, vec![]).await;
     assert_eq!(action.unwrap(), Action::await_change());
 }
@@ -311,12 +314,11 @@ async fn an_oom_killed_importer_fails_the_importjob_and_its_postgres_row() {
         pod_for(&ij, "bbbbb", "Failed").state(terminated("OOMKilled", 137)),
     ];
     let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &pods);
     let (action, _) = h
         .reconcile(
             &ij,
             vec![
-                expect_get_job(&ij, Some(job)),
-                expect_list_pods(&ij, pods),
                 expect_status_apply(&ij, |s| {
                     assert_eq!(s["phase"], "Failed", "{s:#}");
                     assert_eq!(s["reason"], "OOMKilled", "{s:#}");
@@ -353,12 +355,11 @@ async fn a_failure_the_importer_recorded_itself_is_not_overwritten() {
     );
     let pod = pod_for(&ij, "aaaaa", "Failed").state(terminated("Error", 2));
     let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &[pod]);
     let (action, _) = h
         .reconcile(
             &ij,
             vec![
-                expect_get_job(&ij, Some(job)),
-                expect_list_pods(&ij, vec![pod]),
                 expect_status_apply(&ij, |s| {
                     assert_eq!(s["phase"], "Failed", "{s:#}");
                     assert_eq!(s["reason"], "ImporterFailed", "{s:#}");
@@ -385,13 +386,12 @@ async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
         "Back-off pulling image \"bulk-import:dev\"",
     ));
     let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &[pod]);
     let (action, _) = h
         .reconcile(
             &ij,
             vec![
-                expect_get_job(&ij, Some(job)),
-                expect_list_pods(&ij, vec![pod]),
-                expect_delete_job(&ij, true),
+                // The status first, then the Job is stopped.
                 expect_status_apply(&ij, |s| {
                     assert_eq!(s["phase"], "Failed", "{s:#}");
                     assert_eq!(s["reason"], "ImagePullBackOff", "{s:#}");
@@ -402,6 +402,7 @@ async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
                     assert_eq!(condition(s, "Failed")["status"], "True");
                 }),
                 expect_event("Failed", "Warning"),
+                expect_delete_job(&ij, true),
             ],
         )
         .await;
@@ -455,7 +456,7 @@ async fn api_errors_are_returned_so_that_error_policy_retries() {
     let (result, _) = h
         .reconcile(
             &ij,
-            vec![Expect::get(job_path(&name())).fail(500, "InternalError")],
+            vec![Expect::post(jobs_path()).fail(500, "InternalError")],
         )
         .await;
     match result {
@@ -602,4 +603,265 @@ async fn deleting_an_importjob_with_an_invalid_key_is_not_blocked_by_its_cleanup
         testing::list_objects(&storage).await,
         vec!["outside.csv".to_string()]
     );
+}
+
+/// Bug 1 (issue 11): the Failed status write fails (a 503) after a fatal pull failure. The
+/// Job must not be gone already, or the retry finds nothing to act on and the ImportJob
+/// stays Pending for good while Postgres says failed: the status comes first, the Job is
+/// deleted after, and a retry decides again.
+#[tokio::test]
+async fn a_failed_status_write_after_a_fatal_pull_failure_is_retried_with_the_job_still_there() {
+    let pool = database().await;
+    insert_job_row(&pool, "pending").await;
+    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let job = job_for(&ij).active(1);
+    let pod = pod_for(&ij, "a1b2c", "Pending").state(waiting(
+        "ErrImageNeverPull",
+        "Container image \"bulk-import:dev\" is not present with pull policy of Never",
+    ));
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), std::slice::from_ref(&pod));
+    let (result, _) = h
+        .reconcile(
+            &ij,
+            vec![Expect::patch(format!("{}/status", importjob_path(&name())))
+                .query("fieldManager", "bulk-import-operator")
+                .query("force", "true")
+                .fail(503, "ServiceUnavailable")],
+        )
+        .await;
+    assert!(
+        result.is_err(),
+        "the failed write is retried by error_policy"
+    );
+    assert_eq!(job_row(&pool).await.0, "failed", "Postgres knows already");
+
+    // The retry: the Job is still there, the same decision is made and written.
+    let (action, seen) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Failed", "{s:#}");
+                    assert_eq!(s["reason"], "ErrImageNeverPull", "{s:#}");
+                }),
+                expect_event("Failed", "Warning"),
+                expect_delete_job(&ij, true),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+
+    // Had the delete failed after the status was written, the next reconcile (Failed, the
+    // Job still active in the cache) deletes it.
+    let failed = ij.clone().with_status(applied_status(&seen, 0));
+    let (action, _) = h
+        .reconcile(&failed, vec![expect_delete_job(&failed, true)])
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    // And once it is gone, nothing more.
+    h.cache(None, &[]);
+    let (action, _) = h.reconcile(&failed, vec![]).await;
+    assert_eq!(action.unwrap(), Action::await_change());
+
+    // The other order of events: the Job is gone (deleted by an older operator) and the
+    // status still says Pending: the row's outcome is written, no Job is created again.
+    // (Another operator process: its Event is new, not a repeat of this one's.)
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Failed", "{s:#}");
+                    assert!(
+                        s["message"].as_str().unwrap().contains("ErrImageNeverPull"),
+                        "{s:#}"
+                    );
+                }),
+                expect_event("Failed", "Warning"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+}
+
+/// Bug 2 (issue 11): the Job is gone (its TTL passed while the operator was down, or
+/// `kubectl delete job`) and the row has ended. No new Job is created — it would re-run the
+/// import — and the status takes the row's outcome: Failed for a failed import.
+#[tokio::test]
+async fn a_missing_job_of_an_ended_import_is_not_created_again() {
+    for (row_status, phase, reason) in [
+        ("failed", "Failed", "ImportFailed"),
+        ("done", "Complete", "Succeeded"),
+    ] {
+        let pool = database().await;
+        insert_job_row(&pool, row_status).await;
+        sqlx::query(
+            "UPDATE import_jobs SET error = CASE WHEN status = 'failed' THEN 'OOMKilled: x' END, \
+             processed_rows = 10, inserted_rows = 9, error_rows = 1",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let ij = ImportJob::test().finalized().with_status(running_status());
+        let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+        let (action, _) = h
+            .reconcile(
+                &ij,
+                vec![
+                    // No POST of a Job.
+                    expect_status_apply(&ij, move |s| {
+                        assert_eq!(s["phase"], phase, "{s:#}");
+                        assert_eq!(s["reason"], reason, "{s:#}");
+                        assert_eq!(condition(s, phase)["status"], "True", "{s:#}");
+                        assert_eq!(s["processedRows"], 10, "{s:#}");
+                        assert_eq!(s["errorRows"], 1, "{s:#}");
+                        if phase == "Failed" {
+                            assert_eq!(s["message"], "OOMKilled: x", "{s:#}");
+                        }
+                    }),
+                    expect_event(
+                        phase,
+                        if phase == "Failed" {
+                            "Warning"
+                        } else {
+                            "Normal"
+                        },
+                    ),
+                ],
+            )
+            .await;
+        assert_eq!(action.unwrap(), Action::await_change(), "{row_status}");
+        assert_eq!(job_row(&pool).await.0, row_status, "the row is left alone");
+    }
+}
+
+/// The importer has no Kubernetes credentials: the operator mirrors the row's counters into
+/// the status while the import runs — once a second at most, and only when they changed.
+#[tokio::test]
+async fn progress_is_mirrored_from_postgres_only_when_it_changes() {
+    let pool = database().await;
+    insert_job_row(&pool, "processing").await;
+    let set = |processed: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "UPDATE import_jobs SET processed_rows = $1, inserted_rows = $1 - $1 / 10, \
+                 error_rows = $1 / 10, checkpoint_offset = $1",
+            )
+            .bind(processed)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    set(300).await;
+    let ij = ImportJob::test().finalized().with_status(running_status());
+    let job = job_for(&ij).active(1);
+    let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &pods);
+    let (action, seen) = h
+        .reconcile(
+            &ij,
+            vec![expect_status_apply(&ij, |s| {
+                assert_eq!(s["phase"], "Running", "{s:#}");
+                assert_eq!(s["processedRows"], 300, "{s:#}");
+                assert_eq!(s["insertedRows"], 270, "{s:#}");
+                assert_eq!(s["updatedRows"], 0, "{s:#}");
+                assert_eq!(s["errorRows"], 30, "{s:#}");
+                // 300 of 1024 bytes.
+                assert_eq!(s["progressPercent"], 29.3, "{s:#}");
+                assert_eq!(s["startedAt"], EARLIER, "{s:#}");
+            })],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(1));
+    // Nothing changed in a second: no request.
+    let ij = ij.with_status(applied_status(&seen, 0));
+    let (action, _) = h.reconcile(&ij, vec![]).await;
+    assert_eq!(action.unwrap(), requeue(1));
+    // A batch later: one apply with the new counters.
+    set(600).await;
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![expect_status_apply(&ij, |s| {
+                assert_eq!(s["processedRows"], 600, "{s:#}")
+            })],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(1));
+}
+
+/// Bug 4 (issue 11): a Job whose pods a ResourceQuota rejects has no pod at all; the Job
+/// controller says why in a `FailedCreate` Event, and the status shows it while pending.
+#[tokio::test]
+async fn a_pod_creation_rejected_by_a_quota_shows_in_the_status() {
+    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let job = job_for(&ij);
+    let mut h = Harness::new();
+    h.cache(Some(&job), &[]);
+    let quota = "pods \"import-x-abcde\" is forbidden: exceeded quota: compute, requested: \
+                 limits.memory=256Mi, used: limits.memory=1Gi, limited: limits.memory=1Gi";
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_failed_create_events(&ij, &["an older one", quota]),
+                expect_status_apply(&ij, move |s| {
+                    assert_eq!(s["phase"], "Pending", "{s:#}");
+                    assert_eq!(s["reason"], "FailedCreate", "{s:#}");
+                    assert_eq!(s["message"], quota, "the latest Event: {s:#}");
+                    assert_eq!(condition(s, "Failed")["status"], "False", "{s:#}");
+                }),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(15));
+}
+
+/// Issue 11 (CRD): whoever can create an ImportJob must not be able to make the finalizer
+/// delete someone else's object with `OBJECT_RETENTION=delete`. Keys that are well-formed
+/// but not this job's own — another import's upload and report — are left alone, whatever
+/// the CRD's validation let through.
+#[tokio::test]
+async fn deletion_never_deletes_objects_outside_the_jobs_own_prefixes() {
+    let dir = TempDir::new();
+    let storage = fs_storage(&dir);
+    let other = uuid::Uuid::new_v4();
+    let theirs = [
+        format!("uploads/{USER_ID}/{other}.csv"),
+        format!("reports/{other}/errors.csv"),
+    ];
+    for key in &theirs {
+        put(&storage, key).await;
+    }
+    let (upload, report) = (theirs[0].clone(), theirs[1].clone());
+    let ij = ImportJob::test()
+        .with_spec(|s| {
+            s.source.key = upload;
+            s.report.key = report;
+        })
+        .with_phase("Invalid")
+        .deleting()
+        .finalized();
+    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
+    let mut h = Harness::with(config, None, Some(storage.clone()));
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_delete_job(&ij, false),
+                expect_finalizer_removed(&ij, 0),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    let mut left = testing::list_objects(&storage).await;
+    left.sort();
+    let mut want = theirs.to_vec();
+    want.sort();
+    assert_eq!(left, want, "another import's objects are not deleted");
 }

@@ -51,7 +51,7 @@ pub struct Observed {
 }
 
 impl Observed {
-    fn new(phase: Phase, reason: &str, message: impl Into<String>) -> Observed {
+    pub fn new(phase: Phase, reason: &str, message: impl Into<String>) -> Observed {
         Observed {
             phase,
             reason: reason.into(),
@@ -61,11 +61,13 @@ impl Observed {
 }
 
 /// Waiting reasons that will not fix themselves: the Job is failed rather than left to run
-/// into its deadline. Not `ErrImagePull`: it is the kubelet's first pull failure, often
-/// transient (a registry hiccup), retried at once; `ImagePullBackOff` follows when the retry
-/// failed too.
-const FATAL_WAITING: [&str; 4] = [
+/// into its deadline. `ErrImageNeverPull`: `imagePullPolicy: Never` and the image is not on
+/// the node (kind without `kind load`), which no retry changes. Not `ErrImagePull`: it is
+/// the kubelet's first pull failure, often transient (a registry hiccup), retried at once;
+/// `ImagePullBackOff` follows when the retry failed too.
+pub const FATAL_WAITING: [&str; 5] = [
     "ImagePullBackOff",
+    "ErrImageNeverPull",
     "InvalidImageName",
     "CreateContainerConfigError",
     "CreateContainerError",
@@ -99,6 +101,52 @@ fn fatal_waiting(pods: &[Pod]) -> Option<(String, String)> {
             .contains(&reason)
             .then(|| (reason.to_string(), w.message.clone().unwrap_or_default()))
     })
+}
+
+/// A pod the scheduler cannot place (`PodScheduled=False`, reason `Unschedulable`): the
+/// scheduler's message says why (insufficient cpu, taints, node selectors).
+fn unschedulable(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|p| {
+        let c = p
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "PodScheduled")?;
+        (c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+            .then(|| c.message.clone().unwrap_or_default())
+    })
+}
+
+/// Whether the Job has finished (a `Complete` or `Failed` condition).
+pub fn job_finished(job: &Job) -> bool {
+    job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some()
+}
+
+/// The outcome the Postgres row records, for an ImportJob whose Job is gone (its TTL passed,
+/// or it was deleted): the import is never run again, its status says what the row says.
+pub fn from_row(status: bulk_import_core::JobStatus, error: Option<&str>) -> Option<Observed> {
+    use bulk_import_core::JobStatus;
+    match status {
+        JobStatus::Done => Some(Observed::new(
+            Phase::Complete,
+            "Succeeded",
+            "the import finished",
+        )),
+        JobStatus::Failed => Some(Observed::new(
+            Phase::Failed,
+            "ImportFailed",
+            error.unwrap_or("the import failed"),
+        )),
+        _ => None,
+    }
+}
+
+/// A Job with no pod whose pod creation was rejected (the Job controller's `FailedCreate`
+/// Event: a ResourceQuota, a LimitRange, an admission webhook): it shows while it lasts.
+pub fn failed_create(message: &str) -> Observed {
+    Observed::new(Phase::Pending, "FailedCreate", message)
 }
 
 fn job_condition<'a>(
@@ -155,6 +203,12 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
     let running = pods
         .iter()
         .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+    // `active` counts pending pods too: one the scheduler cannot place is not running.
+    if !running {
+        if let Some(message) = unschedulable(pods) {
+            return Observed::new(Phase::Pending, "Unschedulable", message);
+        }
+    }
     if active > 0 || running {
         if oom_killed(pods) {
             return Observed::new(
@@ -164,6 +218,21 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
             );
         }
         return Observed::new(Phase::Running, "Running", "the importer is running");
+    }
+    // A disrupted pod (evicted, preempted, drained) does not count as a failure (the
+    // podFailurePolicy ignores it) but the import is still under way: the Job starts another.
+    let disrupted = pods.iter().any(|p| {
+        p.status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+    });
+    if disrupted {
+        return Observed::new(
+            Phase::Running,
+            "Disrupted",
+            "the pod was disrupted (evicted, preempted or its node drained); the Job starts another",
+        );
     }
     // Between a failed attempt and the Job controller's next pod (its back-off is 10 s and
     // up): still under way, not back to Pending.
@@ -324,17 +393,57 @@ mod tests {
     #[test]
     fn a_pod_that_cannot_start_fails_the_import() {
         let job = job_for(&ij()).active(1);
-        for reason in [
-            "ImagePullBackOff",
-            "InvalidImageName",
-            "CreateContainerConfigError",
-            "CreateContainerError",
-        ] {
+        for reason in FATAL_WAITING {
             let pod = pod_for(&ij(), "a", "Pending").state(waiting(reason, "cannot start"));
             let o = observe(Some(&job), &[pod]);
             assert_eq!(phase_reason(&o), (Phase::Failed, reason));
             assert_eq!(o.message, "cannot start");
         }
+    }
+
+    #[test]
+    fn an_image_that_is_never_pulled_fails_at_once() {
+        // pullPolicy Never (kind) and the image not on the node: no retry will find it.
+        let job = job_for(&ij()).active(1);
+        let pod = pod_for(&ij(), "a", "Pending").state(waiting(
+            "ErrImageNeverPull",
+            "Container image \"bulk-import:dev\" is not present with pull policy of Never",
+        ));
+        let o = observe(Some(&job), &[pod]);
+        assert_eq!(phase_reason(&o), (Phase::Failed, "ErrImageNeverPull"));
+        assert!(o.message.contains("pull policy of Never"), "{}", o.message);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_shows_while_pending() {
+        let job = job_for(&ij()).active(1);
+        let mut pod = pod_for(&ij(), "a", "Pending");
+        pod.status.get_or_insert_with(Default::default).conditions =
+            Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some("0/1 nodes are available: 1 Insufficient memory.".into()),
+                ..Default::default()
+            }]);
+        let o = observe(Some(&job), std::slice::from_ref(&pod));
+        assert_eq!(phase_reason(&o), (Phase::Pending, "Unschedulable"));
+        assert!(o.message.contains("Insufficient memory"), "{}", o.message);
+        // Scheduled: no longer the reason.
+        pod.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "True".into();
+        assert_ne!(observe(Some(&job), &[pod]).reason, "Unschedulable");
+    }
+
+    #[test]
+    fn a_gone_job_is_judged_by_the_row() {
+        use bulk_import_core::JobStatus;
+        let done = from_row(JobStatus::Done, None).unwrap();
+        assert_eq!(phase_reason(&done), (Phase::Complete, "Succeeded"));
+        let failed = from_row(JobStatus::Failed, Some("OOMKilled: x")).unwrap();
+        assert_eq!(phase_reason(&failed), (Phase::Failed, "ImportFailed"));
+        assert_eq!(failed.message, "OOMKilled: x");
+        assert!(from_row(JobStatus::Processing, None).is_none());
+        assert!(from_row(JobStatus::Pending, None).is_none());
     }
 
     #[test]

@@ -18,8 +18,16 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub struct KubernetesExecutor {
-    api: Api<ImportJob>,
+    api: Target,
     pool: PgPool,
+}
+
+/// Where ImportJobs go: the namespace, and the release label (`INSTANCE`) that tells this
+/// release's operator they are its own.
+#[derive(Clone)]
+struct Target {
+    api: Api<ImportJob>,
+    instance: Option<String>,
 }
 
 /// One attempt at most this long: kube's client retries 503/429 with back-off for minutes,
@@ -27,8 +35,9 @@ pub struct KubernetesExecutor {
 const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
-async fn create(api: &Api<ImportJob>, job: &Job) -> anyhow::Result<()> {
-    let ij = import_job_for(job);
+async fn create(target: &Target, job: &Job) -> anyhow::Result<()> {
+    let ij = import_job_for(job, target.instance.as_deref());
+    let api = &target.api;
     match tokio::time::timeout(CREATE_TIMEOUT, api.create(&PostParams::default(), &ij)).await {
         Err(_) => anyhow::bail!("creating the ImportJob timed out after {CREATE_TIMEOUT:?}"),
         Ok(Ok(_)) => {
@@ -42,9 +51,17 @@ async fn create(api: &Api<ImportJob>, job: &Job) -> anyhow::Result<()> {
 }
 
 impl KubernetesExecutor {
-    pub fn new(client: kube::Client, namespace: &str, pool: PgPool) -> KubernetesExecutor {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        instance: Option<String>,
+        pool: PgPool,
+    ) -> KubernetesExecutor {
         KubernetesExecutor {
-            api: Api::namespaced(client, namespace),
+            api: Target {
+                api: Api::namespaced(client, namespace),
+                instance,
+            },
             pool,
         }
     }

@@ -99,10 +99,23 @@ DATABASE_URL REDIS_URL S3_ACCESS_KEY S3_SECRET_KEY JWT_SECRET
 
 {{/* ---- pieces of pod specs -------------------------------------------------------------- */}}
 
-{{/* The secret settings, each by secretKeyRef. */}}
+{{/*
+The keys the operator reads (it never signs a token: no JWT_SECRET; no Redis). The importer pods
+it creates get DATABASE_URL, REDIS_URL, S3_ACCESS_KEY and S3_SECRET_KEY (operator/src/job_template.rs).
+*/}}
+{{- define "bulk-import.operatorSecretKeys" -}}
+DATABASE_URL S3_ACCESS_KEY S3_SECRET_KEY
+{{- end }}
+
+{{/* All the secret settings, each by secretKeyRef. */}}
 {{- define "bulk-import.secretEnv" -}}
-{{- $secret := include "bulk-import.secretName" . }}
-{{- range $key := splitList " " (include "bulk-import.secretKeys" .) }}
+{{- include "bulk-import.secretEnvFor" (dict "ctx" . "keys" (include "bulk-import.secretKeys" .)) }}
+{{- end }}
+
+{{/* Some secret settings, each by secretKeyRef: (dict "ctx" $ "keys" "A B"). */}}
+{{- define "bulk-import.secretEnvFor" -}}
+{{- $secret := include "bulk-import.secretName" .ctx }}
+{{- range $key := splitList " " .keys }}
 - name: {{ $key }}
   valueFrom:
     secretKeyRef:

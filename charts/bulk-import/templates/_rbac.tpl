@@ -6,43 +6,42 @@ All rules are namespaced (Roles in the release namespace, KUBE_NAMESPACE): nothi
 cluster scope.
 */}}
 
-{{/* API (EXECUTOR=kubernetes): creates the ImportJob for each upload and may read it back. */}}
+{{/* API (EXECUTOR=kubernetes): creates the ImportJob for each upload (a conflict means it exists). */}}
 {{- define "bulk-import.rbac.apiRules" -}}
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs"]
-  verbs: ["create", "get"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
-Operator: the ImportJob controller (watch; finalizer list via patch or replace), its status
-(server-side apply), the Jobs it owns and their pods (failure reasons such as OOMKilled or
-ImagePullBackOff), events (kube-runtime's recorder, events.k8s.io/v1) and the leader-election
-Lease.
+Operator: the ImportJob controller (list and watch into its cache; the finalizer by JSON
+patch), its status (server-side apply: patch), the Jobs it owns (cached by list and watch;
+create; delete) and their pods (cached: failure reasons such as
+OOMKilled or ImagePullBackOff), the Job controller's FailedCreate Events (core/v1, list), its
+own Events (kube-runtime's recorder, events.k8s.io/v1: create, and patch for a repeated one) and
+the leader-election Lease.
+The importer has no rules at all: it calls no Kubernetes API.
 */}}
 {{- define "bulk-import.rbac.operatorRules" -}}
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
-{{- end }}
-
-{{/* Importer pods: progress into the ImportJob's status by server-side apply. */}}
-{{- define "bulk-import.rbac.importerRules" -}}
-- apiGroups: ["bulkimport.dev"]
-  resources: ["importjobs/status"]
-  verbs: ["get", "patch"]
 {{- end }}

@@ -1022,6 +1022,7 @@ async fn stand_in_job_controller_and_kubelet() {
         server.double.clone(),
         HashMap::from([("img".to_string(), image_dir)]),
         vec![("PATH".into(), std::env::var("PATH").unwrap())],
+        HashMap::new(),
         &dir.path().join("logs"),
         Duration::from_millis(100),
     );

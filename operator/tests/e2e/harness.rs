@@ -7,11 +7,17 @@
 //! The namespace gets what the chart would install: the Secret `bulk-import` (DATABASE_URL,
 //! REDIS_URL, S3 keys, JWT_SECRET) and the ConfigMap `bulk-import-config` (everything else),
 //! which the operator's Jobs reference.
+//!
+//! RBAC is enforced as the chart grants it: each process authenticates as its service
+//! account (a bearer token in its kubeconfig) and the double answers 403 to any request the
+//! account's Role (`charts/tests/rbac_expected.json`, which the chart tests hold the rendered
+//! Roles to, rule for rule) does not allow. The importer pods' account has no Role and their
+//! pods mount no token: they get no kubeconfig at all.
 
 #![allow(dead_code)]
 
 use crate::{
-    kube_double::{Double, DoubleConfig, Kind, Selector, JOBS, LEASES, PODS},
+    kube_double::{Double, DoubleConfig, Grant, Kind, Rbac, Selector, JOBS, LEASES, PODS},
     kube_http::KubeServer,
     kubelet::Kubelet,
 };
@@ -28,7 +34,7 @@ use reqwest::{multipart, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     future::Future,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -185,6 +191,13 @@ pub struct Options {
     pub backoff_limit: i32,
     pub retention: &'static str,
     pub active_deadline_seconds: i64,
+    /// IMPORTER_IMAGE and IMPORTER_IMAGE_PULL_POLICY.
+    pub image: &'static str,
+    pub pull_policy: &'static str,
+    /// INSTANCE (the release) of the API and the operators; LEASE_NAME follows it.
+    pub instance: Option<&'static str>,
+    /// A rule the chart grants that this stack's double does not: (component, grant).
+    pub without_grant: Option<(&'static str, Grant)>,
 }
 
 impl Default for Options {
@@ -196,8 +209,62 @@ impl Default for Options {
             backoff_limit: 3,
             retention: "keep",
             active_deadline_seconds: 3600,
+            image: IMAGE,
+            pull_policy: "IfNotPresent",
+            instance: None,
+            without_grant: None,
         }
     }
+}
+
+/// The service accounts the chart creates, and the tokens their kubeconfigs carry here.
+pub const ACCOUNTS: [(&str, &str); 3] = [
+    ("api", "bulk-import-api"),
+    ("operator", "bulk-import-operator"),
+    ("importer", "bulk-import-importer"),
+];
+
+/// The chart's rules per component (`charts/tests/rbac_expected.json`, what the chart tests
+/// hold the rendered Roles to), flattened.
+pub fn chart_grants() -> BTreeMap<String, BTreeSet<Grant>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/tests/rbac_expected.json"
+    );
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    ACCOUNTS
+        .iter()
+        .map(|(component, _)| {
+            let grants = json[component]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {component} in {path}"))
+                .iter()
+                .flat_map(|rule| {
+                    let (g, r) = (
+                        rule["apiGroup"].as_str().unwrap().to_string(),
+                        rule["resource"].as_str().unwrap().to_string(),
+                    );
+                    rule["verbs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(move |v| (g.clone(), r.clone(), v.as_str().unwrap().to_string()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            (component.to_string(), grants)
+        })
+        .collect()
+}
+
+fn token_of(account: &str) -> String {
+    format!("token-of-{account}")
+}
+
+/// The user a component's requests are authorized as.
+pub fn user_of(component: &str) -> String {
+    let account = ACCOUNTS.iter().find(|(c, _)| *c == component).unwrap().1;
+    format!("system:serviceaccount:{NS}:{account}")
 }
 
 pub struct Stack {
@@ -214,6 +281,7 @@ pub struct Stack {
     pub api_base: String,
     pub operators: Vec<Proc>,
     pub kubeconfig: PathBuf,
+    pub lease_name: String,
 }
 
 impl Stack {
@@ -227,9 +295,27 @@ impl Stack {
 
         let double = Double::new(DoubleConfig::default());
         let server = KubeServer::start(double.clone()).await;
+        // The tests' own client: no token, not subject to RBAC (like a cluster admin).
         let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig, NS);
+        server.write_kubeconfig(&kubeconfig, NS, None);
         let kube = server.client(NS);
+        let mut grants = chart_grants();
+        if let Some((component, grant)) = &opts.without_grant {
+            let had = grants.get_mut(*component).unwrap().remove(grant);
+            assert!(had, "the chart does not grant {component} {grant:?}");
+        }
+        let mut rbac = Rbac::default();
+        let mut kubeconfigs = HashMap::new();
+        for (component, account) in ACCOUNTS {
+            rbac.accounts.insert(
+                token_of(account),
+                (NS.into(), account.into(), grants[component].clone()),
+            );
+            let path = dir.path().join(format!("kubeconfig-{account}"));
+            server.write_kubeconfig(&path, NS, Some(&token_of(account)));
+            kubeconfigs.insert(account.to_string(), path);
+        }
+        double.set_rbac(rbac);
 
         // What the chart installs: the importer's Secret and ConfigMap.
         let secret_keys = [
@@ -289,29 +375,39 @@ impl Stack {
         let kubelet = Kubelet::start(
             double.clone(),
             HashMap::from([(IMAGE.to_string(), bin_dir)]),
-            vec![
-                ("KUBECONFIG".into(), kubeconfig.display().to_string()),
-                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-            ],
+            vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+            kubeconfigs.clone(),
             &dir.path().join("pods"),
             Duration::from_millis(500),
         );
 
         let mut common: Vec<(String, String)> = vars.clone().into_iter().collect();
         common.extend([
-            ("JWT_SECRET".into(), JWT_SECRET.into()),
-            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
             ("KUBE_NAMESPACE".into(), NS.into()),
             ("NO_COLOR".into(), "1".into()),
         ]);
+        if let Some(instance) = opts.instance {
+            common.push(("INSTANCE".into(), instance.into()));
+        }
+        let lease_name = match opts.instance {
+            Some(i) => format!("{i}-bulk-import-operator"),
+            None => "bulk-import-operator".into(),
+        };
         let operators = (0..opts.operators)
             .map(|i| {
                 let mut env = common.clone();
                 env.extend(
                     [
+                        // No JWT_SECRET: the operator never signs a token.
+                        (
+                            "KUBECONFIG",
+                            kubeconfigs["bulk-import-operator"].display().to_string(),
+                        ),
+                        ("LEASE_NAME", lease_name.clone()),
+                        ("IMPORTER_IMAGE_PULL_POLICY", opts.pull_policy.into()),
                         ("POD_NAME", format!("operator-{i}")),
                         ("OPERATOR_BIND_ADDR", format!("127.0.0.1:{}", free_port())),
-                        ("IMPORTER_IMAGE", IMAGE.into()),
+                        ("IMPORTER_IMAGE", opts.image.into()),
                         ("IMPORTER_SECRET_NAME", "bulk-import".into()),
                         ("IMPORTER_CONFIGMAP_NAME", "bulk-import-config".into()),
                         ("JOB_BACKOFF_LIMIT", opts.backoff_limit.to_string()),
@@ -335,6 +431,11 @@ impl Stack {
         env.extend(
             [
                 ("EXECUTOR", "kubernetes".to_string()),
+                ("JWT_SECRET", JWT_SECRET.into()),
+                (
+                    "KUBECONFIG",
+                    kubeconfigs["bulk-import-api"].display().to_string(),
+                ),
                 ("BIND_ADDR", format!("127.0.0.1:{port}")),
                 ("RUST_LOG", "info,sqlx=warn".into()),
             ]
@@ -361,6 +462,7 @@ impl Stack {
             api_base: format!("http://127.0.0.1:{port}"),
             operators,
             kubeconfig,
+            lease_name,
         };
         stack
             .eventually(
@@ -477,13 +579,39 @@ impl Stack {
 
     /// Who holds the operator's Lease, and the Lease itself.
     pub fn lease(&self) -> Option<Value> {
-        self.double.get_opt(&LEASES, NS, "bulk-import-operator")
+        self.double.get_opt(&LEASES, NS, &self.lease_name)
     }
 
     pub fn leader(&self) -> Option<String> {
         self.lease()
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
             .filter(|h| !h.is_empty())
+    }
+
+    /// Starts another operator like the first, with these settings changed (another
+    /// release in the same namespace: `INSTANCE`, `LEASE_NAME`, `POD_NAME`).
+    pub fn add_operator(&mut self, changes: &[(&str, &str)]) {
+        let first = &self.operators[0];
+        let mut env: Vec<(String, String)> = first
+            .env
+            .iter()
+            .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+            .cloned()
+            .collect();
+        env.extend(changes.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env.retain(|(k, _)| k != "OPERATOR_BIND_ADDR");
+        env.push((
+            "OPERATOR_BIND_ADDR".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ));
+        let name = env
+            .iter()
+            .find(|(k, _)| k == "POD_NAME")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        let mut p = Proc::new(&name, &bins().operator, env, self.dir.path());
+        p.start();
+        self.operators.push(p);
     }
 
     pub fn operator(&mut self, identity: &str) -> &mut Proc {

@@ -110,7 +110,26 @@ pub static CONFIGMAPS: Kind = Kind {
     status: false,
 };
 
-pub static KINDS: [&Kind; 7] = [
+/// core/v1 Events: what the Job controller records (`FailedCreate`), read by the operator.
+pub static CORE_EVENTS: Kind = Kind {
+    group: "",
+    version: "v1",
+    kind: "Event",
+    plural: "events",
+    namespaced: true,
+    status: false,
+};
+/// ResourceQuota (`spec.hard.pods`): pod creations beyond it are forbidden.
+pub static RESOURCEQUOTAS: Kind = Kind {
+    group: "",
+    version: "v1",
+    kind: "ResourceQuota",
+    plural: "resourcequotas",
+    namespaced: true,
+    status: true,
+};
+
+pub static KINDS: [&Kind; 9] = [
     &IMPORTJOBS,
     &JOBS,
     &PODS,
@@ -118,6 +137,8 @@ pub static KINDS: [&Kind; 7] = [
     &LEASES,
     &SECRETS,
     &CONFIGMAPS,
+    &CORE_EVENTS,
+    &RESOURCEQUOTAS,
 ];
 
 impl Kind {
@@ -179,7 +200,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             reason,
@@ -1243,6 +1264,74 @@ pub struct RequestRecord {
     pub path: String,
     pub query: String,
     pub status: u16,
+    /// The authenticated user (`system:serviceaccount:<ns>:<name>`), or `None` for the
+    /// tests' own unauthenticated (all-powerful) client.
+    pub user: Option<String>,
+    /// What RBAC saw: (apiGroup, resource with subresource, verb); `None` for discovery.
+    pub attributes: Option<(String, String, String)>,
+    pub at: std::time::Instant,
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication and RBAC
+
+/// One RBAC rule, flattened: (apiGroup, resource, verb).
+pub type Grant = (String, String, String);
+
+/// Bearer tokens → service accounts, and the rules of the Role bound to each, enforced as
+/// the API server's RBAC authorizer does: a request is allowed when some rule grants its
+/// apiGroup, resource (`pods/eviction`, `importjobs/status`) and verb; otherwise 403
+/// Forbidden with the API server's message. A token nobody issued is 401.
+#[derive(Debug, Clone, Default)]
+pub struct Rbac {
+    /// token → (namespace, service account, granted rules)
+    pub accounts: HashMap<String, (String, String, BTreeSet<Grant>)>,
+}
+
+impl Rbac {
+    /// The user a token authenticates as, or 401.
+    pub fn user(&self, token: &str) -> Result<(String, &BTreeSet<Grant>)> {
+        self.accounts
+            .get(token)
+            .map(|(ns, sa, grants)| (format!("system:serviceaccount:{ns}:{sa}"), grants))
+            .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))
+    }
+}
+
+/// The API server's 403 for a request RBAC denies.
+pub fn forbidden(
+    user: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> ApiError {
+    let (plural, sub) = match resource.split_once('/') {
+        Some((p, s)) => (p, Some(s)),
+        None => (resource, None),
+    };
+    let what = match (group, name) {
+        ("", Some(n)) => format!("{plural} \"{n}\""),
+        ("", None) => plural.to_string(),
+        (g, Some(n)) => format!("{plural}.{g} \"{n}\""),
+        (g, None) => format!("{plural}.{g}"),
+    };
+    let mut message =
+        format!("{what} is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\"");
+    if let Some(sub) = sub {
+        message.push_str(&format!("/{sub}"));
+    }
+    message.push_str(&format!(" in API group \"{group}\""));
+    match ns {
+        Some(ns) => message.push_str(&format!(" in the namespace \"{ns}\"")),
+        None => message.push_str(" at the cluster scope"),
+    }
+    let mut e = ApiError::new(403, "Forbidden", message);
+    e.name = name.unwrap_or("").into();
+    e.group = group.into();
+    e.plural = plural.into();
+    e
 }
 
 type Key = (&'static str, &'static str, String, String);
@@ -1266,6 +1355,7 @@ struct Store {
     creates: HashMap<Key, u32>,
     create_attempts: HashMap<Key, u32>,
     requests: Vec<RequestRecord>,
+    rbac: Option<Rbac>,
 }
 
 #[derive(Debug, Clone)]
@@ -1316,6 +1406,7 @@ impl Double {
                 creates: HashMap::new(),
                 create_attempts: HashMap::new(),
                 requests: Vec::new(),
+                rbac: None,
             }),
             notify: watch::channel(FIRST_RV).0,
             config,
@@ -1400,6 +1491,62 @@ impl Double {
             .collect()
     }
 
+    /// Turns on authentication and RBAC: requests with a bearer token are checked against
+    /// its account's rules. Requests without one are the tests' own (allowed).
+    pub fn set_rbac(&self, rbac: Rbac) {
+        self.lock().rbac = Some(rbac);
+    }
+
+    /// Authenticates and authorizes a request: the user, or 401/403.
+    pub fn authorize(
+        &self,
+        token: Option<&str>,
+        group: &str,
+        resource: &str,
+        verb: &str,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Option<String>> {
+        let s = self.lock();
+        let (Some(rbac), Some(token)) = (&s.rbac, token) else {
+            return Ok(None);
+        };
+        let (user, grants) = rbac.user(token)?;
+        if grants.contains(&(group.to_string(), resource.to_string(), verb.to_string())) {
+            Ok(Some(user))
+        } else {
+            Err(forbidden(&user, group, resource, verb, ns, name))
+        }
+    }
+
+    /// The user a token authenticates as, when RBAC is on.
+    pub fn rbac_user(&self, token: &str) -> Option<String> {
+        let s = self.lock();
+        s.rbac.as_ref()?.user(token).ok().map(|(u, _)| u)
+    }
+
+    /// The eviction API (`POST pods/{name}/eviction`), as the API server runs it for a drain
+    /// with no PodDisruptionBudget in the way: the pod gets the `DisruptionTarget` condition
+    /// (reason `EvictionByEvictionAPI`) and is deleted gracefully; its kubelet stops it.
+    pub fn evict(&self, ns: &str, name: &str) -> Result<()> {
+        self.modify(&PODS, ns, name, Sub::Status, "kube-apiserver", |p| {
+            let mut conditions = p["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            conditions.retain(|c| c["type"] != "DisruptionTarget");
+            conditions.push(json!({
+                "type": "DisruptionTarget", "status": "True",
+                "reason": "EvictionByEvictionAPI",
+                "message": "Eviction API: evicting",
+                "lastTransitionTime": now(),
+            }));
+            p["status"]["conditions"] = json!(conditions);
+        })?;
+        self.delete(&PODS, ns, name, &DeleteOpts::default())?;
+        Ok(())
+    }
+
     pub fn record_request(&self, r: RequestRecord) {
         self.lock().requests.push(r);
     }
@@ -1459,6 +1606,9 @@ impl Double {
 
     pub fn create(&self, k: &'static Kind, ns: &str, body: Value, o: &WriteOpts) -> Result<Value> {
         let mut s = self.lock();
+        if std::ptr::eq(k, &PODS) {
+            quota_admits_pod(&s, ns, &body)?;
+        }
         let r = self.create_locked(&mut s, k, ns, body, o, "Update");
         drop(s);
         self.notify_changed();
@@ -1655,6 +1805,12 @@ impl Double {
                     }
                 }
                 *obj = roundtrip::<k8s_openapi::api::core::v1::Secret>(obj)?;
+            }
+            "Event" if k.group.is_empty() => {
+                *obj = roundtrip::<k8s_openapi::api::core::v1::Event>(obj)?;
+            }
+            "ResourceQuota" => {
+                *obj = roundtrip::<k8s_openapi::api::core::v1::ResourceQuota>(obj)?;
             }
             "Event" => {
                 *obj = roundtrip::<k8s_openapi::api::events::v1::Event>(obj)?;
@@ -2380,6 +2536,43 @@ impl Double {
         }
         changed
     }
+}
+
+/// The ResourceQuota admission plugin, for `spec.hard.pods`: a pod beyond the quota's count
+/// of non-terminal pods in the namespace is forbidden, with the API server's message.
+fn quota_admits_pod(s: &Store, ns: &str, pod: &Value) -> Result<()> {
+    fn in_ns<'a>(s: &'a Store, ns: &'a str, plural: &'a str) -> impl Iterator<Item = &'a Value> {
+        s.objects
+            .iter()
+            .filter(move |(key, _)| key.0.is_empty() && key.1 == plural && key.2 == ns)
+            .map(|(_, e)| &e.obj)
+    }
+    let used = in_ns(s, ns, "pods")
+        .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+        .count();
+    for quota in in_ns(s, ns, "resourcequotas") {
+        let Some(hard) = quota["spec"]["hard"]["pods"]
+            .as_str()
+            .and_then(|h| h.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if used + 1 > hard {
+            let name = pod["metadata"]["name"]
+                .as_str()
+                .or(pod["metadata"]["generateName"].as_str())
+                .unwrap_or("");
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "pods \"{name}\" is forbidden: exceeded quota: {}, requested: pods=1, used: pods={used}, limited: pods={hard}",
+                    name_of(quota)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {

@@ -1,6 +1,8 @@
 //! The double's HTTP face: the REST paths, verbs, content types and watch streams of the
-//! Kubernetes API for the kinds in `kube_double.rs`, on plain HTTP on a loopback port, with
-//! no authentication. A kubeconfig file pointing at it is what the processes get.
+//! Kubernetes API for the kinds in `kube_double.rs`, on plain HTTP on a loopback port. A
+//! kubeconfig file pointing at it is what the processes get: with a bearer token per service
+//! account once `Double::set_rbac` is on (each request is then authorized against that
+//! account's Role, 401/403 as the API server answers), without one for the tests' own client.
 //!
 //! Paths: `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}` (discovery), `/version`,
 //! `/api/v1/namespaces/{ns}/{plural}[/{name}[/status]]`,
@@ -17,7 +19,7 @@
 
 use crate::kube_double::{
     ApiError, Change, DeleteOpts, Deleted, Double, Kind, PatchType, Propagation, RequestRecord,
-    Selector, Sub, WriteOpts, KINDS,
+    Selector, Sub, WriteOpts, KINDS, PODS,
 };
 use axum::{
     body::{Body, Bytes},
@@ -78,16 +80,21 @@ impl KubeServer {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig for this server (no credentials), with `namespace` as the default.
-    pub fn kubeconfig(&self, namespace: &str) -> String {
+    /// A kubeconfig for this server, with `namespace` as the default, authenticating with
+    /// `token` (a service account's) or with nothing.
+    pub fn kubeconfig(&self, namespace: &str, token: Option<&str>) -> String {
+        let user = match token {
+            Some(t) => format!("{{token: {t}}}"),
+            None => "{}".into(),
+        };
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: anonymous\n    namespace: {namespace}\ncurrent-context: double\nusers:\n- name: anonymous\n  user: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: user\n    namespace: {namespace}\ncurrent-context: double\nusers:\n- name: user\n  user: {user}\n",
             self.url()
         )
     }
 
-    pub fn write_kubeconfig(&self, path: &Path, namespace: &str) {
-        std::fs::write(path, self.kubeconfig(namespace)).unwrap();
+    pub fn write_kubeconfig(&self, path: &Path, namespace: &str, token: Option<&str>) {
+        std::fs::write(path, self.kubeconfig(namespace, token)).unwrap();
     }
 
     /// A kube client for tests, talking to this server.
@@ -253,17 +260,98 @@ async fn handle(
     if double.is_unavailable() {
         return error_response(&ApiError::unavailable());
     }
-    let response = match route(&double, &method, &uri, &headers, &q, body).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let attributes = rbac_attributes(&method, uri.path(), &q);
+    let mut user = None;
+    let authorized = match &attributes {
+        Some((group, resource, verb, ns, name)) => double
+            .authorize(
+                token.as_deref(),
+                group,
+                resource,
+                verb,
+                ns.as_deref(),
+                name.as_deref(),
+            )
+            .map(|u| user = u),
+        None => Ok(()),
     };
+    let response = match authorized {
+        Err(e) => error_response(&e),
+        Ok(()) => match route(&double, &method, &uri, &headers, &q, body).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        },
+    };
+    if user.is_none() {
+        // Denied requests are recorded with the user they were denied to.
+        user = token.and_then(|t| {
+            double
+                .rbac_user(&t)
+                .filter(|_| response.status().as_u16() == 403)
+        });
+    }
     double.record_request(RequestRecord {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or("").to_string(),
         status: response.status().as_u16(),
+        user,
+        attributes: attributes.map(|(g, r, v, _, _)| (g, r, v)),
+        at: std::time::Instant::now(),
     });
     response
+}
+
+/// (apiGroup, resource[/subresource], verb, namespace, name).
+type Attributes = (String, String, String, Option<String>, Option<String>);
+
+/// What RBAC authorizes a request as; `None` for discovery and paths that name no resource.
+fn rbac_attributes(method: &Method, path: &str, q: &HashMap<String, String>) -> Option<Attributes> {
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match parse_target(path).ok()? {
+        Target::Discovery(_) => None,
+        Target::Collection { kind, ns } => {
+            let verb = match *method {
+                Method::GET if watch => "watch",
+                Method::GET => "list",
+                Method::POST => "create",
+                Method::DELETE => "deletecollection",
+                _ => return None,
+            };
+            Some((kind.group.into(), kind.plural.into(), verb.into(), ns, None))
+        }
+        Target::Item {
+            kind,
+            ns,
+            name,
+            sub,
+        } => {
+            let verb = match *method {
+                Method::GET => "get",
+                Method::PUT => "update",
+                Method::PATCH => "patch",
+                Method::DELETE => "delete",
+                Method::POST => "create",
+                _ => return None,
+            };
+            let resource = match sub {
+                Some(sub) => format!("{}/{sub}", kind.plural),
+                None => kind.plural.into(),
+            };
+            Some((
+                kind.group.into(),
+                resource,
+                verb.into(),
+                Some(ns),
+                Some(name),
+            ))
+        }
+    }
 }
 
 fn metadata_only(obj: &Value) -> Value {
@@ -345,6 +433,16 @@ async fn route(
             name,
             sub,
         } => {
+            if sub.as_deref() == Some("eviction") && std::ptr::eq(kind, &PODS) {
+                if *method != Method::POST {
+                    return Err(ApiError::method_not_allowed("evictions are created"));
+                }
+                double.evict(&ns, &name)?;
+                return Ok(json_response(
+                    201,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+                ));
+            }
             let sub = match sub.as_deref() {
                 None => Sub::Main,
                 Some("status") if kind.status => Sub::Status,

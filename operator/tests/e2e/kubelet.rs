@@ -8,12 +8,22 @@
 //! Differences from a cluster, on purpose: no scheduler (pods are created bound to this
 //! node), a retry delay of `retry_delay` instead of the 10 s × 2ⁿ back-off, no job-tracking
 //! finalizers on pods, no container isolation (resources, security context and the
-//! read-only root are not enforced), and the process gets `KUBECONFIG` (the double) instead
-//! of a service-account token and `KUBERNETES_SERVICE_HOST`.
+//! read-only root are not enforced), and a pod whose spec mounts its service-account token
+//! gets `KUBECONFIG` (the double, with that account's token) instead of a token file and
+//! `KUBERNETES_SERVICE_HOST`; a pod with `automountServiceAccountToken: false` gets neither.
+//!
+//! What it derives from the pod spec, as a kubelet does: `imagePullPolicy: Never` with an
+//! image that is not on the node waits `ErrImageNeverPull`; an image reference that does not
+//! parse waits `InvalidImageName`; a missing Secret or key waits
+//! `CreateContainerConfigError`. The Job controller honours `podFailurePolicy` rules on exit
+//! codes and on the `DisruptionTarget` condition (an `Ignore` rule: an evicted pod does not
+//! count against `backoffLimit`), and records a core/v1 `FailedCreate` Event on the Job when
+//! a pod cannot be created (a ResourceQuota).
 //!
 //! Faults it can be told to inject: SIGKILL a pod's process (exit 137, reason `Error`), an
 //! OOM kill (exit 137, reason `OOMKilled`), an image that cannot be pulled (`ErrImagePull`
-//! then `ImagePullBackOff`, no process).
+//! then `ImagePullBackOff`, no process), a pod the scheduler cannot place (`PodScheduled`
+//! False, reason `Unschedulable`).
 
 #![allow(dead_code)]
 
@@ -41,6 +51,8 @@ pub enum Fault {
     SlowStart(Duration),
     /// The image cannot be pulled: no process, the container waits.
     ImagePullBackOff,
+    /// The scheduler cannot place the pod (this message, e.g. insufficient memory).
+    Unschedulable(String),
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +91,12 @@ struct State {
     pull_attempted: HashMap<String, Instant>,
     /// The fault decided for a pod when first seen (its Job may be gone later).
     pod_faults: HashMap<String, Option<Fault>>,
+    /// Pods seen with the `DisruptionTarget` condition (by uid), for podFailurePolicy.
+    disrupted: HashSet<String>,
+    /// FailedCreate Events recorded, per Job uid and message.
+    failed_creates: HashSet<(String, String)>,
+    /// The environment each pod's process was started with (by pod name).
+    envs: HashMap<String, Vec<(String, String)>>,
 }
 
 pub struct Kubelet {
@@ -90,8 +108,10 @@ struct Shared {
     double: Arc<Double>,
     /// Image name → directory holding the image's executables.
     images: HashMap<String, PathBuf>,
-    /// Extra environment of every container (KUBECONFIG, PATH).
+    /// Extra environment of every container (PATH).
     extra_env: Vec<(String, String)>,
+    /// Service account → a kubeconfig with its token, for pods that mount their token.
+    accounts: HashMap<String, PathBuf>,
     logs: PathBuf,
     retry_delay: Duration,
     state: Mutex<State>,
@@ -122,6 +142,7 @@ impl Kubelet {
         double: Arc<Double>,
         images: HashMap<String, PathBuf>,
         extra_env: Vec<(String, String)>,
+        accounts: HashMap<String, PathBuf>,
         logs: &Path,
         retry_delay: Duration,
     ) -> Kubelet {
@@ -130,6 +151,7 @@ impl Kubelet {
             double,
             images,
             extra_env,
+            accounts,
             logs: logs.to_path_buf(),
             retry_delay,
             state: Mutex::default(),
@@ -177,6 +199,15 @@ impl Kubelet {
     }
 
     /// The log (stdout and stderr) of a pod's process.
+    /// The environment a pod's process was started with (empty if it never started).
+    pub fn env_of(&self, pod: &str) -> Vec<(String, String)> {
+        lock(&self.shared)
+            .envs
+            .get(pod)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn log(&self, pod: &str) -> String {
         std::fs::read_to_string(self.shared.logs.join(format!("{pod}.log"))).unwrap_or_default()
     }
@@ -242,43 +273,88 @@ fn job_condition(type_: &str, reason: &str, message: &str) -> Value {
            "lastProbeTime": t, "lastTransitionTime": t})
 }
 
-/// The FailJob rule of the Job's podFailurePolicy a failed pod matches (exit codes only).
-fn fail_job_rule(job: &Value, pod: &Value) -> Option<(usize, String, i64)> {
-    let rules = job["spec"]["podFailurePolicy"]["rules"].as_array()?;
+/// What the Job's podFailurePolicy does with a failed pod: the first rule that matches
+/// (`onPodConditions`, e.g. `DisruptionTarget`, or `onExitCodes`) decides.
+enum PolicyAction {
+    /// Not counted against backoffLimit; a replacement pod is created.
+    Ignore,
+    /// The Job fails at once: (rule index, container, exit code).
+    FailJob(usize, String, i64),
+    /// No rule matched (or `Count`): counted as usual.
+    Count,
+}
+
+fn has_condition(pod: &Value, type_: &str, status: &str) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == type_ && c["status"] == status)
+    })
+}
+
+fn policy_action(job: &Value, pod: &Value, disrupted: bool) -> PolicyAction {
+    let Some(rules) = job["spec"]["podFailurePolicy"]["rules"].as_array() else {
+        return PolicyAction::Count;
+    };
     for (i, rule) in rules.iter().enumerate() {
-        let Some(req) = rule.get("onExitCodes") else {
+        if let Some(patterns) = rule["onPodConditions"].as_array() {
+            let hit = patterns.iter().any(|p| {
+                let (t, st) = (
+                    p["type"].as_str().unwrap_or(""),
+                    p["status"].as_str().unwrap_or("True"),
+                );
+                has_condition(pod, t, st) || (t == "DisruptionTarget" && st == "True" && disrupted)
+            });
+            if hit {
+                return match rule["action"].as_str() {
+                    Some("Ignore") => PolicyAction::Ignore,
+                    Some("FailJob") => PolicyAction::FailJob(i, String::new(), 0),
+                    _ => PolicyAction::Count,
+                };
+            }
+            continue;
+        }
+        if let Some((i, c, code)) = exit_code_rule(i, rule, pod) {
+            return if rule["action"] == "FailJob" {
+                PolicyAction::FailJob(i, c, code)
+            } else if rule["action"] == "Ignore" {
+                PolicyAction::Ignore
+            } else {
+                PolicyAction::Count
+            };
+        }
+    }
+    PolicyAction::Count
+}
+
+/// Whether an `onExitCodes` rule matches a failed pod.
+fn exit_code_rule(i: usize, rule: &Value, pod: &Value) -> Option<(usize, String, i64)> {
+    let req = rule.get("onExitCodes")?;
+    let values: Vec<i64> = req["values"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    for cs in pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if req["containerName"]
+            .as_str()
+            .is_some_and(|n| cs["name"] != n)
+        {
+            continue;
+        }
+        let Some(code) = cs["state"]["terminated"]["exitCode"].as_i64() else {
             continue;
         };
-        let values: Vec<i64> = req["values"]
-            .as_array()?
-            .iter()
-            .filter_map(Value::as_i64)
-            .collect();
-        for cs in pod["status"]["containerStatuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if req["containerName"]
-                .as_str()
-                .is_some_and(|n| cs["name"] != n)
-            {
-                continue;
-            }
-            let Some(code) = cs["state"]["terminated"]["exitCode"].as_i64() else {
-                continue;
-            };
-            let hit = match req["operator"].as_str() {
-                Some("In") => values.contains(&code),
-                Some("NotIn") => code != 0 && !values.contains(&code),
-                _ => false,
-            };
-            if hit {
-                if rule["action"] == "FailJob" {
-                    return Some((i, cs["name"].as_str().unwrap_or("").to_string(), code));
-                }
-                break;
-            }
+        let hit = match req["operator"].as_str() {
+            Some("In") => values.contains(&code),
+            Some("NotIn") => code != 0 && !values.contains(&code),
+            _ => false,
+        };
+        if hit {
+            return Some((i, cs["name"].as_str().unwrap_or("").to_string(), code));
         }
     }
     None
@@ -360,12 +436,16 @@ fn sync_job(s: &Arc<Shared>, job: &Value, pods: &[Value]) {
             counted,
             active_seen,
             last_failure,
+            disrupted,
             ..
         } = &mut *st;
         let counted = counted.entry(uid.clone()).or_default();
         let seen = active_seen.entry(uid.clone()).or_default();
         for p in &mine {
             let puid = uid_of(p).to_string();
+            if has_condition(p, "DisruptionTarget", "True") {
+                disrupted.insert(puid.clone());
+            }
             match phase(p) {
                 "Succeeded" | "Failed" if !counted.contains(&puid) => {
                     counted.insert(puid.clone());
@@ -373,13 +453,17 @@ fn sync_job(s: &Arc<Shared>, job: &Value, pods: &[Value]) {
                     if phase(p) == "Succeeded" {
                         succeeded += 1;
                     } else {
-                        failed += 1;
                         last_failure.insert(uid.clone(), Instant::now());
-                        if let Some((i, container, code)) = fail_job_rule(job, p) {
-                            fail_job = Some(format!(
-                                "Container {container} for pod {ns}/{} failed with exit code {code} matching FailJob rule at index {i}",
-                                name_of(p)
-                            ));
+                        match policy_action(job, p, disrupted.contains(&puid)) {
+                            PolicyAction::Ignore => {}
+                            PolicyAction::FailJob(i, container, code) => {
+                                failed += 1;
+                                fail_job = Some(format!(
+                                    "Container {container} for pod {ns}/{} failed with exit code {code} matching FailJob rule at index {i}",
+                                    name_of(p)
+                                ));
+                            }
+                            PolicyAction::Count => failed += 1,
                         }
                     }
                 }
@@ -398,9 +482,15 @@ fn sync_job(s: &Arc<Shared>, job: &Value, pods: &[Value]) {
             .collect();
         for v in vanished {
             seen.remove(&v);
-            counted.insert(v);
-            failed += 1;
             last_failure.insert(uid.clone(), Instant::now());
+            // A disrupted pod gone before its failure was seen: what an Ignore rule on
+            // DisruptionTarget decides for it.
+            let ignored = disrupted.contains(&v)
+                && matches!(policy_action(job, &json!({}), true), PolicyAction::Ignore);
+            counted.insert(v);
+            if !ignored {
+                failed += 1;
+            }
         }
     }
     let active: Vec<&&Value> = mine
@@ -479,10 +569,35 @@ fn sync_job(s: &Arc<Shared>, job: &Value, pods: &[Value]) {
                         .or_default()
                         .insert(uid_of(&p).to_string());
                 }
-                Err(e) => eprintln!(
-                    "stand-in job controller: creating a pod for {name}: {}",
-                    e.message
-                ),
+                Err(e) => {
+                    // As the Job controller does: a Warning Event on the Job, once per
+                    // message here (the real one aggregates repeats into a count).
+                    let message = format!("Error creating: {}", e.message);
+                    if lock(s)
+                        .failed_creates
+                        .insert((uid.clone(), message.clone()))
+                    {
+                        let event = json!({
+                            "metadata": {"generateName": format!("{name}.")},
+                            "involvedObject": {
+                                "apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                "namespace": ns, "uid": uid,
+                            },
+                            "reason": "FailedCreate", "type": "Warning", "message": message,
+                            "source": {"component": "job-controller"},
+                            "firstTimestamp": now(), "lastTimestamp": now(), "count": 1,
+                        });
+                        if let Err(e) = s.double.create(
+                            &crate::kube_double::CORE_EVENTS,
+                            &ns,
+                            event,
+                            &WriteOpts::manager(JOB_MANAGER),
+                        ) {
+                            eprintln!("stand-in job controller: event: {}", e.message);
+                        }
+                    }
+                    lock(s).last_failure.insert(uid.clone(), Instant::now());
+                }
             }
         }
     }
@@ -559,6 +674,28 @@ fn find_fault(s: &Shared, pod: &Value) -> Option<Fault> {
         .into_iter()
         .find(|f| f.file_name == file)
         .map(|f| f.fault)
+}
+
+/// Whether an image reference parses (`name[:tag][@digest]`, lowercase repository path).
+fn is_image_reference(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or("");
+    let (repo, tag) = match name.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, Some(t)),
+        _ => (name, None),
+    };
+    !repo.is_empty()
+        && repo.split('/').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) || c == ':'
+                })
+        })
+        && tag.is_none_or(|t| {
+            !t.is_empty()
+                && t.len() <= 128
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
 }
 
 fn set_pod_status(s: &Shared, pod: &Value, f: impl FnOnce(&mut Value)) {
@@ -755,7 +892,46 @@ fn sync_pod(s: &Arc<Shared>, pod: &Value) {
     let container = pod["spec"]["containers"][0].clone();
     let image = container["image"].as_str().unwrap_or("").to_string();
     let fault = fault_for(s, pod);
+    if let Some(Fault::Unschedulable(message)) = &fault {
+        if !has_condition(pod, "PodScheduled", "False") {
+            let message = message.clone();
+            set_pod_status(s, pod, move |st| {
+                st["phase"] = "Pending".into();
+                st["conditions"] = json!([{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": message, "lastTransitionTime": now(),
+                }]);
+            });
+        }
+        return;
+    }
     let image_dir = s.images.get(&image).cloned();
+    let current = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if !is_image_reference(&image) {
+        if current != "InvalidImageName" {
+            waiting(
+                s,
+                pod,
+                "InvalidImageName",
+                &format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": invalid reference format"),
+            );
+        }
+        return;
+    }
+    if image_dir.is_none() && container["imagePullPolicy"] == "Never" {
+        if current != "ErrImageNeverPull" {
+            waiting(
+                s,
+                pod,
+                "ErrImageNeverPull",
+                &format!("Container image \"{image}\" is not present with pull policy of Never"),
+            );
+        }
+        return;
+    }
     if image_dir.is_none() || fault == Some(Fault::ImagePullBackOff) {
         let first = *lock(s)
             .pull_attempted
@@ -820,6 +996,17 @@ fn sync_pod(s: &Arc<Shared>, pod: &Value) {
         image_dir.expect("checked").join(program)
     };
     lock(s).started.insert(uid.clone());
+    // The service-account token, only where the pod spec mounts it (the default).
+    let mut env = env;
+    if pod["spec"]["automountServiceAccountToken"] != false {
+        let account = pod["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        if let Some(kubeconfig) = s.accounts.get(account) {
+            env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        }
+    }
+    lock(s).envs.insert(name.clone(), env.clone());
     let log_path = s.logs.join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut cmd = tokio::process::Command::new(&program);
@@ -919,12 +1106,23 @@ fn sync_pod(s: &Arc<Shared>, pod: &Value) {
         let finished_at = now();
         set_pod_status(&s, &pod, move |st| {
             st["phase"] = if code == 0 { "Succeeded" } else { "Failed" }.into();
+            // A DisruptionTarget condition (an eviction) stays.
+            let disruption: Vec<Value> = st["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["type"] == "DisruptionTarget")
+                .cloned()
+                .collect();
             st["conditions"] = json!([
                 {"type": "PodScheduled", "status": "True"},
                 {"type": "Initialized", "status": "True"},
                 {"type": "ContainersReady", "status": "False", "reason": if code == 0 { "PodCompleted" } else { "PodFailed" }},
                 {"type": "Ready", "status": "False", "reason": if code == 0 { "PodCompleted" } else { "PodFailed" }},
             ]);
+            if let Some(cs) = st["conditions"].as_array_mut() {
+                cs.extend(disruption);
+            }
             if let Some(cs) = st["containerStatuses"][0].as_object_mut() {
                 cs.insert("ready".into(), false.into());
                 cs.insert("started".into(), false.into());

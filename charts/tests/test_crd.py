@@ -1,0 +1,125 @@
+"""The ImportJob CRD the chart ships: what it validates. Its CEL rules
+(x-kubernetes-validations) are evaluated with a CEL interpreter (cel-python) on specs the API
+server must accept and reject — the double in operator/tests/e2e does not evaluate CEL, and
+no API server runs here; the operator checks the same keys again before deleting anything
+(operator/src/reconcile_tests.rs)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+
+import celpy
+import pytest
+
+from conftest import load_yaml
+
+from pathlib import Path
+
+CRD = load_yaml(Path(__file__).resolve().parents[1] / "bulk-import" / "crds" / "importjobs.bulkimport.dev.yaml")
+VERSION = CRD["spec"]["versions"][0]
+SPEC = VERSION["schema"]["openAPIV3Schema"]["properties"]["spec"]
+RULES = SPEC["x-kubernetes-validations"]
+
+USER = "3a7d0c1b-9e2f-4d5a-8b6c-1f0e2d3c4b5a"
+JOB = "5f0c6b8e-8a1d-4c55-9f4e-2b7b6f0e9a11"
+
+
+def spec(**changes) -> dict:
+    s = {
+        "jobId": JOB,
+        "mode": "insert_only",
+        "source": {"key": f"uploads/{USER}/{JOB}.csv", "size": 10, "fileName": "a.csv"},
+        "report": {"key": f"reports/{JOB}/errors.csv"},
+    }
+    for path, value in changes.items():
+        node = s
+        parts = path.split("__")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+    return s
+
+
+def evaluate(rule: str, new: dict, old: dict | None) -> bool:
+    env = celpy.Environment()
+    program = env.program(env.compile(rule))
+    activation = {"self": celpy.json_to_cel(new)}
+    if old is not None:
+        activation["oldSelf"] = celpy.json_to_cel(old)
+    return bool(program.evaluate(activation))
+
+
+def violations(new: dict, old: dict | None = None) -> list[str]:
+    """The messages of the rules a create (old None) or an update violates; like the API
+    server, a rule that uses oldSelf is a transition rule and only checked on updates."""
+    out = []
+    for r in RULES:
+        if "oldSelf" in r["rule"] and old is None:
+            continue
+        if not evaluate(r["rule"], new, old):
+            out.append(r["message"])
+    # The schema patterns, as the API server checks them before the rules.
+    for where, value, pattern in (
+        ("jobId", new["jobId"], SPEC["properties"]["jobId"]["pattern"]),
+        ("source.key", new["source"]["key"], SPEC["properties"]["source"]["properties"]["key"]["pattern"]),
+        ("report.key", new["report"]["key"], SPEC["properties"]["report"]["properties"]["key"]["pattern"]),
+    ):
+        if not re.search(pattern, value):
+            out.append(f"{where}: pattern")
+    return out
+
+
+def test_a_spec_the_api_creates_is_accepted():
+    assert violations(spec()) == []
+    assert violations(spec(), spec()) == [], "an unchanged spec is a valid update"
+
+
+@pytest.mark.parametrize(
+    "changes, why",
+    [
+        ({"jobId": "not-a-uuid"}, "jobId: pattern"),
+        ({"jobId": JOB.upper()}, "jobId: pattern"),
+        # Another import's upload: with OBJECT_RETENTION=delete the finalizer would delete it.
+        ({"source__key": f"uploads/{USER}/{uuid.uuid4()}.csv"}, "source.key must be an upload of this job"),
+        ({"source__key": f"uploads/../{JOB}.csv"}, "source.key: pattern"),
+        ({"source__key": "customers.csv"}, "source.key: pattern"),
+        ({"report__key": f"reports/{uuid.uuid4()}/errors.csv"}, "report.key must be this job's report"),
+        ({"report__key": f"uploads/{USER}/{JOB}.csv"}, "report.key: pattern"),
+    ],
+)
+def test_specs_pointing_elsewhere_are_rejected(changes, why):
+    found = violations(spec(**changes))
+    assert any(why in v for v in found), found
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"mode": "upsert"}, {"source__size": 11}, {"tuning": {"batchSize": 5}}],
+)
+def test_the_spec_is_immutable(changes):
+    old = spec()
+    new = spec(**copy.deepcopy(changes))
+    assert violations(new) == [], "valid as a new object"
+    assert any("immutable" in v for v in violations(new, old))
+
+
+def test_the_rules_name_the_field_they_check():
+    by_path = {r.get("fieldPath") for r in RULES}
+    assert {".source.key", ".report.key"} <= by_path
+    for r in RULES:
+        assert r["message"], r
+
+
+def test_printer_columns():
+    columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
+    for name in ("Status", "Mode", "Processed", "Errors", "Progress", "Duration", "Age"):
+        assert columns[name].get("priority", 0) == 0, name
+    for name in ("Inserted", "Updated", "Started", "Reason"):
+        assert columns[name]["priority"] == 1, f"{name}: -o wide only"
+    assert columns["Started"]["type"] == "date"
+    assert columns["Started"]["jsonPath"] == ".status.startedAt"
+    assert columns["Duration"]["jsonPath"] == ".status.duration"
+    assert columns["Inserted"]["jsonPath"] == ".status.insertedRows"
+    assert columns["Updated"]["jsonPath"] == ".status.updatedRows"
