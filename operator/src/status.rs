@@ -134,11 +134,20 @@ pub fn from_row(status: bulk_import_core::JobStatus, error: Option<&str>) -> Opt
             "Succeeded",
             "the import finished",
         )),
-        JobStatus::Failed => Some(Observed::new(
-            Phase::Failed,
-            "ImportFailed",
-            error.unwrap_or("the import failed"),
-        )),
+        JobStatus::Failed => {
+            let error = error.unwrap_or("the import failed");
+            // The operator records its own findings as `<Reason>: <message>` (OOMKilled,
+            // ImagePullBackOff, …): the same reason again, not a vaguer one.
+            Some(match error.split_once(": ") {
+                Some((reason, message))
+                    if reason.starts_with(|c: char| c.is_ascii_uppercase())
+                        && reason.chars().all(|c| c.is_ascii_alphanumeric()) =>
+                {
+                    Observed::new(Phase::Failed, reason, message)
+                }
+                _ => Observed::new(Phase::Failed, "ImportFailed", error),
+            })
+        }
         _ => None,
     }
 }
@@ -439,9 +448,14 @@ mod tests {
         use bulk_import_core::JobStatus;
         let done = from_row(JobStatus::Done, None).unwrap();
         assert_eq!(phase_reason(&done), (Phase::Complete, "Succeeded"));
-        let failed = from_row(JobStatus::Failed, Some("OOMKilled: x")).unwrap();
+        // The importer's own reason.
+        let failed = from_row(JobStatus::Failed, Some("header: missing column email")).unwrap();
         assert_eq!(phase_reason(&failed), (Phase::Failed, "ImportFailed"));
-        assert_eq!(failed.message, "OOMKilled: x");
+        assert_eq!(failed.message, "header: missing column email");
+        // One the operator recorded: the same reason again.
+        let failed = from_row(JobStatus::Failed, Some("OOMKilled: x")).unwrap();
+        assert_eq!(phase_reason(&failed), (Phase::Failed, "OOMKilled"));
+        assert_eq!(failed.message, "x");
         assert!(from_row(JobStatus::Processing, None).is_none());
         assert!(from_row(JobStatus::Pending, None).is_none());
     }
