@@ -25,6 +25,9 @@ for db in $leftovers; do
 done
 echo "dropped $(wc -w <<<"$leftovers") database(s)"
 
+step "sqlx offline query data against the migrations (scripts/sqlx-prepare.sh --check)"
+bash scripts/sqlx-prepare.sh --check
+
 step "cargo test --workspace --all-targets $*"
 cargo test --workspace --all-targets "$@"
 

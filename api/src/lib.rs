@@ -12,6 +12,7 @@ pub mod quota;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod sweeper;
 pub mod upload_limits;
 pub mod view;
 
@@ -97,6 +98,7 @@ pub struct Application {
     executor: Arc<dyn Executor>,
     /// `METRICS_BIND_ADDR`: `/metrics` on a listener of its own.
     metrics: Option<(TcpListener, Router)>,
+    sweeper: (sweeper::Sweeper, std::time::Duration),
 }
 
 impl Application {
@@ -109,7 +111,8 @@ impl Application {
             // Links the API serves itself are never built from a client's Host header.
             anyhow::bail!("configuration error: PUBLIC_API_URL: is required when APP_ENV=prod");
         }
-        let pool = db::connect(settings.database_url(), 10)
+        let pool = settings
+            .pool(10)
             .await
             .context("cannot connect to DATABASE_URL")?;
         db::MIGRATOR
@@ -149,6 +152,12 @@ impl Application {
         };
         let limits = settings.limits.clone();
         let redis_for_hub = redis.clone();
+        let sweeper = sweeper::Sweeper {
+            pool: pool.clone(),
+            storage: storage.clone(),
+            executor: executor.clone(),
+        };
+        let sweep_every = settings.api.sweep_interval;
         let state = AppState {
             tokens: auth::Tokens::new(&settings),
             hasher: auth::Hasher::new(
@@ -183,6 +192,7 @@ impl Application {
             router: app(state),
             executor,
             metrics,
+            sweeper: (sweeper, sweep_every),
         })
     }
 
@@ -215,7 +225,11 @@ impl Application {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            // A client that closes its side right after the last byte of an upload (without
+            // waiting for the answer) still gets its request handled: without this, hyper
+            // drops the handler on that EOF and the upload is thrown away.
+            .half_close(true);
         let graceful = GracefulShutdown::new();
         let metrics = self.metrics.map(|(listener, router)| {
             tokio::spawn(async move {
@@ -224,6 +238,9 @@ impl Application {
                 }
             })
         });
+        let stop_sweeping = tokio_util::sync::CancellationToken::new();
+        let (sweeper, every) = self.sweeper;
+        tokio::spawn(sweeper.run(every, stop_sweeping.clone()));
         tokio::pin!(shutdown);
         loop {
             let (stream, addr) = tokio::select! {
@@ -250,6 +267,7 @@ impl Application {
             });
         }
         drop(self.listener);
+        stop_sweeping.cancel();
         tokio::select! {
             _ = graceful.shutdown() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {

@@ -2,7 +2,32 @@
 
 use anyhow::Context;
 use bulk_import_api::{shutdown_signal, Application};
-use bulk_import_core::{db, telemetry, Settings};
+use bulk_import_core::{
+    db,
+    settings::{env_help, Component},
+    telemetry, Settings,
+};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bulk-import-api",
+    version,
+    about = "The bulk-import REST API (and, with EXECUTOR=local, the importers it runs)",
+    after_help = env_help(Component::Api)
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default): applies migrations, resumes unfinished imports.
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+}
 
 /// glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, after
 /// which argon2's 19 MiB blocks come from the heap arenas and stay there after a burst of
@@ -26,6 +51,7 @@ fn main() {
 }
 
 async fn run() {
+    let cli = Cli::parse();
     telemetry::init("info,sqlx=warn,tower_http=info");
     let settings = match Settings::from_env() {
         Ok(s) => s,
@@ -34,12 +60,9 @@ async fn run() {
             std::process::exit(2);
         }
     };
-    let result = match std::env::args().nth(1).as_deref() {
-        Some("migrate") => migrate(&settings).await,
-        None | Some("serve") => serve(settings).await,
-        Some(other) => Err(anyhow::anyhow!(
-            "unknown command {other:?}; usage: bulk-import-api [serve|migrate]"
-        )),
+    let result = match cli.command {
+        Some(Command::Migrate) => migrate(&settings).await,
+        None | Some(Command::Serve) => serve(settings).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -48,7 +71,8 @@ async fn run() {
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let pool = db::connect(settings.database_url(), 2)
+    let pool = settings
+        .pool(2)
         .await
         .context("cannot connect to DATABASE_URL")?;
     db::MIGRATOR.run(&pool).await.context("migrations failed")?;

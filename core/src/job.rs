@@ -1,4 +1,6 @@
-//! The `import_jobs` row, its status and mode enums, and the JSON view the API returns.
+//! The `import_jobs` row as Rust sees it: the job, its status and mode enums (stored as text
+//! with a CHECK constraint), its committed counters (`Totals`), job-level failure codes and
+//! the object key layout. Every statement on the table is in `crate::repo`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -43,7 +45,7 @@ impl fmt::Display for ImportMode {
 }
 
 /// `uploading` is internal (the API is still streaming the file; it is shown as `pending`);
-/// the others are the public life cycle `pending → processing → done | failed`.
+/// the others are the public life cycle `pending → processing → done | failed | cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -52,6 +54,7 @@ pub enum JobStatus {
     Processing,
     Done,
     Failed,
+    Cancelled,
 }
 
 impl JobStatus {
@@ -62,11 +65,15 @@ impl JobStatus {
             JobStatus::Processing => "processing",
             JobStatus::Done => "done",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Done | JobStatus::Failed)
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 
     /// The status users see: an upload in flight is already a `pending` job to them.
@@ -87,6 +94,7 @@ impl FromStr for JobStatus {
             "processing" => JobStatus::Processing,
             "done" => JobStatus::Done,
             "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
             other => return Err(format!("unknown job status {other:?}")),
         })
     }
@@ -98,6 +106,37 @@ impl fmt::Display for JobStatus {
     }
 }
 
+/// Text columns with a CHECK constraint on the database side, enums on the Rust side.
+macro_rules! text_enum {
+    ($t:ty) => {
+        impl sqlx::Type<sqlx::Postgres> for $t {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $t {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(<&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?.parse()?)
+            }
+        }
+        impl sqlx::Encode<'_, sqlx::Postgres> for $t {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+    };
+}
+text_enum!(ImportMode);
+text_enum!(JobStatus);
+
 /// One row of `import_jobs`, as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
@@ -105,10 +144,8 @@ pub struct Job {
     pub user_id: Uuid,
     pub idempotency_key: String,
     pub request_fingerprint: String,
-    #[sqlx(try_from = "String")]
-    pub mode: ModeColumn,
-    #[sqlx(try_from = "String")]
-    pub status: StatusColumn,
+    pub mode: ImportMode,
+    pub status: JobStatus,
     pub source_object: String,
     pub file_name: String,
     pub file_size: i64,
@@ -119,41 +156,49 @@ pub struct Job {
     pub checkpoint_offset: i64,
     pub checkpoint_line: i64,
     pub report_object: Option<String>,
+    /// Stable code of a job-level failure (`JobError::code`); `error` is its safe message.
+    pub error_code: Option<String>,
     pub error: Option<String>,
     pub attempts: i32,
+    /// The importer that holds the job (`processing`) and until when, unless renewed.
+    pub owner_id: Option<Uuid>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// Column adapters: the database keeps text with a CHECK constraint, Rust keeps the enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModeColumn(pub ImportMode);
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusColumn(pub JobStatus);
-
-impl TryFrom<String> for ModeColumn {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse().map(ModeColumn)
-    }
+/// A job's committed counters and checkpoint, as one batch transaction leaves them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Totals {
+    pub processed_rows: i64,
+    pub inserted_rows: i64,
+    pub updated_rows: i64,
+    pub error_rows: i64,
+    pub checkpoint_offset: i64,
 }
 
-impl TryFrom<String> for StatusColumn {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse().map(StatusColumn)
-    }
-}
+/// A job-level failure: a stable code and a safe message (`crate::job_error`).
+pub use crate::job_error::JobError;
 
 impl Job {
     pub fn mode(&self) -> ImportMode {
-        self.mode.0
+        self.mode
     }
 
     pub fn status(&self) -> JobStatus {
-        self.status.0
+        self.status
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            processed_rows: self.processed_rows,
+            inserted_rows: self.inserted_rows,
+            updated_rows: self.updated_rows,
+            error_rows: self.error_rows,
+            checkpoint_offset: self.checkpoint_offset,
+        }
     }
 
     /// Bytes read of the file, as a percentage; 100 once the job is done.
@@ -173,56 +218,31 @@ pub fn progress_percent(bytes_read: i64, file_size: i64) -> f64 {
     (pct.clamp(0.0, 100.0) * 10.0).round() / 10.0
 }
 
-/// Columns for `SELECT … FROM import_jobs`, in the order `Job` expects.
-pub const JOB_COLUMNS: &str = "id, user_id, idempotency_key, request_fingerprint, mode, status, \
-     source_object, file_name, file_size, processed_rows, inserted_rows, updated_rows, error_rows, \
-     checkpoint_offset, checkpoint_line, report_object, error, attempts, created_at, started_at, \
-     finished_at, updated_at";
-
-pub async fn fetch_job(
-    db: impl sqlx::PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<Job>, sqlx::Error> {
-    sqlx::query_as::<_, Job>(&format!(
-        "SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-/// Records a job-level failure unless the job already ended (a recorded outcome wins).
-/// Returns whether the row changed.
-pub async fn mark_failed(
-    db: impl sqlx::PgExecutor<'_>,
-    id: Uuid,
-    reason: &str,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE import_jobs SET status = 'failed', error = $2, finished_at = now(), updated_at = now() \
-         WHERE id = $1 AND status IN ('pending', 'processing')",
-    )
-    .bind(id)
-    .bind(reason)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Object keys: never derived from anything the client sent but ids.
+/// Object keys: never derived from anything the client sent but ids. The layout (under the
+/// deployment's `STORAGE_KEY_PREFIX`): `uploads/<user id>/<job id>.csv` for the file,
+/// `reports/<job id>/errors.csv` for the report.
 pub fn upload_key(user_id: Uuid, job_id: Uuid) -> String {
-    format!("uploads/{user_id}/{job_id}.csv")
+    format!("{UPLOADS_PREFIX}{user_id}/{job_id}.csv")
 }
 
 pub fn report_key(job_id: Uuid) -> String {
-    format!("reports/{job_id}/errors.csv")
+    format!("{REPORTS_PREFIX}{job_id}/errors.csv")
+}
+
+pub const UPLOADS_PREFIX: &str = "uploads/";
+pub const REPORTS_PREFIX: &str = "reports/";
+
+/// The upload fingerprint stored with an Idempotency-Key: the file's SHA-256 and the mode,
+/// so that a replay with another file or mode is told apart from a plain retry.
+pub fn fingerprint(sha256_hex: &str, mode: ImportMode) -> String {
+    format!("{sha256_hex}:{mode}")
 }
 
 /// Whether `key` is an upload key of this job (`uploads/<user id>/<job id>.csv`): what the
 /// operator checks before it deletes an object named by an ImportJob, and what the CRD's
 /// validation rules say too.
 pub fn is_upload_key_of(job_id: Uuid, key: &str) -> bool {
-    let Some(rest) = key.strip_prefix("uploads/") else {
+    let Some(rest) = key.strip_prefix(UPLOADS_PREFIX) else {
         return false;
     };
     let Some((user, file)) = rest.split_once('/') else {

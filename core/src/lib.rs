@@ -1,14 +1,19 @@
-//! Types and clients shared by the bulk-import binaries: settings, the job row, the storage
-//! client, progress snapshots, e-mail validation and database helpers.
+//! Types, clients and contracts shared by the bulk-import binaries: settings, the job row
+//! and its repository (the only SQL on `import_jobs`), the storage client, progress
+//! snapshots, e-mail validation, database helpers, the importer's exit codes and one retry
+//! policy.
 
 pub mod crd;
 pub mod db;
 pub mod email;
+pub mod exit;
 pub mod hashing;
 pub mod job;
 pub mod job_error;
 pub mod limits;
 pub mod progress;
+pub mod repo;
+pub mod retry;
 pub mod settings;
 pub mod storage;
 pub mod telemetry;

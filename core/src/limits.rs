@@ -52,10 +52,9 @@ pub struct Limits {
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// Through the one settings layer: each variable is declared in `settings::VARS`.
 fn get(lookup: Lookup, var: &str) -> Option<String> {
-    lookup(var)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+    crate::settings::Env::new(lookup).get(var)
 }
 
 fn positive<T>(lookup: Lookup, var: &'static str, default: T) -> Result<T, ConfigError>

@@ -1,6 +1,10 @@
-//! Typed settings read from the environment (the predecessor's variable names are kept).
-//! Every variable has a documented default for local use; a missing or invalid one stops the
-//! process with one line naming it. `APP_ENV=prod` refuses the development JWT secret.
+//! Typed settings read from the environment (the predecessor's variable names are kept):
+//! the one settings layer of every binary. Every variable is declared once in [`VARS`] with
+//! its default and meaning, which is what each binary's `--help` prints ([`env_help`]) and
+//! what the README's configuration tables list (a test compares them); reading an
+//! undeclared variable is a bug that the tests catch. A missing or invalid value stops the
+//! process with one line naming the variable. `APP_ENV=prod` refuses the development JWT
+//! secret.
 
 use secrecy::{ExposeSecret, SecretString};
 use std::{path::PathBuf, str::FromStr, time::Duration};
@@ -58,6 +62,9 @@ pub struct ImportTuning {
     pub progress_every: u64,
     /// Artificial delay per data row, for demos and progress tests.
     pub slow: Duration,
+    /// `IMPORT_PAUSE_BEFORE_FINISH_MS`: a wait between the last batch and the report (and
+    /// `done`), so that fault-injection tests can stop Postgres or storage exactly there.
+    pub pause_before_finish: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +92,16 @@ pub struct Settings {
     /// `INSTANCE`: the release (`app.kubernetes.io/instance`) ImportJobs are labelled with, so
     /// that only the same release's operator runs them; unset: no label.
     pub instance: Option<String>,
+    /// `DB_STATEMENT_TIMEOUT_SECONDS`: the server ends a statement, or a transaction left
+    /// idle, after this long; clients bound their own waits on it too. Default 60.
+    pub db_statement_timeout: Duration,
+    /// `JOB_LEASE_SECONDS`: how long an importer's claim on a job holds without renewal
+    /// (renewed with every batch and every third of it); a successor of a killed importer
+    /// whose death it cannot see waits this long. Default 30.
+    pub job_lease: Duration,
+    /// `JOB_ACTIVE_DEADLINE_SECONDS`: longest an import may run from its first start, on
+    /// Kubernetes (the Job's `activeDeadlineSeconds`) and in local mode alike. Default 3600.
+    pub job_active_deadline: Duration,
 }
 
 /// Settings only the API uses.
@@ -104,26 +121,200 @@ pub struct ApiSettings {
     pub importer_bin: Option<PathBuf>,
     /// `UPLOAD_IDLE_TIMEOUT_SECONDS`: an upload that sends nothing for this long is cut (408).
     pub upload_idle_timeout: Duration,
+    /// `SWEEP_INTERVAL_SECONDS`: how often the API's sweeper runs (unclaimed jobs, stale
+    /// reservations, abandoned multipart uploads). Default 60.
+    pub sweep_interval: Duration,
 }
 
-type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-fn get(lookup: Lookup, var: &str) -> Option<String> {
-    lookup(var)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+/// The binaries, for which variables each one reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Api,
+    Importer,
+    Operator,
 }
 
-fn parse_or<T: FromStr>(lookup: Lookup, var: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match get(lookup, var) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|e: T::Err| ConfigError {
+/// One environment variable: its name, its default as the README and `--help` show it, what
+/// it does, and which binaries read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+    pub used_by: &'static [Component],
+}
+
+use Component::{Api as A, Importer as I, Operator as O};
+
+macro_rules! vars {
+    ($( $name:literal, $default:literal, [$($c:ident),*], $help:literal; )*) => {
+        /// Every environment variable the binaries read.
+        pub const VARS: &[Var] = &[$(Var { name: $name, default: $default, help: $help, used_by: &[$($c),*] }),*];
+    };
+}
+
+vars! {
+    "APP_ENV", "dev", [A, I, O], "dev, test or prod (prod refuses development secrets)";
+    "DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/bulk_import", [A, I, O], "Postgres";
+    "DB_STATEMENT_TIMEOUT_SECONDS", "60", [A, I, O], "server-side statement and idle-in-transaction timeout; client waits are bounded by it too";
+    "REDIS_URL", "redis://127.0.0.1:6379/0", [A, I, O], "Redis (progress messages, login limiting)";
+    "REDIS_KEY_PREFIX", "bulk-import:", [A, I, O], "namespace of this deployment's Redis keys";
+    "STORAGE", "s3 if S3_ENDPOINT_URL is set, else fs", [A, I, O], "object storage backend: s3 or fs";
+    "STORAGE_DIR", ".local/storage", [A, I, O], "directory of the fs backend";
+    "STORAGE_KEY_PREFIX", "empty", [A, I, O], "prefix of every object key";
+    "S3_ENDPOINT_URL", "none", [A, I, O], "S3 endpoint the services use";
+    "S3_PUBLIC_ENDPOINT_URL", "S3_ENDPOINT_URL", [A, I, O], "host presigned URLs are signed for";
+    "S3_ACCESS_KEY", "none (required with S3)", [A, I, O], "S3 access key";
+    "S3_SECRET_KEY", "none (required with S3)", [A, I, O], "S3 secret key";
+    "S3_BUCKET", "imports", [A, I, O], "bucket";
+    "S3_REGION", "us-east-1", [A, I, O], "region used for signing";
+    "S3_PRESIGN_TTL_SECONDS", "900", [A, I, O], "lifetime of report links";
+    "JWT_SECRET", "a development value (refused in prod)", [A], "HMAC secret of access tokens and download links";
+    "JWT_ALG", "HS256", [A], "HS256, HS384 or HS512";
+    "JWT_ACCESS_TTL_SECONDS", "3600", [A], "access token lifetime";
+    "MAX_UPLOAD_BYTES", "2147483648", [A], "largest upload, enforced while streaming";
+    "BATCH_SIZE", "5000", [A, I], "rows per transaction (COPY batch + checkpoint)";
+    "PROGRESS_EVERY", "1000", [A, I], "rows between progress messages to Redis";
+    "IMPORT_SLOW_MS", "0", [A, I], "artificial delay per row, for demos and progress tests";
+    "IMPORT_PAUSE_BEFORE_FINISH_MS", "0", [A, I], "fault-injection aid: wait after the last batch, before the report and done";
+    "JOB_LEASE_SECONDS", "30", [A, I], "how long an importer's claim on a job holds without renewal";
+    "JOB_ACTIVE_DEADLINE_SECONDS", "3600", [A, O], "longest an import may run (local mode and Kubernetes)";
+    "EXECUTOR", "local", [A], "local (child processes) or kubernetes (an ImportJob per upload)";
+    "KUBE_NAMESPACE", "default", [A, I, O], "namespace of ImportJobs and their Jobs";
+    "INSTANCE", "none (no label)", [A, O], "the release ImportJobs are labelled with, so that only its operator runs them";
+    "BIND_ADDR", "127.0.0.1:8000", [A], "API listen address";
+    "PUBLIC_API_URL", "the request's Host", [A], "base of links the API serves itself";
+    "LOCAL_MAX_CONCURRENT_IMPORTS", "2", [A], "importer processes at once in local mode";
+    "LOCAL_MAX_ATTEMPTS", "3", [A], "crashed importer runs per job before it is failed";
+    "IMPORTER_BIN", "bulk-import-importer next to the API binary, else on PATH", [A], "importer executable";
+    "UPLOAD_IDLE_TIMEOUT_SECONDS", "30", [A], "an upload that sends nothing for this long is cut (408)";
+    "SWEEP_INTERVAL_SECONDS", "60", [A], "how often the sweeper runs";
+    "TRUSTED_PROXIES", "empty (the peer is the client)", [A], "CIDRs of proxies whose Forwarded / X-Forwarded-For headers are believed";
+    "LOGIN_WINDOW_SECONDS", "900", [A], "window of the login counters";
+    "LOGIN_MAX_PER_EMAIL", "5", [A], "login attempts on one email (without its device cookie) per window";
+    "LOGIN_MAX_EMAILS_PER_ADDR", "20", [A], "distinct emails with a failed login from one address per window";
+    "DEVICE_COOKIE_TTL_SECONDS", "2592000", [A], "lifetime of a device cookie";
+    "REGISTER_MAX_PER_ADDR", "10", [A], "registrations per client address per window";
+    "REGISTER_WINDOW_SECONDS", "3600", [A], "window of the registration counter";
+    "HASH_CONCURRENCY", "2", [A], "password hashes computed at once";
+    "HASH_QUEUE_TIMEOUT_SECONDS", "5", [A], "longest wait for a hashing slot before 503";
+    "UPLOAD_HEAD_MAX_BYTES", "65536", [A], "bytes of a multipart upload before the file's data";
+    "UPLOAD_MAX_PARTS", "8", [A], "parts read before the file part";
+    "UPLOADS_MAX_PER_USER", "2", [A], "uploads of one user streaming at once";
+    "UPLOADS_MAX_CONCURRENT", "16", [A], "uploads streaming at once in one API process";
+    "JOBS_MAX_UNFINISHED_PER_USER", "10", [A], "a user's jobs not yet finished";
+    "EVENTS_MAX_PER_USER", "4", [A], "event streams of one user open at once";
+    "EVENTS_MAX_CONCURRENT", "512", [A], "event streams open at once in one API process";
+    "METRICS_BIND_ADDR", "none (/metrics on BIND_ADDR)", [A], "serve /metrics only on this address";
+    "LOG_FORMAT", "text", [A, I, O], "json for JSON lines";
+    "RUST_LOG", "info", [A, I, O], "log filter";
+    "OPERATOR_BIND_ADDR", "0.0.0.0:8080", [O], "probes and metrics";
+    "LEASE_NAME", "bulk-import-operator", [O], "the leader-election Lease";
+    "POD_NAME", "a random id", [O], "identity in the leader-election Lease";
+    "IMPORTER_IMAGE", "bulk-import:dev", [O], "image of importer Jobs";
+    "IMPORTER_IMAGE_PULL_POLICY", "IfNotPresent", [O], "Always, IfNotPresent or Never";
+    "IMPORTER_SERVICE_ACCOUNT", "bulk-import-importer", [O], "service account of importer pods";
+    "IMPORTER_SECRET_NAME", "bulk-import", [O], "Secret with the importer's credentials";
+    "IMPORTER_CONFIGMAP_NAME", "bulk-import-config", [O], "ConfigMap with the other settings";
+    "IMPORTER_CPU_REQUEST", "100m", [O], "importer CPU request";
+    "IMPORTER_CPU_LIMIT", "1", [O], "importer CPU limit";
+    "IMPORTER_MEMORY_REQUEST", "64Mi", [O], "importer memory request";
+    "IMPORTER_MEMORY_LIMIT", "256Mi", [O], "importer memory limit";
+    "JOB_BACKOFF_LIMIT", "3", [O], "retries of a killed importer";
+    "JOB_TTL_SECONDS_AFTER_FINISHED", "86400", [O], "when finished Jobs are garbage-collected";
+    "OBJECT_RETENTION", "keep", [O], "keep or delete the objects when an ImportJob is deleted";
+}
+
+/// The variable named `name`, if declared.
+pub fn var(name: &str) -> Option<&'static Var> {
+    VARS.iter().find(|v| v.name == name)
+}
+
+/// The "Environment" section of a binary's `--help`: every variable it reads, with its
+/// default.
+pub fn env_help(component: Component) -> String {
+    let vars: Vec<&Var> = VARS
+        .iter()
+        .filter(|v| v.used_by.contains(&component))
+        .collect();
+    let width = vars.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    let mut out = String::from("Environment (variable, default: meaning):\n");
+    for v in vars {
+        out.push_str(&format!(
+            "  {:width$}  [default: {}] {}\n",
+            v.name, v.default, v.help
+        ));
+    }
+    out
+}
+
+/// Reads declared variables through a lookup (the environment, or a map in tests).
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Env<'a> {
+        Env { lookup }
+    }
+
+    /// The trimmed, non-empty value of a declared variable.
+    pub fn get(&self, var: &str) -> Option<String> {
+        debug_assert!(
+            self::var(var).is_some(),
+            "{var} is read but not declared in settings::VARS"
+        );
+        (self.lookup)(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn get_or(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.into())
+    }
+
+    pub fn parse_or<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError {
+                var,
+                reason: format!("invalid value {v:?}: {e}"),
+            }),
+        }
+    }
+
+    /// A number of at least `min`.
+    pub fn at_least<T>(&self, var: &'static str, default: T, min: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let v = self.parse_or(var, default)?;
+        if v < min {
+            return Err(ConfigError {
+                var,
+                reason: format!("invalid value {v}: must be at least {min}"),
+            });
+        }
+        Ok(v)
+    }
+
+    pub fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(positive(
             var,
-            reason: format!("invalid value {v:?}: {e}"),
-        }),
+            self.parse_or(var, default)?,
+        )?))
+    }
+
+    pub fn required(&self, var: &'static str, why: &str) -> Result<String, ConfigError> {
+        self.get(var).ok_or_else(|| ConfigError {
+            var,
+            reason: format!("is required {why}"),
+        })
     }
 }
 
@@ -137,11 +328,121 @@ fn positive(var: &'static str, v: u64) -> Result<u64, ConfigError> {
     Ok(v)
 }
 
-fn required(lookup: Lookup, var: &'static str, why: &str) -> Result<String, ConfigError> {
-    get(lookup, var).ok_or_else(|| ConfigError {
-        var,
-        reason: format!("is required {why}"),
-    })
+fn app_env(env: Env) -> Result<AppEnv, ConfigError> {
+    match env.get("APP_ENV").as_deref() {
+        None | Some("dev") => Ok(AppEnv::Dev),
+        Some("test") => Ok(AppEnv::Test),
+        Some("prod") => Ok(AppEnv::Prod),
+        Some(other) => Err(ConfigError {
+            var: "APP_ENV",
+            reason: format!("invalid value {other:?}: expected dev, test or prod"),
+        }),
+    }
+}
+
+/// The storage backend and the deployment's key prefix.
+fn storage(env: Env) -> Result<(StorageSettings, String), ConfigError> {
+    let kind = env.get("STORAGE").unwrap_or_else(|| {
+        if env.get("S3_ENDPOINT_URL").is_some() {
+            "s3"
+        } else {
+            "fs"
+        }
+        .into()
+    });
+    let storage = match kind.as_str() {
+        "fs" => StorageSettings::Fs {
+            dir: env.get_or("STORAGE_DIR", ".local/storage").into(),
+        },
+        "s3" => {
+            let endpoint = env.required("S3_ENDPOINT_URL", "when STORAGE=s3")?;
+            StorageSettings::S3 {
+                public_endpoint: env.get_or("S3_PUBLIC_ENDPOINT_URL", &endpoint),
+                endpoint,
+                access_key: env.required("S3_ACCESS_KEY", "when STORAGE=s3")?,
+                secret_key: env.required("S3_SECRET_KEY", "when STORAGE=s3")?.into(),
+                bucket: env.get_or("S3_BUCKET", "imports"),
+                region: env.get_or("S3_REGION", "us-east-1"),
+            }
+        }
+        other => {
+            return Err(ConfigError {
+                var: "STORAGE",
+                reason: format!("invalid value {other:?}: expected s3 or fs"),
+            })
+        }
+    };
+    let key_prefix = env.get("STORAGE_KEY_PREFIX").unwrap_or_default();
+    if key_prefix.starts_with('/') || key_prefix.contains("..") {
+        return Err(ConfigError {
+            var: "STORAGE_KEY_PREFIX",
+            reason: "must be relative and must not contain '..'".into(),
+        });
+    }
+    Ok((storage, key_prefix))
+}
+
+/// The token secret (refused when weak in prod) and algorithm.
+fn jwt(env: Env, app_env: AppEnv) -> Result<(SecretString, String), ConfigError> {
+    let secret = env.get("JWT_SECRET");
+    if app_env == AppEnv::Prod {
+        match &secret {
+            None => {
+                return Err(ConfigError {
+                    var: "JWT_SECRET",
+                    reason: "is required when APP_ENV=prod".into(),
+                })
+            }
+            Some(s) if s == DEV_JWT_SECRET || s.len() < 32 => {
+                return Err(ConfigError {
+                    var: "JWT_SECRET",
+                    reason: "must be at least 32 characters and not the development default when APP_ENV=prod".into(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    let alg = env.get_or("JWT_ALG", "HS256");
+    if !matches!(alg.as_str(), "HS256" | "HS384" | "HS512") {
+        return Err(ConfigError {
+            var: "JWT_ALG",
+            reason: format!("invalid value {alg:?}: expected HS256, HS384 or HS512"),
+        });
+    }
+    Ok((secret.unwrap_or_else(|| DEV_JWT_SECRET.into()).into(), alg))
+}
+
+fn executor(env: Env) -> Result<Executor, ConfigError> {
+    match env.get("EXECUTOR").as_deref() {
+        None | Some("local") => Ok(Executor::Local),
+        Some("kubernetes") => Ok(Executor::Kubernetes),
+        Some(other) => Err(ConfigError {
+            var: "EXECUTOR",
+            reason: format!("invalid value {other:?}: expected local or kubernetes"),
+        }),
+    }
+}
+
+impl ApiSettings {
+    fn from_env(env: Env) -> Result<ApiSettings, ConfigError> {
+        Ok(ApiSettings {
+            bind_addr: env.get_or("BIND_ADDR", "127.0.0.1:8000"),
+            public_url: env
+                .get("PUBLIC_API_URL")
+                .map(|u| u.trim_end_matches('/').to_string()),
+            local_max_concurrent: positive(
+                "LOCAL_MAX_CONCURRENT_IMPORTS",
+                env.parse_or("LOCAL_MAX_CONCURRENT_IMPORTS", 2)?,
+            )? as usize,
+            local_max_attempts: positive(
+                "LOCAL_MAX_ATTEMPTS",
+                env.parse_or("LOCAL_MAX_ATTEMPTS", 3)?,
+            )? as u32,
+            importer_bin: env.get("IMPORTER_BIN").map(PathBuf::from),
+            upload_idle_timeout: env.seconds("UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
+            sweep_interval: env.seconds("SWEEP_INTERVAL_SECONDS", 60)?,
+        })
+    }
 }
 
 impl Settings {
@@ -149,7 +450,7 @@ impl Settings {
         Settings::from_lookup(&|k| std::env::var(k).ok())
     }
 
-    pub fn from_lookup(lookup: Lookup) -> Result<Settings, ConfigError> {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         Settings::parse(lookup, true)
     }
 
@@ -159,158 +460,55 @@ impl Settings {
         Settings::parse(&|k| std::env::var(k).ok(), false)
     }
 
-    fn parse(lookup: Lookup, reads_jwt: bool) -> Result<Settings, ConfigError> {
-        let app_env = match get(lookup, "APP_ENV").as_deref() {
-            None | Some("dev") => AppEnv::Dev,
-            Some("test") => AppEnv::Test,
-            Some("prod") => AppEnv::Prod,
-            Some(other) => {
-                return Err(ConfigError {
-                    var: "APP_ENV",
-                    reason: format!("invalid value {other:?}: expected dev, test or prod"),
-                })
-            }
-        };
-        let database_url = get(lookup, "DATABASE_URL")
-            .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/bulk_import".into());
-        let redis_url =
-            get(lookup, "REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
-
-        let storage_kind = get(lookup, "STORAGE").unwrap_or_else(|| {
-            if get(lookup, "S3_ENDPOINT_URL").is_some() {
-                "s3"
-            } else {
-                "fs"
-            }
-            .into()
-        });
-        let storage = match storage_kind.as_str() {
-            "fs" => StorageSettings::Fs {
-                dir: get(lookup, "STORAGE_DIR")
-                    .unwrap_or_else(|| ".local/storage".into())
-                    .into(),
-            },
-            "s3" => {
-                let endpoint = required(lookup, "S3_ENDPOINT_URL", "when STORAGE=s3")?;
-                StorageSettings::S3 {
-                    public_endpoint: get(lookup, "S3_PUBLIC_ENDPOINT_URL")
-                        .unwrap_or_else(|| endpoint.clone()),
-                    endpoint,
-                    access_key: required(lookup, "S3_ACCESS_KEY", "when STORAGE=s3")?,
-                    secret_key: required(lookup, "S3_SECRET_KEY", "when STORAGE=s3")?.into(),
-                    bucket: get(lookup, "S3_BUCKET").unwrap_or_else(|| "imports".into()),
-                    region: get(lookup, "S3_REGION").unwrap_or_else(|| "us-east-1".into()),
-                }
-            }
-            other => {
-                return Err(ConfigError {
-                    var: "STORAGE",
-                    reason: format!("invalid value {other:?}: expected s3 or fs"),
-                })
-            }
-        };
-        let key_prefix = get(lookup, "STORAGE_KEY_PREFIX").unwrap_or_default();
-        if key_prefix.starts_with('/') || key_prefix.contains("..") {
-            return Err(ConfigError {
-                var: "STORAGE_KEY_PREFIX",
-                reason: "must be relative and must not contain '..'".into(),
-            });
-        }
-
-        let jwt_secret = if reads_jwt {
-            get(lookup, "JWT_SECRET")
+    fn parse(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        reads_jwt: bool,
+    ) -> Result<Settings, ConfigError> {
+        let env = Env::new(lookup);
+        let app_env = app_env(env)?;
+        let (storage, key_prefix) = storage(env)?;
+        let (jwt_secret, jwt_alg) = if reads_jwt {
+            jwt(env, app_env)?
         } else {
             // Never a usable signing key: nothing in these binaries signs.
-            Some(String::new())
+            (SecretString::from(String::new()), "HS256".to_string())
         };
-        if app_env == AppEnv::Prod && reads_jwt {
-            match &jwt_secret {
-                None => {
-                    return Err(ConfigError {
-                        var: "JWT_SECRET",
-                        reason: "is required when APP_ENV=prod".into(),
-                    })
-                }
-                Some(s) if s == DEV_JWT_SECRET || s.len() < 32 => {
-                    return Err(ConfigError {
-                        var: "JWT_SECRET",
-                        reason: "must be at least 32 characters and not the development default when APP_ENV=prod".into(),
-                    })
-                }
-                Some(_) => {}
-            }
-        }
-        let jwt_alg = get(lookup, "JWT_ALG").unwrap_or_else(|| "HS256".into());
-        if !matches!(jwt_alg.as_str(), "HS256" | "HS384" | "HS512") {
-            return Err(ConfigError {
-                var: "JWT_ALG",
-                reason: format!("invalid value {jwt_alg:?}: expected HS256, HS384 or HS512"),
-            });
-        }
-
-        let executor = match get(lookup, "EXECUTOR").as_deref() {
-            None | Some("local") => Executor::Local,
-            Some("kubernetes") => Executor::Kubernetes,
-            Some(other) => {
-                return Err(ConfigError {
-                    var: "EXECUTOR",
-                    reason: format!("invalid value {other:?}: expected local or kubernetes"),
-                })
-            }
-        };
-
         Ok(Settings {
             app_env,
-            database_url: database_url.into(),
-            redis_url: redis_url.into(),
-            redis_key_prefix: get(lookup, "REDIS_KEY_PREFIX")
-                .unwrap_or_else(|| "bulk-import:".into()),
+            database_url: env
+                .get_or(
+                    "DATABASE_URL",
+                    "postgres://postgres:postgres@127.0.0.1:5432/bulk_import",
+                )
+                .into(),
+            redis_url: env.get_or("REDIS_URL", "redis://127.0.0.1:6379/0").into(),
+            redis_key_prefix: env.get_or("REDIS_KEY_PREFIX", "bulk-import:"),
             storage,
             key_prefix,
-            presign_ttl: Duration::from_secs(positive(
-                "S3_PRESIGN_TTL_SECONDS",
-                parse_or(lookup, "S3_PRESIGN_TTL_SECONDS", 900)?,
-            )?),
-            jwt_secret: jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into()).into(),
+            presign_ttl: env.seconds("S3_PRESIGN_TTL_SECONDS", 900)?,
+            jwt_secret,
             jwt_alg,
-            jwt_ttl: Duration::from_secs(positive(
-                "JWT_ACCESS_TTL_SECONDS",
-                parse_or(lookup, "JWT_ACCESS_TTL_SECONDS", 3600)?,
-            )?),
+            jwt_ttl: env.seconds("JWT_ACCESS_TTL_SECONDS", 3600)?,
             max_upload_bytes: positive(
                 "MAX_UPLOAD_BYTES",
-                parse_or(lookup, "MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?,
+                env.parse_or("MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?,
             )?,
-            executor,
+            executor: executor(env)?,
             import: ImportTuning {
-                batch_size: positive("BATCH_SIZE", parse_or(lookup, "BATCH_SIZE", 5000)?)? as usize,
-                progress_every: positive(
-                    "PROGRESS_EVERY",
-                    parse_or(lookup, "PROGRESS_EVERY", 1000)?,
-                )?,
-                slow: Duration::from_millis(parse_or(lookup, "IMPORT_SLOW_MS", 0)?),
+                batch_size: positive("BATCH_SIZE", env.parse_or("BATCH_SIZE", 5000)?)? as usize,
+                progress_every: positive("PROGRESS_EVERY", env.parse_or("PROGRESS_EVERY", 1000)?)?,
+                slow: Duration::from_millis(env.parse_or("IMPORT_SLOW_MS", 0)?),
+                pause_before_finish: Duration::from_millis(
+                    env.parse_or("IMPORT_PAUSE_BEFORE_FINISH_MS", 0)?,
+                ),
             },
-            kube_namespace: get(lookup, "KUBE_NAMESPACE").unwrap_or_else(|| "default".into()),
+            kube_namespace: env.get_or("KUBE_NAMESPACE", "default"),
+            db_statement_timeout: env.seconds("DB_STATEMENT_TIMEOUT_SECONDS", 60)?,
+            job_lease: env.seconds("JOB_LEASE_SECONDS", 30)?,
+            job_active_deadline: env.seconds("JOB_ACTIVE_DEADLINE_SECONDS", 3600)?,
             limits: crate::limits::Limits::from_lookup(lookup)?,
-            instance: get(lookup, "INSTANCE"),
-            api: ApiSettings {
-                bind_addr: get(lookup, "BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8000".into()),
-                public_url: get(lookup, "PUBLIC_API_URL")
-                    .map(|u| u.trim_end_matches('/').to_string()),
-                local_max_concurrent: positive(
-                    "LOCAL_MAX_CONCURRENT_IMPORTS",
-                    parse_or(lookup, "LOCAL_MAX_CONCURRENT_IMPORTS", 2)?,
-                )? as usize,
-                local_max_attempts: positive(
-                    "LOCAL_MAX_ATTEMPTS",
-                    parse_or(lookup, "LOCAL_MAX_ATTEMPTS", 3)?,
-                )? as u32,
-                importer_bin: get(lookup, "IMPORTER_BIN").map(PathBuf::from),
-                upload_idle_timeout: Duration::from_secs(positive(
-                    "UPLOAD_IDLE_TIMEOUT_SECONDS",
-                    parse_or(lookup, "UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
-                )?),
-            },
+            instance: env.get("INSTANCE"),
+            api: ApiSettings::from_env(env)?,
         })
     }
 
@@ -320,6 +518,16 @@ impl Settings {
 
     pub fn redis_url(&self) -> &str {
         self.redis_url.expose_secret()
+    }
+
+    /// A Postgres pool with this deployment's timeouts (`crate::db::connect_options`).
+    pub async fn pool(&self, max_connections: u32) -> Result<sqlx::PgPool, sqlx::Error> {
+        crate::db::connect_with(
+            self.database_url(),
+            max_connections,
+            self.db_statement_timeout,
+        )
+        .await
     }
 }
 
@@ -334,6 +542,46 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(&move |k| map.get(k).cloned())
+    }
+
+    /// Every variable read is declared (with its default in `--help`), and every variable
+    /// declared for the API and the importer is read by `Settings` (the operator's own are
+    /// read by its config).
+    #[test]
+    fn every_variable_read_is_declared_and_every_declared_one_is_read() {
+        let read = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let lookup = |k: &str| {
+            read.lock().unwrap().insert(k.to_string());
+            match k {
+                "STORAGE" => Some("s3".to_string()),
+                "S3_ENDPOINT_URL" | "S3_ACCESS_KEY" | "S3_SECRET_KEY" => Some("x".into()),
+                _ => None,
+            }
+        };
+        Settings::from_lookup(&lookup).unwrap();
+        Settings::from_lookup(&|k| {
+            read.lock().unwrap().insert(k.to_string());
+            None
+        })
+        .unwrap();
+        let read = read.into_inner().unwrap();
+        for name in &read {
+            assert!(var(name).is_some(), "{name} is read but not declared");
+        }
+        for v in VARS {
+            let settings_var = v.used_by.iter().any(|c| *c != Component::Operator)
+                && !matches!(v.name, "LOG_FORMAT" | "RUST_LOG");
+            if settings_var {
+                assert!(
+                    read.contains(v.name),
+                    "{} is declared but never read",
+                    v.name
+                );
+            }
+        }
+        let help = env_help(Component::Api);
+        assert!(help.contains("DATABASE_URL") && help.contains("[default: 5000]"));
+        assert!(!help.contains("IMPORTER_IMAGE"));
     }
 
     #[test]

@@ -16,37 +16,5 @@ pub mod validate;
 
 pub use run::{run_job, Outcome, RunError};
 
-/// Process exit codes, so that executors know whether to run the importer again.
-pub mod exit {
-    use bulk_import_core::JobStatus;
-
-    /// The job is done (now, or already before this run).
-    pub const OK: i32 = 0;
-    /// A permanent failure (recorded in the job row when possible): do not retry.
-    pub const PERMANENT: i32 = 2;
-    /// A temporary failure (database unreachable, job not uploaded yet): retry later.
-    pub const TEMPORARY: i32 = 75;
-    /// Stopped by SIGTERM or SIGINT with a consistent checkpoint: retry to resume.
-    pub const INTERRUPTED: i32 = 143;
-
-    /// A run that finds its job already ended exits as that job ended: a re-run of a
-    /// `failed` import (its Job deleted and created again, or run by hand) must not look
-    /// like a success to whoever runs it.
-    pub fn already_finished(status: JobStatus) -> i32 {
-        match status {
-            JobStatus::Failed => PERMANENT,
-            _ => OK,
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn a_run_of_an_ended_job_exits_as_the_job_ended() {
-            assert_eq!(already_finished(JobStatus::Done), OK);
-            assert_eq!(already_finished(JobStatus::Failed), PERMANENT);
-        }
-    }
-}
+/// Process exit codes (the contract lives in core, shared with the executors).
+pub use bulk_import_core::exit;

@@ -9,7 +9,13 @@ use crate::{
     dedupe::SeenEmails,
     validate::{Customer, ErrorCode, RowError},
 };
-use bulk_import_core::{db, ImportMode};
+use bulk_import_core::{
+    db,
+    job::Totals,
+    repo::{self, BatchCommit},
+    retry::Policy,
+    ImportMode, JobStatus,
+};
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use std::{
     collections::{HashMap, HashSet},
@@ -113,24 +119,20 @@ fn encode_customers<'a>(rows: impl IntoIterator<Item = &'a Customer>, job_id: Uu
     data
 }
 
-/// Job counters after a batch, as committed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
-pub struct Totals {
-    pub processed_rows: i64,
-    pub inserted_rows: i64,
-    pub updated_rows: i64,
-    pub error_rows: i64,
-    pub checkpoint_offset: i64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
-    /// The checkpoint is not where this importer left it: another importer runs the job, or
-    /// the job was finished or failed elsewhere.
-    #[error("the job's checkpoint moved under this importer (another importer is running it, or it was stopped)")]
+    /// The checkpoint is not where this importer left it, though it still owns the job.
+    #[error("the job's checkpoint moved under this importer")]
     CheckpointMoved,
+    /// Another importer took the job over (this one's lease had expired, or its death was
+    /// presumed): stop without writing anything more.
+    #[error("another importer took the job over")]
+    LostClaim,
+    /// The job ended elsewhere (cancelled, or failed by a deadline).
+    #[error("the job was {0} elsewhere")]
+    Ended(JobStatus),
     /// The checkpoint is behind where this importer left it: the database lost batches
     /// committed asynchronously (a crash); the import must resume from the stored checkpoint.
     #[error(
@@ -155,8 +157,8 @@ impl LoadError {
 }
 
 const UNIQUE_VIOLATION: &str = "23505";
-/// Retries of a batch on transient errors: about a minute in all, then the job fails.
-const MAX_ATTEMPTS: u32 = 12;
+/// Retries of a batch on transient errors: about a minute in all (`Policy::MINUTE`), then
+/// the run stops and a later run resumes from the checkpoint.
 /// How long a batch applied beside another may wait for a row lock held elsewhere. The
 /// second batch of a pair waits (in the importer, invisible to Postgres's deadlock detector)
 /// for the first to commit, so a concurrent job that waits for the second while holding a
@@ -183,6 +185,12 @@ pub struct Loader {
     /// Checkpoint this importer expects to find in the job row.
     checkpoint: i64,
     cancel: CancellationToken,
+    /// The claim this importer holds on the job (`repo::claim`), renewed with each batch.
+    owner: Uuid,
+    lease: Duration,
+    /// Client-side bound of one attempt at a batch (or a pair): a half-open connection is
+    /// given up after it and the batch retried on a new one.
+    op_timeout: Duration,
 }
 
 /// A batch's row work done inside its (still open) transaction.
@@ -200,13 +208,13 @@ impl<'b> Staged<'_, 'b> {
     /// Returns the totals and the emails loaded.
     async fn commit(
         mut self,
-        job_id: Uuid,
+        claim: &ClaimRef,
         checkpoint: i64,
         batch: &Batch,
     ) -> Result<(Totals, Vec<&'b str>), LoadError> {
         let totals = finish_batch(
             &mut self.tx,
-            job_id,
+            claim,
             checkpoint,
             batch,
             &self.errors,
@@ -232,6 +240,14 @@ impl From<sqlx::Error> for StageError {
     fn from(e: sqlx::Error) -> Self {
         StageError::Load(LoadError::Db(e))
     }
+}
+
+/// Which job a batch belongs to and the claim under which it is written.
+#[derive(Debug, Clone, Copy)]
+struct ClaimRef {
+    job_id: Uuid,
+    owner: Uuid,
+    lease: Duration,
 }
 
 /// Adds what a committed batch loaded to the Bloom filter; passes its totals on.
@@ -288,35 +304,53 @@ impl Loader {
             probe_all: false,
             checkpoint,
             cancel,
+            owner: Uuid::nil(),
+            lease: Duration::from_secs(30),
+            op_timeout: Duration::from_secs(70),
+        }
+    }
+
+    /// The claim under which batches are written (`repo::claim`) and the client-side bound
+    /// of one attempt at a batch.
+    pub fn owned_by(mut self, owner: Uuid, lease: Duration, op_timeout: Duration) -> Loader {
+        self.owner = owner;
+        self.lease = lease;
+        self.op_timeout = op_timeout;
+        self
+    }
+
+    fn claim(&self) -> ClaimRef {
+        ClaimRef {
+            job_id: self.job_id,
+            owner: self.owner,
+            lease: self.lease,
         }
     }
 
     /// Applies a batch, retrying transient failures with exponential backoff (reconnecting
     /// each time). Returns the job's committed totals.
     pub async fn apply(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
-        let mut attempt = 0;
+        let mut backoff = Policy::MINUTE.backoff();
         loop {
-            match self.apply_once(batch).await {
+            let limit = self.op_timeout;
+            let attempt = match tokio::time::timeout(limit, self.apply_once(batch)).await {
+                Ok(result) => result,
+                Err(_) => Err(LoadError::Db(timed_out(limit))),
+            };
+            let attempt = match attempt {
+                Err(LoadError::CheckpointMoved) => self.refused(batch).await,
+                other => other,
+            };
+            match attempt {
                 Ok(totals) => {
                     self.checkpoint = batch.end_offset as i64;
                     return Ok(totals);
                 }
-                Err(LoadError::CheckpointMoved) => {
-                    let stored = self.stored_totals().await?;
-                    // A commit whose acknowledgement was lost looks like this on the retry.
-                    if stored.checkpoint_offset == batch.end_offset as i64 {
-                        self.checkpoint = batch.end_offset as i64;
-                        return Ok(stored);
-                    }
-                    if stored.checkpoint_offset < self.checkpoint {
-                        return Err(LoadError::Regressed(stored.checkpoint_offset));
-                    }
-                    return Err(LoadError::CheckpointMoved);
-                }
-                Err(e) if e.is_transient() && attempt + 1 < MAX_ATTEMPTS => {
-                    attempt += 1;
-                    let delay = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
-                    tracing::warn!(error = %e, attempt, ?delay, "batch failed, retrying");
+                Err(e) if e.is_transient() => {
+                    let Some(delay) = backoff.next() else {
+                        return Err(e);
+                    };
+                    tracing::warn!(error = %e, ?delay, "batch failed, retrying");
                     self.conns = [None, None];
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -328,11 +362,43 @@ impl Loader {
         }
     }
 
+    /// The job row refused a batch's commit: find out why. A commit whose acknowledgement
+    /// was lost looks like this on the retry (the stored checkpoint is the batch's end, and
+    /// the job still ours): then the batch is applied and its totals are returned.
+    async fn refused(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
+        let limit = self.op_timeout;
+        let conn = ensure(&mut self.conns[0], &self.options).await?;
+        let standing = db::with_timeout(limit, repo::standing(&mut *conn, self.job_id))
+            .await?
+            .ok_or(LoadError::Ended(JobStatus::Failed))?;
+        if standing.status != JobStatus::Processing {
+            return Err(LoadError::Ended(standing.status));
+        }
+        if standing.owner_id != Some(self.owner) {
+            return Err(LoadError::LostClaim);
+        }
+        let stored = standing.totals.checkpoint_offset;
+        if stored == batch.end_offset as i64 {
+            return Ok(standing.totals);
+        }
+        if stored < self.checkpoint {
+            return Err(LoadError::Regressed(stored));
+        }
+        Err(LoadError::CheckpointMoved)
+    }
+
     /// Applies two consecutive batches with no email in common (`second` does not
     /// `shares_with_previous`) at the same time (see the type's documentation). Returns the
     /// totals after the second.
     pub async fn apply_pair(&mut self, first: &Batch, second: &Batch) -> Result<Totals, LoadError> {
-        let (a, b) = self.pair_once(first, second).await;
+        let limit = self.op_timeout;
+        let (a, b) = match tokio::time::timeout(limit, self.pair_once(first, second)).await {
+            Ok(results) => results,
+            Err(_) => (
+                Err(StageError::Load(LoadError::Db(timed_out(limit)))),
+                Err(StageError::Load(LoadError::Interrupted)),
+            ),
+        };
         match (a, b) {
             (Ok(_), Ok(totals)) => {
                 self.checkpoint = second.end_offset as i64;
@@ -361,7 +427,8 @@ impl Loader {
         second: &Batch,
     ) -> (Result<Totals, StageError>, Result<Totals, StageError>) {
         let probes = (self.candidates(first), self.candidates(second));
-        let (job_id, mode, checkpoint) = (self.job_id, self.mode, self.checkpoint);
+        let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
+        let job_id = claim.job_id;
         let [slot1, slot2] = &mut self.conns;
         let options = &self.options;
         let conns = async { Ok((ensure(slot1, options).await?, ensure(slot2, options).await?)) };
@@ -378,7 +445,7 @@ impl Loader {
         let one = async {
             let result = async {
                 let s = stage(c1, job_id, mode, first, probes.0, true).await?;
-                Ok(s.commit(job_id, checkpoint, first).await?)
+                Ok(s.commit(&claim, checkpoint, first).await?)
             }
             .await;
             let _ = committed.send(result.is_ok());
@@ -390,20 +457,21 @@ impl Loader {
                 // Dropping the transaction rolls the second batch back.
                 return Err(LoadError::Interrupted.into());
             }
-            Ok(s.commit(job_id, first.end_offset as i64, second).await?)
+            Ok(s.commit(&claim, first.end_offset as i64, second).await?)
         };
         let (a, b) = tokio::join!(one, two);
         (remember(&mut self.seen, a), remember(&mut self.seen, b))
     }
 
     async fn apply_once(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
-        let (job_id, mode, checkpoint) = (self.job_id, self.mode, self.checkpoint);
+        let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
+        let job_id = claim.job_id;
         loop {
             let probe = self.candidates(batch);
             let conn = ensure(&mut self.conns[0], &self.options).await?;
             match stage(conn, job_id, mode, batch, probe, false).await {
                 Ok(s) => {
-                    let committed = s.commit(job_id, checkpoint, batch).await;
+                    let committed = s.commit(&claim, checkpoint, batch).await;
                     return remember(&mut self.seen, committed);
                 }
                 // An email already in the table (or committed by a concurrent job since the
@@ -428,18 +496,13 @@ impl Loader {
             .filter(|e| self.probe_all || self.seen.may_contain(e))
             .collect()
     }
+}
 
-    async fn stored_totals(&mut self) -> Result<Totals, LoadError> {
-        let job_id = self.job_id;
-        let totals: Totals = sqlx::query_as(
-            "SELECT processed_rows, inserted_rows, updated_rows, error_rows, checkpoint_offset \
-             FROM import_jobs WHERE id = $1",
-        )
-        .bind(job_id)
-        .fetch_one(ensure(&mut self.conns[0], &self.options).await?)
-        .await?;
-        Ok(totals)
-    }
+fn timed_out(limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer from the database within {limit:?}"),
+    ))
 }
 
 /// Begins the batch's transaction and does its row work, leaving the job row alone.
@@ -596,11 +659,12 @@ async fn upsert<'c, 'b>(
     })
 }
 
-/// Writes the batch's error rows, adds its counts to the job and moves the checkpoint, only
-/// if the checkpoint is still where this importer left it.
+/// Writes the batch's error rows and commits its counters and checkpoint to the job row
+/// (`repo::commit_batch`: only if this importer still owns the running job and the
+/// checkpoint is where it left it).
 async fn finish_batch(
     tx: &mut PgConnection,
-    job_id: Uuid,
+    claim: &ClaimRef,
     checkpoint: i64,
     batch: &Batch,
     errors: &[RowError],
@@ -610,7 +674,7 @@ async fn finish_batch(
     if !errors.is_empty() {
         let mut data = Vec::with_capacity(errors.len() * 160);
         for e in errors {
-            copy::push_error(&mut data, job_id, e);
+            copy::push_error(&mut data, claim.job_id, e);
         }
         let mut sink = tx
             .copy_in_raw(
@@ -620,24 +684,20 @@ async fn finish_batch(
         sink.send(data).await?;
         sink.finish().await?;
     }
-    let totals: Option<Totals> = sqlx::query_as(
-        "UPDATE import_jobs SET processed_rows = processed_rows + $2, inserted_rows = inserted_rows + $3, \
-           updated_rows = updated_rows + $4, error_rows = error_rows + $5, checkpoint_offset = $6, \
-           checkpoint_line = $7, updated_at = now() \
-         WHERE id = $1 AND checkpoint_offset = $8 AND status = 'processing' \
-         RETURNING processed_rows, inserted_rows, updated_rows, error_rows, checkpoint_offset",
-    )
-    .bind(job_id)
-    .bind(batch.records() as i64)
-    .bind(inserted)
-    .bind(updated)
-    .bind(errors.len() as i64)
-    .bind(batch.end_offset as i64)
-    .bind(batch.end_line as i64)
-    .bind(checkpoint)
-    .fetch_optional(&mut *tx)
-    .await?;
-    totals.ok_or(LoadError::CheckpointMoved)
+    let commit = BatchCommit {
+        owner: claim.owner,
+        lease: claim.lease,
+        from_offset: checkpoint,
+        to_offset: batch.end_offset as i64,
+        to_line: batch.end_line as i64,
+        processed: batch.records() as i64,
+        inserted,
+        updated,
+        errors: errors.len() as i64,
+    };
+    repo::commit_batch(tx, claim.job_id, &commit)
+        .await?
+        .ok_or(LoadError::CheckpointMoved)
 }
 
 fn duplicate_in_file(c: &Customer, first: i64) -> RowError {

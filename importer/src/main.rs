@@ -1,7 +1,10 @@
 //! `bulk-import-importer --job-id <uuid>` runs one import; `submit` creates a job from a
 //! local file. Exit codes are in `bulk_import_importer::exit`.
 
-use bulk_import_core::{db, telemetry, ImportMode, Settings};
+use bulk_import_core::{
+    settings::{env_help, Component},
+    telemetry, ImportMode, Settings,
+};
 use bulk_import_importer::{exit, run_job, submit, Outcome};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -12,7 +15,8 @@ use uuid::Uuid;
 #[command(
     name = "bulk-import-importer",
     version,
-    about = "Loads one CSV import job into Postgres"
+    about = "Loads one CSV import job into Postgres",
+    after_help = env_help(Component::Importer)
 )]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
@@ -56,7 +60,7 @@ fn main() {
         match (cli.job_id, cli.command) {
             (_, Some(Command::Submit { file, mode, owner })) => {
                 let result = async {
-                    let pool = db::connect(settings.database_url(), 2).await?;
+                    let pool = settings.pool(2).await?;
                     submit::submit(&settings, &pool, &file, mode, &owner).await
                 }
                 .await;
@@ -83,7 +87,12 @@ async fn run(settings: &Settings, job_id: Uuid) -> i32 {
     tokio::spawn(cancel_on_signal(cancel.clone()));
     match run_job(settings, job_id, cancel).await {
         Ok(Outcome::Done(_)) => exit::OK,
-        Ok(Outcome::AlreadyFinished(status)) => exit::already_finished(status),
+        // A job that ended before or during this run: a failed one stays failed for whoever
+        // runs the importer (a Job re-created after its predecessor was deleted must not end
+        // Complete over a failed import).
+        Ok(Outcome::AlreadyFinished(status)) | Ok(Outcome::Ended(status)) => {
+            exit::already_finished(status)
+        }
         Ok(Outcome::Failed(_)) => exit::PERMANENT,
         Ok(Outcome::Interrupted) => exit::INTERRUPTED,
         Err(e) => {

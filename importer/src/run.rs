@@ -1,23 +1,35 @@
-//! One import from start to end: claim the job row, stream the object from its checkpoint
-//! through the loader, write `errors.csv`, and record the final status (`done`, or `failed`
-//! with a job-level reason).
+//! One import from start to end: claim the job (`repo::claim`, with a lease renewed by a
+//! heartbeat and by every batch), stream the object from its checkpoint through the loader,
+//! write `errors.csv` from `import_errors`, and finish — `done` only when the checkpoint is at
+//! the end of the file and the counters add up (`repo::finish`), otherwise resume.
+//!
+//! What stops a run and what follows (exit codes in `bulk_import_core::exit`):
+//! - a job-level failure that another run would meet again (the file is gone): the job is
+//!   `failed` with a stable code (`Outcome::Failed`, exit 2);
+//! - anything temporary — the database or storage unreachable past the retries, another
+//!   importer holding a live claim, the job still uploading, the report not writable —
+//!   leaves the job as it is for a later run (`RunError`, exit 75): never a failed job;
+//! - the job ended elsewhere (cancelled, failed by a deadline) or another importer took it
+//!   over: this run stops at its next batch boundary without writing anything;
+//! - SIGTERM: the batch in flight is finished or rolled back, the claim given up (exit 143).
 
 use crate::{
-    load::{Batch, LoadError, Loader, Totals},
+    load::{Batch, LoadError, Loader},
     publish::Publisher,
     report,
     source::{read_batches, SourceConfig},
 };
 use bulk_import_core::{
     db,
-    job::{fetch_job, report_key, JOB_COLUMNS},
-    job_error::JobError,
+    job::{report_key, JobError, Totals},
     progress::ProgressSnapshot,
+    repo::{self, Claim, Finish, Takeover},
+    retry::{retry, Policy},
     storage::StorageError,
     Job, JobStatus, Settings, Storage,
 };
 use sqlx::{postgres::PgConnectOptions, PgPool};
-use std::{future::Future, str::FromStr, time::Duration};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,10 +37,12 @@ use uuid::Uuid;
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     Done(Totals),
-    /// The job had already ended (done or failed) before this run: nothing to do.
+    /// The job had already ended (done, failed or cancelled) before this run.
     AlreadyFinished(JobStatus),
+    /// The job ended elsewhere while this run was going (cancelled, failed by a deadline).
+    Ended(JobStatus),
     /// A job-level failure, recorded in the job row.
-    Failed(String),
+    Failed(JobError),
     /// SIGTERM: the current batch was finished or rolled back; the checkpoint is consistent.
     Interrupted,
 }
@@ -39,13 +53,15 @@ pub enum RunError {
     NotFound(Uuid),
     #[error("job {0} is still being uploaded")]
     NotReady(Uuid),
-    /// Another importer holds the job's lock (or its killed predecessor's session is still
-    /// finishing its last commit) for longer than the wait.
+    /// Another importer holds a live claim on the job (or took it over from this one).
     #[error("job {0} is being run by another importer")]
     Busy(Uuid),
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Postgres could not be reached (or lost) past retries, so nothing could be recorded.
+    /// Postgres or storage could not be reached past retries, or the report could not be
+    /// written: the job is left for a later run.
+    #[error("temporarily unable to run the job: {0}")]
+    Temporary(String),
     #[error("database unavailable: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -53,19 +69,19 @@ pub enum RunError {
 impl RunError {
     /// Whether running the importer again later may succeed.
     pub fn is_temporary(&self) -> bool {
-        matches!(
-            self,
-            RunError::Database(_) | RunError::NotReady(_) | RunError::Busy(_)
-        )
+        !matches!(self, RunError::NotFound(_) | RunError::Config(_))
     }
 }
 
-/// Job-level failure inside a run.
+/// Why a run stopped before `done`.
+#[derive(Debug)]
 enum Stop {
-    /// Stored as a stable code and a safe message; the detail only goes to the log.
     Failed(JobError),
+    Temporary(String),
     Interrupted,
-    Db(sqlx::Error),
+    /// The job is no longer ours: it ended elsewhere, or another importer took it over.
+    Ended(JobStatus),
+    Lost,
     /// Start over from the checkpoint stored in the job row.
     Regressed,
 }
@@ -75,37 +91,22 @@ impl From<LoadError> for Stop {
         match e {
             LoadError::Interrupted => Stop::Interrupted,
             LoadError::Regressed(_) => Stop::Regressed,
-            LoadError::Db(e) if db::is_transient(&e) => Stop::Db(e),
-            LoadError::CheckpointMoved => Stop::Failed(JobError::conflict()),
-            other => Stop::Failed(JobError::database_unavailable().with_detail(other)),
+            LoadError::Ended(status) => Stop::Ended(status),
+            LoadError::LostClaim => Stop::Lost,
+            other => Stop::Temporary(other.to_string()),
         }
     }
 }
 
-/// Retries `f` while it fails transiently, with exponential backoff, up to `attempts`.
-async fn retry<T, E, F, Fut>(
-    what: &str,
-    attempts: u32,
-    transient: impl Fn(&E) -> bool,
-    mut f: F,
-) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut attempt = 0;
-    loop {
-        match f().await {
-            Err(e) if transient(&e) && attempt + 1 < attempts => {
-                attempt += 1;
-                let delay = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
-                tracing::warn!(error = %e, attempt, ?delay, "{what} failed, retrying");
-                tokio::time::sleep(delay).await;
-            }
-            other => return other,
-        }
-    }
+/// Everything a run needs, fixed at its start.
+struct Ctx<'a> {
+    settings: &'a Settings,
+    pool: PgPool,
+    options: PgConnectOptions,
+    storage: Storage,
+    owner: Uuid,
+    /// Client-side bound of one database operation (a batch, a statement).
+    op_timeout: Duration,
 }
 
 pub async fn run_job(
@@ -113,31 +114,47 @@ pub async fn run_job(
     job_id: Uuid,
     cancel: CancellationToken,
 ) -> Result<Outcome, RunError> {
-    let options = PgConnectOptions::from_str(settings.database_url())
-        .map_err(|e| RunError::Config(format!("DATABASE_URL: {e}")))?
-        .application_name("bulk-import-importer");
+    let options = db::connect_options(
+        settings.database_url(),
+        "bulk-import-importer",
+        settings.db_statement_timeout,
+    )
+    .map_err(|e| RunError::Config(format!("DATABASE_URL: {e}")))?;
     let storage = Storage::from_settings(settings).map_err(|e| RunError::Config(e.to_string()))?;
-    let pool = retry("connecting to Postgres", 8, db::is_transient, || {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-    })
+    let pool = retry(
+        "connecting to Postgres",
+        Policy::MINUTE,
+        db::is_transient,
+        || db::pool_options(2).connect_with(options.clone()),
+    )
     .await?;
-
-    // Held for the whole run: one importer per job, and a successor waits until the session
-    // of a killed predecessor has finished whatever commit it had already sent.
-    let _lock = lock_job(&options, job_id).await?;
-    let job = match claim(&pool, job_id).await? {
-        Ok(job) => job,
-        Err(outcome) => return outcome,
+    let ctx = Ctx {
+        settings,
+        pool,
+        options,
+        storage,
+        owner: Uuid::new_v4(),
+        op_timeout: settings.db_statement_timeout + Duration::from_secs(10),
+    };
+    // Held for the whole run: a live importer keeps the job's advisory lock, so a successor
+    // that gets it knows the previous owner is gone and need not wait for its lease.
+    let (job, _lock) = match acquire(&ctx, job_id).await? {
+        Ok(claimed) => claimed,
+        Err(outcome) => return Ok(outcome),
     };
     tracing::info!(
         job_id = %job.id, mode = %job.mode(), offset = job.checkpoint_offset, attempt = job.attempts,
-        "import started"
+        owner = %ctx.owner, "import started"
     );
+    let heartbeat = tokio::spawn(heartbeat(
+        ctx.pool.clone(),
+        job.id,
+        ctx.owner,
+        settings.job_lease,
+    ));
     let publisher = Publisher::spawn(settings.redis_url());
-    let result = process(&pool, &storage, options, &job, settings, &publisher, cancel).await;
+    let result = process(&ctx, &job, &publisher, cancel).await;
+    heartbeat.abort();
     let outcome = match result {
         Ok(totals) => {
             tracing::info!(job_id = %job.id, ?totals, "import done");
@@ -145,267 +162,350 @@ pub async fn run_job(
         }
         Err(Stop::Interrupted) => {
             tracing::warn!(job_id = %job.id, "import interrupted; it resumes from its checkpoint");
+            unclaim(&ctx, job.id).await;
             Ok(Outcome::Interrupted)
         }
         Err(Stop::Regressed) => unreachable!("process() resumes after regressions itself"),
-        Err(Stop::Failed(failure)) => {
-            failure.log(job.id);
-            let reason = failure.stored();
-            mark_failed(&pool, job.id, &reason).await?;
-            Ok(Outcome::Failed(reason))
+        Err(Stop::Ended(status)) => {
+            tracing::warn!(job_id = %job.id, %status, "the job ended elsewhere; stopping");
+            Ok(Outcome::Ended(status))
         }
-        Err(Stop::Db(e)) => {
-            let failure = JobError::database_unavailable().with_detail(&e);
-            failure.log(job.id);
-            let reason = failure.stored();
-            match mark_failed(&pool, job.id, &reason).await {
-                Ok(()) => Ok(Outcome::Failed(reason)),
-                Err(_) => Err(RunError::Database(e)),
+        Err(Stop::Lost) => {
+            tracing::warn!(job_id = %job.id, "another importer took the job over; stopping");
+            Err(RunError::Busy(job.id))
+        }
+        Err(Stop::Failed(error)) => {
+            error.log(job.id);
+            let recorded = retry(
+                "recording the failure",
+                Policy::MINUTE,
+                db::is_transient,
+                || repo::fail(&ctx.pool, job.id, &error),
+            )
+            .await;
+            match recorded {
+                Ok(_) => Ok(Outcome::Failed(error)),
+                Err(e) => Err(RunError::Database(e)),
             }
         }
+        Err(Stop::Temporary(reason)) => {
+            tracing::error!(job_id = %job.id, %reason, "import stopped for now; a later run resumes it");
+            unclaim(&ctx, job.id).await;
+            Err(RunError::Temporary(reason))
+        }
     };
-    if let Ok(Some(row)) = fetch_job(&pool, job.id).await {
+    if let Ok(Some(row)) = db::with_timeout(ctx.op_timeout, repo::get(&ctx.pool, job.id)).await {
         publisher.publish(snapshot(&row));
     }
     publisher.finish().await;
     outcome
 }
 
-/// Takes the job's session-level advisory lock on a dedicated connection, waiting up to a
-/// minute for a previous holder.
-async fn lock_job(
-    options: &PgConnectOptions,
+/// Claims the job, waiting up to its lease (plus a margin) for a live owner to finish or
+/// die. Returns the claimed job and the connection holding its advisory lock, or the
+/// outcome when there is nothing to run.
+async fn acquire(
+    ctx: &Ctx<'_>,
     job_id: Uuid,
-) -> Result<sqlx::PgConnection, RunError> {
-    use sqlx::Connection;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut conn = sqlx::PgConnection::connect_with(options).await?;
+) -> Result<Result<(Job, sqlx::PgConnection), Outcome>, RunError> {
+    let deadline = Instant::now() + ctx.settings.job_lease + Duration::from_secs(5);
+    let mut lock: Option<sqlx::PgConnection> = None;
     loop {
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(job_id.to_string())
-                .fetch_one(&mut conn)
-                .await?;
-        if locked {
-            return Ok(conn);
+        match try_claim(ctx, job_id, &mut lock).await {
+            Ok(Claim::Claimed(job)) => {
+                let lock = lock.expect("a claim attempt holds a lock connection");
+                return Ok(Ok((*job, lock)));
+            }
+            Ok(Claim::Finished(status)) => return Ok(Err(Outcome::AlreadyFinished(status))),
+            Ok(Claim::NotFound) => return Err(RunError::NotFound(job_id)),
+            Ok(Claim::NotReady) => return Err(RunError::NotReady(job_id)),
+            Ok(Claim::Busy { owner }) => {
+                if Instant::now() >= deadline {
+                    return Err(RunError::Busy(job_id));
+                }
+                tracing::info!(%job_id, %owner, "another importer holds the job; waiting");
+            }
+            // The database restarting under the wait: reconnect, within the same deadline.
+            Err(e) if db::is_transient(&e) && Instant::now() < deadline => {
+                tracing::warn!(%job_id, error = %e, "claiming the job failed; retrying");
+                lock = None;
+            }
+            Err(e) => return Err(e.into()),
         }
-        if std::time::Instant::now() >= deadline {
-            return Err(RunError::Busy(job_id));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Moves the job to `processing` (from `pending`, or again after a crash), or says why not.
-async fn claim(
-    pool: &PgPool,
+/// One attempt at the claim: takes the job's advisory lock if it is free (then the previous
+/// owner, if any, is dead and its claim can be taken over at once), then the claim.
+async fn try_claim(
+    ctx: &Ctx<'_>,
     job_id: Uuid,
-) -> Result<Result<Job, Result<Outcome, RunError>>, RunError> {
-    let claimed = sqlx::query_as::<_, Job>(&format!(
-        "UPDATE import_jobs SET status = 'processing', started_at = COALESCE(started_at, now()), \
-           attempts = attempts + 1, updated_at = now() \
-         WHERE id = $1 AND status IN ('pending', 'processing') RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(job_id)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(job) = claimed {
-        return Ok(Ok(job));
+    lock: &mut Option<sqlx::PgConnection>,
+) -> Result<Claim, sqlx::Error> {
+    use sqlx::Connection;
+    if lock.is_none() {
+        let conn = db::with_timeout(
+            ctx.op_timeout,
+            sqlx::PgConnection::connect_with(&ctx.options),
+        )
+        .await?;
+        *lock = Some(conn);
     }
-    Ok(Err(match fetch_job(pool, job_id).await? {
-        None => Err(RunError::NotFound(job_id)),
-        Some(j) if j.status() == JobStatus::Uploading => Err(RunError::NotReady(job_id)),
-        Some(j) => Ok(Outcome::AlreadyFinished(j.status())),
-    }))
+    let conn = lock.as_mut().expect("connected above");
+    let locked: bool = db::with_timeout(
+        ctx.op_timeout,
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(job_id.to_string())
+            .fetch_one(conn),
+    )
+    .await?;
+    let takeover = if locked {
+        Takeover::OwnerGone
+    } else {
+        Takeover::IfExpired
+    };
+    db::with_timeout(
+        ctx.op_timeout,
+        repo::claim(
+            &ctx.pool,
+            job_id,
+            ctx.owner,
+            ctx.settings.job_lease,
+            takeover,
+        ),
+    )
+    .await
 }
 
-fn storage_stop(e: StorageError) -> Stop {
+/// Renews the claim every third of its lease while the run goes on. A failed renewal is only
+/// logged: the batch commits check ownership themselves.
+async fn heartbeat(pool: PgPool, job_id: Uuid, owner: Uuid, lease: Duration) {
+    let every = lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match db::with_timeout(every, repo::renew(&pool, job_id, owner, lease)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%job_id, "the claim on the job is gone; stopping at the next batch");
+                return;
+            }
+            Err(e) => tracing::warn!(%job_id, error = %e, "renewing the claim failed"),
+        }
+    }
+}
+
+async fn unclaim(ctx: &Ctx<'_>, job_id: Uuid) {
+    let limit = Duration::from_secs(3);
+    if let Err(e) = db::with_timeout(limit, repo::unclaim(&ctx.pool, job_id, ctx.owner)).await {
+        tracing::warn!(%job_id, error = %e, "could not give the claim up; it expires with its lease");
+    }
+}
+
+fn storage_stop(what: &str, e: StorageError) -> Stop {
     match e {
         StorageError::NotFound(key) => {
             Stop::Failed(JobError::source_missing().with_detail(format!("object {key}")))
         }
-        other => Stop::Failed(JobError::storage_unavailable().with_detail(other)),
+        e if e.is_transient() => Stop::Temporary(format!("{what}: {e}")),
+        e => Stop::Failed(JobError::storage_unavailable().with_detail(format!("{what}: {e}"))),
     }
 }
 
+fn db_stop(what: &str, e: sqlx::Error) -> Stop {
+    Stop::Temporary(format!("{what}: {e}"))
+}
+
 async fn process(
-    pool: &PgPool,
-    storage: &Storage,
-    options: PgConnectOptions,
+    ctx: &Ctx<'_>,
     job: &Job,
-    settings: &Settings,
     publisher: &Publisher,
     cancel: CancellationToken,
 ) -> Result<Totals, Stop> {
     let size = retry(
         "reading the object size",
-        8,
+        Policy::MINUTE,
         StorageError::is_transient,
-        || storage.size(&job.source_object),
+        || ctx.storage.size(&job.source_object),
     )
     .await
-    .map_err(storage_stop)?;
+    .map_err(|e| storage_stop("reading the object size", e))?;
     if job.file_size != size as i64 {
-        sqlx::query("UPDATE import_jobs SET file_size = $2 WHERE id = $1")
-            .bind(job.id)
-            .bind(size as i64)
-            .execute(pool)
-            .await
-            .map_err(Stop::Db)?;
+        db::with_timeout(
+            ctx.op_timeout,
+            repo::set_file_size(&ctx.pool, job.id, ctx.owner, size as i64),
+        )
+        .await
+        .map_err(|e| db_stop("recording the file size", e))?;
     }
-    // A database crash can lose the last batches (asynchronous commits): start over from the
-    // checkpoint that survived, a few times at most.
+    // A database crash can lose the last batches (asynchronous commits), and `finish` then
+    // finds the checkpoint short of the end: start over from the checkpoint that survived, a
+    // few times at most.
     let mut current = job.clone();
     let mut restarts = 0;
-    let totals = loop {
-        match stream(
-            &current,
-            size,
-            storage,
-            options.clone(),
-            settings,
-            publisher,
-            cancel.clone(),
-        )
-        .await
-        {
-            Err(Stop::Regressed) if restarts < 3 => {
+    loop {
+        let totals = match stream(ctx, &current, size, publisher, cancel.clone()).await {
+            Err(Stop::Regressed) => Err(Finish::Incomplete(Totals::default())),
+            Err(other) => return Err(other),
+            Ok(totals) => Ok(totals),
+        };
+        let finished = match totals {
+            Ok(totals) => {
+                let pause = ctx.settings.import.pause_before_finish;
+                if !pause.is_zero() {
+                    tracing::info!(job_id = %job.id, ?pause, "every batch is committed; pausing before the report and done");
+                    tokio::time::sleep(pause).await;
+                }
+                let report = write_report(ctx, job.id, totals).await?;
+                let finished = retry(
+                    "finishing the job",
+                    Policy::MINUTE,
+                    db::is_transient,
+                    || {
+                        db::with_timeout(
+                            ctx.op_timeout,
+                            repo::finish(&ctx.pool, job.id, ctx.owner, report.as_deref()),
+                        )
+                    },
+                )
+                .await
+                .map_err(|e| db_stop("finishing the job", e))?;
+                match finished {
+                    Finish::Done => return Ok(totals),
+                    other => other,
+                }
+            }
+            Err(incomplete) => incomplete,
+        };
+        match finished {
+            Finish::Done => unreachable!("returned above"),
+            Finish::Incomplete(_) if restarts < 3 => {
                 restarts += 1;
                 tracing::warn!(job_id = %job.id, "batches were lost by the database; resuming from the stored checkpoint");
-                current = fetch_job(pool, job.id)
+                current = db::with_timeout(ctx.op_timeout, repo::get(&ctx.pool, job.id))
                     .await
-                    .map_err(Stop::Db)?
-                    .ok_or_else(|| {
-                        Stop::Failed(JobError::conflict().with_detail("the job row disappeared"))
-                    })?;
+                    .map_err(|e| db_stop("reading the job", e))?
+                    .ok_or(Stop::Ended(JobStatus::Failed))?;
+                if current.owner_id != Some(ctx.owner) || current.status != JobStatus::Processing {
+                    return Err(if current.status == JobStatus::Processing {
+                        Stop::Lost
+                    } else {
+                        Stop::Ended(current.status)
+                    });
+                }
             }
-            Err(Stop::Regressed) => {
-                return Err(Stop::Failed(
-                    JobError::database_unavailable()
-                        .with_detail("the database kept losing batches"),
+            Finish::Incomplete(_) => {
+                return Err(Stop::Temporary(
+                    "the database kept losing committed batches".into(),
                 ))
             }
-            other => break other?,
+            Finish::Inconsistent(t) => {
+                tracing::error!(job_id = %job.id, totals = ?t, "the job's counters do not add up");
+                return Err(Stop::Failed(
+                    JobError::internal().with_detail(format!("counters do not add up: {t:?}")),
+                ));
+            }
+            Finish::NotOwner(Some(s)) if s.status != JobStatus::Processing => {
+                return Err(Stop::Ended(s.status))
+            }
+            Finish::NotOwner(_) => return Err(Stop::Lost),
         }
-    };
-    let report = if totals.error_rows > 0 {
-        let key = report_key(job.id);
-        retry(
-            "writing errors.csv",
-            6,
-            |_| true,
-            || report::upload(pool, storage, job.id, &key),
-        )
-        .await
-        .map_err(|e| Stop::Failed(JobError::report_failed().with_detail(e)))?;
-        Some(key)
-    } else {
-        None
-    };
-    let done = sqlx::query(
-        "UPDATE import_jobs SET status = 'done', report_object = $2, finished_at = now(), updated_at = now() \
-         WHERE id = $1 AND status = 'processing'",
-    )
-    .bind(job.id)
-    .bind(report)
-    .execute(pool)
-    .await
-    .map_err(Stop::Db)?;
-    if done.rows_affected() == 0 {
-        return Err(Stop::Failed(JobError::conflict()));
     }
-    Ok(totals)
+}
+
+/// errors.csv, rebuilt from `import_errors` on every attempt (so a run that resumed after
+/// every row was loaded still writes the whole report). Storage trouble is temporary: the
+/// rows are loaded, a later run writes the report and finishes.
+async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Option<String>, Stop> {
+    if totals.error_rows == 0 {
+        return Ok(None);
+    }
+    let key = report_key(job_id);
+    retry(
+        "writing errors.csv",
+        Policy::MINUTE,
+        |_| true,
+        || report::upload(&ctx.pool, &ctx.storage, job_id, &key),
+    )
+    .await
+    .map_err(|e| Stop::Temporary(format!("writing errors.csv: {e}")))?;
+    Ok(Some(key))
 }
 
 /// Streams the object from the job's checkpoint to its end through the loader; returns the
 /// committed totals.
 async fn stream(
+    ctx: &Ctx<'_>,
     job: &Job,
     size: u64,
-    storage: &Storage,
-    options: PgConnectOptions,
-    settings: &Settings,
     publisher: &Publisher,
     cancel: CancellationToken,
 ) -> Result<Totals, Stop> {
-    let mut totals = Totals {
-        processed_rows: job.processed_rows,
-        inserted_rows: job.inserted_rows,
-        updated_rows: job.updated_rows,
-        error_rows: job.error_rows,
-        checkpoint_offset: job.checkpoint_offset,
-    };
+    let mut totals = job.totals();
     let offset = job.checkpoint_offset as u64;
-    if offset < size {
-        let (tx, mut rx) = mpsc::channel(2);
-        let config = SourceConfig {
-            batch_size: settings.import.batch_size,
-            slow_per_row: settings.import.slow,
-            mode: job.mode(),
-            job_id: job.id,
-        };
-        let (s, key, line) = (
-            storage.clone(),
-            job.source_object.clone(),
-            job.checkpoint_line as u64,
-        );
-        let handle = tokio::runtime::Handle::current();
-        let reader = tokio::task::spawn_blocking(move || {
-            read_batches(handle, s, key, offset, line, config, tx)
-        });
-        // Sized from the bytes left at ~40 bytes per row.
-        let mut loader = Loader::new(
-            options,
-            job.id,
-            job.mode(),
-            job.checkpoint_offset,
-            (size - offset) / 40,
-            cancel.clone(),
-        );
-        let mut published = totals.processed_rows;
-        // A batch read but not applied yet (it shared an email with the one before it).
-        let mut held = None;
-        loop {
-            let batch = match held.take() {
+    if offset >= size {
+        return Ok(totals);
+    }
+    let settings = ctx.settings;
+    let (tx, mut rx) = mpsc::channel(2);
+    let config = SourceConfig {
+        batch_size: settings.import.batch_size,
+        slow_per_row: settings.import.slow,
+        mode: job.mode(),
+        job_id: job.id,
+    };
+    let (s, key, line) = (
+        ctx.storage.clone(),
+        job.source_object.clone(),
+        job.checkpoint_line as u64,
+    );
+    let handle = tokio::runtime::Handle::current();
+    let reader =
+        tokio::task::spawn_blocking(move || read_batches(handle, s, key, offset, line, config, tx));
+    // Sized from the bytes left at ~40 bytes per row.
+    let mut loader = Loader::new(
+        ctx.options.clone(),
+        job.id,
+        job.mode(),
+        job.checkpoint_offset,
+        (size - offset) / 40,
+        cancel.clone(),
+    )
+    .owned_by(ctx.owner, settings.job_lease, ctx.op_timeout);
+    let mut published = totals.processed_rows;
+    // A batch read but not applied yet (it shared an email with the one before it).
+    let mut held = None;
+    loop {
+        let batch = match held.take() {
+            Some(batch) => batch,
+            None => match next_batch(&mut rx, &cancel).await? {
                 Some(batch) => batch,
-                None => match next_batch(&mut rx, &cancel).await? {
-                    Some(batch) => batch,
-                    None => break,
-                },
-            };
-            // The reader is well ahead of the database: take the next batch too, if any, and
-            // apply the two at the same time when they have no email in common; otherwise
-            // apply this one alone and pair the next with the one after it.
-            totals = match next_batch(&mut rx, &cancel).await? {
-                Some(next) if !next.shares_with_previous() => {
-                    loader.apply_pair(&batch, &next).await?
-                }
-                Some(next) => {
-                    held = Some(next);
-                    loader.apply(&batch).await?
-                }
-                None => loader.apply(&batch).await?,
-            };
-            if totals.processed_rows - published >= settings.import.progress_every as i64 {
-                published = totals.processed_rows;
-                publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));
+                None => break,
+            },
+        };
+        // The reader is well ahead of the database: take the next batch too, if any, and
+        // apply the two at the same time when they have no email in common; otherwise
+        // apply this one alone and pair the next with the one after it.
+        totals = match next_batch(&mut rx, &cancel).await? {
+            Some(next) if !next.shares_with_previous() => loader.apply_pair(&batch, &next).await?,
+            Some(next) => {
+                held = Some(next);
+                loader.apply(&batch).await?
             }
-        }
-        match reader.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(Stop::Failed(
-                    JobError::storage_unavailable().with_detail(format!("reading the file: {e}")),
-                ))
-            }
-            Err(e) => {
-                return Err(Stop::Failed(
-                    JobError::internal().with_detail(format!("the reader stopped: {e}")),
-                ))
-            }
+            None => loader.apply(&batch).await?,
+        };
+        if totals.processed_rows - published >= settings.import.progress_every as i64 {
+            published = totals.processed_rows;
+            publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));
         }
     }
-    Ok(totals)
+    match reader.await {
+        Ok(Ok(())) => Ok(totals),
+        // The reader retries storage itself; what is left is worth a later run, which
+        // decides again (a missing object is a permanent failure there).
+        Ok(Err(e)) => Err(Stop::Temporary(format!("reading the file failed: {e}"))),
+        Err(e) => Err(Stop::Temporary(format!("the reader stopped: {e}"))),
+    }
 }
 
 /// The reader's next batch (`None` at the end), or `Interrupted` once SIGTERM has come.
@@ -418,14 +518,6 @@ async fn next_batch(
         _ = cancel.cancelled() => Err(Stop::Interrupted),
         batch = rx.recv() => Ok(batch),
     }
-}
-
-async fn mark_failed(pool: &PgPool, job_id: Uuid, reason: &str) -> Result<(), RunError> {
-    retry("recording the failure", 4, db::is_transient, || {
-        bulk_import_core::job::mark_failed(pool, job_id, reason)
-    })
-    .await?;
-    Ok(())
 }
 
 fn progress(job: &Job, status: JobStatus, t: &Totals, size: i64) -> ProgressSnapshot {
@@ -445,17 +537,6 @@ fn progress(job: &Job, status: JobStatus, t: &Totals, size: i64) -> ProgressSnap
 fn snapshot(row: &Job) -> ProgressSnapshot {
     ProgressSnapshot {
         progress_percent: row.progress_percent(),
-        ..progress(
-            row,
-            row.status(),
-            &Totals {
-                processed_rows: row.processed_rows,
-                inserted_rows: row.inserted_rows,
-                updated_rows: row.updated_rows,
-                error_rows: row.error_rows,
-                checkpoint_offset: row.checkpoint_offset,
-            },
-            row.file_size,
-        )
+        ..progress(row, row.status(), &row.totals(), row.file_size)
     }
 }

@@ -1,7 +1,12 @@
 //! `bulk-import-importer submit`: uploads a local file to storage and creates a pending job
 //! for it, without the API — for operators, scripts and the benchmark.
 
-use bulk_import_core::{hashing::HashingReader, job::upload_key, ImportMode, Settings, Storage};
+use bulk_import_core::{
+    hashing::HashingReader,
+    job::{fingerprint, upload_key},
+    repo::{self, NewJob},
+    ImportMode, Settings, Storage,
+};
 use sqlx::PgPool;
 use std::path::Path;
 use uuid::Uuid;
@@ -40,19 +45,19 @@ pub async fn submit(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
-           source_object, file_name, file_size) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+    repo::create_pending(
+        pool,
+        &NewJob {
+            id: job_id,
+            user_id,
+            idempotency_key: &format!("cli-{job_id}"),
+            fingerprint: &fingerprint(&reader.hex_digest(), mode),
+            mode,
+            source_object: &key,
+            file_name: &file_name,
+            file_size: size as i64,
+        },
     )
-    .bind(job_id)
-    .bind(user_id)
-    .bind(format!("cli-{job_id}"))
-    .bind(format!("{}:{}", reader.hex_digest(), mode))
-    .bind(mode.as_str())
-    .bind(&key)
-    .bind(file_name)
-    .bind(size as i64)
-    .execute(pool)
     .await?;
     Ok(job_id)
 }

@@ -6,7 +6,8 @@
 //! - Garage is killed mid-import and comes back: the reader reopens the object at the offset
 //!   it reached, and the result is exact.
 //! - Garage is killed mid-import and stays down: the importer retries for about a minute,
-//!   then fails the job with a reason naming storage; no report object is written.
+//!   then exits 75 ("try later"), leaving the job `processing` with whole batches committed
+//!   and its claim given up; once Garage is back, the next run resumes and ends exact.
 
 mod common;
 mod services;
@@ -157,7 +158,7 @@ async fn garage_killed_mid_import_and_back_resumes_exactly() {
 }
 
 #[tokio::test]
-async fn garage_killed_for_good_fails_the_job_with_a_reason() {
+async fn garage_down_past_the_retries_leaves_the_job_for_a_later_run() {
     let mut garage = PrivateGarage::start();
     let (env, id) = garage_env(&garage, ROWS).await;
     let mut child = env.importer_command(id).spawn().unwrap();
@@ -169,21 +170,17 @@ async fn garage_killed_for_good_fails_the_job_with_a_reason() {
     let waited = started.elapsed();
     assert_eq!(
         status.code(),
-        Some(2),
-        "a permanent failure, recorded in the job"
+        Some(bulk_import_core::exit::TEMPORARY),
+        "storage down is temporary: try later, never a failed job"
     );
     assert!(
         waited > Duration::from_secs(20),
         "it retried first ({waited:?})"
     );
     let job = env.job(id).await;
-    assert_eq!(job.status(), JobStatus::Failed);
-    let reason = job.error.clone().unwrap_or_default();
-    assert_eq!(
-        reason, "storage_unavailable: the uploaded file could not be read from storage (retried)",
-        "a stable code and a safe message, no endpoint or driver text"
-    );
-    assert!(job.report_object.is_none(), "no report for a failed job");
+    assert_eq!(job.status(), JobStatus::Processing);
+    assert!(job.owner_id.is_none(), "the claim was given up");
+    assert!(job.report_object.is_none());
     // What was committed is whole batches, and consistent with the counters.
     let customers = env.customers().await.len() as i64;
     assert_eq!(customers, job.inserted_rows);
@@ -195,4 +192,15 @@ async fn garage_killed_for_good_fails_the_job_with_a_reason() {
         .await
         .unwrap();
     assert_eq!(errors, job.error_rows, "no half-written batch");
+    // Storage back: the next run resumes from the checkpoint and ends exact.
+    garage.start_server();
+    let status = wait_exit(&mut env.importer_command(id).spawn().unwrap(), 120).await;
+    assert!(status.success(), "{status}");
+    let got = outcome(&env, id).await;
+    let rows = ROWS as i64;
+    assert_eq!(
+        got.counters,
+        (JobStatus::Done, rows, rows / 10 * 9, 0, rows / 10)
+    );
+    assert_eq!(got.report.len(), 1 + ROWS / 10);
 }

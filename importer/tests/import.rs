@@ -397,12 +397,13 @@ async fn missing_object_fails_the_job_with_a_reason() {
     env.storage.delete(&job.source_object).await.unwrap();
     let outcome = env.run(id).await;
     assert!(
-        matches!(outcome, Outcome::Failed(ref r) if r.contains("not found")),
+        matches!(outcome, Outcome::Failed(ref r) if r.code == "source_missing"),
         "{outcome:?}"
     );
     let job = env.job(id).await;
     assert_eq!(job.status(), JobStatus::Failed);
-    assert!(job.error.unwrap().contains("not found"));
+    assert_eq!(job.error_code.as_deref(), Some("source_missing"));
+    assert!(job.error.unwrap().contains("not found in storage"));
     assert!(job.finished_at.is_some());
 }
 

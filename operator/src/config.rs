@@ -1,7 +1,5 @@
 //! The operator's settings (environment variables; the chart sets them).
 
-use std::str::FromStr;
-
 /// What the finalizer does with an ImportJob's objects (the upload and the report) when the
 /// ImportJob is deleted: `keep` them (default) or `delete` them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,39 +36,21 @@ pub struct OperatorConfig {
     pub lease_name: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
+pub use bulk_import_core::settings::ConfigError;
+use bulk_import_core::settings::Env;
 
 impl OperatorConfig {
     pub fn from_env() -> Result<OperatorConfig, ConfigError> {
         OperatorConfig::from_lookup(&|k| std::env::var(k).ok())
     }
 
+    /// Read through core's settings layer (`bulk_import_core::settings::Env`), whose `VARS`
+    /// declare each variable's default for `--help` and the README.
     pub fn from_lookup(
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<OperatorConfig, ConfigError> {
-        let get = |var: &str, default: &str| {
-            lookup(var)
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| default.into())
-        };
-        fn num<T>(var: &'static str, value: String, min: T) -> Result<T, ConfigError>
-        where
-            T: FromStr + PartialOrd + std::fmt::Display,
-        {
-            match value.parse::<T>() {
-                Ok(n) if n >= min => Ok(n),
-                _ => Err(ConfigError {
-                    var,
-                    reason: format!("invalid value {value:?}: expected a number ≥ {min}"),
-                }),
-            }
-        }
-        let retention = match get("OBJECT_RETENTION", "keep").as_str() {
+        let env = Env::new(lookup);
+        let retention = match env.get_or("OBJECT_RETENTION", "keep").as_str() {
             "keep" => Retention::Keep,
             "delete" => Retention::Delete,
             other => {
@@ -80,7 +60,7 @@ impl OperatorConfig {
                 })
             }
         };
-        let pull = get("IMPORTER_IMAGE_PULL_POLICY", "IfNotPresent");
+        let pull = env.get_or("IMPORTER_IMAGE_PULL_POLICY", "IfNotPresent");
         if !matches!(pull.as_str(), "Always" | "IfNotPresent" | "Never") {
             return Err(ConfigError {
                 var: "IMPORTER_IMAGE_PULL_POLICY",
@@ -88,35 +68,27 @@ impl OperatorConfig {
             });
         }
         Ok(OperatorConfig {
-            namespace: get("KUBE_NAMESPACE", "default"),
-            bind_addr: get("OPERATOR_BIND_ADDR", "0.0.0.0:8080"),
-            pod_name: get(
+            namespace: env.get_or("KUBE_NAMESPACE", "default"),
+            bind_addr: env.get_or("OPERATOR_BIND_ADDR", "0.0.0.0:8080"),
+            pod_name: env.get_or(
                 "POD_NAME",
                 &format!("bulk-import-operator-{}", uuid::Uuid::new_v4().simple()),
             ),
-            image: get("IMPORTER_IMAGE", "bulk-import:dev"),
+            image: env.get_or("IMPORTER_IMAGE", "bulk-import:dev"),
             image_pull_policy: pull,
-            service_account: get("IMPORTER_SERVICE_ACCOUNT", "bulk-import-importer"),
-            secret_name: get("IMPORTER_SECRET_NAME", "bulk-import"),
-            configmap_name: get("IMPORTER_CONFIGMAP_NAME", "bulk-import-config"),
-            cpu_request: get("IMPORTER_CPU_REQUEST", "100m"),
-            cpu_limit: get("IMPORTER_CPU_LIMIT", "1"),
-            memory_request: get("IMPORTER_MEMORY_REQUEST", "64Mi"),
-            memory_limit: get("IMPORTER_MEMORY_LIMIT", "256Mi"),
-            backoff_limit: num("JOB_BACKOFF_LIMIT", get("JOB_BACKOFF_LIMIT", "3"), 0)?,
-            active_deadline_seconds: num(
-                "JOB_ACTIVE_DEADLINE_SECONDS",
-                get("JOB_ACTIVE_DEADLINE_SECONDS", "3600"),
-                1,
-            )?,
-            ttl_seconds_after_finished: num(
-                "JOB_TTL_SECONDS_AFTER_FINISHED",
-                get("JOB_TTL_SECONDS_AFTER_FINISHED", "86400"),
-                0,
-            )?,
+            service_account: env.get_or("IMPORTER_SERVICE_ACCOUNT", "bulk-import-importer"),
+            secret_name: env.get_or("IMPORTER_SECRET_NAME", "bulk-import"),
+            configmap_name: env.get_or("IMPORTER_CONFIGMAP_NAME", "bulk-import-config"),
+            cpu_request: env.get_or("IMPORTER_CPU_REQUEST", "100m"),
+            cpu_limit: env.get_or("IMPORTER_CPU_LIMIT", "1"),
+            memory_request: env.get_or("IMPORTER_MEMORY_REQUEST", "64Mi"),
+            memory_limit: env.get_or("IMPORTER_MEMORY_LIMIT", "256Mi"),
+            backoff_limit: env.at_least("JOB_BACKOFF_LIMIT", 3, 0)?,
+            active_deadline_seconds: env.at_least("JOB_ACTIVE_DEADLINE_SECONDS", 3600, 1)?,
+            ttl_seconds_after_finished: env.at_least("JOB_TTL_SECONDS_AFTER_FINISHED", 86400, 0)?,
             retention,
-            instance: lookup("INSTANCE").filter(|v| !v.trim().is_empty()),
-            lease_name: get("LEASE_NAME", "bulk-import-operator"),
+            instance: env.get("INSTANCE"),
+            lease_name: env.get_or("LEASE_NAME", "bulk-import-operator"),
         })
     }
 

@@ -21,6 +21,7 @@ use crate::{
     status::{conditions, failed_create, from_row, job_finished, observe, Observed, Phase},
     Error, Result,
 };
+use bulk_import_core::job::JobError;
 use bulk_import_core::{
     crd::{resource_name, ImportJob, ImportJobStatus, JOB_ID_LABEL, OPERATOR_MANAGER},
     Job as Row, Storage,
@@ -161,7 +162,7 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
 /// The import's row, when the operator has a database.
 async fn read_row(ctx: &Context, id: uuid::Uuid) -> Result<Option<Row>> {
     match &ctx.db {
-        Some(db) => Ok(bulk_import_core::job::fetch_job(db, id).await?),
+        Some(db) => Ok(bulk_import_core::repo::get(db, id).await?),
         None => Ok(None),
     }
 }
@@ -310,12 +311,11 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         && crate::status::FATAL_WAITING.contains(&observed.reason.as_str());
     let mut row = row;
     if observed.phase == Phase::Failed {
-        record_failure(
-            ctx,
-            &ij.spec.job_id,
-            &format!("{}: {}", observed.reason, observed.message),
-        )
-        .await?;
+        let error = JobError::new(
+            "pod_failed",
+            format!("{}: {}", observed.reason, observed.message),
+        );
+        record_failure(ctx, &ij.spec.job_id, &error).await?;
         row = read_row(ctx, id).await?;
     }
     // The status first, then the Job is stopped: if the write fails, the retry still finds
@@ -447,11 +447,13 @@ async fn publish(ctx: &Context, ij: &ImportJob, type_: EventType, reason: &str, 
 }
 
 /// Marks the Postgres row failed unless it already ended (the importer's own record wins).
-async fn record_failure(ctx: &Context, job_id: &str, reason: &str) -> Result<()> {
+/// The messages are the operator's own words about the pod (OOMKilled, image pull,
+/// deadline), never driver text.
+async fn record_failure(ctx: &Context, job_id: &str, error: &JobError) -> Result<()> {
     let (Some(db), Ok(id)) = (&ctx.db, job_id.parse::<uuid::Uuid>()) else {
         return Ok(());
     };
-    bulk_import_core::job::mark_failed(db, id, reason).await?;
+    bulk_import_core::repo::fail(db, id, error).await?;
     Ok(())
 }
 
@@ -463,12 +465,11 @@ async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     delete_job(&jobs, &ij.name_any()).await?;
-    record_failure(
-        ctx,
-        &ij.spec.job_id,
+    let error = JobError::new(
+        "importjob_deleted",
         "the ImportJob was deleted before the import finished",
-    )
-    .await?;
+    );
+    record_failure(ctx, &ij.spec.job_id, &error).await?;
     if ctx.config.retention == Retention::Delete {
         // Keys that are not this job's name no object of this import (the spec never ran):
         // nothing is deleted, and the ImportJob is not kept from being deleted either.

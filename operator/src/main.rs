@@ -2,7 +2,11 @@
 //! /metrics); `bulk-import-operator crd` prints the ImportJob CRD.
 
 use anyhow::Context as _;
-use bulk_import_core::{crd::crd_yaml, db, telemetry, Settings, Storage};
+use bulk_import_core::{
+    crd::crd_yaml,
+    settings::{env_help, Component},
+    telemetry, Settings, Storage,
+};
 use bulk_import_operator::{
     config::OperatorConfig,
     controller,
@@ -15,18 +19,32 @@ use std::{
 };
 use tokio_util::sync::CancellationToken;
 
+#[derive(clap::Parser)]
+#[command(
+    name = "bulk-import-operator",
+    version,
+    about = "Runs ImportJobs as Kubernetes Jobs and keeps their status true",
+    after_help = env_help(Component::Operator)
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run the controller (the default), with leader election and /health, /ready, /metrics.
+    Run,
+    /// Print the ImportJob CustomResourceDefinition (YAML) and exit.
+    Crd,
+}
+
 #[tokio::main]
 async fn main() {
-    match std::env::args().nth(1).as_deref() {
-        Some("crd") => {
-            print!("{}", crd_yaml());
-            return;
-        }
-        None | Some("run") => {}
-        Some(other) => {
-            eprintln!("unknown command {other:?}; usage: bulk-import-operator [run|crd]");
-            std::process::exit(2);
-        }
+    use clap::Parser;
+    if let Some(Command::Crd) = Cli::parse().command {
+        print!("{}", crd_yaml());
+        return;
     }
     telemetry::init("info,kube=warn,sqlx=warn");
     if let Err(e) = run().await {
@@ -42,7 +60,8 @@ async fn run() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
-    let pool = db::connect(settings.database_url(), 4)
+    let pool = settings
+        .pool(4)
         .await
         .context("cannot connect to DATABASE_URL")?;
     let storage = Storage::from_settings(&settings)?;

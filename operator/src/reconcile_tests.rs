@@ -335,7 +335,7 @@ async fn an_oom_killed_importer_fails_the_importjob_and_its_postgres_row() {
     let (status, error, finished) = job_row(&pool).await;
     assert_eq!(status, "failed");
     let error = error.expect("the failure reason is recorded");
-    assert!(error.starts_with("OOMKilled: "), "{error}");
+    assert!(error.starts_with("pod_failed: OOMKilled: "), "{error}");
     assert!(finished);
 }
 
@@ -411,7 +411,7 @@ async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
     assert_eq!(status, "failed");
     assert!(error
         .unwrap()
-        .starts_with("ImagePullBackOff: Back-off pulling"));
+        .starts_with("pod_failed: ImagePullBackOff: Back-off pulling"));
 }
 
 #[tokio::test]
@@ -531,7 +531,7 @@ async fn deletion_stops_the_job_fails_the_row_deletes_the_objects_then_drops_the
     assert_eq!(status, "failed");
     assert_eq!(
         error.as_deref(),
-        Some("the ImportJob was deleted before the import finished")
+        Some("importjob_deleted: the ImportJob was deleted before the import finished")
     );
     assert!(finished);
     assert_eq!(

@@ -136,8 +136,13 @@ pub fn from_row(status: bulk_import_core::JobStatus, error: Option<&str>) -> Opt
         )),
         JobStatus::Failed => {
             let error = error.unwrap_or("the import failed");
-            // The operator records its own findings as `<Reason>: <message>` (OOMKilled,
-            // ImagePullBackOff, …): the same reason again, not a vaguer one.
+            // Stored as `<code>: <message>` (`JobError`); the operator's own findings are
+            // `pod_failed: <Reason>: <message>` (OOMKilled, ImagePullBackOff, …): the same
+            // reason again, not a vaguer one.
+            let error = match error.split_once(": ") {
+                Some(("pod_failed", rest)) => rest,
+                _ => error,
+            };
             Some(match error.split_once(": ") {
                 Some((reason, message))
                     if reason.starts_with(|c: char| c.is_ascii_uppercase())

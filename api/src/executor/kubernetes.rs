@@ -8,7 +8,8 @@ use super::Executor;
 use anyhow::Context;
 use bulk_import_core::{
     crd::{import_job_for, ImportJob},
-    job::{fetch_job, JOB_COLUMNS},
+    repo,
+    retry::Policy,
     Job, JobStatus,
 };
 use futures_util::future::BoxFuture;
@@ -71,11 +72,10 @@ impl KubernetesExecutor {
     fn retry_later(&self, job: Job) {
         let (api, pool) = (self.api.clone(), self.pool.clone());
         tokio::spawn(async move {
-            let mut delay = Duration::from_secs(1);
-            loop {
+            let delays = Policy::forever(Duration::from_secs(1), RETRY_AT_MOST_EVERY);
+            for delay in delays {
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_AT_MOST_EVERY);
-                match fetch_job(&pool, job.id).await {
+                match repo::get(&pool, job.id).await {
                     Ok(Some(j))
                         if matches!(j.status(), JobStatus::Pending | JobStatus::Processing) => {}
                     Ok(_) => return,
@@ -87,7 +87,7 @@ impl KubernetesExecutor {
                 match create(&api, &job).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(job_id = %job.id, error = format!("{e:#}"), retry_in = ?delay, "ImportJob not created yet")
+                        tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "ImportJob not created yet; retrying")
                     }
                 }
             }
@@ -98,7 +98,7 @@ impl KubernetesExecutor {
 impl Executor for KubernetesExecutor {
     fn submit(&self, job_id: Uuid) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
-            let job = fetch_job(&self.pool, job_id)
+            let job = repo::get(&self.pool, job_id)
                 .await?
                 .context("job row not found")?;
             let created = create(&self.api, &job).await;
@@ -111,11 +111,7 @@ impl Executor for KubernetesExecutor {
 
     fn resume(&self) -> BoxFuture<'_, anyhow::Result<usize>> {
         Box::pin(async move {
-            let jobs: Vec<Job> = sqlx::query_as(&format!(
-                "SELECT {JOB_COLUMNS} FROM import_jobs WHERE status IN ('pending', 'processing') ORDER BY created_at"
-            ))
-            .fetch_all(&self.pool)
-            .await?;
+            let jobs = repo::list_unfinished(&self.pool).await?;
             let count = jobs.len();
             for job in jobs {
                 if let Err(e) = create(&self.api, &job).await {

@@ -1,12 +1,34 @@
 //! The local executor: one importer child process per job, at most
-//! `LOCAL_MAX_CONCURRENT_IMPORTS` at once (the rest wait their turn). A child that dies
-//! (crash, kill, temporary failure) is run again, up to `LOCAL_MAX_ATTEMPTS` runs, each
-//! resuming from the checkpoint; then the job is failed with the reason. Exit code 2 means
-//! the importer itself recorded a permanent failure.
+//! `LOCAL_MAX_CONCURRENT_IMPORTS` at once (the rest wait their turn).
+//!
+//! How a child's exit is read (`bulk_import_core::exit`):
+//! - 0: done, or the job had ended (cancelled, done) before: nothing more to do;
+//! - 2: the importer recorded a permanent failure itself: nothing more to do;
+//! - 75, "try later": another importer holds a live claim on the job (an importer left
+//!   running by a killed API, another replica's), the database or storage is down, the report
+//!   could not be written. Not a failed attempt: the executor waits (jittered back-off up to
+//!   30 s) and runs it again, for as long as the job's deadline allows;
+//! - anything else (a crash, a signal, 143 after a SIGTERM it did not send): a failed
+//!   attempt; after `LOCAL_MAX_ATTEMPTS` of them the job is failed (`importer_stopped`).
+//!
+//! Each job gets the deadline a Kubernetes Job gets (`JOB_ACTIVE_DEADLINE_SECONDS`, counted
+//! from the job's first start as recorded in the row, so a restarted API keeps it): past it
+//! the child is stopped and the job failed with `deadline_exceeded`.
+//!
+//! Two API replicas with `EXECUTOR=local` on one database are safe: both may start an
+//! importer for the same job, but only the one holding the claim writes; the other waits and
+//! exits 75 until the job ends.
 
 use super::Executor;
 use anyhow::Context;
-use bulk_import_core::Settings;
+use bulk_import_core::{
+    exit,
+    job::JobError,
+    repo,
+    retry::{retry, Policy},
+    Settings,
+};
+use chrono::Utc;
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 use std::{
@@ -16,11 +38,12 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use tokio::{process::Command, sync::Semaphore};
+use tokio::{process::Command, sync::Semaphore, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
-const PERMANENT_FAILURE: i32 = 2;
+/// How long a child asked to stop (SIGTERM) may take to finish its batch.
+const STOP_GRACE: Duration = Duration::from_secs(25);
 
 pub struct LocalExecutor {
     inner: Arc<Inner>,
@@ -31,6 +54,7 @@ struct Inner {
     pool: PgPool,
     slots: Semaphore,
     max_attempts: u32,
+    deadline: Duration,
     active: Mutex<HashSet<Uuid>>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -60,6 +84,7 @@ impl LocalExecutor {
                 pool,
                 slots: Semaphore::new(settings.api.local_max_concurrent),
                 max_attempts: settings.api.local_max_attempts,
+                deadline: settings.job_active_deadline,
                 active: Mutex::default(),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -85,16 +110,13 @@ impl Executor for LocalExecutor {
 
     fn resume(&self) -> BoxFuture<'_, anyhow::Result<usize>> {
         Box::pin(async move {
-            let ids: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT id FROM import_jobs WHERE status IN ('pending', 'processing') ORDER BY created_at",
-            )
-            .fetch_all(&self.inner.pool)
-            .await
-            .context("listing unfinished jobs")?;
-            for id in &ids {
-                self.submit(*id).await?;
+            let jobs = repo::list_unfinished(&self.inner.pool)
+                .await
+                .context("listing unfinished jobs")?;
+            for job in &jobs {
+                self.submit(job.id).await?;
             }
-            Ok(ids.len())
+            Ok(jobs.len())
         })
     }
 
@@ -107,58 +129,156 @@ impl Executor for LocalExecutor {
     }
 }
 
+/// How one run of the child ended.
+enum Run {
+    Exited(ExitStatus),
+    /// The executor is stopping; the child was asked to stop at a batch boundary.
+    Stopping,
+    /// The job's deadline passed; the child was stopped.
+    DeadlinePassed,
+}
+
 impl Inner {
     async fn run(&self, job_id: Uuid) {
         let _slot = tokio::select! {
             slot = self.slots.acquire() => slot.expect("semaphore open"),
             _ = self.stop.cancelled() => return,
         };
-        let mut last = String::new();
-        for attempt in 1..=self.max_attempts {
-            match self.run_once(job_id).await {
-                Ok(None) => return, // stopping
-                Ok(Some(status)) if status.success() => return,
-                Ok(Some(status)) if status.code() == Some(PERMANENT_FAILURE) => return,
-                Ok(Some(status)) => last = describe(status),
-                Err(e) => last = format!("could not start the importer: {e}"),
-            }
-            tracing::warn!(%job_id, attempt, reason = %last, "importer run ended early");
-            if attempt < self.max_attempts {
-                let backoff = Duration::from_secs(u64::from(attempt));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = self.stop.cancelled() => return,
+        let mut failures = 0;
+        let mut later = Policy::forever(Duration::from_secs(1), Duration::from_secs(30));
+        let mut crashes = Policy::forever(Duration::from_secs(1), Duration::from_secs(10));
+        loop {
+            let Some(deadline) = self.deadline_of(job_id).await else {
+                return; // the job ended, or is gone
+            };
+            let run = match self.run_once(job_id, deadline).await {
+                Ok(run) => run,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(%job_id, error = %e, "could not start the importer");
+                    if failures >= self.max_attempts {
+                        let error = JobError::importer_stopped(self.max_attempts)
+                            .with_detail(format!("could not start the importer: {e}"));
+                        self.fail(job_id, error).await;
+                        return;
+                    }
+                    self.pause(crashes.next()).await;
+                    continue;
+                }
+            };
+            let status = match run {
+                Run::Stopping => return,
+                Run::DeadlinePassed => {
+                    let error = JobError::new(
+                        "deadline_exceeded",
+                        format!(
+                            "the import ran longer than its deadline of {} s",
+                            self.deadline.as_secs()
+                        ),
+                    );
+                    self.fail(job_id, error).await;
+                    return;
+                }
+                Run::Exited(status) => status,
+            };
+            match status.code() {
+                Some(exit::OK) | Some(exit::PERMANENT) => return,
+                Some(exit::TEMPORARY) => {
+                    tracing::info!(%job_id, "the importer cannot run the job now; trying again later");
+                    if !self.pause(later.next()).await {
+                        return;
+                    }
+                }
+                _ => {
+                    failures += 1;
+                    let last = describe(status);
+                    tracing::warn!(%job_id, attempt = failures, reason = %last, "importer run ended early");
+                    if failures >= self.max_attempts {
+                        let error = JobError::importer_stopped(self.max_attempts)
+                            .with_detail(format!("last: {last}"));
+                        self.fail(job_id, error).await;
+                        return;
+                    }
+                    if !self.pause(crashes.next()).await {
+                        return;
+                    }
                 }
             }
         }
-        let failure = bulk_import_core::job_error::JobError::importer_stopped(self.max_attempts)
-            .with_detail(format!("last: {last}"));
-        failure.log(job_id);
-        let reason = failure.stored();
-        if let Err(e) = bulk_import_core::job::mark_failed(&self.pool, job_id, &reason).await {
+    }
+
+    /// Waits `delay` unless the executor stops first (false then).
+    async fn pause(&self, delay: Option<Duration>) -> bool {
+        let delay = delay.unwrap_or(Duration::from_secs(30));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = self.stop.cancelled() => false,
+        }
+    }
+
+    /// When the job must be over, from its first start (now if it never started); `None`
+    /// when it has ended or does not exist. A database error gives a deadline from now, the
+    /// importer finds out the rest.
+    async fn deadline_of(&self, job_id: Uuid) -> Option<Instant> {
+        let job = retry(
+            "reading the job",
+            Policy::BRIEF,
+            bulk_import_core::db::is_transient,
+            || repo::get(&self.pool, job_id),
+        )
+        .await;
+        let started = match job {
+            Ok(Some(job)) if job.status().is_terminal() => return None,
+            Ok(None) => return None,
+            Ok(Some(job)) => job.started_at,
+            Err(_) => None,
+        };
+        let elapsed = started
+            .and_then(|t| (Utc::now() - t).to_std().ok())
+            .unwrap_or_default();
+        Some(Instant::now() + self.deadline.saturating_sub(elapsed))
+    }
+
+    async fn fail(&self, job_id: Uuid, error: JobError) {
+        error.log(job_id);
+        let recorded = retry(
+            "recording the failure",
+            Policy::MINUTE,
+            bulk_import_core::db::is_transient,
+            || repo::fail(&self.pool, job_id, &error),
+        )
+        .await;
+        if let Err(e) = recorded {
             tracing::error!(%job_id, error = %e, "could not record the failure");
         }
     }
 
-    /// One run of the importer; `None` when the executor is stopping (the child was asked to
-    /// stop at a batch boundary and has exited).
-    async fn run_once(&self, job_id: Uuid) -> std::io::Result<Option<ExitStatus>> {
+    /// One run of the importer, until it exits, the executor stops or the deadline passes.
+    async fn run_once(&self, job_id: Uuid, deadline: Instant) -> std::io::Result<Run> {
         let mut child = Command::new(&self.bin)
             .arg("--job-id")
             .arg(job_id.to_string())
             .kill_on_drop(false)
             .spawn()?;
-        tokio::select! {
-            status = child.wait() => status.map(Some),
-            _ = self.stop.cancelled() => {
-                if let Some(pid) = child.id() {
-                    // SIGTERM: the importer finishes or rolls back its batch and exits.
-                    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(25), child.wait()).await;
-                Ok(None)
-            }
+        let outcome = tokio::select! {
+            status = child.wait() => return status.map(Run::Exited),
+            _ = self.stop.cancelled() => Run::Stopping,
+            _ = tokio::time::sleep_until(deadline) => Run::DeadlinePassed,
+        };
+        if let Some(pid) = child.id() {
+            // SIGTERM: the importer finishes or rolls back its batch and exits.
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+        Ok(outcome)
     }
 }
 

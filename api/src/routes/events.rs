@@ -25,7 +25,7 @@ use axum::{
     routing::get,
     Router,
 };
-use bulk_import_core::{job::fetch_job, progress::channel};
+use bulk_import_core::{progress::channel, repo};
 use futures_util::{Stream, StreamExt};
 use std::{
     convert::Infallible,
@@ -161,7 +161,7 @@ async fn relay(state: AppState, id: Uuid, expires_at: i64, tx: mpsc::Sender<Even
             return;
         }
         // Whatever woke us, the job row is the truth we send.
-        let job = match fetch_job(&state.pool, id).await {
+        let job = match repo::get(&state.pool, id).await {
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(e) => {

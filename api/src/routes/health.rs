@@ -2,6 +2,7 @@
 
 use crate::state::AppState;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use bulk_import_core::{repo, JobStatus};
 use prometheus::Encoder;
 use serde_json::json;
 use std::time::Duration;
@@ -95,17 +96,24 @@ fn up(ok: bool) -> &'static str {
 
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let counts: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM import_jobs GROUP BY status")
-            .fetch_all(&state.pool)
-            .await
-            .unwrap_or_default();
-    for status in ["uploading", "pending", "processing", "done", "failed"] {
+    let counts = repo::count_by_status(&state.pool).await.unwrap_or_default();
+    for status in [
+        JobStatus::Uploading,
+        JobStatus::Pending,
+        JobStatus::Processing,
+        JobStatus::Done,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ] {
         let n = counts
             .iter()
-            .find(|(s, _)| s == status)
+            .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| *n);
-        state.metrics.imports.with_label_values(&[status]).set(n);
+        state
+            .metrics
+            .imports
+            .with_label_values(&[status.as_str()])
+            .set(n);
     }
     let mut out = Vec::new();
     prometheus::TextEncoder::new()

@@ -24,7 +24,8 @@ use axum::{
 };
 use bulk_import_core::{
     hashing::HashingReader,
-    job::{upload_key, JOB_COLUMNS},
+    job::{fingerprint, upload_key},
+    repo::{self, NewReservation, UploadedFile},
     storage::StorageError,
     ImportMode, Job, JobStatus,
 };
@@ -42,8 +43,9 @@ use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
 const MAX_KEY_LEN: usize = 255;
-/// An `uploading` reservation not refreshed for this long belongs to a dead upload.
-const STALE_UPLOAD_SECS: i64 = 60;
+/// An `uploading` reservation not refreshed for this long belongs to a dead upload: its key
+/// is taken over by the next request with it, and the sweeper removes it with its object.
+pub const STALE_UPLOAD: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
@@ -69,14 +71,9 @@ fn query_params(raw: Option<String>) -> HashMap<String, String> {
 /// The caller's job, or 404 — also for other users' jobs, so ids cannot be probed.
 pub async fn owned_job(state: &AppState, user: Uuid, id: &str) -> ApiResult<Job> {
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found())?;
-    sqlx::query_as::<_, Job>(&format!(
-        "SELECT {JOB_COLUMNS} FROM import_jobs WHERE id = $1 AND user_id = $2 AND status <> 'uploading'"
-    ))
-    .bind(id)
-    .bind(user)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(ApiError::not_found)
+    repo::get_visible(&state.pool, id, user)
+        .await?
+        .ok_or_else(ApiError::not_found)
 }
 
 /// A display name from the client's file name: last path component, no control characters,
@@ -200,10 +197,6 @@ async fn receive(
     }
 }
 
-fn fingerprint(sha256: &str, mode: ImportMode) -> String {
-    format!("{sha256}:{mode}")
-}
-
 /// Upload a CSV file and start an import.
 #[utoipa::path(post, path = "/imports", tag = "imports",
     params(("mode" = Option<String>, Query, description = "insert_only (default) or upsert"),
@@ -223,40 +216,8 @@ pub async fn create(
     multipart: Result<LimitedMultipart, ApiError>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let user = user.0;
-    let params = query_params(query);
-    let mode: ImportMode = match params.get("mode").map(String::as_str) {
-        None | Some("") => ImportMode::InsertOnly,
-        Some(m) => m
-            .parse()
-            .map_err(|e: String| ApiError::unprocessable("invalid_mode", e))?,
-    };
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => {
-            return Err(ApiError::bad_request(
-                "missing_idempotency_key",
-                "the Idempotency-Key header is required",
-            ))
-        }
-        Some(Err(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be visible ASCII",
-            ))
-        }
-        Some(Ok(k)) if k.trim().is_empty() => {
-            return Err(ApiError::bad_request(
-                "missing_idempotency_key",
-                "the Idempotency-Key header must not be empty",
-            ))
-        }
-        Some(Ok(k)) if k.len() > MAX_KEY_LEN => {
-            return Err(ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key is longer than 255 characters",
-            ))
-        }
-        Some(Ok(k)) => k.to_string(),
-    };
+    let mode = parse_mode(&query_params(query))?;
+    let key = idempotency_key(&headers)?;
     let limit = state.settings.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -272,62 +233,17 @@ pub async fn create(
 
     let job_id = Uuid::new_v4();
     let object = upload_key(user, job_id);
-    loop {
-        let reserved = sqlx::query(
-            "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, source_object, file_name) \
-             VALUES ($1, $2, $3, '', $4, 'uploading', $5, '') ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-        )
-        .bind(job_id)
-        .bind(user)
-        .bind(&key)
-        .bind(mode.as_str())
-        .bind(&object)
-        .execute(&state.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        if reserved {
-            break;
-        }
-        let existing = sqlx::query_as::<_, Job>(&format!(
-            "SELECT {JOB_COLUMNS} FROM import_jobs WHERE user_id = $1 AND idempotency_key = $2"
-        ))
-        .bind(user)
-        .bind(&key)
-        .fetch_optional(&state.pool)
-        .await?;
-        let Some(existing) = existing else { continue };
-        if existing.status() == JobStatus::Uploading {
-            let taken_over = sqlx::query(
-                "DELETE FROM import_jobs WHERE id = $1 AND status = 'uploading' \
-                 AND updated_at < now() - make_interval(secs => $2)",
-            )
-            .bind(existing.id)
-            .bind(STALE_UPLOAD_SECS as f64)
-            .execute(&state.pool)
-            .await?
-            .rows_affected()
-                == 1;
-            if taken_over {
-                let _ = state.storage.delete(&existing.source_object).await;
-                continue;
-            }
-            return Err(ApiError::conflict(
-                "upload_in_progress",
-                "a request with this Idempotency-Key is still uploading; retry when it has finished",
-            ));
-        }
-        return replay(
-            &existing,
-            mode,
-            &mut multipart,
-            &limits,
-            limit,
-            state.settings.api.upload_idle_timeout,
-        )
-        .await;
+    let reservation = NewReservation {
+        id: job_id,
+        user_id: user,
+        idempotency_key: &key,
+        mode,
+        source_object: &object,
+    };
+    if let Some(existing) = reserve_or_find(&state, &reservation).await? {
+        let idle = state.settings.api.upload_idle_timeout;
+        return replay(&existing, mode, &mut multipart, &limits, limit, idle).await;
     }
-
     // This request owns the key. Quotas (DESIGN.md §8): uploads storing a file at once, per
     // user and per process, held until this request ends (replays only hash, and are not
     // counted).
@@ -351,27 +267,112 @@ pub async fn create(
             return Err(e);
         }
     };
-    // Stream the file to storage, keeping the reservation alive.
-    let idle = state.settings.api.upload_idle_timeout;
-    let upload = receive(
-        &mut multipart,
-        &limits,
-        limit,
-        idle,
-        Sink::Store(&state.storage, &object),
+    let job = upload(&state, job_id, &object, mode, &mut multipart, &limits).await?;
+    tracing::info!(%job_id, size = job.file_size, %mode, "import created");
+    // Handed over on its own task, so that a client hanging up now cannot stop it; if it
+    // fails, the job stays pending and the sweeper hands it over again.
+    let executor = state.executor.clone();
+    tokio::spawn(async move {
+        if let Err(e) = executor.submit(job_id).await {
+            tracing::error!(%job_id, error = format!("{e:#}"), "could not hand the job to the executor");
+        }
+    });
+    Ok((StatusCode::CREATED, Json(JobView::from(&job))))
+}
+
+fn parse_mode(params: &HashMap<String, String>) -> ApiResult<ImportMode> {
+    match params.get("mode").map(String::as_str) {
+        None | Some("") => Ok(ImportMode::InsertOnly),
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| ApiError::unprocessable("invalid_mode", e)),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Err(ApiError::bad_request(
+            "missing_idempotency_key",
+            "the Idempotency-Key header is required",
+        )),
+        Some(Err(_)) => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be visible ASCII",
+        )),
+        Some(Ok(k)) if k.trim().is_empty() => Err(ApiError::bad_request(
+            "missing_idempotency_key",
+            "the Idempotency-Key header must not be empty",
+        )),
+        Some(Ok(k)) if k.len() > MAX_KEY_LEN => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key is longer than 255 characters",
+        )),
+        Some(Ok(k)) => Ok(k.to_string()),
+    }
+}
+
+/// Reserves the key for this request (`None`), or returns the job that already has it.
+/// A reservation whose upload died (no heartbeat for `STALE_UPLOAD`) is taken over; one
+/// still uploading is 409.
+async fn reserve_or_find(
+    state: &AppState,
+    reservation: &NewReservation<'_>,
+) -> ApiResult<Option<Job>> {
+    loop {
+        if repo::reserve(&state.pool, reservation).await? {
+            return Ok(None);
+        }
+        let existing = repo::find_by_key(
+            &state.pool,
+            reservation.user_id,
+            reservation.idempotency_key,
+        )
+        .await?;
+        // Released between the two statements: try again.
+        let Some(existing) = existing else { continue };
+        if existing.status() != JobStatus::Uploading {
+            return Ok(Some(existing));
+        }
+        if repo::take_over_stale(&state.pool, existing.id, STALE_UPLOAD).await? {
+            let _ = state.storage.delete(&existing.source_object).await;
+            continue;
+        }
+        return Err(ApiError::conflict(
+            "upload_in_progress",
+            "a request with this Idempotency-Key is still uploading; retry when it has finished",
+        ));
+    }
+}
+
+/// This request owns the key: streams the file to storage, keeping the reservation alive,
+/// and turns the reservation into a `pending` job. Any failure releases the key and leaves
+/// no object behind.
+async fn upload(
+    state: &AppState,
+    job_id: Uuid,
+    object: &str,
+    mode: ImportMode,
+    multipart: &mut Multipart,
+    limits: &UploadLimits,
+) -> ApiResult<Job> {
+    let (limit, idle) = (
+        state.settings.max_upload_bytes,
+        state.settings.api.upload_idle_timeout,
     );
     let mut guard = Reservation {
-        state: Some((state.clone(), job_id, object.clone())),
+        state: Some((state.clone(), job_id, object.to_string())),
     };
+    let upload = receive(
+        multipart,
+        limits,
+        limit,
+        idle,
+        Sink::Store(&state.storage, object),
+    );
     let heartbeat = async {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
-            let _ = sqlx::query(
-                "UPDATE import_jobs SET updated_at = now() WHERE id = $1 AND status = 'uploading'",
-            )
-            .bind(job_id)
-            .execute(&state.pool)
-            .await;
+            let _ = repo::heartbeat_upload(&state.pool, job_id).await;
         }
     };
     let received = tokio::select! {
@@ -382,43 +383,40 @@ pub async fn create(
         Ok(r) => r,
         Err(e) => {
             guard.disarm();
-            release(&state, job_id, &object).await;
+            release(state, job_id, object).await;
             return Err(e);
         }
     };
-    let job = sqlx::query_as::<_, Job>(&format!(
-        "UPDATE import_jobs SET status = 'pending', request_fingerprint = $2, file_name = $3, file_size = $4, updated_at = now() \
-         WHERE id = $1 RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(job_id)
-    .bind(fingerprint(&received.sha256, mode))
-    .bind(&received.file_name)
-    .bind(received.size as i64)
-    .fetch_one(&state.pool)
-    .await?;
+    let file = UploadedFile {
+        fingerprint: &fingerprint(&received.sha256, mode),
+        file_name: &received.file_name,
+        size: received.size as i64,
+    };
+    // From here the reservation is a job: a client hanging up no longer undoes it.
+    let finished = repo::finish_upload(&state.pool, job_id, &file).await;
     guard.disarm();
-    tracing::info!(%job_id, size = received.size, %mode, "import created");
-    if let Err(e) = state.executor.submit(job_id).await {
-        // The job stays pending; the executor picks pending jobs up again when it starts.
-        tracing::error!(%job_id, error = %e, "could not hand the job to the executor");
+    match finished {
+        Ok(Some(job)) => Ok(job),
+        Ok(None) => {
+            // Taken over as stale while this upload was slow: the other request owns the key.
+            let _ = state.storage.delete(object).await;
+            Err(ApiError::conflict(
+                "upload_in_progress",
+                "this upload took too long and its Idempotency-Key was reused; retry",
+            ))
+        }
+        Err(e) => {
+            release(state, job_id, object).await;
+            Err(e.into())
+        }
     }
-    Ok((StatusCode::CREATED, Json(JobView::from(&job))))
 }
 
 /// 429 when the user already has `JOBS_MAX_UNFINISHED_PER_USER` jobs not done or failed —
 /// unless `key` is already one of theirs (a replay answers with its job, not 429).
-// TODO(lead, issue 9): move this query into the job repository.
 async fn unfinished_jobs_quota(state: &AppState, user: Uuid, key: &str) -> ApiResult<()> {
     let max = state.settings.limits.jobs_max_unfinished_per_user;
-    let (unfinished, replay): (i64, bool) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status IN ('uploading', 'pending', 'processing')), \
-                coalesce(bool_or(idempotency_key = $2), false) \
-         FROM import_jobs WHERE user_id = $1",
-    )
-    .bind(user)
-    .bind(key)
-    .fetch_one(&state.pool)
-    .await?;
+    let (unfinished, replay) = repo::unfinished_of(&state.pool, user, key).await?;
     if unfinished >= max && !replay {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -459,16 +457,12 @@ async fn replay(
 /// Gives the key back after a failed upload; the storage write already left nothing behind,
 /// the delete is a second guard.
 async fn release(state: &AppState, job_id: Uuid, object: &str) {
-    match sqlx::query("DELETE FROM import_jobs WHERE id = $1 AND status = 'uploading'")
-        .bind(job_id)
-        .execute(&state.pool)
-        .await
-    {
+    match repo::release(&state.pool, job_id).await {
         // Only an upload that never became a job may lose its object.
-        Ok(r) if r.rows_affected() == 1 => {
+        Ok(true) => {
             let _ = state.storage.delete(object).await;
         }
-        Ok(_) => {}
+        Ok(false) => {}
         Err(e) => tracing::error!(%job_id, error = %e, "could not release an idempotency key"),
     }
 }
@@ -517,21 +511,7 @@ pub async fn list(
     };
     let limit = number("limit", 20, 1, 100)?;
     let offset = number("offset", 0, 0, i64::MAX)?;
-    let jobs = sqlx::query_as::<_, Job>(&format!(
-        "SELECT {JOB_COLUMNS} FROM import_jobs WHERE user_id = $1 AND status <> 'uploading' \
-         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-    ))
-    .bind(user.0)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&state.pool)
-    .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM import_jobs WHERE user_id = $1 AND status <> 'uploading'",
-    )
-    .bind(user.0)
-    .fetch_one(&state.pool)
-    .await?;
+    let (jobs, total) = repo::list_visible(&state.pool, user.0, limit, offset).await?;
     Ok(Json(JobPage {
         items: jobs.iter().map(JobView::from).collect(),
         limit,

@@ -6,8 +6,7 @@
 
 pub use bulk_import_core::testing::Backend;
 use bulk_import_core::{
-    db,
-    job::fetch_job,
+    db, repo,
     testing::{settings_from, test_vars},
     Job, Storage,
 };
@@ -216,7 +215,7 @@ impl TestApp {
     }
 
     pub async fn job(&self, id: &str) -> Job {
-        fetch_job(&self.pool, id.parse().unwrap())
+        repo::get(&self.pool, id.parse().unwrap())
             .await
             .unwrap()
             .expect("job")

@@ -80,6 +80,8 @@ impl FsStore {
             file.flush().await?;
             file.sync_all().await?;
             tokio::fs::rename(&tmp, &path).await?;
+            // The rename is durable only once the directory entry is on disk.
+            tokio::fs::File::open(parent).await?.sync_all().await?;
             Ok::<_, std::io::Error>(n)
         }
         .await;
@@ -121,6 +123,35 @@ impl FsStore {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    /// Removes temporary files of writes under `prefix` that were abandoned (the process
+    /// died mid-write) more than `age` ago; returns how many.
+    pub async fn remove_stale_temporaries(
+        &self,
+        prefix: &str,
+        age: std::time::Duration,
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for key in self.list(prefix).await? {
+            let is_tmp = Path::new(&key)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
+            if !is_tmp {
+                continue;
+            }
+            let path = self.root.join(&key);
+            let old = tokio::fs::metadata(&path)
+                .await
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            if old && tokio::fs::remove_file(&path).await.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     pub async fn check(&self) -> Result<()> {

@@ -134,6 +134,16 @@ impl Storage {
             .collect())
     }
 
+    /// Abandoned partial writes under this deployment's prefix older than `age`: incomplete
+    /// S3 multipart uploads are aborted, temporary files of the directory backend removed.
+    /// Returns how many.
+    pub async fn clean_abandoned_uploads(&self, age: Duration) -> Result<usize> {
+        match &self.backend {
+            Backend::S3(s) => s.abort_stale_uploads(&self.prefix, age).await,
+            Backend::Fs(f) => f.remove_stale_temporaries(&self.prefix, age).await,
+        }
+    }
+
     /// Readiness: the bucket (or directory) answers.
     pub async fn check(&self) -> Result<()> {
         match &self.backend {

@@ -285,6 +285,56 @@ impl S3Store {
         Ok(keys)
     }
 
+    /// Aborts multipart uploads under `prefix` started more than `age` ago (their writer died
+    /// before it could complete or abort them: the parts would be kept, and billed, for
+    /// ever); returns how many.
+    pub async fn abort_stale_uploads(&self, prefix: &str, age: Duration) -> Result<usize> {
+        let cutoff = std::time::SystemTime::now() - age;
+        let mut aborted = 0;
+        let mut key_marker: Option<String> = None;
+        let mut upload_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_marker.take())
+                .send()
+                .await
+                .map_err(|e| classify(prefix, e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let started = upload
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                if started.is_none_or(|t| t > cutoff) {
+                    continue;
+                }
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| classify(key, e))?;
+                aborted += 1;
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(aborted);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            upload_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                return Ok(aborted);
+            }
+        }
+    }
+
     pub async fn check(&self) -> Result<()> {
         self.client
             .head_bucket()

@@ -6,8 +6,7 @@
 
 pub use bulk_import_core::testing::Backend;
 use bulk_import_core::{
-    db,
-    job::fetch_job,
+    db, repo,
     testing::{settings_from, test_vars},
     ImportMode, Job, Settings, Storage,
 };
@@ -84,7 +83,7 @@ impl TestEnv {
     }
 
     pub async fn job(&self, id: Uuid) -> Job {
-        fetch_job(&self.pool, id)
+        repo::get(&self.pool, id)
             .await
             .unwrap()
             .expect("job exists")

@@ -23,8 +23,7 @@ use crate::{
 };
 use bulk_import_core::{
     crd::{resource_name, ImportJob, JOB_ID_LABEL},
-    db,
-    job::fetch_job,
+    db, repo,
     testing::{settings_from, test_vars, Backend},
     Job, Storage,
 };
@@ -556,7 +555,7 @@ impl Stack {
     }
 
     pub async fn row(&self, id: Uuid) -> Job {
-        fetch_job(&self.pool, id).await.unwrap().expect("job row")
+        repo::get(&self.pool, id).await.unwrap().expect("job row")
     }
 
     /// The batch/v1 Job of an import, straight from the double's store.
@@ -706,7 +705,7 @@ pub struct Outcome {
 }
 
 pub async fn outcome(pool: &PgPool, storage: &Storage, id: Uuid) -> Outcome {
-    let job = fetch_job(pool, id).await.unwrap().expect("job row");
+    let job = repo::get(pool, id).await.unwrap().expect("job row");
     let customers = sqlx::query_as::<_, Customer>(
         "SELECT email, first_name, last_name, phone, city, last_import_line FROM customers ORDER BY email",
     )
