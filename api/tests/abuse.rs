@@ -24,7 +24,7 @@ use common::{csv_rows, error_body, Backend, TestApp};
 use futures_util::StreamExt;
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
-use services::PrivateRedis;
+use services::{PrivatePostgres, PrivateRedis};
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -892,6 +892,59 @@ async fn event_streams_are_capped_share_one_subscription_and_end_with_the_token(
         .unwrap();
     let fresh = r["access_token"].as_str().unwrap();
     assert_eq!(open_stream(&app, fresh, &id).await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_with_a_final_event_when_the_database_fails() {
+    let pg = PrivatePostgres::start();
+    let db_url = pg.create_database().await;
+    let app = TestApp::spawn_with(
+        Backend::Fs,
+        &[
+            ("DATABASE_URL", &db_url),
+            ("IMPORTER_BIN", "/bin/true"),
+            ("LOCAL_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let token = app.user().await;
+    let r = app
+        .upload(&token, Some("pending"), "insert_only", &csv_rows(2))
+        .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stream = open_stream(&app, &token, &id).await;
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    let mut text = String::new();
+    // The first snapshot arrives; then the database crashes.
+    while !text.contains("event: progress") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("a first snapshot")
+            .expect("the stream is open");
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let crashed = Instant::now();
+    pg.crash();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next())
+        .await
+        .expect("the stream ends after the database failed")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    println!(
+        "stream ended {:.1} s after the crash",
+        crashed.elapsed().as_secs_f64()
+    );
+    assert!(text.contains("event: progress"), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with("event: end\ndata: {\"reason\":\"database_unavailable\"}"),
+        "{text}"
+    );
 }
 
 /// The email of the only user of the test's database.
