@@ -198,10 +198,18 @@ async fn bursts_of_registrations_and_logins_keep_the_api_under_150_mib() {
         mib(before),
         mib(peak)
     );
-    for s in registrations.iter().chain(&logins) {
+    // A hash is done or refused with 503 (the queue deadline, on a busy machine); a login
+    // whose registration was refused is 401.
+    for (registered, login) in registrations.iter().zip(&logins) {
+        assert!([201, 503].contains(&registered.as_u16()), "{registered}");
+        let expected: &[u16] = if registered.as_u16() == 201 {
+            &[200, 503]
+        } else {
+            &[401, 503]
+        };
         assert!(
-            [200, 201, 503].contains(&s.as_u16()),
-            "a hash is done or refused with 503: {s}"
+            expected.contains(&login.as_u16()),
+            "{registered} then {login}"
         );
     }
     assert!(count(&registrations, 201) > 0 && count(&logins, 200) > 0);
