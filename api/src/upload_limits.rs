@@ -11,7 +11,8 @@
 //!
 //! From the file's data on, each read must arrive within `UPLOAD_IDLE_TIMEOUT_SECONDS` (408)
 //! and the file is capped by `MAX_UPLOAD_BYTES` as it streams (413). The route answers at once
-//! and releases the Idempotency-Key on any of these.
+//! and releases the Idempotency-Key on any of these; the rest of the body is then read and
+//! discarded for at most 2 s and 8 MiB (a lingering close) so that the client sees the answer.
 
 use crate::{
     error::{ApiError, ApiResult},
@@ -104,7 +105,10 @@ impl UploadLimits {
 }
 
 struct Reader {
-    inner: axum::body::BodyDataStream,
+    /// `None` once handed to the lingering drain (see `Drop`).
+    inner: Option<axum::body::BodyDataStream>,
+    /// The body was read to its end.
+    eof: bool,
     limits: UploadLimits,
     head_deadline: Instant,
     head_bytes: u64,
@@ -118,6 +122,12 @@ impl Reader {
     }
 
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.head_bytes > 0 && !self.limits.shared.file_started.load(Ordering::SeqCst) {
+            // The parser (multer) reads its stream until it is pending before it parses: give
+            // it a pending poll after each slice of the head, so that it finds the file part's
+            // headers as soon as they are in, not after everything the client sent already.
+            tokio::task::yield_now().await;
+        }
         let in_file = self.limits.shared.file_started.load(Ordering::SeqCst);
         if self.pending.is_empty() {
             let deadline = if in_file {
@@ -125,9 +135,13 @@ impl Reader {
             } else {
                 self.head_deadline
             };
-            match tokio::time::timeout_at(deadline, self.inner.next()).await {
+            let inner = self.inner.as_mut()?;
+            match tokio::time::timeout_at(deadline, inner.next()).await {
                 Err(_) => return self.trip(TIMED_OUT, "upload timed out"),
-                Ok(None) => return None,
+                Ok(None) => {
+                    self.eof = true;
+                    return None;
+                }
                 Ok(Some(Err(e))) => return Some(Err(std::io::Error::other(e))),
                 Ok(Some(Ok(chunk))) => self.pending = chunk,
             }
@@ -145,6 +159,49 @@ impl Reader {
     }
 }
 
+/// How long, and how much, the rest of a body is read and discarded after the route answered
+/// without reading it (an error, a quota): a lingering close, as web servers do, so that the
+/// client — still sending — reads the answer instead of a connection reset. Bounded, so an
+/// endless body costs at most this much.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if self.eof {
+            return;
+        }
+        let (Some(mut inner), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            let deadline = Instant::now() + LINGER;
+            let mut drained = 0;
+            while drained < LINGER_BYTES {
+                match tokio::time::timeout_at(deadline, inner.next()).await {
+                    Ok(Some(Ok(chunk))) => drained += chunk.len(),
+                    _ => break,
+                }
+            }
+        });
+    }
+}
+
+/// An upload answered with an error may have left its body unread: the connection is not
+/// reused (`Connection: close`, after the lingering drain), so the client never sends its next
+/// request behind the rest of this body.
+pub async fn close_after_error(mut response: axum::response::Response) -> axum::response::Response {
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 impl FromRequest<AppState> for LimitedMultipart {
     type Rejection = ApiError;
 
@@ -158,7 +215,8 @@ impl FromRequest<AppState> for LimitedMultipart {
         };
         let (parts, body) = req.into_parts();
         let reader = Reader {
-            inner: body.into_data_stream(),
+            inner: Some(body.into_data_stream()),
+            eof: false,
             limits: limits.clone(),
             head_deadline: Instant::now() + state.settings.api.upload_idle_timeout,
             head_bytes: 0,

@@ -52,7 +52,12 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/imports",
-            post(create).layer(DefaultBodyLimit::disable()).get(list),
+            post(create)
+                .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::map_response(
+                    crate::upload_limits::close_after_error,
+                ))
+                .get(list),
         )
         .route("/imports/{id}", get(show))
         .route("/imports/{id}/errors", get(errors_report))
