@@ -1,6 +1,9 @@
 //! The job JSON the API returns (the seed service's fields, extended).
 
-use bulk_import_core::{ImportMode, Job, JobStatus};
+use bulk_import_core::{
+    options::{Dialect, HeaderKind},
+    ImportMode, Job, JobStatus,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -28,6 +31,65 @@ pub struct JobView {
     pub error: Option<String>,
     /// Whether `GET /imports/{id}/errors` has a report to hand out.
     pub errors_report_available: bool,
+    /// A dry run: every check, no customer row written.
+    pub dry_run: bool,
+    /// The error limit asked for, if any.
+    pub max_errors: Option<i64>,
+    /// How the file was read; `null` until the importer has started.
+    pub dialect: Option<DialectView>,
+}
+
+/// The dialect the importer detected (or was told) and used.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DialectView {
+    /// `,` `;` `\t` or `|`.
+    pub delimiter: String,
+    /// Canonical encoding name: `UTF-8`, `windows-1251`, `windows-1252`, `UTF-16LE`, …
+    pub encoding: String,
+    /// `gzip` or `none`.
+    pub compression: String,
+    /// `by_name` (columns matched by header name) or `positional` (no name recognised).
+    #[schema(example = "by_name")]
+    pub header: String,
+    /// Where each of the five columns was found; missing optional ones are absent (NULL).
+    pub columns: Vec<ColumnView>,
+    /// Header cells that were ignored, and other remarks.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ColumnView {
+    /// `email`, `first_name`, `last_name`, `phone` or `city`.
+    pub column: String,
+    /// The header cell as written.
+    pub header: String,
+    /// 1-based field position.
+    pub position: usize,
+}
+
+impl From<Dialect> for DialectView {
+    fn from(d: Dialect) -> Self {
+        DialectView {
+            delimiter: d.delimiter,
+            encoding: d.encoding,
+            compression: d.compression,
+            header: match d.header {
+                HeaderKind::ByName => "by_name",
+                HeaderKind::Positional => "positional",
+            }
+            .to_string(),
+            columns: d
+                .columns
+                .into_iter()
+                .map(|c| ColumnView {
+                    column: c.column,
+                    header: c.header,
+                    position: c.position,
+                })
+                .collect(),
+            warnings: d.warnings,
+        }
+    }
 }
 
 impl From<&Job> for JobView {
@@ -48,6 +110,9 @@ impl From<&Job> for JobView {
             finished_at: j.finished_at,
             error: j.error.clone(),
             errors_report_available: j.report_object.is_some(),
+            dry_run: j.dry_run,
+            max_errors: j.max_errors,
+            dialect: j.dialect().map(DialectView::from),
         }
     }
 }

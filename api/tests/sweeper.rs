@@ -71,6 +71,7 @@ async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_u
             idempotency_key: key,
             mode: ImportMode::InsertOnly,
             source_object: &object,
+            options: &Default::default(),
         };
         assert!(repo::reserve(&pool, &r).await.unwrap());
         storage.put_stream(&object, &b"email\n"[..]).await.unwrap();
@@ -91,6 +92,7 @@ async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_u
             source_object: "uploads/none.csv",
             file_name: "a.csv",
             file_size: 1,
+            options: &Default::default(),
         };
         repo::create_pending(&pool, &j).await.unwrap();
         jobs.push(id);

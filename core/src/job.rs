@@ -167,6 +167,15 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Options and dialect (issue 13; see `crate::options`).
+    pub dry_run: bool,
+    pub max_errors: Option<i64>,
+    pub delimiter: Option<String>,
+    pub encoding: Option<String>,
+    /// The dialect used, as JSON (`crate::options::Dialect`); NULL until the first start.
+    pub dialect: Option<String>,
+    /// gzip uploads: where the next record starts in the decompressed stream.
+    pub checkpoint_stream_offset: Option<i64>,
 }
 
 /// A job's committed counters and checkpoint, as one batch transaction leaves them.
@@ -201,6 +210,23 @@ impl Job {
         }
     }
 
+    /// The options the job was created with.
+    pub fn options(&self) -> crate::options::ImportOptions {
+        crate::options::ImportOptions {
+            dry_run: self.dry_run,
+            max_errors: self.max_errors,
+            delimiter: self.delimiter.as_deref().and_then(|d| d.bytes().next()),
+            encoding: self.encoding.clone(),
+        }
+    }
+
+    /// The dialect the importer recorded, once it has started.
+    pub fn dialect(&self) -> Option<crate::options::Dialect> {
+        self.dialect
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+    }
+
     /// Bytes read of the file, as a percentage; 100 once the job is done.
     pub fn progress_percent(&self) -> f64 {
         if self.status() == JobStatus::Done {
@@ -220,7 +246,7 @@ pub fn progress_percent(bytes_read: i64, file_size: i64) -> f64 {
 
 /// Object keys: never derived from anything the client sent but ids. The layout (under the
 /// deployment's `STORAGE_KEY_PREFIX`): `uploads/<user id>/<job id>.csv` for the file,
-/// `reports/<job id>/errors.csv` for the report.
+/// `reports/<job id>/errors.csv` for the report, `reports/<job id>/rows.csv` for the bad rows alone.
 pub fn upload_key(user_id: Uuid, job_id: Uuid) -> String {
     format!("{UPLOADS_PREFIX}{user_id}/{job_id}.csv")
 }
@@ -234,8 +260,12 @@ pub const REPORTS_PREFIX: &str = "reports/";
 
 /// The upload fingerprint stored with an Idempotency-Key: the file's SHA-256 and the mode,
 /// so that a replay with another file or mode is told apart from a plain retry.
-pub fn fingerprint(sha256_hex: &str, mode: ImportMode) -> String {
-    format!("{sha256_hex}:{mode}")
+pub fn fingerprint(
+    sha256_hex: &str,
+    mode: ImportMode,
+    options: &crate::options::ImportOptions,
+) -> String {
+    format!("{sha256_hex}:{mode}{}", options.fingerprint_suffix())
 }
 
 /// Whether `key` is an upload key of this job (`uploads/<user id>/<job id>.csv`): what the
@@ -254,6 +284,11 @@ pub fn is_upload_key_of(job_id: Uuid, key: &str) -> bool {
 /// The lowercase hyphenated form `Uuid` prints, and nothing else.
 pub fn is_canonical_uuid(s: &str) -> bool {
     s.parse::<Uuid>().is_ok_and(|u| u.to_string() == s)
+}
+
+/// The bad rows alone, in the five standard columns (`GET /imports/{id}/errors?format=rows`).
+pub fn rows_report_key(job_id: Uuid) -> String {
+    format!("{REPORTS_PREFIX}{job_id}/rows.csv")
 }
 
 #[cfg(test)]

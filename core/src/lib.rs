@@ -11,6 +11,7 @@ pub mod hashing;
 pub mod job;
 pub mod job_error;
 pub mod limits;
+pub mod options;
 pub mod progress;
 pub mod repo;
 pub mod retry;

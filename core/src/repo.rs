@@ -21,6 +21,7 @@
 //! restart drops advisory locks, never the row, so it cannot make two writers.
 
 use crate::job::{ImportMode, Job, JobError, JobStatus, Totals};
+use crate::options::ImportOptions;
 use sqlx::{PgConnection, PgExecutor};
 use std::time::Duration;
 use uuid::Uuid;
@@ -36,7 +37,8 @@ macro_rules! select_jobs {
                  status AS "status: JobStatus", source_object, file_name, file_size, processed_rows,
                  inserted_rows, updated_rows, error_rows, checkpoint_offset, checkpoint_line,
                  report_object, error_code, error, attempts, owner_id, lease_expires_at, created_at,
-                 started_at, finished_at, updated_at
+                 started_at, finished_at, updated_at, dry_run, max_errors, delimiter, encoding,
+                 dialect, checkpoint_stream_offset
                FROM import_jobs "# + $tail
             $(, $arg)*
         )
@@ -164,18 +166,35 @@ pub struct NewReservation<'a> {
     pub idempotency_key: &'a str,
     pub mode: ImportMode,
     pub source_object: &'a str,
+    pub options: &'a ImportOptions,
+}
+
+/// The options as their columns store them.
+fn option_columns(o: &ImportOptions) -> (bool, Option<i64>, Option<String>, Option<&str>) {
+    (
+        o.dry_run,
+        o.max_errors,
+        o.delimiter.map(|d| (d as char).to_string()),
+        o.encoding.as_deref(),
+    )
 }
 
 /// Reserves an Idempotency-Key for an upload (`uploading`); false when the key is taken.
 pub async fn reserve(db: impl PgExecutor<'_>, r: &NewReservation<'_>) -> Result<bool> {
+    let (dry_run, max_errors, delimiter, encoding) = option_columns(r.options);
     let done = sqlx::query!(
-        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, source_object, file_name) \
-         VALUES ($1, $2, $3, '', $4, 'uploading', $5, '') ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, source_object, file_name, \
+           dry_run, max_errors, delimiter, encoding) \
+         VALUES ($1, $2, $3, '', $4, 'uploading', $5, '', $6, $7, $8, $9) ON CONFLICT (user_id, idempotency_key) DO NOTHING",
         r.id,
         r.user_id,
         r.idempotency_key,
         r.mode as ImportMode,
-        r.source_object
+        r.source_object,
+        dry_run,
+        max_errors,
+        delimiter,
+        encoding
     )
     .execute(db)
     .await?;
@@ -270,13 +289,16 @@ pub struct NewJob<'a> {
     pub source_object: &'a str,
     pub file_name: &'a str,
     pub file_size: i64,
+    pub options: &'a ImportOptions,
 }
 
 /// A `pending` job for a file already stored (`bulk-import-importer submit`).
 pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> Result<()> {
+    let (dry_run, max_errors, delimiter, encoding) = option_columns(j.options);
     sqlx::query!(
         "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
-           source_object, file_name, file_size) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+           source_object, file_name, file_size, dry_run, max_errors, delimiter, encoding) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12)",
         j.id,
         j.user_id,
         j.idempotency_key,
@@ -284,7 +306,11 @@ pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> Result<(
         j.mode as ImportMode,
         j.source_object,
         j.file_name,
-        j.file_size
+        j.file_size,
+        dry_run,
+        max_errors,
+        delimiter,
+        encoding
     )
     .execute(db)
     .await?;
@@ -412,6 +438,8 @@ pub struct BatchCommit {
     pub from_offset: i64,
     pub to_offset: i64,
     pub to_line: i64,
+    /// gzip uploads: the checkpoint in the decompressed stream.
+    pub to_stream_offset: Option<i64>,
     pub processed: i64,
     pub inserted: i64,
     pub updated: i64,
@@ -430,7 +458,8 @@ pub async fn commit_batch(
         Totals,
         "UPDATE import_jobs SET processed_rows = processed_rows + $2, inserted_rows = inserted_rows + $3, \
            updated_rows = updated_rows + $4, error_rows = error_rows + $5, checkpoint_offset = $6, \
-           checkpoint_line = $7, lease_expires_at = now() + make_interval(secs => $10), updated_at = now() \
+           checkpoint_line = $7, lease_expires_at = now() + make_interval(secs => $10), \
+           checkpoint_stream_offset = $11, updated_at = now() \
          WHERE id = $1 AND checkpoint_offset = $8 AND owner_id = $9 AND status = 'processing' \
          RETURNING processed_rows, inserted_rows, updated_rows, error_rows, checkpoint_offset",
         id,
@@ -442,7 +471,8 @@ pub async fn commit_batch(
         b.to_line,
         b.from_offset,
         b.owner,
-        secs(b.lease)
+        secs(b.lease),
+        b.to_stream_offset
     )
     .fetch_optional(&mut *tx)
     .await
@@ -542,6 +572,50 @@ pub async fn fail(db: impl PgExecutor<'_>, id: Uuid, error: &JobError) -> Result
         id,
         error.code,
         error.stored()
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records the dialect an importer detected (JSON, `crate::options::Dialect`) at the job's
+/// first start, so that every later attempt reads the file the same way.
+pub async fn set_dialect(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    owner: Uuid,
+    dialect_json: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE import_jobs SET dialect = $3, updated_at = now() \
+         WHERE id = $1 AND owner_id = $2 AND status = 'processing'",
+        id,
+        owner,
+        dialect_json
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// `processing → failed` for a job stopped by its own rule (`too_many_errors`), with the
+/// report of the errors found so far; only by the owner. True when it changed.
+pub async fn fail_with_report(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    owner: Uuid,
+    error: &JobError,
+    report_object: Option<&str>,
+) -> Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE import_jobs SET status = 'failed', error_code = $3, error = $4, report_object = $5, \
+           finished_at = now(), updated_at = now(), owner_id = NULL, lease_expires_at = NULL \
+         WHERE id = $1 AND owner_id = $2 AND status = 'processing'",
+        id,
+        owner,
+        error.code,
+        error.stored(),
+        report_object
     )
     .execute(db)
     .await?;

@@ -197,3 +197,102 @@ pub fn report_roundtrip(rows: &[ReportRow], take_after: usize) {
         }
     }
 }
+
+/// Dialect detection on arbitrary bytes (taken as the start of a file, and as all of it):
+/// no panic; a delimiter of the four; a header either positional (the five columns in order)
+/// or by name with an email column, each mapped column at a distinct position within the
+/// header and named by one of its spellings; `missing_email_column` only when some name was
+/// recognised and none is the email. Then the input is read with the detected dialect
+/// through the importer's decoder, and resuming from any checkpoint (an offset in the input)
+/// yields exactly the records that follow it.
+pub fn detect_and_read(input: &[u8]) {
+    use bulk_import_core::options::{HeaderKind, ImportOptions, DELIMITERS};
+    use bulk_import_importer::dialect::{self, detect, recognise, HeaderError};
+    for whole in [true, false] {
+        let d = match detect(input, whole, false, &ImportOptions::default()) {
+            Ok(d) => d,
+            Err(HeaderError::MissingEmailColumn(found)) => {
+                assert!(
+                    !found.is_empty(),
+                    "missing_email_column names what it found"
+                );
+                continue;
+            }
+        };
+        assert!(DELIMITERS.contains(&d.delimiter_byte()));
+        assert!(encoding_rs::Encoding::for_label(d.encoding.as_bytes()).is_some());
+        match d.header {
+            HeaderKind::Positional => {
+                assert_eq!(d.fields, COLUMNS.len());
+                let pos: Vec<usize> = d.columns.iter().map(|c| c.position).collect();
+                assert_eq!(pos, [1, 2, 3, 4, 5]);
+            }
+            HeaderKind::ByName => {
+                assert_eq!(d.columns.first().map(|c| c.column.as_str()), Some("email"));
+                let mut seen = std::collections::HashSet::new();
+                for c in &d.columns {
+                    assert!(c.position >= 1 && c.position <= d.fields);
+                    assert!(seen.insert(c.position), "two columns at one position");
+                    let index = COLUMNS.iter().position(|&n| n == c.column).unwrap();
+                    assert_eq!(recognise(&c.header), Some(index), "{:?}", c.header);
+                }
+                assert!(d.warnings.len() + d.columns.len() >= d.fields.min(1));
+            }
+        }
+        if whole {
+            let (encoding, _) = dialect::encoding_of(&d, input);
+            let all = read_decoded(input, 0, 1, encoding, d.delimiter_byte());
+            for (i, (_, _, next)) in all.iter().enumerate().take(16) {
+                let rest = read_decoded(input, next.0, next.1, encoding, d.delimiter_byte());
+                assert_eq!(
+                    rest,
+                    all[i + 1..].to_vec(),
+                    "resuming at {next:?} changed what follows"
+                );
+            }
+        }
+    }
+}
+
+/// A record's line, its fields, and the checkpoint after it as (input offset, line).
+type DecodedRecord = (u64, Vec<Vec<u8>>, (u64, u64));
+
+/// (line, fields, checkpoint as (input offset, line)) of every record of `input` from
+/// `offset`, read as the importer reads a file in `encoding`.
+fn read_decoded(
+    input: &[u8],
+    offset: u64,
+    line: u64,
+    encoding: &'static encoding_rs::Encoding,
+    delimiter: u8,
+) -> Vec<DecodedRecord> {
+    use bulk_import_importer::decode::Transcode;
+    let src = &input[offset as usize..];
+    let mut out = vec![];
+    let mut rec = RawRecord::default();
+    let mut push = |rec: &RawRecord, next: (u64, u64)| {
+        let fields = (0..rec.len())
+            .map(|i| rec.field(i).map(<[u8]>::to_vec).unwrap_or_default())
+            .collect();
+        out.push((rec.line, fields, next));
+    };
+    if encoding == encoding_rs::UTF_8 {
+        let mut r = RecordReader::with_dialect(src, offset, line, offset == 0, delimiter);
+        while r.read(&mut rec).expect("reading from memory") {
+            push(&rec, r.position());
+        }
+    } else {
+        let t = Transcode::new(src, offset, encoding, offset == 0).expect("reading from memory");
+        let mut r = RecordReader::with_dialect(t, 0, line, false, delimiter);
+        while r.read(&mut rec).expect("reading from memory") {
+            let (pos, next_line) = r.position();
+            let at = r
+                .source_mut()
+                .map(pos)
+                .expect("a checkpoint is at a line boundary");
+            assert!(at <= input.len() as u64);
+            push(&rec, (at, next_line));
+        }
+    }
+    out
+}

@@ -4,7 +4,10 @@
 //! semantics" for the rules.
 
 pub mod copy;
+pub mod decode;
 pub mod dedupe;
+pub mod dialect;
+pub mod dry_run;
 pub mod load;
 pub mod publish;
 pub mod reader;

@@ -33,6 +33,8 @@ pub struct Batch {
     pub errors: Vec<RowError>,
     pub end_offset: u64,
     pub end_line: u64,
+    /// gzip: the checkpoint in the decompressed stream.
+    pub end_stream_offset: Option<u64>,
     /// Records read (set by `prepare`): the batch's share of `processed_rows`.
     records: usize,
     /// upsert: valid rows before repeats were collapsed.
@@ -107,6 +109,16 @@ impl Batch {
 
     pub fn shares_with_previous(&self) -> bool {
         self.shares_with_previous
+    }
+
+    /// insert_only: later occurrences within the batch, with the line of the first.
+    pub fn repeats(&self) -> &[(Customer, i64)] {
+        &self.repeats
+    }
+
+    /// upsert: valid rows before repeats were collapsed.
+    pub fn valid_rows(&self) -> usize {
+        self.valid_rows
     }
 }
 
@@ -191,6 +203,8 @@ pub struct Loader {
     /// Client-side bound of one attempt at a batch (or a pair): a half-open connection is
     /// given up after it and the batch retried on a new one.
     op_timeout: Duration,
+    /// Write no customer row (`crate::dry_run`).
+    pub dry_run: bool,
 }
 
 /// A batch's row work done inside its (still open) transaction.
@@ -307,6 +321,7 @@ impl Loader {
             owner: Uuid::nil(),
             lease: Duration::from_secs(30),
             op_timeout: Duration::from_secs(70),
+            dry_run: false,
         }
     }
 
@@ -429,6 +444,7 @@ impl Loader {
         let probes = (self.candidates(first), self.candidates(second));
         let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
         let job_id = claim.job_id;
+        let dry = self.dry_run;
         let [slot1, slot2] = &mut self.conns;
         let options = &self.options;
         let conns = async { Ok((ensure(slot1, options).await?, ensure(slot2, options).await?)) };
@@ -444,7 +460,7 @@ impl Loader {
         let (committed, first_done) = tokio::sync::oneshot::channel::<bool>();
         let one = async {
             let result = async {
-                let s = stage(c1, job_id, mode, first, probes.0, true).await?;
+                let s = stage(c1, job_id, mode, first, probes.0, true, dry).await?;
                 Ok(s.commit(&claim, checkpoint, first).await?)
             }
             .await;
@@ -452,7 +468,7 @@ impl Loader {
             result
         };
         let two = async {
-            let s = stage(c2, job_id, mode, second, probes.1, true).await?;
+            let s = stage(c2, job_id, mode, second, probes.1, true, dry).await?;
             if first_done.await != Ok(true) {
                 // Dropping the transaction rolls the second batch back.
                 return Err(LoadError::Interrupted.into());
@@ -469,7 +485,7 @@ impl Loader {
         loop {
             let probe = self.candidates(batch);
             let conn = ensure(&mut self.conns[0], &self.options).await?;
-            match stage(conn, job_id, mode, batch, probe, false).await {
+            match stage(conn, job_id, mode, batch, probe, false, self.dry_run).await {
                 Ok(s) => {
                     let committed = s.commit(&claim, checkpoint, batch).await;
                     return remember(&mut self.seen, committed);
@@ -513,12 +529,24 @@ async fn stage<'c, 'b>(
     batch: &'b Batch,
     candidates: Vec<&'b str>,
     paired: bool,
+    dry_run: bool,
 ) -> Result<Staged<'c, 'b>, StageError> {
     let mut tx = conn.begin().await?;
     if paired {
         sqlx::query(&format!("SET LOCAL lock_timeout = '{PAIR_LOCK_TIMEOUT}'"))
             .execute(&mut *tx)
             .await?;
+    }
+    if dry_run {
+        let (errors, inserted, updated) =
+            crate::dry_run::stage(&mut tx, job_id, mode, batch).await?;
+        return Ok(Staged {
+            tx,
+            errors,
+            inserted,
+            updated,
+            loaded: Vec::new(),
+        });
     }
     match mode {
         ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates).await,
@@ -690,6 +718,7 @@ async fn finish_batch(
         from_offset: checkpoint,
         to_offset: batch.end_offset as i64,
         to_line: batch.end_line as i64,
+        to_stream_offset: batch.end_stream_offset.map(|o| o as i64),
         processed: batch.records() as i64,
         inserted,
         updated,

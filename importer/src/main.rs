@@ -2,6 +2,7 @@
 //! local file. Exit codes are in `bulk_import_importer::exit`.
 
 use bulk_import_core::{
+    options::ImportOptions,
     settings::{env_help, Component},
     telemetry, ImportMode, Settings,
 };
@@ -38,7 +39,27 @@ enum Command {
         /// Email of the user that owns the job (created without a usable password if new).
         #[arg(long, default_value = submit::DEFAULT_OWNER)]
         owner: String,
+        /// Validate and report only; write no customer row.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop the job `failed` (too_many_errors) once more than N rows are bad.
+        #[arg(long, value_name = "N")]
+        max_errors: Option<u64>,
+        /// Delimiter instead of detecting it: , ; | tab (or comma, semicolon, pipe).
+        #[arg(long, value_parser = parse_delimiter)]
+        delimiter: Option<u8>,
+        /// Encoding instead of detecting it (a WHATWG label: utf-8, windows-1251, …).
+        #[arg(long, value_parser = parse_encoding)]
+        encoding: Option<String>,
     },
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    bulk_import_core::options::parse_delimiter(s)
+}
+
+fn parse_encoding(s: &str) -> Result<String, String> {
+    bulk_import_core::options::parse_encoding(s).map(str::to_string)
 }
 
 fn main() {
@@ -58,10 +79,27 @@ fn main() {
         .expect("tokio runtime");
     let code = runtime.block_on(async move {
         match (cli.job_id, cli.command) {
-            (_, Some(Command::Submit { file, mode, owner })) => {
+            (
+                _,
+                Some(Command::Submit {
+                    file,
+                    mode,
+                    owner,
+                    dry_run,
+                    max_errors,
+                    delimiter,
+                    encoding,
+                }),
+            ) => {
+                let options = ImportOptions {
+                    dry_run,
+                    max_errors: max_errors.map(|n| n.min(i64::MAX as u64) as i64),
+                    delimiter,
+                    encoding,
+                };
                 let result = async {
                     let pool = settings.pool(2).await?;
-                    submit::submit(&settings, &pool, &file, mode, &owner).await
+                    submit::submit_with(&settings, &pool, &file, mode, &owner, &options).await
                 }
                 .await;
                 match result {

@@ -4,7 +4,7 @@
 //! are skipped; a UTF-8 BOM at offset 0 is stripped; records are capped in size so that an
 //! unclosed quote cannot make the reader hold the rest of the file.
 
-use csv_core::{ReadRecordResult, Reader as CoreReader};
+use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder};
 use std::io::{self, Read};
 
 /// Largest record kept; larger ones are reported as `record_too_large` and skipped.
@@ -73,9 +73,15 @@ impl<R: Read> RecordReader<R> {
     /// A reader positioned at `offset` / `line` of the object; `src` yields the bytes from
     /// `offset` on. Offset 0 is the start of the file: a BOM there is skipped.
     pub fn new(src: R, offset: u64, line: u64) -> Self {
+        Self::with_dialect(src, offset, line, offset == 0, b',')
+    }
+
+    /// A reader with another delimiter; `strip_bom`: whether a UTF-8 BOM at the first byte is
+    /// skipped (the start of a UTF-8 file; other encodings' BOMs are the decoder's business).
+    pub fn with_dialect(src: R, offset: u64, line: u64, strip_bom: bool, delimiter: u8) -> Self {
         RecordReader {
             src,
-            core: CoreReader::new(),
+            core: ReaderBuilder::new().delimiter(delimiter).build(),
             buf: vec![0; CHUNK].into_boxed_slice(),
             pos: 0,
             len: 0,
@@ -83,11 +89,16 @@ impl<R: Read> RecordReader<R> {
             offset,
             line,
             last_byte: b'\n',
-            at_start: offset == 0,
+            at_start: strip_bom,
             core_started: false,
             out: vec![0; 4096],
             ends: vec![0; MAX_FIELDS],
         }
+    }
+
+    /// The source, to map positions through its layers.
+    pub fn source_mut(&mut self) -> &mut R {
+        &mut self.src
     }
 
     /// Offset and line where the next record (or blank line) starts: a safe checkpoint

@@ -14,14 +14,16 @@
 //! - SIGTERM: the batch in flight is finished or rolled back, the claim given up (exit 143).
 
 use crate::{
+    dialect,
     load::{Batch, LoadError, Loader},
     publish::Publisher,
     report,
-    source::{read_batches, SourceConfig},
+    source::{read_batches, SourceConfig, Start},
 };
 use bulk_import_core::{
     db,
-    job::{report_key, JobError, Totals},
+    job::{report_key, rows_report_key, JobError, Totals},
+    options::Dialect,
     progress::ProgressSnapshot,
     repo::{self, Claim, Finish, Takeover},
     retry::{retry, Policy},
@@ -84,6 +86,10 @@ enum Stop {
     Lost,
     /// Start over from the checkpoint stored in the job row.
     Regressed,
+    /// More rows were bad than `max_errors` allows; the totals committed so far.
+    TooManyErrors(Totals),
+    /// A job-level failure already recorded in the job row (with its report).
+    Recorded(JobError),
 }
 
 impl From<LoadError> for Stop {
@@ -165,7 +171,13 @@ pub async fn run_job(
             unclaim(&ctx, job.id).await;
             Ok(Outcome::Interrupted)
         }
-        Err(Stop::Regressed) => unreachable!("process() resumes after regressions itself"),
+        Err(Stop::Regressed | Stop::TooManyErrors(_)) => {
+            unreachable!("process() handles these itself")
+        }
+        Err(Stop::Recorded(error)) => {
+            error.log(job.id);
+            Ok(Outcome::Failed(error))
+        }
         Err(Stop::Ended(status)) => {
             tracing::warn!(job_id = %job.id, %status, "the job ended elsewhere; stopping");
             Ok(Outcome::Ended(status))
@@ -338,14 +350,22 @@ async fn process(
         .await
         .map_err(|e| db_stop("recording the file size", e))?;
     }
+    let dialect = match job.dialect() {
+        Some(d) => d,
+        None => detect_dialect(ctx, job).await?,
+    };
+    tracing::info!(job_id = %job.id, ?dialect, "dialect");
     // A database crash can lose the last batches (asynchronous commits), and `finish` then
     // finds the checkpoint short of the end: start over from the checkpoint that survived, a
     // few times at most.
     let mut current = job.clone();
     let mut restarts = 0;
     loop {
-        let totals = match stream(ctx, &current, size, publisher, cancel.clone()).await {
+        let totals = match stream(ctx, &current, &dialect, size, publisher, cancel.clone()).await {
             Err(Stop::Regressed) => Err(Finish::Incomplete(Totals::default())),
+            Err(Stop::TooManyErrors(totals)) => {
+                return Err(too_many_errors(ctx, job, totals).await?)
+            }
             Err(other) => return Err(other),
             Ok(totals) => Ok(totals),
         };
@@ -371,7 +391,12 @@ async fn process(
                 .await
                 .map_err(|e| db_stop("finishing the job", e))?;
                 match finished {
-                    Finish::Done => return Ok(totals),
+                    Finish::Done => {
+                        if job.dry_run {
+                            forget_dry_run(ctx, job.id).await;
+                        }
+                        return Ok(totals);
+                    }
                     other => other,
                 }
             }
@@ -421,15 +446,86 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
         return Ok(None);
     }
     let key = report_key(job_id);
+    let rows = rows_report_key(job_id);
     retry(
         "writing errors.csv",
         Policy::MINUTE,
         |_| true,
-        || report::upload(&ctx.pool, &ctx.storage, job_id, &key),
+        || async {
+            // The bad rows alone first: errors.csv is what the job row names.
+            report::upload_rows(&ctx.pool, &ctx.storage, job_id, &rows).await?;
+            report::upload(&ctx.pool, &ctx.storage, job_id, &key).await
+        },
     )
     .await
     .map_err(|e| Stop::Temporary(format!("writing errors.csv: {e}")))?;
     Ok(Some(key))
+}
+
+/// `max_errors` was crossed: the report of the errors so far, then `failed`
+/// (`too_many_errors`), by this owner. The committed batches stay.
+async fn too_many_errors(ctx: &Ctx<'_>, job: &Job, totals: Totals) -> Result<Stop, Stop> {
+    let report = write_report(ctx, job.id, totals).await?;
+    let error = JobError::new(
+        "too_many_errors",
+        format!(
+            "more than {} rows were bad ({} in the rows read so far); the batches committed before stay loaded",
+            job.max_errors.unwrap_or_default(),
+            totals.error_rows
+        ),
+    );
+    let changed = retry(
+        "recording the failure",
+        Policy::MINUTE,
+        db::is_transient,
+        || {
+            db::with_timeout(
+                ctx.op_timeout,
+                repo::fail_with_report(&ctx.pool, job.id, ctx.owner, &error, report.as_deref()),
+            )
+        },
+    )
+    .await
+    .map_err(|e| db_stop("recording the failure", e))?;
+    if !changed {
+        return Ok(Stop::Lost);
+    }
+    if job.dry_run {
+        forget_dry_run(ctx, job.id).await;
+    }
+    Ok(Stop::Recorded(error))
+}
+
+/// A dry run's bookkeeping, once the job has ended (left for the job's deletion if this
+/// fails: it is only ever read by the same job).
+async fn forget_dry_run(ctx: &Ctx<'_>, job_id: Uuid) {
+    let forgot = db::with_timeout(ctx.op_timeout, crate::dry_run::forget(&ctx.pool, job_id)).await;
+    if let Err(e) = forgot {
+        tracing::warn!(%job_id, error = %e, "could not delete the dry run's rows");
+    }
+}
+
+/// Detects the file's dialect from its first bytes (honouring the job's overrides) and
+/// records it in the job row, so that every later attempt reads the file the same way. A
+/// header without an email column fails the job (`missing_email_column`).
+async fn detect_dialect(ctx: &Ctx<'_>, job: &Job) -> Result<Dialect, Stop> {
+    let (s, key) = (ctx.storage.clone(), job.source_object.clone());
+    let handle = tokio::runtime::Handle::current();
+    let (sample, whole, gzip) =
+        tokio::task::spawn_blocking(move || crate::source::sample(handle, s, key))
+            .await
+            .map_err(|e| Stop::Temporary(format!("the reader stopped: {e}")))?
+            .map_err(|e| Stop::Temporary(format!("reading the file failed: {e}")))?;
+    let found = dialect::detect(&sample, whole, gzip, &job.options())
+        .map_err(|e| Stop::Failed(e.job_error()))?;
+    let json = serde_json::to_string(&found).expect("a dialect serialises");
+    db::with_timeout(
+        ctx.op_timeout,
+        repo::set_dialect(&ctx.pool, job.id, ctx.owner, &json),
+    )
+    .await
+    .map_err(|e| db_stop("recording the dialect", e))?;
+    Ok(found)
 }
 
 /// Streams the object from the job's checkpoint to its end through the loader; returns the
@@ -437,12 +533,16 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
 async fn stream(
     ctx: &Ctx<'_>,
     job: &Job,
+    dialect: &Dialect,
     size: u64,
     publisher: &Publisher,
     cancel: CancellationToken,
 ) -> Result<Totals, Stop> {
     let mut totals = job.totals();
     let offset = job.checkpoint_offset as u64;
+    if job.max_errors.is_some_and(|max| totals.error_rows > max) {
+        return Err(Stop::TooManyErrors(totals));
+    }
     if offset >= size {
         return Ok(totals);
     }
@@ -453,15 +553,18 @@ async fn stream(
         slow_per_row: settings.import.slow,
         mode: job.mode(),
         job_id: job.id,
+        dialect: dialect.clone(),
+        size,
     };
-    let (s, key, line) = (
-        ctx.storage.clone(),
-        job.source_object.clone(),
-        job.checkpoint_line as u64,
-    );
+    let start = Start {
+        offset,
+        stream_offset: job.checkpoint_stream_offset.map(|o| o as u64),
+        line: job.checkpoint_line as u64,
+    };
+    let (s, key) = (ctx.storage.clone(), job.source_object.clone());
     let handle = tokio::runtime::Handle::current();
     let reader =
-        tokio::task::spawn_blocking(move || read_batches(handle, s, key, offset, line, config, tx));
+        tokio::task::spawn_blocking(move || read_batches(handle, s, key, start, config, tx));
     // Sized from the bytes left at ~40 bytes per row.
     let mut loader = Loader::new(
         ctx.options.clone(),
@@ -472,6 +575,7 @@ async fn stream(
         cancel.clone(),
     )
     .owned_by(ctx.owner, settings.job_lease, ctx.op_timeout);
+    loader.dry_run = job.dry_run;
     let mut published = totals.processed_rows;
     // A batch read but not applied yet (it shared an email with the one before it).
     let mut held = None;
@@ -494,6 +598,9 @@ async fn stream(
             }
             None => loader.apply(&batch).await?,
         };
+        if job.max_errors.is_some_and(|max| totals.error_rows > max) {
+            return Err(Stop::TooManyErrors(totals));
+        }
         if totals.processed_rows - published >= settings.import.progress_every as i64 {
             published = totals.processed_rows;
             publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));

@@ -4,11 +4,13 @@
 //! that parsing overlaps the database work and memory stays bounded.
 
 use crate::{
+    decode::{Gunzip, Transcode},
+    dialect,
     load::{Batch, PreviousEmails},
     reader::{RawRecord, RecordReader},
-    validate::{validate, Row},
+    validate::{validate_with, Columns, Row, COLUMNS},
 };
-use bulk_import_core::{storage::ObjectReader, Storage};
+use bulk_import_core::{options::Dialect, storage::ObjectReader, Storage};
 use std::{
     io::{self, Read},
     time::{Duration, Instant},
@@ -26,6 +28,161 @@ pub struct SourceConfig {
     pub slow_per_row: Duration,
     pub mode: bulk_import_core::ImportMode,
     pub job_id: uuid::Uuid,
+    pub dialect: Dialect,
+    /// Size of the stored object.
+    pub size: u64,
+}
+
+/// Where reading starts: the job's checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    /// Offset in the stored object (for gzip: compressed bytes consumed, for progress).
+    pub offset: u64,
+    /// gzip: offset in the decompressed stream.
+    pub stream_offset: Option<u64>,
+    pub line: u64,
+}
+
+/// A batch boundary: where the next record starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checkpoint {
+    offset: u64,
+    stream_offset: Option<u64>,
+}
+
+/// The stored object as the CSV reader sees it: UTF-8 bytes, through a decompressor and a
+/// decoder when the dialect needs them.
+enum Input {
+    Plain(ResumableRead),
+    Text(Transcode<ResumableRead>),
+    Gzip(Gunzip<ResumableRead>),
+    GzipText(Transcode<Gunzip<ResumableRead>>),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Plain(r) => r.read(buf),
+            Input::Text(r) => r.read(buf),
+            Input::Gzip(r) => r.read(buf),
+            Input::GzipText(r) => r.read(buf),
+        }
+    }
+}
+
+fn gzip_checkpoint(g: &mut Gunzip<ResumableRead>, pos: u64, size: u64) -> Checkpoint {
+    // The compressed position is where the decompressor had got to, which is ahead of the
+    // record boundary; it stays below the size until the end, so that `offset = size`
+    // means the end of the file.
+    let offset = if g.is_end(pos) {
+        size
+    } else {
+        g.compressed_at(pos).min(size.saturating_sub(1))
+    };
+    Checkpoint {
+        offset,
+        stream_offset: Some(pos),
+    }
+}
+
+impl Input {
+    /// The checkpoint for the CSV reader's position `pos` (just after a record).
+    fn checkpoint(&mut self, pos: u64, size: u64) -> io::Result<Checkpoint> {
+        Ok(match self {
+            Input::Plain(_) => Checkpoint {
+                offset: pos,
+                stream_offset: None,
+            },
+            Input::Text(t) => Checkpoint {
+                offset: t.map(pos)?,
+                stream_offset: None,
+            },
+            Input::Gzip(g) => gzip_checkpoint(g, pos, size),
+            Input::GzipText(t) => {
+                let pos = t.map(pos)?;
+                gzip_checkpoint(t.inner_mut(), pos, size)
+            }
+        })
+    }
+}
+
+/// The record reader for `dialect` from `start`, over the object read from storage.
+fn open_reader(
+    handle: Handle,
+    storage: Storage,
+    key: String,
+    start: Start,
+    dialect: &Dialect,
+) -> io::Result<RecordReader<Input>> {
+    let (encoding, _) = dialect::encoding_of(dialect, &[]);
+    let utf8 = encoding == encoding_rs::UTF_8;
+    let delimiter = dialect.delimiter_byte();
+    let at = |offset| ResumableRead {
+        handle: handle.clone(),
+        storage: storage.clone(),
+        key: key.clone(),
+        offset,
+        inner: None,
+    };
+    Ok(if dialect.is_gzip() {
+        let stream = start.stream_offset.unwrap_or(0);
+        let mut g = Gunzip::new(at(0));
+        g.skip_to(stream)?;
+        if utf8 {
+            RecordReader::with_dialect(Input::Gzip(g), stream, start.line, stream == 0, delimiter)
+        } else {
+            let t = Transcode::new(g, stream, encoding, stream == 0)?;
+            RecordReader::with_dialect(Input::GzipText(t), 0, start.line, false, delimiter)
+        }
+    } else if utf8 {
+        let r = at(start.offset);
+        RecordReader::with_dialect(
+            Input::Plain(r),
+            start.offset,
+            start.line,
+            start.offset == 0,
+            delimiter,
+        )
+    } else {
+        let t = Transcode::new(at(start.offset), start.offset, encoding, start.offset == 0)?;
+        RecordReader::with_dialect(Input::Text(t), 0, start.line, false, delimiter)
+    })
+}
+
+/// The columns a dialect maps.
+pub fn columns_of(dialect: &Dialect) -> Columns {
+    let mut index = [None; 5];
+    for c in &dialect.columns {
+        if let Some(i) = COLUMNS.iter().position(|&n| n == c.column) {
+            index[i] = Some(c.position - 1);
+        }
+    }
+    Columns {
+        index,
+        fields: dialect.fields,
+    }
+}
+
+/// The first bytes of the object for dialect detection (decompressed when it is gzip):
+/// (sample, whether it is the whole file, whether the object is gzip).
+pub fn sample(handle: Handle, storage: Storage, key: String) -> io::Result<(Vec<u8>, bool, bool)> {
+    let at0 = || ResumableRead {
+        handle: handle.clone(),
+        storage: storage.clone(),
+        key: key.clone(),
+        offset: 0,
+        inner: None,
+    };
+    let limit = dialect::SAMPLE_BYTES as u64;
+    let mut sample = Vec::with_capacity(dialect::SAMPLE_BYTES);
+    at0().take(limit).read_to_end(&mut sample)?;
+    let gzip = dialect::is_gzip(&sample);
+    if gzip {
+        sample.clear();
+        Gunzip::new(at0()).take(limit).read_to_end(&mut sample)?;
+    }
+    let whole = (sample.len() as u64) < limit;
+    Ok((sample, whole, gzip))
 }
 
 /// A blocking `Read` over an object in storage that survives broken connections by
@@ -79,31 +236,28 @@ impl Read for ResumableRead {
     }
 }
 
-/// Reads from `offset`/`line` to the end of the object, sending batches; the last batch
-/// (possibly empty) carries the end-of-file checkpoint. Returns early, without error, when
-/// the receiver is gone (the loader stopped).
+/// Reads from `start` to the end of the object, sending batches; the last batch (possibly
+/// empty) carries the end-of-file checkpoint. Returns early, without error, when the
+/// receiver is gone (the loader stopped).
 pub fn read_batches(
     handle: Handle,
     storage: Storage,
     key: String,
-    offset: u64,
-    line: u64,
+    start: Start,
     config: SourceConfig,
     tx: mpsc::Sender<Batch>,
 ) -> io::Result<()> {
-    let src = ResumableRead {
-        handle,
-        storage,
-        key,
-        offset,
-        inner: None,
-    };
-    let mut reader = RecordReader::new(src, offset, line);
+    let mut reader = open_reader(handle, storage, key, start, &config.dialect)?;
+    let columns = columns_of(&config.dialect);
     let mut record = RawRecord::default();
-    let mut skip_header = offset == 0;
+    let mut skip_header = start.offset == 0;
     let mut batch = Batch::default();
     let mut previous = PreviousEmails::default();
     let mut opened = Instant::now();
+    // Checkpoints must grow with every batch (the loader's guard compares them); a gzip
+    // checkpoint only moves when the decompressor has consumed more of the object, so a
+    // batch may have to grow until it has.
+    let mut last_offset = start.offset;
     loop {
         let more = reader.read(&mut record)?;
         if more {
@@ -113,7 +267,7 @@ pub fn read_batches(
                 if !config.slow_per_row.is_zero() {
                     std::thread::sleep(config.slow_per_row);
                 }
-                match validate(&record) {
+                match validate_with(&record, &columns) {
                     Row::Valid(c) => batch.rows.push(c),
                     Row::Invalid(e) => batch.errors.push(e),
                 }
@@ -127,8 +281,14 @@ pub fn read_batches(
                 && batch.records() > 0
                 && opened.elapsed() >= FLUSH_INTERVAL);
         if full || !more {
-            let (end_offset, end_line) = reader.position();
-            batch.end_offset = end_offset;
+            let (position, end_line) = reader.position();
+            let at = reader.source_mut().checkpoint(position, config.size)?;
+            if more && at.offset <= last_offset {
+                continue;
+            }
+            last_offset = at.offset;
+            batch.end_offset = at.offset;
+            batch.end_stream_offset = at.stream_offset;
             batch.end_line = end_line;
             batch.prepare(config.mode, config.job_id, &mut previous);
             if tx.blocking_send(std::mem::take(&mut batch)).is_err() {

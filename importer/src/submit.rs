@@ -4,6 +4,7 @@
 use bulk_import_core::{
     hashing::HashingReader,
     job::{fingerprint, upload_key},
+    options::ImportOptions,
     repo::{self, NewJob},
     ImportMode, Settings, Storage,
 };
@@ -21,6 +22,18 @@ pub async fn submit(
     file: &Path,
     mode: ImportMode,
     owner: &str,
+) -> anyhow::Result<Uuid> {
+    submit_with(settings, pool, file, mode, owner, &ImportOptions::default()).await
+}
+
+/// `submit` with options (dry run, error limit, dialect overrides).
+pub async fn submit_with(
+    settings: &Settings,
+    pool: &PgPool,
+    file: &Path,
+    mode: ImportMode,
+    owner: &str,
+    options: &ImportOptions,
 ) -> anyhow::Result<Uuid> {
     let storage = Storage::from_settings(settings)?;
     let owner =
@@ -51,11 +64,12 @@ pub async fn submit(
             id: job_id,
             user_id,
             idempotency_key: &format!("cli-{job_id}"),
-            fingerprint: &fingerprint(&reader.hex_digest(), mode),
+            fingerprint: &fingerprint(&reader.hex_digest(), mode, options),
             mode,
             source_object: &key,
             file_name: &file_name,
             file_size: size as i64,
+            options,
         },
     )
     .await?;

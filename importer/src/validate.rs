@@ -123,18 +123,45 @@ pub fn reported_field(bytes: &[u8]) -> String {
     out
 }
 
-fn raw_fields(rec: &RawRecord) -> [Option<String>; 5] {
-    std::array::from_fn(|i| rec.field(i).map(reported_field))
+/// Where the five columns are in a record (from the header, `crate::dialect`), and how
+/// many fields a record must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    pub index: [Option<usize>; 5],
+    pub fields: usize,
 }
 
+impl Columns {
+    /// The predecessor's layout: the five columns in order, exactly five fields.
+    pub const POSITIONAL: Columns = Columns {
+        index: [Some(0), Some(1), Some(2), Some(3), Some(4)],
+        fields: 5,
+    };
+
+    fn field<'r>(&self, rec: &'r RawRecord, column: usize) -> Option<&'r [u8]> {
+        self.index[column].and_then(|i| rec.field(i))
+    }
+}
+
+fn raw_fields(rec: &RawRecord, cols: &Columns) -> [Option<String>; 5] {
+    std::array::from_fn(|i| cols.field(rec, i).map(reported_field))
+}
+
+/// Validates a record of the standard five-column layout.
 pub fn validate(rec: &RawRecord) -> Row {
+    validate_with(rec, &Columns::POSITIONAL)
+}
+
+/// Validates a record whose columns are where `cols` says; a missing optional column is
+/// NULL, unmapped fields are ignored.
+pub fn validate_with(rec: &RawRecord, cols: &Columns) -> Row {
     let line = rec.line as i64;
     let fail = |code: ErrorCode, message: String| {
         Row::Invalid(RowError {
             line,
             code,
             message,
-            fields: raw_fields(rec),
+            fields: raw_fields(rec, cols),
         })
     };
     if rec.oversize {
@@ -146,15 +173,15 @@ pub fn validate(rec: &RawRecord) -> Row {
             ),
         );
     }
-    if rec.len() != COLUMNS.len() {
+    if rec.len() != cols.fields {
         return fail(
             ErrorCode::WrongColumnCount,
-            format!("expected {} fields, found {}", COLUMNS.len(), rec.len()),
+            format!("expected {} fields, found {}", cols.fields, rec.len()),
         );
     }
     let mut values: [&str; 5] = [""; 5];
     for (i, name) in COLUMNS.iter().enumerate() {
-        let bytes = rec.field(i).unwrap_or_default();
+        let bytes = cols.field(rec, i).unwrap_or_default();
         match std::str::from_utf8(bytes) {
             Ok(s) => values[i] = s,
             Err(_) => return fail(ErrorCode::InvalidUtf8, format!("{name} is not valid UTF-8")),

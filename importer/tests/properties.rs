@@ -5,7 +5,11 @@
 //!   CRLF or LF, blank lines, a BOM, invalid UTF-8, NUL), in either mode, with any batch size
 //!   and emails already in the table: `processed = inserted + updated + errors`, the table
 //!   holds exactly the rows of an independent model, and errors.csv parses back to the
-//!   model's bad rows (line, code and values as read, neutralised).
+//!   model's bad rows (line, code and values as read, neutralised). Files come in every
+//!   dialect: delimiter `,` `;` tab `|`; UTF-8 (with or without BOM), UTF-16 LE or BE with a
+//!   BOM; gzip or not; a standard header, one with the columns in any order under other
+//!   spellings (English and Russian) with an extra column anywhere, or unknown names
+//!   (positional).
 //! - The reader, validation and the report writer keep the invariants the fuzz targets check
 //!   (`fuzz/src/checks.rs`), on generated input and on the committed fuzz corpus.
 //!
@@ -60,8 +64,119 @@ struct GenRow {
     blank_lines_after: usize,
 }
 
+/// How the file is written.
+#[derive(Debug, Clone)]
+struct GenDialect {
+    delimiter: u8,
+    /// 0: UTF-8, 1: UTF-16 LE with BOM, 2: UTF-16 BE with BOM.
+    encoding: u8,
+    gzip: bool,
+    header: GenHeader,
+}
+
+#[derive(Debug, Clone)]
+enum GenHeader {
+    /// `email,first_name,last_name,phone,city`.
+    Standard,
+    /// The five columns in the order of `order` (file position → column), each under the
+    /// spelling `spelling[column]`, and an extra column at `extra` (if any).
+    Named {
+        order: Vec<usize>,
+        spelling: [usize; 5],
+        extra: Option<usize>,
+    },
+    /// Names nobody recognises: positional.
+    Unknown,
+}
+
+const SPELLINGS: [&[&str]; 5] = [
+    &[
+        "email",
+        "E-mail",
+        "Email Address",
+        "Почта",
+        "Электронная почта",
+    ],
+    &["first_name", "First Name", "given name", "Имя"],
+    &["last_name", "Last Name", "Surname", "Фамилия"],
+    &["phone", "Phone Number", "Tel", "Телефон"],
+    &["city", "City", "town", "Город"],
+];
+
+impl GenDialect {
+    /// File position of each of the five columns, and the number of fields.
+    fn layout(&self) -> ([usize; 5], usize) {
+        match &self.header {
+            GenHeader::Standard | GenHeader::Unknown => ([0, 1, 2, 3, 4], 5),
+            GenHeader::Named { order, extra, .. } => {
+                let mut pos = [0; 5];
+                for (p, &c) in order.iter().enumerate() {
+                    pos[c] = match extra {
+                        Some(x) if p >= *x => p + 1,
+                        _ => p,
+                    };
+                }
+                (pos, 5 + extra.is_some() as usize)
+            }
+        }
+    }
+
+    fn header_cells(&self) -> Vec<String> {
+        match &self.header {
+            GenHeader::Standard => ["email", "first_name", "last_name", "phone", "city"]
+                .map(String::from)
+                .to_vec(),
+            GenHeader::Unknown => ["a", "b", "c", "d", "e"].map(String::from).to_vec(),
+            GenHeader::Named {
+                order,
+                spelling,
+                extra,
+            } => {
+                let mut cells: Vec<String> = order
+                    .iter()
+                    .map(|&c| SPELLINGS[c][spelling[c] % SPELLINGS[c].len()].to_string())
+                    .collect();
+                if let Some(x) = extra {
+                    cells.insert(*x, "Notes".into());
+                }
+                cells
+            }
+        }
+    }
+}
+
+fn gen_dialect() -> impl Strategy<Value = GenDialect> {
+    let header = prop_oneof![
+        2 => Just(GenHeader::Standard),
+        1 => Just(GenHeader::Unknown),
+        3 => (
+            Just((0..5).collect::<Vec<usize>>()).prop_shuffle(),
+            [0usize..5, 0usize..5, 0usize..5, 0usize..5, 0usize..5],
+            prop::option::of(0usize..6),
+        )
+            .prop_map(|(order, spelling, extra)| GenHeader::Named {
+                order,
+                spelling,
+                extra,
+            }),
+    ];
+    (
+        prop::sample::select(vec![b',', b';', b'\t', b'|']),
+        prop::sample::select(vec![0u8, 0, 1, 2]),
+        any::<bool>(),
+        header,
+    )
+        .prop_map(|(delimiter, encoding, gzip, header)| GenDialect {
+            delimiter,
+            encoding,
+            gzip,
+            header,
+        })
+}
+
 #[derive(Debug, Clone)]
 struct GenFile {
+    dialect: GenDialect,
     bom: bool,
     rows: Vec<GenRow>,
     final_newline: bool,
@@ -139,6 +254,7 @@ fn row() -> impl Strategy<Value = GenRow> {
 
 fn file() -> impl Strategy<Value = GenFile> {
     (
+        gen_dialect(),
         any::<bool>(),
         prop::collection::vec(row(), 0..40),
         any::<bool>(),
@@ -147,7 +263,8 @@ fn file() -> impl Strategy<Value = GenFile> {
         prop::collection::vec(0..POOL.len(), 0..3),
     )
         .prop_map(
-            |(bom, rows, final_newline, mode, batch_size, existing)| GenFile {
+            |(dialect, bom, rows, final_newline, mode, batch_size, existing)| GenFile {
+                dialect,
                 bom,
                 rows,
                 final_newline,
@@ -159,8 +276,8 @@ fn file() -> impl Strategy<Value = GenFile> {
 }
 
 impl GenRow {
-    /// The raw field bytes this row is written with.
-    fn cells(&self) -> Vec<Vec<u8>> {
+    /// The five standard cells (email first) as this row holds them.
+    fn standard_cells(&self, d: &GenDialect) -> Vec<Vec<u8>> {
         let email: String = POOL[self.email]
             .chars()
             .zip(self.upper.iter().cycle())
@@ -177,14 +294,32 @@ impl GenRow {
             .chain(self.fields.iter().map(|f| f.clone().into_bytes()))
             .collect();
         match self.kind {
-            Kind::Valid => {}
+            Kind::Valid | Kind::WrongCount(_) => {}
             Kind::MissingEmail => cells[0] = self.pad.0.as_bytes().to_vec(),
             Kind::InvalidEmail(e) => cells[0] = e.as_bytes().to_vec(),
             Kind::FieldTooLong(i) => cells[i] = "x".repeat(256).into_bytes(),
             Kind::Nul(i) => cells[i].extend_from_slice(b"a\0b"),
+            // UTF-16 text cannot hold an invalid UTF-8 byte: the row stays valid.
+            Kind::InvalidUtf8(_) if d.encoding != 0 => {}
             Kind::InvalidUtf8(i) => cells[i].extend_from_slice(b"J\xF6rg"),
-            Kind::WrongCount(n) => {
-                // Never a blank line: the first cell is the (non-empty) email.
+        }
+        cells
+    }
+
+    /// The raw field bytes this row is written with, in file order.
+    fn cells(&self, d: &GenDialect) -> Vec<Vec<u8>> {
+        let standard = self.standard_cells(d);
+        let (pos, fields) = d.layout();
+        let mut cells = vec![self.fields[3].clone().into_bytes(); fields];
+        for (c, cell) in standard.iter().enumerate() {
+            cells[pos[c]] = cell.clone();
+        }
+        if let Kind::WrongCount(n) = self.kind {
+            if n == 1 {
+                // Never a blank line: the one cell is the (non-empty) email.
+                cells = vec![standard[0].clone()];
+            } else {
+                let n = if n == fields { n + 1 } else { n };
                 cells.resize(n, b"f".to_vec());
             }
         }
@@ -192,14 +327,14 @@ impl GenRow {
     }
 
     /// The line as written, with its terminator.
-    fn encode(&self, out: &mut Vec<u8>) {
-        for (i, cell) in self.cells().iter().enumerate() {
+    fn encode(&self, d: &GenDialect, out: &mut Vec<u8>) {
+        for (i, cell) in self.cells(d).iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                out.push(d.delimiter);
             }
             let special = cell
                 .iter()
-                .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+                .any(|&b| matches!(b, b'"' | b'\r' | b'\n') || b == d.delimiter);
             if self.quote_all || special {
                 out.push(b'"');
                 for &b in cell {
@@ -216,13 +351,14 @@ impl GenRow {
     }
 
     /// The expected error code, if the row is bad on its own (duplicates aside).
-    fn code(&self) -> Option<&'static str> {
+    fn code(&self, d: &GenDialect) -> Option<&'static str> {
         Some(match self.kind {
             Kind::Valid => return None,
             Kind::MissingEmail => "missing_email",
             Kind::InvalidEmail(_) => "invalid_email",
             Kind::FieldTooLong(_) => "field_too_long",
             Kind::Nul(_) => "invalid_character",
+            Kind::InvalidUtf8(_) if d.encoding != 0 => return None,
             Kind::InvalidUtf8(_) => "invalid_utf8",
             Kind::WrongCount(70) => "record_too_large",
             Kind::WrongCount(_) => "wrong_column_count",
@@ -234,7 +370,10 @@ type Stored = [Option<String>; 4];
 
 /// What the import must produce, computed from the generator's knowledge of each row.
 struct Model {
+    /// The file as uploaded (encoded, maybe compressed).
     bytes: Vec<u8>,
+    /// The options the upload needs (see `model`).
+    options: bulk_import_core::options::ImportOptions,
     records: i64,
     inserted: i64,
     updated: i64,
@@ -244,11 +383,12 @@ struct Model {
 }
 
 fn model(f: &GenFile) -> Model {
+    let d = &f.dialect;
+    let (pos, _) = d.layout();
     let mut bytes = vec![];
-    if f.bom {
-        bytes.extend_from_slice(b"\xEF\xBB\xBF");
-    }
-    bytes.extend_from_slice(b"email,first_name,last_name,phone,city\n");
+    let header = d.header_cells().join(&(d.delimiter as char).to_string());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.push(b'\n');
     let mut table: BTreeMap<String, Stored> = f
         .existing
         .iter()
@@ -265,7 +405,7 @@ fn model(f: &GenFile) -> Model {
     let mut errors = vec![];
     for (n, r) in f.rows.iter().enumerate() {
         let line = 1 + bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-        r.encode(&mut bytes);
+        r.encode(d, &mut bytes);
         let last = n + 1 == f.rows.len();
         if !last || f.final_newline {
             bytes.extend_from_slice(if r.crlf { b"\r\n" } else { b"\n" });
@@ -275,22 +415,23 @@ fn model(f: &GenFile) -> Model {
                 bytes.extend_from_slice(if r.crlf { b"\r\n" } else { b"\n" });
             }
         }
-        let cells = r.cells();
+        let cells = r.cells(d);
+        let standard = r.standard_cells(d);
         let shown = |oversize: bool| -> Vec<String> {
             (0..5)
-                .map(|i| match cells.get(i) {
+                .map(|i| match cells.get(pos[i]) {
                     Some(c) if !oversize => String::from_utf8_lossy(c).replace('\0', "\u{FFFD}"),
                     _ => String::new(),
                 })
                 .collect()
         };
-        if let Some(code) = r.code() {
+        if let Some(code) = r.code(d) {
             errors.push((line, code, shown(code == "record_too_large")));
             continue;
         }
         let email = POOL[r.email].to_string();
         let stored: Stored = std::array::from_fn(|i| {
-            let s = String::from_utf8(cells[i + 1].clone()).unwrap();
+            let s = String::from_utf8(standard[i + 1].clone()).unwrap();
             (!s.is_empty()).then_some(s)
         });
         match f.mode {
@@ -314,8 +455,46 @@ fn model(f: &GenFile) -> Model {
             }
         }
     }
+    // A UTF-8 file whose invalid bytes might outnumber its valid non-ASCII characters would
+    // be detected as a legacy encoding (as it should); the model says UTF-8 then.
+    let mut options = bulk_import_core::options::ImportOptions::default();
+    let invalid = f
+        .rows
+        .iter()
+        .any(|r| matches!(r.kind, Kind::InvalidUtf8(_)));
+    if d.encoding == 0 && !f.bom && invalid {
+        options.encoding = Some("UTF-8".into());
+    }
+    let text = bytes;
+    let mut bytes = match d.encoding {
+        0 if f.bom => [b"\xEF\xBB\xBF".as_slice(), &text].concat(),
+        0 => text.clone(),
+        le_or_be => {
+            let s = std::str::from_utf8(&text).expect("UTF-16 files hold valid text");
+            let mut out = if le_or_be == 1 {
+                vec![0xFF, 0xFE]
+            } else {
+                vec![0xFE, 0xFF]
+            };
+            for u in s.encode_utf16() {
+                out.extend(if le_or_be == 1 {
+                    u.to_le_bytes()
+                } else {
+                    u.to_be_bytes()
+                });
+            }
+            out
+        }
+    };
+    if d.gzip {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes).unwrap();
+        bytes = enc.finish().unwrap();
+    }
     Model {
         bytes,
+        options,
         records: f.rows.len() as i64,
         inserted,
         updated,
@@ -344,7 +523,7 @@ async fn import_matches_model(env: &TestEnv, f: &GenFile) {
             .await
             .unwrap();
     }
-    let id = env.submit(&m.bytes, f.mode).await;
+    let id = env.submit_with(&m.bytes, f.mode, &m.options).await;
     let mut settings = env.settings.clone();
     settings.import.batch_size = f.batch_size;
     let outcome = run_job(&settings, id, CancellationToken::new())
@@ -412,7 +591,32 @@ fn generated_files_keep_the_reader_invariants() {
         ..ProptestConfig::default()
     };
     TestRunner::new(config)
-        .run(&file(), |f| {
+        .run(&file(), |mut f| {
+            // Detection finds the dialect the file was written in, and decoding with it
+            // resumes exactly from every checkpoint.
+            f.dialect.gzip = false;
+            let m = model(&f);
+            checks::detect_and_read(&m.bytes);
+            let found = bulk_import_importer::dialect::detect(&m.bytes, true, false, &m.options)
+                .expect("the header has an email column");
+            let (pos, fields) = f.dialect.layout();
+            assert_eq!(found.delimiter_byte(), f.dialect.delimiter);
+            assert_eq!(
+                found.encoding,
+                ["UTF-8", "UTF-16LE", "UTF-16BE"][f.dialect.encoding as usize]
+            );
+            if !matches!(f.dialect.header, GenHeader::Unknown) {
+                assert_eq!(found.fields, fields);
+                let got: Vec<usize> = found.columns.iter().map(|c| c.position - 1).collect();
+                assert_eq!(got, pos.to_vec());
+            }
+            // The plain reader's invariants on the same rows as a standard file.
+            f.dialect = GenDialect {
+                delimiter: b',',
+                encoding: 0,
+                gzip: false,
+                header: GenHeader::Standard,
+            };
             let m = model(&f);
             checks::read_and_validate(&m.bytes);
             // The header plus one record per generated row, on the model's lines.
@@ -431,7 +635,7 @@ fn arbitrary_bytes_keep_the_reader_invariants() {
     let bytes = prop::collection::vec(
         prop_oneof![
             any::<u8>(),
-            prop::sample::select(b",\"\r\n\xEF\xBB\xBF".to_vec())
+            prop::sample::select(b",;\t|\"\r\n\xEF\xBB\xBF\xFF\xFE\xC0\xE0\x00".to_vec())
         ],
         0..400,
     );
@@ -442,6 +646,7 @@ fn arbitrary_bytes_keep_the_reader_invariants() {
     })
     .run(&bytes, |b| {
         checks::read_and_validate(&b);
+        checks::detect_and_read(&b);
         Ok(())
     })
     .unwrap();
@@ -498,6 +703,11 @@ fn fuzz_corpus_replays_clean() {
     for path in &reads {
         let data = std::fs::read(path).unwrap();
         checks::read_and_validate(&data);
+    }
+    let dialects = files("dialect_detect");
+    assert!(!dialects.is_empty(), "the dialect corpus is committed");
+    for path in &dialects {
+        checks::detect_and_read(&std::fs::read(path).unwrap());
     }
     for path in files("report_roundtrip") {
         let data = std::fs::read(&path).unwrap();

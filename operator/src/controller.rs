@@ -473,8 +473,10 @@ async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     if ctx.config.retention == Retention::Delete {
         // Keys that are not this job's name no object of this import (the spec never ran):
         // nothing is deleted, and the ImportJob is not kept from being deleted either.
-        if let (Some(storage), Ok(_)) = (&ctx.storage, keys_of_the_job(ij)) {
-            for key in [&ij.spec.source.key, &ij.spec.report.key] {
+        if let (Some(storage), Ok(id)) = (&ctx.storage, keys_of_the_job(ij)) {
+            // The report's sibling: the re-importable file of bad rows.
+            let rows = bulk_import_core::job::rows_report_key(id);
+            for key in [&ij.spec.source.key, &ij.spec.report.key, &rows] {
                 storage
                     .delete(key)
                     .await

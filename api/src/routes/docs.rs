@@ -21,7 +21,7 @@ use utoipa_swagger_ui::SwaggerUi;
         health::health, health::ready, auth::register, auth::token,
         imports::create, imports::list, imports::show, imports::errors_report, events::events,
     ),
-    components(schemas(ErrorBody, JobView, JobPage, auth::Credentials, auth::UserView, auth::TokenView, imports::ReportLink)),
+    components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::UserView, auth::TokenView, imports::ReportLink)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

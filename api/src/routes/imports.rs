@@ -24,7 +24,8 @@ use axum::{
 };
 use bulk_import_core::{
     hashing::HashingReader,
-    job::{fingerprint, upload_key},
+    job::{fingerprint, rows_report_key, upload_key},
+    options::{self, ImportOptions},
     repo::{self, NewReservation, UploadedFile},
     storage::StorageError,
     ImportMode, Job, JobStatus,
@@ -63,14 +64,60 @@ pub fn router() -> Router<AppState> {
         .route("/imports/{id}/errors", get(errors_report))
 }
 
+/// Query parameters, percent-decoded (`delimiter=%3B`, `delimiter=%09`).
 fn query_params(raw: Option<String>) -> HashMap<String, String> {
     raw.map(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+        form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// `dry_run`, `max_errors`, `delimiter` and `encoding` from the query (422 when invalid).
+fn import_options(params: &HashMap<String, String>) -> ApiResult<ImportOptions> {
+    let invalid = |code: &'static str, message: String| ApiError::unprocessable(code, message);
+    let get = |name: &str| {
+        params
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let dry_run = match get("dry_run") {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            return Err(invalid(
+                "invalid_dry_run",
+                format!("dry_run must be true or false, not {other:?}"),
+            ))
+        }
+    };
+    let max_errors = match get("max_errors") {
+        None => None,
+        Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            invalid(
+                "invalid_max_errors",
+                "max_errors must be a whole number, 0 or more".into(),
+            )
+        })?),
+    };
+    // A literal tab is usually sent as %09; an unencoded one never survives a URL.
+    let delimiter = get("delimiter")
+        .map(options::parse_delimiter)
+        .transpose()
+        .map_err(|e| invalid("invalid_delimiter", e))?;
+    let encoding = get("encoding")
+        .map(options::parse_encoding)
+        .transpose()
+        .map_err(|e| invalid("invalid_encoding", e))?
+        .map(str::to_string);
+    Ok(ImportOptions {
+        dry_run,
+        max_errors,
+        delimiter,
+        encoding,
+    })
 }
 
 /// The caller's job, or 404 — also for other users' jobs, so ids cannot be probed.
@@ -205,7 +252,11 @@ async fn receive(
 /// Upload a CSV file and start an import.
 #[utoipa::path(post, path = "/imports", tag = "imports",
     params(("mode" = Option<String>, Query, description = "insert_only (default) or upsert"),
-           ("Idempotency-Key" = String, Header, description = "any non-empty string, unique per user")),
+           ("dry_run" = Option<bool>, Query, description = "true: run every check (duplicate_in_db included) and report exactly what a real run would, but write no customer row"),
+           ("max_errors" = Option<i64>, Query, description = "stop the job `failed` with `too_many_errors` once more than N rows are bad (checked at batch boundaries; committed batches stay)"),
+           ("delimiter" = Option<String>, Query, description = "override delimiter detection: `,` `;` `|` or a tab (`%09`), or comma, semicolon, pipe, tab"),
+           ("encoding" = Option<String>, Query, description = "override encoding detection: a WHATWG label such as utf-8, windows-1251, windows-1252, utf-16le"),
+           ("Idempotency-Key" = String, Header, description = "any non-empty string, unique per user; the same key with a different file, mode or options is 422")),
     request_body(content_type = "multipart/form-data", description = "field `file`: the CSV"),
     responses((status = 201, body = JobView, description = "new job"), (status = 200, body = JobView, description = "same key, same file and mode"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
@@ -221,7 +272,9 @@ pub async fn create(
     multipart: Result<LimitedMultipart, ApiError>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let user = user.0;
-    let mode = parse_mode(&query_params(query))?;
+    let params = query_params(query);
+    let mode = parse_mode(&params)?;
+    let options = import_options(&params)?;
     let key = idempotency_key(&headers)?;
     let limit = state.settings.max_upload_bytes;
     let declared = headers
@@ -244,10 +297,12 @@ pub async fn create(
         idempotency_key: &key,
         mode,
         source_object: &object,
+        options: &options,
     };
     if let Some(existing) = reserve_or_find(&state, &reservation).await? {
         let idle = state.settings.api.upload_idle_timeout;
-        return replay(&existing, mode, &mut multipart, &limits, limit, idle).await;
+        let asked = (mode, &options);
+        return replay(&existing, asked, &mut multipart, &limits, limit, idle).await;
     }
     // This request owns the key. Quotas (DESIGN.md §8): uploads storing a file at once, per
     // user and per process, held until this request ends (replays only hash, and are not
@@ -272,7 +327,15 @@ pub async fn create(
             return Err(e);
         }
     };
-    let job = upload(&state, job_id, &object, mode, &mut multipart, &limits).await?;
+    let job = upload(
+        &state,
+        job_id,
+        &object,
+        (mode, &options),
+        &mut multipart,
+        &limits,
+    )
+    .await?;
     tracing::info!(%job_id, size = job.file_size, %mode, "import created");
     // Handed over on its own task, so that a client hanging up now cannot stop it; if it
     // fails, the job stays pending and the sweeper hands it over again.
@@ -356,7 +419,7 @@ async fn upload(
     state: &AppState,
     job_id: Uuid,
     object: &str,
-    mode: ImportMode,
+    (mode, options): (ImportMode, &ImportOptions),
     multipart: &mut Multipart,
     limits: &UploadLimits,
 ) -> ApiResult<Job> {
@@ -393,7 +456,7 @@ async fn upload(
         }
     };
     let file = UploadedFile {
-        fingerprint: &fingerprint(&received.sha256, mode),
+        fingerprint: &fingerprint(&received.sha256, mode, options),
         file_name: &received.file_name,
         size: received.size as i64,
     };
@@ -437,7 +500,7 @@ async fn unfinished_jobs_quota(state: &AppState, user: Uuid, key: &str) -> ApiRe
 /// Same key again: same mode and same file bytes give the existing job; anything else is 422.
 async fn replay(
     existing: &Job,
-    mode: ImportMode,
+    (mode, options): (ImportMode, &ImportOptions),
     multipart: &mut Multipart,
     limits: &UploadLimits,
     limit: u64,
@@ -452,8 +515,11 @@ async fn replay(
     if existing.mode() != mode {
         return Err(reused("mode"));
     }
+    if existing.options() != *options {
+        return Err(reused("options"));
+    }
     let received = receive(multipart, limits, limit, idle, Sink::Discard).await?;
-    if fingerprint(&received.sha256, mode) != existing.request_fingerprint {
+    if fingerprint(&received.sha256, mode, options) != existing.request_fingerprint {
         return Err(reused("file"));
     }
     Ok((StatusCode::OK, Json(JobView::from(existing))))
@@ -543,19 +609,35 @@ pub struct ReportLink {
     pub expires_in: u64,
 }
 
-/// A download URL for the job's errors.csv.
-#[utoipa::path(get, path = "/imports/{id}/errors", tag = "imports", params(("id" = Uuid, Path)),
-    responses((status = 200, body = ReportLink), (status = 404, body = crate::error::ErrorBody, description = "no report: no error rows, or the job failed"),
-              (status = 409, body = crate::error::ErrorBody, description = "the job has not finished")),
+/// A download URL for the job's errors.csv, or (`format=rows`) for a file of just the bad
+/// rows in the five standard columns, to fix and upload again.
+#[utoipa::path(get, path = "/imports/{id}/errors", tag = "imports",
+    params(("id" = Uuid, Path),
+           ("format" = Option<String>, Query, description = "`report` (default): errors.csv with line, code, message and the values; `rows`: just the bad rows, header `email,first_name,last_name,phone,city`, values as read, re-importable")),
+    responses((status = 200, body = ReportLink), (status = 404, body = crate::error::ErrorBody, description = "no report: no error rows, or the job failed before writing one"),
+              (status = 409, body = crate::error::ErrorBody, description = "the job has not finished"),
+              (status = 422, body = crate::error::ErrorBody, description = "unknown format")),
     security(("bearer" = [])))]
 pub async fn errors_report(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<ReportLink>> {
+    let rows = match query_params(query).get("format").map(String::as_str) {
+        None | Some("" | "report") => false,
+        Some("rows") => true,
+        Some(other) => {
+            return Err(ApiError::unprocessable(
+                "invalid_format",
+                format!("format must be report or rows, not {other:?}"),
+            ))
+        }
+    };
     let job = owned_job(&state, user.0, &id).await?;
     let key = match (job.status(), &job.report_object) {
-        (JobStatus::Done, Some(key)) => key.clone(),
+        // A job stopped by max_errors has a report too.
+        (JobStatus::Done | JobStatus::Failed, Some(key)) => key.clone(),
         (JobStatus::Done, None) => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -563,7 +645,7 @@ pub async fn errors_report(
                 "the import finished without error rows",
             ))
         }
-        (JobStatus::Failed, _) => {
+        (JobStatus::Failed, None) => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_report",
@@ -576,6 +658,26 @@ pub async fn errors_report(
                 "the import has not finished yet",
             ))
         }
+    };
+    let key = if rows {
+        let rows_key = rows_report_key(job.id);
+        // Jobs finished before this file existed have only errors.csv.
+        match state.storage.size(&rows_key).await {
+            Ok(_) => rows_key,
+            Err(StorageError::NotFound(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no_rows_report",
+                    "this import has no file of bad rows (it predates them); use errors.csv",
+                ))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage unavailable");
+                return Err(ApiError::unavailable("storage"));
+            }
+        }
+    } else {
+        key
     };
     let ttl = state.settings.presign_ttl;
     let url = match state.storage.presign_get(&key, ttl).await {

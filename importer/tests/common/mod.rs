@@ -6,7 +6,9 @@
 
 pub use bulk_import_core::testing::Backend;
 use bulk_import_core::{
-    db, repo,
+    db,
+    options::ImportOptions,
+    repo,
     testing::{settings_from, test_vars},
     ImportMode, Job, Settings, Storage,
 };
@@ -49,11 +51,23 @@ impl TestEnv {
 
     /// Uploads `csv` and creates a pending job for it.
     pub async fn submit(&self, csv: &[u8], mode: ImportMode) -> Uuid {
+        self.submit_with(csv, mode, &ImportOptions::default()).await
+    }
+
+    /// `submit` with options.
+    pub async fn submit_with(&self, csv: &[u8], mode: ImportMode, options: &ImportOptions) -> Uuid {
         let path: PathBuf = self._dir.path().join(format!("{}.csv", Uuid::new_v4()));
         tokio::fs::write(&path, csv).await.unwrap();
-        let id = submit::submit(&self.settings, &self.pool, &path, mode, "owner@example.com")
-            .await
-            .unwrap();
+        let id = submit::submit_with(
+            &self.settings,
+            &self.pool,
+            &path,
+            mode,
+            "owner@example.com",
+            options,
+        )
+        .await
+        .unwrap();
         tokio::fs::remove_file(&path).await.ok();
         id
     }
@@ -66,7 +80,16 @@ impl TestEnv {
     }
 
     pub async fn import(&self, csv: &[u8], mode: ImportMode) -> (Job, Outcome) {
-        let id = self.submit(csv, mode).await;
+        self.import_with(csv, mode, &ImportOptions::default()).await
+    }
+
+    pub async fn import_with(
+        &self,
+        csv: &[u8],
+        mode: ImportMode,
+        options: &ImportOptions,
+    ) -> (Job, Outcome) {
+        let id = self.submit_with(csv, mode, options).await;
         let outcome = self.run(id).await;
         (self.job(id).await, outcome)
     }

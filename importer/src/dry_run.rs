@@ -1,0 +1,126 @@
+//! Dry runs (`dry_run=true`): every batch goes through the same checks and the same
+//! transaction as in a real run — error rows, counters and checkpoint are committed, so a
+//! dry run is resumable and its errors.csv is built the same way — but no customer row is
+//! written. In its place, each email the real run would have written is recorded in
+//! `import_dry_run_rows` (with its line), so that later batches see the job's own rows
+//! exactly as the real run sees them in `customers`: `duplicate_in_file` naming the first
+//! line, and upsert's inserted/updated split. Rows in `customers` are only read, so they
+//! are `duplicate_in_db` (insert_only) or updates (upsert), as in the real run. The rows are
+//! deleted when the job ends ([`forget`]).
+//!
+//! What a dry run reports is what a real run started at the same moment would report, as
+//! long as nothing else writes the same emails in between.
+
+use crate::{
+    load::Batch,
+    validate::{Customer, ErrorCode, RowError},
+};
+use bulk_import_core::ImportMode;
+use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The batch's row work in a dry run: (errors, inserted, updated), as the real run's.
+pub async fn stage(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    mode: ImportMode,
+    batch: &Batch,
+) -> Result<(Vec<RowError>, i64, i64), sqlx::Error> {
+    let emails: Vec<&str> = batch.rows.iter().map(|c| c.email.as_str()).collect();
+    // Where each email already is: `None` = in customers (before the job), `Some(line)` =
+    // written by this dry run at that line.
+    let mut known: HashMap<String, Option<i64>> =
+        sqlx::query_as::<_, (String,)>("SELECT email FROM customers WHERE email = ANY($1)")
+            .bind(&emails)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(e,)| (e, None))
+            .collect();
+    let mine: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT email, line FROM import_dry_run_rows WHERE job_id = $1 AND email = ANY($2)",
+    )
+    .bind(job_id)
+    .bind(&emails)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (email, line) in mine {
+        known.entry(email).or_insert(Some(line));
+    }
+    let mut errors = batch.errors.clone();
+    let written: Vec<&Customer>;
+    let (inserted, updated);
+    match mode {
+        ImportMode::InsertOnly => {
+            let mut keep = vec![];
+            for c in &batch.rows {
+                match known.get(&c.email) {
+                    None => keep.push(c),
+                    Some(Some(line)) => errors.push(duplicate(c, Some(*line))),
+                    Some(None) => errors.push(duplicate(c, None)),
+                }
+            }
+            for (c, first) in batch.repeats() {
+                errors.push(match known.get(&c.email) {
+                    Some(found) => duplicate(c, *found),
+                    None => duplicate(c, Some(*first)),
+                });
+            }
+            inserted = keep.len() as i64;
+            updated = 0;
+            written = keep;
+        }
+        ImportMode::Upsert => {
+            let new = batch
+                .rows
+                .iter()
+                .filter(|c| !known.contains_key(&c.email))
+                .count() as i64;
+            inserted = new;
+            updated = batch.valid_rows() as i64 - new;
+            written = batch.rows.iter().collect();
+        }
+    }
+    if !written.is_empty() {
+        let emails: Vec<&str> = written.iter().map(|c| c.email.as_str()).collect();
+        let lines: Vec<i64> = written.iter().map(|c| c.line).collect();
+        sqlx::query(
+            "INSERT INTO import_dry_run_rows (job_id, email, line) \
+             SELECT $1, e, l FROM unnest($2::text[], $3::int8[]) AS s(e, l) \
+             ON CONFLICT (job_id, email) DO NOTHING",
+        )
+        .bind(job_id)
+        .bind(&emails)
+        .bind(&lines)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok((errors, inserted, updated))
+}
+
+fn duplicate(c: &Customer, first: Option<i64>) -> RowError {
+    match first {
+        Some(line) => RowError {
+            line: c.line,
+            code: ErrorCode::DuplicateInFile,
+            message: format!("email {} already appears on line {line}", c.email),
+            fields: c.raw_fields(),
+        },
+        None => RowError {
+            line: c.line,
+            code: ErrorCode::DuplicateInDb,
+            message: format!("email {} already exists", c.email),
+            fields: c.raw_fields(),
+        },
+    }
+}
+
+/// Drops the dry run's bookkeeping once the job has ended.
+pub async fn forget(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM import_dry_run_rows WHERE job_id = $1")
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
