@@ -66,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .merge(routes::auth::router())
         .merge(routes::imports::router())
+        .merge(routes::control::router())
         .merge(routes::events::router())
         .merge(routes::downloads::router())
         .merge(routes::docs::router())

@@ -230,6 +230,21 @@ async fn the_openapi_document_describes_the_new_parameters() {
         assert!(post.contains(&p.to_string()), "{p} in {post:?}");
     }
     assert!(names("/imports/{id}/errors", "get").contains(&"format".to_string()));
+    for (path, method) in [
+        ("/imports/{id}/cancel", "post"),
+        ("/imports/{id}/retry", "post"),
+        ("/imports/{id}", "delete"),
+    ] {
+        assert!(
+            names(path, method).contains(&"id".to_string()),
+            "{method} {path}"
+        );
+        let codes = doc["paths"][path][method]["responses"].as_object().unwrap();
+        assert!(
+            codes.contains_key("409") && codes.contains_key("404"),
+            "{method} {path}"
+        );
+    }
     let job = &doc["components"]["schemas"]["JobView"]["properties"];
     for p in ["dry_run", "max_errors", "dialect"] {
         assert!(job[p].is_object(), "JobView.{p}");

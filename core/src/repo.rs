@@ -636,6 +636,35 @@ pub async fn cancel(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
+/// What a deleted job left in storage, for the caller to remove.
+pub struct Deleted {
+    pub source_object: String,
+    pub report_object: Option<String>,
+}
+
+/// Deletes a user's finished job (`done`, `failed`, `cancelled`) with its error rows and dry
+/// run rows (foreign keys cascade); customers stay. `Ok(None)`: no such job of the user, or
+/// not finished (`get_visible` tells which).
+pub async fn delete_finished(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Deleted>> {
+    let row = sqlx::query!(
+        "DELETE FROM import_jobs WHERE id = $1 AND user_id = $2 \
+           AND status IN ('done', 'failed', 'cancelled') \
+         RETURNING source_object, report_object",
+        id,
+        user_id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| Deleted {
+        source_object: r.source_object,
+        report_object: r.report_object,
+    }))
+}
+
 /// `failed → pending`: a failed job resumes from its checkpoint as a new attempt.
 pub async fn retry(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
     let done = sqlx::query!(

@@ -3,7 +3,7 @@
 
 use crate::{
     error::ErrorBody,
-    routes::{auth, events, health, imports},
+    routes::{auth, control, events, health, imports},
     state::AppState,
     view::{JobPage, JobView},
 };
@@ -20,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
     paths(
         health::health, health::ready, auth::register, auth::token,
         imports::create, imports::list, imports::show, imports::errors_report, events::events,
+        control::cancel, control::retry, control::remove,
     ),
     components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::UserView, auth::TokenView, imports::ReportLink)),
     modifiers(&BearerAuth),

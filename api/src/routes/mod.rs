@@ -1,6 +1,7 @@
 //! Route modules; each exposes `router()` and the top level merges them.
 
 pub mod auth;
+pub mod control;
 pub mod docs;
 pub mod downloads;
 pub mod events;
