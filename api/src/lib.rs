@@ -226,11 +226,7 @@ impl Application {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            // A client that closes its side right after the last byte of an upload (without
-            // waiting for the answer) still gets its request handled: without this, hyper
-            // drops the handler on that EOF and the upload is thrown away.
-            .half_close(true);
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         let graceful = GracefulShutdown::new();
         let metrics = self.metrics.map(|(listener, router)| {
             tokio::spawn(async move {

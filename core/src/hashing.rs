@@ -1,14 +1,11 @@
 //! An `AsyncRead` adapter that hashes (SHA-256) and counts what passes through it, and can
 //! refuse to pass more than a byte limit: uploads are fingerprinted while they stream.
 
+use crate::storage::StreamStop;
 use sha2::{Digest, Sha256};
 use std::{
     io,
     pin::Pin,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     task::{Context, Poll},
 };
 use tokio::io::{AsyncRead, ReadBuf};
@@ -18,24 +15,18 @@ pub struct HashingReader<R> {
     hasher: Sha256,
     count: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
 }
 
 impl<R> HashingReader<R> {
-    /// `limit`: reading more than this many bytes fails with an error and sets the flag
-    /// returned by [`HashingReader::limit_flag`].
+    /// `limit`: reading more than this many bytes fails with an error carrying
+    /// [`StreamStop::TooLarge`] (see `StorageError::stream_stop`).
     pub fn new(inner: R, limit: u64) -> Self {
         HashingReader {
             inner,
             hasher: Sha256::new(),
             count: 0,
             limit,
-            exceeded: Arc::default(),
         }
-    }
-
-    pub fn limit_flag(&self) -> Arc<AtomicBool> {
-        self.exceeded.clone()
     }
 
     pub fn bytes(&self) -> u64 {
@@ -63,11 +54,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
                 if this.count > this.limit {
                     // An erroring read must not hand out bytes.
                     buf.set_filled(before);
-                    this.exceeded.store(true, Ordering::SeqCst);
-                    return Poll::Ready(Err(io::Error::other(format!(
-                        "upload exceeds the limit of {} bytes",
-                        this.limit
-                    ))));
+                    return Poll::Ready(Err(StreamStop::TooLarge(this.limit).into_io()));
                 }
                 this.hasher.update(new);
                 Poll::Ready(Ok(()))
@@ -97,9 +84,11 @@ mod tests {
     #[tokio::test]
     async fn refuses_past_the_limit() {
         let mut r = HashingReader::new(&b"abcdef"[..], 4);
-        let flag = r.limit_flag();
         let mut out = Vec::new();
-        assert!(r.read_to_end(&mut out).await.is_err());
-        assert!(flag.load(Ordering::SeqCst));
+        let err = crate::storage::StorageError::from(r.read_to_end(&mut out).await.unwrap_err());
+        assert!(
+            matches!(err.stream_stop(), Some(StreamStop::TooLarge(4))),
+            "{err:?}"
+        );
     }
 }

@@ -176,10 +176,19 @@ async fn two_importers_on_one_job_apply_it_once() {
     let id = env.submit(&file, ImportMode::InsertOnly).await;
     let mut a = env.importer_command(id).spawn().unwrap();
     let mut b = env.importer_command(id).spawn().unwrap();
-    assert!(a.wait().unwrap().success());
-    assert!(b.wait().unwrap().success());
+    let (ea, eb) = (a.wait().unwrap(), b.wait().unwrap());
+    // One of them runs the job; the other waits for it, and says "try later" (75) if the
+    // job outlasts its wait (lease + 5 s), as an executor then runs it again.
+    let ok = |s: std::process::ExitStatus| s.success() || s.code() == Some(75);
+    assert!(
+        ok(ea) && ok(eb) && (ea.success() || eb.success()),
+        "{ea} {eb}"
+    );
+    if !(ea.success() && eb.success()) {
+        assert!(env.importer_command(id).status().unwrap().success());
+    }
     let got = result_of(&env, id).await;
-    // The second one found the job done once it got the lock.
+    // The other one found the job done (or was told to try later): one attempt in all.
     assert_eq!(got.job.attempts, 1);
     assert_same(&got, &want);
 }
@@ -205,8 +214,15 @@ async fn batches_lost_by_the_database_are_redone_from_the_surviving_checkpoint()
         (env.job(id).await.processed_rows >= 500).then_some(())
     })
     .await;
-    // "Lose" everything committed so far, as one atomic rollback of history.
+    // "Lose" everything committed so far, as one atomic rollback of history. The job row is
+    // locked first: a batch commit in flight finishes before (and is lost with the rest),
+    // any later one waits and then finds the checkpoint moved.
     let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM import_jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM customers")
         .execute(&mut *tx)
         .await

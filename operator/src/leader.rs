@@ -20,6 +20,7 @@ use std::{
     sync::Mutex,
     time::{Duration, Instant},
 };
+use tokio_util::sync::CancellationToken;
 
 /// The default Lease name (`LEASE_NAME`; the chart gives each release its own).
 pub const LEASE_NAME: &str = "bulk-import-operator";
@@ -190,6 +191,70 @@ impl LeaderElector {
             }
         }
         Ok(())
+    }
+
+    /// Tries to take the Lease every `RETRY_EVERY` until it has it (the `Instant` its
+    /// successful attempt started, like the renewTime it wrote) or `stop`. Each attempt is
+    /// bounded (kube's client retries a 503 for minutes): a standby must try again promptly
+    /// once the API server is back.
+    pub async fn acquire(&self, stop: &CancellationToken) -> Option<Instant> {
+        loop {
+            if stop.is_cancelled() {
+                return None;
+            }
+            let attempt = Instant::now();
+            match tokio::time::timeout(RENEW_EVERY, self.try_acquire()).await {
+                Ok(Ok(true)) => return Some(attempt),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "leader election failed"),
+                Err(_) => tracing::warn!("leader election timed out"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_EVERY) => {}
+                _ = stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Renews the Lease every `RENEW_EVERY` until `stop`; cancels `lost` when it was taken by
+    /// another replica or could not be renewed in time. The deadline holds whatever a call
+    /// does (kube's client retries 503/429 for minutes): a renewal is cut off when the last
+    /// successful one (timed from its start, like the renewTime it wrote) is older than the
+    /// lease minus a margin, before others may take it. Hands the elector back at the end
+    /// (to release the Lease).
+    pub fn keep_renewing(
+        self,
+        acquired_at: Instant,
+        stop: CancellationToken,
+        lost: CancellationToken,
+    ) -> tokio::task::JoinHandle<LeaderElector> {
+        tokio::spawn(async move {
+            let give_up = Duration::from_secs(LEASE_SECONDS as u64 - 5);
+            let mut renewed_at = acquired_at;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(RENEW_EVERY) => {}
+                    _ = stop.cancelled() => break,
+                }
+                let attempt = Instant::now();
+                let deadline = tokio::time::Instant::from_std(renewed_at + give_up);
+                match tokio::time::timeout_at(deadline, self.try_acquire()).await {
+                    Ok(Ok(true)) => renewed_at = attempt,
+                    Ok(Ok(false)) => {
+                        tracing::error!("lost the Lease to another replica");
+                        lost.cancel();
+                        break;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the Lease"),
+                    Err(_) => {
+                        tracing::error!("could not renew the Lease in time; stopping");
+                        lost.cancel();
+                        break;
+                    }
+                }
+            }
+            self
+        })
     }
 }
 

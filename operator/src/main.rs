@@ -10,12 +10,12 @@ use bulk_import_core::{
 use bulk_import_operator::{
     config::OperatorConfig,
     controller,
-    leader::{LeaderElector, RENEW_EVERY, RETRY_EVERY},
+    leader::LeaderElector,
     metrics::{self, Health, Metrics},
 };
 use std::{
     sync::{atomic::AtomicBool, Arc},
-    time::{Duration, Instant},
+    time::Duration,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -102,61 +102,14 @@ async fn run() -> anyhow::Result<()> {
     );
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(identity = elector.identity(), "waiting for leadership");
-    // Each attempt is bounded too (kube's client retries a 503 for minutes): a standby must
-    // try again promptly once the API server is back.
-    let acquired_at = loop {
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-        let attempt = Instant::now();
-        match tokio::time::timeout(RENEW_EVERY, elector.try_acquire()).await {
-            Ok(Ok(true)) => break attempt,
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "leader election failed"),
-            Err(_) => tracing::warn!("leader election timed out"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(RETRY_EVERY) => {}
-            _ = stop.cancelled() => return Ok(()),
-        }
+    let Some(acquired_at) = elector.acquire(&stop).await else {
+        return Ok(());
     };
     tracing::info!("leading: reconciling ImportJobs");
     metrics.leader.set(1);
-
     // Renew the Lease; stop reconciling if it cannot be renewed in time.
     let lost = CancellationToken::new();
-    let renew_stop = stop.clone();
-    let renew_lost = lost.clone();
-    // The deadline holds whatever a call does: kube's client retries 503/429 for minutes,
-    // so a renewal is cut off when the last successful one (timed from its start, like the
-    // renewTime it wrote) is older than the lease minus a margin, before others may take it.
-    let renewer = tokio::spawn(async move {
-        let give_up = Duration::from_secs(bulk_import_operator::leader::LEASE_SECONDS as u64 - 5);
-        let mut renewed_at = acquired_at;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(RENEW_EVERY) => {}
-                _ = renew_stop.cancelled() => break,
-            }
-            let attempt = Instant::now();
-            let deadline = tokio::time::Instant::from_std(renewed_at + give_up);
-            match tokio::time::timeout_at(deadline, elector.try_acquire()).await {
-                Ok(Ok(true)) => renewed_at = attempt,
-                Ok(Ok(false)) => {
-                    tracing::error!("lost the Lease to another replica");
-                    renew_lost.cancel();
-                    break;
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the Lease"),
-                Err(_) => {
-                    tracing::error!("could not renew the Lease in time; stopping");
-                    renew_lost.cancel();
-                    break;
-                }
-            }
-        }
-        elector
-    });
+    let renewer = elector.keep_renewing(acquired_at, stop.clone(), lost.clone());
 
     let controller_stop = stop.clone();
     let controller_lost = lost.clone();

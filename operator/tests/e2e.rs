@@ -177,7 +177,11 @@ async fn follow(stack: &Stack, token: &str, id: Uuid, timeout: Duration) -> Vec<
 }
 
 fn id_of(job: &Value) -> Uuid {
-    job["id"].as_str().expect("job id").parse().unwrap()
+    job["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("job id: {job}"))
+        .parse()
+        .unwrap()
 }
 
 /// Events the operator published about an ImportJob: (type, reason).
@@ -1133,7 +1137,12 @@ async fn pods_that_can_never_start_fail_at_once() {
             (st.phase.as_deref(), st.reason.as_deref()),
             (Some("Failed"), Some(reason))
         );
-        assert!(last.row.error.unwrap_or_default().starts_with(reason));
+        let error = last.row.error.unwrap_or_default();
+        assert!(
+            error.starts_with(&format!("pod_failed: {reason}")),
+            "{error}"
+        );
+        assert_eq!(last.row.error_code.as_deref(), Some("pod_failed"));
         stack
             .eventually("the Job stopped", MINUTE, || async {
                 stack.job(id).is_none().then_some(())

@@ -27,19 +27,12 @@ use bulk_import_core::{
     job::{fingerprint, rows_report_key, upload_key},
     options::{self, ImportOptions},
     repo::{self, NewReservation, UploadedFile},
-    storage::StorageError,
+    storage::{StorageError, StreamStop},
     ImportMode, Job, JobStatus,
 };
 use futures_util::StreamExt;
 use serde::Serialize;
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 use tokio_util::io::StreamReader;
 use uuid::Uuid;
 
@@ -193,30 +186,18 @@ async fn receive(
         }
         limits.file_started();
         let file_name = display_name(field.file_name());
-        let client_failed = Arc::new(AtomicBool::new(false));
-        let stalled = Arc::new(AtomicBool::new(false));
-        let (flag, stall_flag) = (client_failed.clone(), stalled.clone());
-        // Each chunk must arrive within `idle`: a stalled client is cut, not waited for.
-        let stream = futures_util::stream::unfold(field, move |mut field| {
-            let (flag, stall_flag) = (flag.clone(), stall_flag.clone());
-            async move {
-                match tokio::time::timeout(idle, field.next()).await {
-                    Err(_) => {
-                        stall_flag.store(true, Ordering::SeqCst);
-                        Some((Err(std::io::Error::other("upload stalled")), field))
-                    }
-                    Ok(None) => None,
-                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), field)),
-                    Ok(Some(Err(e))) => {
-                        flag.store(true, Ordering::SeqCst);
-                        Some((Err(std::io::Error::other(e.body_text())), field))
-                    }
-                }
+        // Each chunk must arrive within `idle`: a stalled client is cut, not waited for. Why
+        // the stream stopped travels inside its io::Error (`StreamStop`).
+        let stream = futures_util::stream::unfold(field, move |mut field| async move {
+            match tokio::time::timeout(idle, field.next()).await {
+                Err(_) => Some((Err(StreamStop::Stalled.into_io()), field)),
+                Ok(None) => None,
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), field)),
+                Ok(Some(Err(e))) => Some((Err(StreamStop::Broken(e.body_text()).into_io()), field)),
             }
         });
         let stream = Box::pin(stream);
         let mut reader = HashingReader::new(StreamReader::new(stream), limit);
-        let over = reader.limit_flag();
         let written = match sink {
             Sink::Store(storage, key) => storage.put_stream(key, &mut reader).await,
             Sink::Discard => tokio::io::copy(&mut reader, &mut tokio::io::sink())
@@ -229,17 +210,21 @@ async fn receive(
                 sha256: reader.hex_digest(),
                 file_name,
             }),
-            Err(_) if over.load(Ordering::SeqCst) => Err(too_large(limit)),
+            Err(e) if matches!(e.stream_stop(), Some(StreamStop::TooLarge(_))) => {
+                Err(too_large(limit))
+            }
             Err(_) if limits.error().is_some() => Err(limits.error().expect("checked")),
-            Err(_) if stalled.load(Ordering::SeqCst) => Err(ApiError::new(
+            Err(e) if matches!(e.stream_stop(), Some(StreamStop::Stalled)) => Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "upload_timeout",
                 format!("the upload sent nothing for {} s", idle.as_secs()),
             )),
-            Err(_) if client_failed.load(Ordering::SeqCst) => Err(ApiError::bad_request(
-                "invalid_multipart",
-                "the upload was interrupted or malformed",
-            )),
+            Err(e) if matches!(e.stream_stop(), Some(StreamStop::Broken(_))) => {
+                Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    "the upload was interrupted or malformed",
+                ))
+            }
             Err(e) if e.is_transient() => {
                 tracing::error!(error = %e, "storage unavailable during upload");
                 Err(ApiError::unavailable("storage"))
@@ -263,7 +248,6 @@ async fn receive(
               (status = 409, body = crate::error::ErrorBody, description = "the first request with this key is still uploading"),
               (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
-#[tracing::instrument(skip_all, fields(user_id = %user.0))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -271,7 +255,24 @@ pub async fn create(
     headers: HeaderMap,
     multipart: Result<LimitedMultipart, ApiError>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let user = user.0;
+    use tracing::Instrument;
+    // The work runs on a task of its own: a client that hangs up right after its last byte
+    // (hyper then drops this handler) still gets its job created and run. A client that
+    // hangs up earlier breaks the body stream, and the task releases the key.
+    let work = create_job(state, user.0, query, headers, multipart).in_current_span();
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(e)))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %user))]
+async fn create_job(
+    state: AppState,
+    user: Uuid,
+    query: Option<String>,
+    headers: HeaderMap,
+    multipart: Result<LimitedMultipart, ApiError>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
     let params = query_params(query);
     let mode = parse_mode(&params)?;
     let options = import_options(&params)?;
@@ -337,14 +338,16 @@ pub async fn create(
     )
     .await?;
     tracing::info!(%job_id, size = job.file_size, %mode, "import created");
-    // Handed over on its own task, so that a client hanging up now cannot stop it; if it
+    // Handed over on its own task, so that a client hanging up now cannot stop it (the
+    // answer still waits for it, so an ImportJob exists once the upload is answered); if it
     // fails, the job stays pending and the sweeper hands it over again.
     let executor = state.executor.clone();
-    tokio::spawn(async move {
+    let submitted = tokio::spawn(async move {
         if let Err(e) = executor.submit(job_id).await {
             tracing::error!(%job_id, error = format!("{e:#}"), "could not hand the job to the executor");
         }
     });
+    let _ = submitted.await;
     Ok((StatusCode::CREATED, Json(JobView::from(&job))))
 }
 

@@ -16,7 +16,7 @@ pub struct FsStore {
 impl FsStore {
     pub fn new(root: PathBuf) -> Result<FsStore> {
         std::fs::create_dir_all(&root).map_err(|e| {
-            StorageError::Other(format!(
+            StorageError::other(format!(
                 "cannot create storage directory {}: {e}",
                 root.display()
             ))
@@ -31,7 +31,7 @@ impl FsStore {
     fn path(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
         if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(StorageError::Other(format!("invalid object key {key:?}")));
+            return Err(StorageError::other(format!("invalid object key {key:?}")));
         }
         Ok(self.root.join(rel))
     }
@@ -157,7 +157,7 @@ impl FsStore {
     pub async fn check(&self) -> Result<()> {
         let meta = tokio::fs::metadata(&self.root).await?;
         if !meta.is_dir() {
-            return Err(StorageError::Other(format!(
+            return Err(StorageError::other(format!(
                 "{} is not a directory",
                 self.root.display()
             )));

@@ -13,20 +13,75 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 
+/// The cause of a storage error, kept as its source (never flattened to text).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object {0} not found")]
     NotFound(String),
     /// Network trouble, timeouts, 5xx: worth retrying.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    #[error("storage error: {0}")]
-    Other(String),
+    #[error("storage unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// Reading the data to store, or the local file system, failed. When the data came from
+    /// a client, the io::Error carries why its stream stopped (`StreamStop`).
+    #[error("storage I/O error: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("storage error: {message}")]
+    Other {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+/// Why a stream handed to `put_stream` stopped, carried inside the `io::Error` the stream
+/// returned, so that the writer of the stream learns it from the storage error's source.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamStop {
+    #[error("the data exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the sender sent nothing for too long")]
+    Stalled,
+    #[error("the sender's stream broke: {0}")]
+    Broken(String),
+}
+
+impl StreamStop {
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
 }
 
 impl StorageError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Unavailable(_))
+        matches!(self, StorageError::Unavailable { .. })
+    }
+
+    pub fn unavailable(message: impl Into<String>, source: Option<Cause>) -> StorageError {
+        StorageError::Unavailable {
+            message: message.into(),
+            source,
+        }
+    }
+
+    pub fn other(message: impl Into<String>) -> StorageError {
+        StorageError::Other {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Why the stream being stored stopped, when that is what failed.
+    pub fn stream_stop(&self) -> Option<&StreamStop> {
+        match self {
+            StorageError::Io(e) => e.get_ref()?.downcast_ref::<StreamStop>(),
+            _ => None,
+        }
     }
 }
 
@@ -34,7 +89,7 @@ impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
         match e.kind() {
             std::io::ErrorKind::NotFound => StorageError::NotFound(e.to_string()),
-            _ => StorageError::Other(e.to_string()),
+            _ => StorageError::Io(e),
         }
     }
 }

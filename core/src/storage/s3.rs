@@ -1,7 +1,7 @@
 //! S3 backend (aws-sdk-s3): ranged streaming GETs, multipart PUTs aborted on failure, and
 //! presigned GETs signed for the public endpoint (`S3_PUBLIC_ENDPOINT_URL`).
 
-use super::{ObjectReader, Result, StorageError};
+use super::{Cause, ObjectReader, Result, StorageError};
 use crate::settings::StorageSettings;
 use aws_sdk_s3::{
     config::{
@@ -60,15 +60,19 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
-    let text = DisplayErrorContext(&err).to_string();
-    match (&err, status) {
-        (
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_),
-            _,
-        ) => StorageError::Unavailable(text),
-        (_, Some(404)) => StorageError::NotFound(key.to_string()),
-        (_, Some(s)) if s >= 500 || s == 429 => StorageError::Unavailable(text),
-        _ => StorageError::Other(text),
+    let message = DisplayErrorContext(&err).to_string();
+    let transient = matches!(
+        err,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
+    ) || status.is_some_and(|s| s >= 500 || s == 429);
+    if !transient && status == Some(404) {
+        return StorageError::NotFound(key.to_string());
+    }
+    let source: Option<Cause> = Some(Box::new(err));
+    if transient {
+        StorageError::Unavailable { message, source }
+    } else {
+        StorageError::Other { message, source }
     }
 }
 
@@ -156,7 +160,7 @@ impl S3Store {
             .map_err(|e| classify(key, e))?;
         let upload_id = upload
             .upload_id()
-            .ok_or_else(|| StorageError::Other("multipart upload without an id".into()))?
+            .ok_or_else(|| StorageError::other("multipart upload without an id"))?
             .to_string();
         let result = self.upload_parts(key, &upload_id, first, &mut body).await;
         if result.is_err() {
@@ -237,8 +241,10 @@ impl S3Store {
     }
 
     pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String> {
-        let config =
-            PresigningConfig::expires_in(ttl).map_err(|e| StorageError::Other(e.to_string()))?;
+        let config = PresigningConfig::expires_in(ttl).map_err(|e| StorageError::Other {
+            message: "invalid presigning lifetime".into(),
+            source: Some(Box::new(e)),
+        })?;
         let req = self
             .public
             .get_object()
