@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Hostile clients against a running API (DESIGN.md §8, issue 10), each case a few lines of
+# Python over plain sockets, with the figures: API RSS before / peak / after (from /proc),
+# answers, times. Writes bench/results/abuse.md.
+#
+#   bench/abuse.sh                                  starts its own release API (below)
+#   BASE=http://127.0.0.1:8000 API_PID=1234 bench/abuse.sh
+#                                                   against an API already running on this
+#                                                   machine (RSS is read from /proc/$API_PID;
+#                                                   it must trust 127.0.0.1 as a proxy,
+#                                                   TRUSTED_PROXIES=127.0.0.1, for the cases
+#                                                   that play several client addresses)
+#
+# Its own API uses the services of scripts/services.sh (Postgres, Redis, Garage; started unless
+# their env, e.g. .local/env, is already exported), a database
+# and key prefixes of its own (dropped at the end), the release binaries and the default
+# limits, except UPLOAD_IDLE_TIMEOUT_SECONDS=5 (the stall case waits for it) and
+# TRUSTED_PROXIES=127.0.0.1. The importer case (300 rows with a 1,000,000-character field)
+# runs the importer binary on its own and needs that database, so it only runs then.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+OUT=${OUT:-bench/results/abuse.md}
+log() { echo "abuse: $*" >&2; }
+
+work=$(mktemp -d)
+api_pid=""
+db=""
+cleanup() {
+  [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
+  [ -n "$db" ] && psql "$admin_url" -X -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ -z "${BASE:-}" ]; then
+  if [ -z "${DATABASE_URL:-}" ]; then # else: the services' env is already exported
+    bash scripts/services.sh >/dev/null
+    # shellcheck source=/dev/null
+    source .local/env
+  fi
+  log "building the release binaries"
+  cargo build --release -q -p bulk-import-api -p bulk-import-importer
+  run_id=$(date +%s)-$$
+  db=bi_abuse_${run_id//-/_}
+  admin_url="${DATABASE_URL%/*}/postgres"
+  psql "$admin_url" -X -q -c "CREATE DATABASE $db"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  BASE="http://127.0.0.1:$port"
+  export APP_ENV=test DATABASE_URL="${DATABASE_URL%/*}/$db" STORAGE_KEY_PREFIX="abuse-$run_id/"
+  export REDIS_KEY_PREFIX="abuse-$run_id:" BIND_ADDR="127.0.0.1:$port" RUST_LOG=warn
+  export JWT_SECRET="abuse-$run_id-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  export IMPORTER_BIN="$REPO/target/release/bulk-import-importer"
+  export TRUSTED_PROXIES=127.0.0.1 UPLOAD_IDLE_TIMEOUT_SECONDS=5
+  target/release/bulk-import-api >"$work/api.log" 2>&1 &
+  api_pid=$!
+  API_PID=$api_pid
+  for _ in $(seq 1 150); do curl -fs "$BASE/health" >/dev/null && break; sleep 0.2; done
+  curl -fs "$BASE/health" >/dev/null || { cat "$work/api.log"; exit 1; }
+  OWN_API=1
+else
+  : "${API_PID:?API_PID: the pid of the API serving BASE}"
+  OWN_API=0
+fi
+IDLE=${UPLOAD_IDLE_TIMEOUT_SECONDS:-30}
+
+log "running the cases against $BASE (pid $API_PID)"
+BASE=$BASE API_PID=$API_PID IDLE=$IDLE OWN_API=$OWN_API WORK=$work \
+  IMPORTER="$REPO/target/release/bulk-import-importer" python3 - >"$work/cases.md" <<'PY'
+import http.client, json, os, socket, threading, time, uuid, subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+BASE = os.environ["BASE"]; PID = int(os.environ["API_PID"]); IDLE = int(os.environ["IDLE"])
+HOST, PORT = BASE.split("//")[1].split(":"); PORT = int(PORT)
+MIB = 1024 * 1024
+
+def rss(pid=PID):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+class Sampler:
+    def __init__(self):
+        self.peak, self.stop = rss(), False
+        self.t = threading.Thread(target=self.run, daemon=True); self.t.start()
+    def run(self):
+        while not self.stop:
+            try: self.peak = max(self.peak, rss())
+            except FileNotFoundError: return
+            time.sleep(0.01)
+    def done(self):
+        self.stop = True; self.t.join(); return self.peak
+
+def req(method, path, body=None, headers=None, timeout=120):
+    c = http.client.HTTPConnection(HOST, PORT, timeout=timeout)
+    h = {"Content-Type": "application/json"}; h.update(headers or {})
+    c.request(method, path, json.dumps(body) if body is not None else None, h)
+    r = c.getresponse(); data = r.read(); c.close()
+    return r.status, dict(r.getheaders()), data
+
+def email(tag): return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
+def xff(i): return {"X-Forwarded-For": f"198.51.100.{i % 250 + 1}"}
+def counts(statuses): return ", ".join(f"{n} × {s}" for s, n in sorted({s: statuses.count(s) for s in statuses}.items()))
+def settle(before, secs=10):
+    end = time.time() + secs
+    while time.time() < end and rss() > before + 10 * MIB: time.sleep(0.1)
+    return rss()
+mb = lambda b: f"{b / MIB:.1f} MiB"
+rows = []
+
+# 1. 64 parallel registrations, then 64 parallel logins.
+warm = email("warm")
+req("POST", "/auth/register", {"email": warm, "password": "pass12345"}, xff(0))
+req("POST", "/auth/token", {"email": warm, "password": "pass12345"}, xff(0))
+before = rss(); s = Sampler(); t0 = time.time()
+emails = [email("burst") for _ in range(64)]
+with ThreadPoolExecutor(64) as ex:
+    regs = list(ex.map(lambda ie: req("POST", "/auth/register", {"email": ie[1], "password": "pass12345"}, xff(ie[0]))[0], enumerate(emails)))
+    logins = list(ex.map(lambda ie: req("POST", "/auth/token", {"email": ie[1], "password": "pass12345"}, xff(ie[0]))[0], enumerate(emails)))
+took = time.time() - t0; peak = s.done(); after = settle(before)
+rows.append(("64 parallel registrations, then 64 parallel logins (distinct addresses)",
+             f"registrations: {counts(regs)}; logins: {counts(logins)}; {took:.1f} s",
+             f"{mb(before)} / {mb(peak)} / {mb(after)}"))
+
+# 2. 40 parallel wrong logins for one account.
+victim = email("victim")
+req("POST", "/auth/register", {"email": victim, "password": "pass12345"}, xff(1))
+t0 = time.time()
+with ThreadPoolExecutor(40) as ex:
+    wrong = list(ex.map(lambda i: req("POST", "/auth/token", {"email": victim, "password": f"guess-{i}-x"}, xff(2))[0], range(40)))
+rows.append(("40 parallel wrong logins, one account, one address",
+             f"{counts(wrong)}; {time.time() - t0:.2f} s", "—"))
+
+# 3. The same address: another user logs in after the 40 failures.
+other = email("other")
+req("POST", "/auth/register", {"email": other, "password": "pass12345"}, xff(3))
+st = req("POST", "/auth/token", {"email": other, "password": "pass12345"}, xff(2))[0]
+st_victim = req("POST", "/auth/token", {"email": victim, "password": "pass12345"}, xff(2))[0]
+rows.append(("another user at the attacker's address, after those 40",
+             f"other user: {st}; the attacked account without its device cookie: {st_victim}", "—"))
+
+token = json.loads(req("POST", "/auth/token", {"email": warm, "password": "pass12345"}, xff(0))[2])["access_token"]
+
+# 4. A chunked multipart preamble of 400 MiB that never reaches its boundary.
+before = rss(); s = Sampler(); t0 = time.time()
+sock = socket.create_connection((HOST, PORT))
+sock.sendall((f"POST /imports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+              "Idempotency-Key: preamble\r\nContent-Type: multipart/form-data; boundary=XYZ\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n").encode())
+frame = f"{MIB:x}\r\n".encode() + b"a" * MIB + b"\r\n"
+sent = [0]
+def pump():
+    try:
+        for _ in range(400):
+            sock.sendall(frame); sent[0] += MIB
+    except OSError:
+        pass
+w = threading.Thread(target=pump); w.start()
+resp = b""
+while b"\r\n\r\n" not in resp:
+    chunk = sock.recv(4096)
+    if not chunk: break
+    resp += chunk
+answered = time.time() - t0
+w.join(); sock.close(); peak = s.done(); after = settle(before, 3)
+status = resp.split(b" ")[1].decode() if resp else "no answer"
+rows.append(("chunked `POST /imports`, 400 MiB preamble without a boundary",
+             f"{status} after {answered:.2f} s (the client got {sent[0] // MIB} MiB out)",
+             f"{mb(before)} / {mb(peak)} / {mb(after)}"))
+
+# 5. Headers and the first boundary line, then nothing.
+sock = socket.create_connection((HOST, PORT)); t0 = time.time()
+sock.sendall((f"POST /imports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+              "Idempotency-Key: stall\r\nContent-Type: multipart/form-data; boundary=XYZ\r\n"
+              "Content-Length: 100000\r\n\r\n--XYZ\r\n").encode())
+sock.settimeout(IDLE + 30)
+resp = sock.recv(4096); stalled = time.time() - t0; sock.close()
+body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n"
+        b"email,first_name,last_name,phone,city\nok@example.com,,,,\n\r\n--B--\r\n")
+c = http.client.HTTPConnection(HOST, PORT, timeout=30)
+c.request("POST", "/imports", body, {"Authorization": f"Bearer {token}", "Idempotency-Key": "stall",
+          "Content-Type": "multipart/form-data; boundary=B"})
+again = c.getresponse().status
+rows.append((f"headers + first boundary line, then nothing (UPLOAD_IDLE_TIMEOUT_SECONDS={IDLE})",
+             f"{resp.split(b' ')[1].decode() if resp else 'no answer'} after {stalled:.2f} s; the same key at once: {again}", "—"))
+
+# 6. The importer: 300 rows with a 1,000,000-character field.
+if os.environ["OWN_API"] == "1":
+    path = os.path.join(os.environ["WORK"], "hostile.csv")
+    with open(path, "w") as f:
+        f.write("email,first_name,last_name,phone,city\n")
+        big = "y" * 1_000_000
+        for i in range(300): f.write(f"bad{i}@example.com,{big},L,,\n")
+        f.write("good@example.com,Good,,,\n")
+    imp = os.environ["IMPORTER"]
+    job = subprocess.run([imp, "submit", "--file", path, "--mode", "insert_only"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    t0 = time.time()
+    p = subprocess.Popen([imp, "--job-id", job])
+    _, status, usage = os.wait4(p.pid, 0)
+    rows.append(("importer: 300 rows with a 1,000,000-character field (300 MB file)",
+                 f"exit {os.waitstatus_to_exitcode(status)} after {time.time() - t0:.1f} s",
+                 f"peak {usage.ru_maxrss / 1024:.1f} MiB (ru_maxrss)"))
+
+print("| case | answers, times | API RSS before / peak / after |")
+print("|---|---|---|")
+for r in rows: print("| " + " | ".join(r) + " |")
+PY
+
+mkdir -p "$(dirname "$OUT")"
+{
+  echo "# Abuse run ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD))"
+  echo
+  echo "\`bench/abuse.sh\` on loopback, $(nproc) cores, release build, default limits"
+  echo "(UPLOAD_IDLE_TIMEOUT_SECONDS=$IDLE, TRUSTED_PROXIES=127.0.0.1 so that one client plays"
+  echo "several addresses with X-Forwarded-For). Bounds promised (DESIGN.md §8, issue 10): API"
+  echo "RSS under 150 MiB through the hashing bursts and back afterwards; the preamble answered"
+  echo "400/413 with RSS + < 20 MiB; the stall answered 408 within the idle timeout + 5 s; at"
+  echo "most 5 of the 40 wrong logins checked (401); the other user at the address logs in;"
+  echo "the importer under 64 MiB."
+  echo
+  cat "$work/cases.md"
+} >"$OUT"
+cat "$OUT"
