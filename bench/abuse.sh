@@ -16,7 +16,8 @@
 # and key prefixes of its own (dropped at the end), the release binaries and the default
 # limits, except UPLOAD_IDLE_TIMEOUT_SECONDS=5 (the stall case waits for it) and
 # TRUSTED_PROXIES=127.0.0.1. The importer case (300 rows with a 1,000,000-character field)
-# runs the importer binary on its own and needs that database, so it only runs then.
+# runs the importer binary on its own and needs that database, so it only runs then (its file
+# is stored in a directory of the run, STORAGE=fs, removed at the end).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -194,10 +195,13 @@ if os.environ["OWN_API"] == "1":
         for i in range(300): f.write(f"bad{i}@example.com,{big},L,,\n")
         f.write("good@example.com,Good,,,\n")
     imp = os.environ["IMPORTER"]
+    # The 300 MB upload goes to a directory of the run (removed at the end), not the bucket.
+    env = dict(os.environ, STORAGE="fs", STORAGE_DIR=os.path.join(os.environ["WORK"], "storage"))
     job = subprocess.run([imp, "submit", "--file", path, "--mode", "insert_only"], check=True,
-                         capture_output=True, text=True).stdout.strip()
+                         capture_output=True, text=True, env=env).stdout.strip()
+    os.remove(path)
     t0 = time.time()
-    p = subprocess.Popen([imp, "--job-id", job])
+    p = subprocess.Popen([imp, "--job-id", job], env=env)
     _, status, usage = os.wait4(p.pid, 0)
     rows.append(("importer: 300 rows with a 1,000,000-character field (300 MB file)",
                  f"exit {os.waitstatus_to_exitcode(status)} after {time.time() - t0:.1f} s",

@@ -688,4 +688,6 @@ async fn three_hundred_rows_with_a_megabyte_field_keep_the_importer_under_64_mib
             )
         );
     }
+    // 300 MB in the shared bucket: not left behind.
+    env.storage.delete(&job.source_object).await.unwrap();
 }
