@@ -245,8 +245,11 @@ async fn receive(
     request_body(content_type = "multipart/form-data", description = "field `file`: the CSV"),
     responses((status = 201, body = JobView, description = "new job"), (status = 200, body = JobView, description = "same key, same file and mode"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+              (status = 408, body = crate::error::ErrorBody, description = "nothing sent, or the file part not reached, within UPLOAD_IDLE_TIMEOUT_SECONDS"),
               (status = 409, body = crate::error::ErrorBody, description = "the first request with this key is still uploading"),
-              (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+              (status = 413, body = crate::error::ErrorBody, description = "upload_too_large, upload_head_too_large, too_many_parts"),
+              (status = 422, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody, description = "too_many_uploads, too_many_unfinished_jobs (with Retry-After)")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
