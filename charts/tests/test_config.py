@@ -155,6 +155,7 @@ def test_defaults_match_the_agreed_values():
     assert (operator["IMPORTER_CPU_REQUEST"], operator["IMPORTER_CPU_LIMIT"]) == ("100m", "1")
     assert (operator["IMPORTER_MEMORY_REQUEST"], operator["IMPORTER_MEMORY_LIMIT"]) == ("64Mi", "256Mi")
     assert operator["OBJECT_RETENTION"] == "keep"
+    assert operator["IMPORTJOB_TTL_SECONDS_AFTER_FINISHED"] == "604800", "7 days"
     assert operator["IMPORTER_IMAGE"] == "bulk-import:0.1.0"
     shared = configmap_data(r, "bulk-import-config")
     assert shared["APP_ENV"] == "prod" and shared["LOG_FORMAT"] == "json"

@@ -105,6 +105,16 @@ def test_the_spec_is_immutable(changes):
     assert any("immutable" in v for v in violations(new, old))
 
 
+def test_only_a_cancel_may_change_and_it_cannot_be_withdrawn():
+    old = spec()
+    cancelled = spec(cancelRequested=True)
+    assert violations(cancelled, old) == [], "setting cancelRequested is the one allowed change"
+    assert violations(cancelled, cancelled) == []
+    withdrawn = spec(cancelRequested=False)
+    assert any("cannot be withdrawn" in v for v in violations(withdrawn, cancelled))
+    assert any("cannot be withdrawn" in v for v in violations(spec(), cancelled))
+
+
 def test_the_rules_name_the_field_they_check():
     by_path = {r.get("fieldPath") for r in RULES}
     assert {".source.key", ".report.key"} <= by_path

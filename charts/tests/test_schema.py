@@ -23,6 +23,7 @@ BAD_VALUES = {
     "string where a number goes": ({"importer": {"backoffLimit": "three"}}, "/importer/backoffLimit"),
     "negative backoff limit": ({"importer": {"backoffLimit": -1}}, "/importer/backoffLimit"),
     "unknown object retention": ({"operator": {"objectRetention": "archive"}}, "/operator/objectRetention"),
+    "negative importjob ttl": ({"operator": {"importJobTtlSecondsAfterFinished": -1}}, "/operator/importJobTtlSecondsAfterFinished"),
     "unknown jwt alg": ({"jwt": {"alg": "none"}}, "/jwt/alg"),
     "short jwt secret in prod": ({"secrets": {"jwtSecret": "tooshort"}}, "/secrets/jwtSecret"),
     "absolute key prefix": ({"s3": {"keyPrefix": "/data"}}, "/s3/keyPrefix"),

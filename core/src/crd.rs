@@ -95,6 +95,11 @@ pub struct ImportJobSpec {
     /// Overrides of the importer's tuning for this job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuning: Option<Tuning>,
+    /// `true` cancels the import: the operator records it in Postgres, stops the Job (the
+    /// importer stops at a batch boundary) and the phase becomes `Cancelled`. The only field
+    /// that may change; it cannot be set back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<bool>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
@@ -160,8 +165,17 @@ fn spec_rules() -> serde_json::Value {
             "reason": "FieldValueInvalid",
         },
         {
-            "rule": "self == oldSelf",
-            "message": "spec is immutable: the Job is built from it once",
+            "rule": "self.jobId == oldSelf.jobId && self.mode == oldSelf.mode \
+                     && self.source == oldSelf.source && self.report == oldSelf.report \
+                     && has(self.tuning) == has(oldSelf.tuning) \
+                     && (!has(self.tuning) || self.tuning == oldSelf.tuning)",
+            "message": "spec is immutable but for cancelRequested: the Job is built from it once",
+        },
+        {
+            "rule": "!has(oldSelf.cancelRequested) || !oldSelf.cancelRequested \
+                     || (has(self.cancelRequested) && self.cancelRequested)",
+            "message": "a cancel cannot be withdrawn",
+            "fieldPath": ".cancelRequested",
         },
     ])
 }
@@ -186,7 +200,7 @@ pub struct Tuning {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportJobStatus {
-    /// `Pending`, `Running`, `Complete`, `Failed` or `Invalid`.
+    /// `Pending`, `Running`, `Complete`, `Failed`, `Cancelled` or `Invalid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Machine-readable reason of the phase (e.g. `OOMKilled`, `DeadlineExceeded`).
@@ -281,6 +295,7 @@ pub fn import_job_for(job: &crate::Job, instance: Option<&str>) -> ImportJob {
                 key: crate::job::report_key(job.id),
             },
             tuning: None,
+            cancel_requested: None,
         },
     );
     ij.metadata.labels = Some(

@@ -222,6 +222,7 @@ vars! {
     "IMPORTER_MEMORY_LIMIT", "256Mi", [O], "importer memory limit";
     "JOB_BACKOFF_LIMIT", "3", [O], "retries of a killed importer";
     "JOB_TTL_SECONDS_AFTER_FINISHED", "86400", [O], "when finished Jobs are garbage-collected";
+    "IMPORTJOB_TTL_SECONDS_AFTER_FINISHED", "604800", [O], "when finished ImportJobs are deleted (0 keeps them)";
     "OBJECT_RETENTION", "keep", [O], "keep or delete the objects when an ImportJob is deleted";
 }
 

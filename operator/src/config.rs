@@ -26,6 +26,9 @@ pub struct OperatorConfig {
     pub backoff_limit: i32,
     pub active_deadline_seconds: i64,
     pub ttl_seconds_after_finished: i32,
+    /// `IMPORTJOB_TTL_SECONDS_AFTER_FINISHED`: finished ImportJobs are deleted this long after
+    /// they ended (their finalizer runs as for any deletion); 0 keeps them.
+    pub importjob_ttl_seconds_after_finished: u64,
     pub retention: Retention,
     /// `INSTANCE`: the Helm release (`app.kubernetes.io/instance`). When set, the operator
     /// watches only ImportJobs with that label and labels its Jobs and pods with it, so that
@@ -86,6 +89,11 @@ impl OperatorConfig {
             backoff_limit: env.at_least("JOB_BACKOFF_LIMIT", 3, 0)?,
             active_deadline_seconds: env.at_least("JOB_ACTIVE_DEADLINE_SECONDS", 3600, 1)?,
             ttl_seconds_after_finished: env.at_least("JOB_TTL_SECONDS_AFTER_FINISHED", 86400, 0)?,
+            importjob_ttl_seconds_after_finished: env.at_least(
+                "IMPORTJOB_TTL_SECONDS_AFTER_FINISHED",
+                604800,
+                0,
+            )?,
             retention,
             instance: env.get("INSTANCE"),
             lease_name: env.get_or("LEASE_NAME", "bulk-import-operator"),

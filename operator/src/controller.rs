@@ -232,14 +232,15 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let previous = status.phase.as_deref().and_then(Phase::parse);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     if previous.is_some_and(Phase::is_terminal) {
-        // Finished. A Job still running (a fatal failure whose status write succeeded but
-        // whose Job deletion did not) is stopped; otherwise there is nothing to do (the Job
-        // may already be gone after ttlSecondsAfterFinished).
+        // Finished. A Job still running (a fatal failure or a cancel whose status write
+        // succeeded but whose Job deletion did not) is stopped; otherwise there is nothing to
+        // do (the Job may already be gone after ttlSecondsAfterFinished) but the ImportJob's
+        // own TTL.
         caches_ready(ctx).await?;
         if cached_job(ctx, ij, &ns).is_some_and(|j| !job_finished(&j)) {
             delete_job(&jobs, &name).await?;
         }
-        return Ok(Action::await_change());
+        return expire(ij, ctx, &status).await;
     }
     let desired = match build_job(ij, &ctx.config) {
         Err(InvalidSpec(why)) => {
@@ -255,6 +256,9 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     };
     let id: uuid::Uuid = ij.spec.job_id.parse().expect("validated by build_job");
     caches_ready(ctx).await?;
+    if ij.spec.cancel_requested == Some(true) {
+        return cancel(ij, ctx, id, &jobs).await;
+    }
     let cached = cached_job(ctx, ij, &ns);
     // Read after the caches: the row is at least as new as what they show.
     let row = read_row(ctx, id).await?;
@@ -267,7 +271,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             {
                 // The Job is gone but the import has ended: never run it again.
                 write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
-                return Ok(Action::await_change());
+                return Ok(just_finished(ctx));
             }
             match jobs.create(&PostParams::default(), &desired).await {
                 Ok(created) => {
@@ -326,10 +330,79 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         delete_job(&jobs, &name).await?;
     }
     Ok(match observed.phase {
-        Phase::Complete | Phase::Failed | Phase::Invalid => Action::await_change(),
+        Phase::Complete | Phase::Failed | Phase::Cancelled => just_finished(ctx),
+        Phase::Invalid => Action::await_change(),
         Phase::Running => Action::requeue(PROGRESS_EVERY),
         Phase::Pending => Action::requeue(Duration::from_secs(15)),
     })
+}
+
+/// `spec.cancelRequested`: the row is cancelled first (the importer's next batch commit is
+/// refused and it stops), then the status says `Cancelled`, then the Job is stopped (its
+/// pod gets SIGTERM and stops at a batch boundary). An import that ended before the cancel
+/// keeps its outcome.
+async fn cancel(ij: &ImportJob, ctx: &Context, id: uuid::Uuid, jobs: &Api<Job>) -> Result<Action> {
+    if let Some(db) = &ctx.db {
+        bulk_import_core::repo::cancel(db, id).await?;
+    }
+    let row = read_row(ctx, id).await?;
+    let observed = match row.as_ref() {
+        Some(r) => {
+            from_row(r.status(), r.error.as_deref()).unwrap_or_else(crate::status::cancelled)
+        }
+        None => crate::status::cancelled(),
+    };
+    let name = ij.name_any();
+    write_status(ij, ctx, &observed, Some(&name), row.as_ref()).await?;
+    if let Some(job) = cached_job(ctx, ij, &ij.namespace().unwrap_or_default()) {
+        if !job_finished(&job) {
+            delete_job(jobs, &name).await?;
+        }
+    }
+    Ok(if observed.phase.is_terminal() {
+        just_finished(ctx)
+    } else {
+        Action::await_change()
+    })
+}
+
+/// After the status said the import ended (its own write triggers no reconcile): come back
+/// when the ImportJob's TTL is up.
+fn just_finished(ctx: &Context) -> Action {
+    match ctx.config.importjob_ttl_seconds_after_finished {
+        0 => Action::await_change(),
+        ttl => Action::requeue(Duration::from_secs(ttl)),
+    }
+}
+
+/// A finished ImportJob is deleted `IMPORTJOB_TTL_SECONDS_AFTER_FINISHED` after it ended
+/// (its finalizer cleans up as for any deletion); until then the reconcile comes back then.
+async fn expire(ij: &ImportJob, ctx: &Context, status: &ImportJobStatus) -> Result<Action> {
+    let ttl = ctx.config.importjob_ttl_seconds_after_finished;
+    let finished = status
+        .finished_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let (true, Some(finished)) = (ttl > 0, finished) else {
+        return Ok(Action::await_change());
+    };
+    let due = finished + chrono::Duration::seconds(ttl as i64);
+    let left = due.signed_duration_since(chrono::Utc::now());
+    if left > chrono::Duration::zero() {
+        return Ok(Action::requeue(left.to_std().unwrap_or(PROGRESS_EVERY)));
+    }
+    let api: Api<ImportJob> = Api::namespaced(
+        ctx.client.clone(),
+        &ij.namespace().ok_or(Error::MissingNamespace)?,
+    );
+    match api.delete(&ij.name_any(), &DeleteParams::default()).await {
+        Ok(_) => {
+            tracing::info!(importjob = %ij.name_any(), "finished for longer than its TTL: deleted")
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
 }
 
 /// The status the operator applies: its observation, and the row's counters and progress.

@@ -88,6 +88,7 @@ impl ImportJobExt for ImportJob {
                     key: format!("reports/{JOB_ID}/errors.csv"),
                 },
                 tuning: None,
+                cancel_requested: None,
             },
         );
         let meta = ij.meta_mut();

@@ -291,12 +291,17 @@ async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() 
             ],
         )
         .await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(
+        action.unwrap(),
+        requeue(604800),
+        "back when the ImportJob's TTL is up"
+    );
 
-    // Finished: later reconciles touch nothing (the Job may be gone after its TTL).
+    // Finished: later reconciles touch nothing (the Job may be gone after its TTL); they
+    // come back when the ImportJob's own TTL is up.
     let ij = ij.with_status(applied_status(&seen, 0));
     let (action, _) = h.reconcile(&ij, vec![]).await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_ne!(action.unwrap(), Action::await_change());
 }
 
 #[tokio::test]
@@ -331,7 +336,11 @@ async fn an_oom_killed_importer_fails_the_importjob_and_its_postgres_row() {
             ],
         )
         .await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(
+        action.unwrap(),
+        requeue(604800),
+        "back when the ImportJob's TTL is up"
+    );
     let (status, error, finished) = job_row(&pool).await;
     assert_eq!(status, "failed");
     let error = error.expect("the failure reason is recorded");
@@ -368,7 +377,11 @@ async fn a_failure_the_importer_recorded_itself_is_not_overwritten() {
             ],
         )
         .await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(
+        action.unwrap(),
+        requeue(604800),
+        "back when the ImportJob's TTL is up"
+    );
     let (status, error, _) = job_row(&pool).await;
     assert_eq!(status, "failed");
     assert_eq!(error.as_deref(), Some("header: missing column email"));
@@ -406,7 +419,11 @@ async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
             ],
         )
         .await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(
+        action.unwrap(),
+        requeue(604800),
+        "back when the ImportJob's TTL is up"
+    );
     let (status, error, _) = job_row(&pool).await;
     assert_eq!(status, "failed");
     assert!(error
@@ -650,7 +667,11 @@ async fn a_failed_status_write_after_a_fatal_pull_failure_is_retried_with_the_jo
             ],
         )
         .await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(
+        action.unwrap(),
+        requeue(604800),
+        "back when the ImportJob's TTL is up"
+    );
 
     // Had the delete failed after the status was written, the next reconcile (Failed, the
     // Job still active in the cache) deletes it.
@@ -658,11 +679,11 @@ async fn a_failed_status_write_after_a_fatal_pull_failure_is_retried_with_the_jo
     let (action, _) = h
         .reconcile(&failed, vec![expect_delete_job(&failed, true)])
         .await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_ne!(action.unwrap(), Action::await_change(), "the TTL's requeue");
     // And once it is gone, nothing more.
     h.cache(None, &[]);
     let (action, _) = h.reconcile(&failed, vec![]).await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_ne!(action.unwrap(), Action::await_change(), "the TTL's requeue");
 
     // The other order of events: the Job is gone (deleted by an older operator) and the
     // status still says Pending: the row's outcome is written, no Job is created again.
@@ -680,7 +701,7 @@ async fn a_failed_status_write_after_a_fatal_pull_failure_is_retried_with_the_jo
             ],
         )
         .await;
-    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(action.unwrap(), requeue(604800));
 }
 
 /// Bug 2 (issue 11): the Job is gone (its TTL passed while the operator was down, or
@@ -729,7 +750,7 @@ async fn a_missing_job_of_an_ended_import_is_not_created_again() {
                 ],
             )
             .await;
-        assert_eq!(action.unwrap(), Action::await_change(), "{row_status}");
+        assert_eq!(action.unwrap(), requeue(604800), "{row_status}");
         assert_eq!(job_row(&pool).await.0, row_status, "the row is left alone");
     }
 }
@@ -861,4 +882,98 @@ async fn deletion_never_deletes_objects_outside_the_jobs_own_prefixes() {
     let mut want = theirs.to_vec();
     want.sort();
     assert_eq!(left, want, "another import's objects are not deleted");
+}
+
+/// Issue 12: `spec.cancelRequested` cancels a running import — the row first (the importer's
+/// next batch commit is refused), then the status (`Cancelled`, with its condition), then
+/// the Job is deleted (its pod stops at a batch boundary).
+#[tokio::test]
+async fn a_cancel_request_cancels_the_row_then_the_status_then_stops_the_job() {
+    let pool = database().await;
+    insert_job_row(&pool, "processing").await;
+    let ij = ImportJob::test()
+        .finalized()
+        .with_status(running_status())
+        .with_spec(|s| s.cancel_requested = Some(true));
+    let job = job_for(&ij).active(1);
+    let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &pods);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Cancelled", "{s:#}");
+                    assert_eq!(s["reason"], "Cancelled", "{s:#}");
+                    assert_eq!(condition(s, "Cancelled")["status"], "True", "{s:#}");
+                    assert_eq!(condition(s, "Failed")["status"], "False", "{s:#}");
+                    assert!(s["finishedAt"].is_string(), "{s:#}");
+                }),
+                expect_event("Cancelled", "Normal"),
+                expect_delete_job(&ij, true),
+            ],
+        )
+        .await;
+    // Back when the ImportJob's TTL (7 days by default) is up.
+    assert_eq!(action.unwrap(), requeue(604800));
+    assert_eq!(job_row(&pool).await.0, "cancelled");
+
+    // Too late: an import that ended first keeps its outcome.
+    let pool = database().await;
+    insert_job_row(&pool, "done").await;
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(None, &[]);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_status_apply(&ij, |s| assert_eq!(s["phase"], "Complete", "{s:#}")),
+                expect_event("Complete", "Normal"),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(604800));
+    assert_eq!(job_row(&pool).await.0, "done");
+}
+
+/// Issue 12: a finished ImportJob is deleted `IMPORTJOB_TTL_SECONDS_AFTER_FINISHED` after it
+/// ended (its finalizer then cleans up as for any deletion); 0 keeps it.
+#[tokio::test]
+async fn finished_importjobs_are_deleted_after_their_ttl() {
+    let mut old = ImportJob::test().finalized().with_status(running_status());
+    let st = old.status.as_mut().unwrap();
+    st.phase = Some("Complete".into());
+    st.finished_at = Some(EARLIER.into());
+    let mut h = Harness::new();
+    let (action, _) = h
+        .reconcile(
+            &old,
+            vec![Expect::delete(importjob_path(&name())).reply(200, old.clone().deleting())],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+
+    // Kept with a TTL of 0.
+    let mut h = Harness::with(
+        config_with(&[("IMPORTJOB_TTL_SECONDS_AFTER_FINISHED", "0")]),
+        None,
+        None,
+    );
+    let (action, _) = h.reconcile(&old, vec![]).await;
+    assert_eq!(action.unwrap(), Action::await_change());
+
+    // Finished a minute ago: nothing yet, back when it is due (in at most a day here).
+    let mut recent = old.clone();
+    recent.status.as_mut().unwrap().finished_at =
+        Some((chrono::Utc::now() - chrono::Duration::seconds(60)).to_rfc3339());
+    let mut h = Harness::with(
+        config_with(&[("IMPORTJOB_TTL_SECONDS_AFTER_FINISHED", "86400")]),
+        None,
+        None,
+    );
+    let (action, _) = h.reconcile(&recent, vec![]).await;
+    let action = action.unwrap();
+    assert_ne!(action, Action::await_change());
+    assert_ne!(action, requeue(86400), "due in less than a day: {action:?}");
 }

@@ -11,6 +11,8 @@ pub enum Phase {
     Running,
     Complete,
     Failed,
+    /// `spec.cancelRequested`: stopped, the row `cancelled`.
+    Cancelled,
     /// The spec cannot be run; waits for a change.
     Invalid,
 }
@@ -22,12 +24,13 @@ impl Phase {
             Phase::Running => "Running",
             Phase::Complete => "Complete",
             Phase::Failed => "Failed",
+            Phase::Cancelled => "Cancelled",
             Phase::Invalid => "Invalid",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Complete | Phase::Failed)
+        matches!(self, Phase::Complete | Phase::Failed | Phase::Cancelled)
     }
 
     pub fn parse(s: &str) -> Option<Phase> {
@@ -36,6 +39,7 @@ impl Phase {
             Phase::Running,
             Phase::Complete,
             Phase::Failed,
+            Phase::Cancelled,
             Phase::Invalid,
         ]
         .into_iter()
@@ -153,8 +157,18 @@ pub fn from_row(status: bulk_import_core::JobStatus, error: Option<&str>) -> Opt
                 _ => Observed::new(Phase::Failed, "ImportFailed", error),
             })
         }
+        JobStatus::Cancelled => Some(cancelled()),
         _ => None,
     }
+}
+
+/// What a cancelled import shows.
+pub fn cancelled() -> Observed {
+    Observed::new(
+        Phase::Cancelled,
+        "Cancelled",
+        "the import was cancelled (spec.cancelRequested); what was committed stays",
+    )
 }
 
 /// A Job with no pod whose pod creation was rejected (the Job controller's `FailedCreate`
@@ -292,10 +306,15 @@ pub fn conditions(
             observed_generation: generation,
         }
     };
-    vec![
+    let mut conditions = vec![
         make("Complete", observed.phase == Phase::Complete),
         make("Failed", observed.phase == Phase::Failed),
-    ]
+    ];
+    // `kubectl wait --for=condition=Cancelled`: there once the import is cancelled.
+    if observed.phase == Phase::Cancelled {
+        conditions.push(make("Cancelled", true));
+    }
+    conditions
 }
 
 #[cfg(test)]

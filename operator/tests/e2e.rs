@@ -38,7 +38,7 @@ fn order(status: &str) -> u8 {
     match status {
         "pending" => 0,
         "processing" => 1,
-        "done" | "failed" => 2,
+        "done" | "failed" | "cancelled" => 2,
         other => panic!("unexpected status {other:?}"),
     }
 }
@@ -104,6 +104,7 @@ async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
     match st.phase.as_deref() {
         Some("Complete") => assert_eq!(row.status().as_str(), "done", "{}", ctx()),
         Some("Failed") => assert_eq!(row.status().as_str(), "failed", "{}", ctx()),
+        Some("Cancelled") => assert_eq!(row.status().as_str(), "cancelled", "{}", ctx()),
         _ => {}
     }
     if st.phase.is_some() {
@@ -113,7 +114,11 @@ async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
             .flatten()
             .map(|c| c.type_.as_str())
             .collect();
-        assert_eq!(types, BTreeSet::from(["Complete", "Failed"]), "{}", ctx());
+        let mut expected = BTreeSet::from(["Complete", "Failed"]);
+        if st.phase.as_deref() == Some("Cancelled") {
+            expected.insert("Cancelled");
+        }
+        assert_eq!(types, expected, "{}", ctx());
         for t in ["Complete", "Failed"] {
             let on = condition(&st, t).status == "True";
             assert_eq!(on, st.phase.as_deref() == Some(t), "{t}{}", ctx());
@@ -133,6 +138,12 @@ async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
 /// every observation.
 async fn follow(stack: &Stack, token: &str, id: Uuid, timeout: Duration) -> Vec<Observation> {
     let deadline = Instant::now() + timeout;
+    // The API hands the job to the executor on its own task: the 201 may come first.
+    stack
+        .eventually("the ImportJob created", timeout, || async {
+            stack.import_job(id).await.map(|_| ())
+        })
+        .await;
     let mut seen: Vec<Observation> = Vec::new();
     let rank = |phase: Option<&str>| match phase {
         None => 0,
@@ -160,6 +171,7 @@ async fn follow(stack: &Stack, token: &str, id: Uuid, timeout: Duration) -> Vec<
                     && st.processed_rows == Some(o.row.processed_rows)
             }
             "failed" => st.phase.as_deref() == Some("Failed"),
+            "cancelled" => st.phase.as_deref() == Some("Cancelled"),
             _ => false,
         } && o.http["status"] == o.row.status().as_str();
         seen.push(o);
@@ -225,7 +237,7 @@ async fn seed_flow_through_the_operator() {
     let (code, again) = stack
         .upload(&token, "seed-1", "insert_only", "customers.csv", &file)
         .await;
-    assert_eq!(code, StatusCode::OK);
+    assert_eq!(code, StatusCode::OK, "{again}");
     assert_eq!(id_of(&again), id);
     // Not finished: no report yet.
     let (code, body) = stack.get(&token, &format!("/imports/{id}/errors")).await;
@@ -1402,6 +1414,8 @@ enum Probe {
     RepeatedEvent,
     /// The operator leads and keeps its Lease (renewals every 5 s) for 12 s.
     Leadership,
+    /// A finished ImportJob is deleted after its TTL (2 s here).
+    Ttl,
 }
 
 /// Which flow needs a rule.
@@ -1419,6 +1433,7 @@ fn probe_for(component: &str, grant: &kube_double::Grant) -> Probe {
         ("operator", "", "events", _) => Probe::Quota,
         ("operator", "events.k8s.io", "events", "patch") => Probe::RepeatedEvent,
         ("operator", "coordination.k8s.io", _, _) => Probe::Leadership,
+        ("operator", "bulkimport.dev", "importjobs", "delete") => Probe::Ttl,
         _ => Probe::Import,
     }
 }
@@ -1530,6 +1545,22 @@ async fn run_probe(stack: &Stack, probe: Probe, within: Duration) -> Result<(), 
             }
             until("FailedCreate in the status").await
         }
+        Probe::Ttl => {
+            let (_, job) = stack
+                .upload(&token, "probe", "insert_only", "ttl.csv", &csv(5))
+                .await;
+            let id = id_of(&job);
+            let mut seen = false;
+            while Instant::now() < deadline {
+                match stack.import_job(id).await {
+                    Some(_) => seen = true,
+                    None if seen => return Ok(()),
+                    None => {}
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            until("the finished ImportJob deleted").await
+        }
         Probe::Leadership => {
             let mut renewals = BTreeSet::new();
             while Instant::now() < deadline {
@@ -1565,6 +1596,7 @@ async fn run_probe(stack: &Stack, probe: Probe, within: Duration) -> Result<(), 
 async fn removing_any_rule_of_the_chart_breaks_a_flow() {
     let within = |p: Probe| match p {
         Probe::Leadership => Duration::from_secs(12),
+        Probe::Ttl => Duration::from_secs(15),
         Probe::RepeatedEvent => Duration::from_secs(40),
         _ => Duration::from_secs(10),
     };
@@ -1574,10 +1606,12 @@ async fn removing_any_rule_of_the_chart_breaks_a_flow() {
         Probe::Quota,
         Probe::RepeatedEvent,
         Probe::Leadership,
+        Probe::Ttl,
     ] {
         let stack = Stack::start(Options {
             slow_ms: if probe == Probe::RepeatedEvent { 10 } else { 0 },
             batch_size: 20,
+            importjob_ttl: (probe == Probe::Ttl).then_some(2),
             ..Default::default()
         })
         .await;
@@ -1606,6 +1640,7 @@ async fn removing_any_rule_of_the_chart_breaks_a_flow() {
             let stack = Stack::start(Options {
                 slow_ms: if probe == Probe::RepeatedEvent { 10 } else { 0 },
                 batch_size: 20,
+                importjob_ttl: (probe == Probe::Ttl).then_some(2),
                 without_grant: Some((component, grant.clone())),
                 ..Default::default()
             })
@@ -1627,4 +1662,162 @@ async fn removing_any_rule_of_the_chart_breaks_a_flow() {
             );
         }
     }
+}
+
+/// Bug 8 (issue 11): the Lease's holder runs on a node whose clock is a minute behind, so
+/// every renewal it writes carries a `renewTime` a minute old by the standby's clock. The
+/// standby judges expiry by its own clock from when it saw the record change (client-go's
+/// rule): while the holder renews it never takes the Lease; once the holder stops, it
+/// takes it after a lease duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_never_takes_a_live_lease_from_a_holder_with_a_skewed_clock() {
+    const HOLDER: &str = "operator-on-a-slow-clock";
+    let mut stack = Stack::start(Options {
+        lease_held_by: Some((HOLDER, 60)),
+        ..Default::default()
+    })
+    .await;
+    // The holder renews every 2 s for 20 s; the standby must never lead meanwhile.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut last_renewal = Instant::now();
+    while Instant::now() < until {
+        if last_renewal.elapsed() >= Duration::from_secs(2) {
+            stack.renew_skewed_lease(HOLDER, 60);
+            last_renewal = Instant::now();
+        }
+        assert_eq!(
+            stack.leader().as_deref(),
+            Some(HOLDER),
+            "the standby took a live Lease\n{}",
+            stack.diagnostics()
+        );
+        assert!(!stack.operator("operator-0").logs().contains("leading:"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The holder stops renewing: the standby takes over once the record has not changed for
+    // a lease duration by its own clock (15 s), not earlier.
+    let stopped = Instant::now();
+    stack
+        .eventually("the standby leads", MINUTE, || async {
+            (stack.leader().as_deref() == Some("operator-0")).then_some(())
+        })
+        .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(12),
+        "taken {:?} after the last renewal",
+        stopped.elapsed()
+    );
+    let token = stack.user().await;
+    let (_, job) = stack
+        .upload(&token, "after", "insert_only", "after.csv", &csv(50))
+        .await;
+    follow(&stack, &token, id_of(&job), MINUTE).await;
+}
+
+/// Issue 12, lifecycle: `spec.cancelRequested: true` (as `kubectl patch` sets it) cancels a
+/// running import: the row becomes `cancelled`, the Job is stopped (its pod gets SIGTERM and
+/// the importer stops at a batch boundary), the phase is `Cancelled` with the `Cancelled`
+/// condition, and what was committed stays consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_importjob_stops_the_import() {
+    let stack = Stack::start(Options {
+        slow_ms: 3,
+        batch_size: 50,
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (_, job) = stack
+        .upload(&token, "cancel", "insert_only", "c.csv", &csv(4000))
+        .await;
+    let id = id_of(&job);
+    let pod = stack
+        .eventually("the import processing", MINUTE, || async {
+            (stack.row(id).await.processed_rows > 300).then_some(())?;
+            stack
+                .pods(id)
+                .into_iter()
+                .find(|p| p["status"]["phase"] == "Running")
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        })
+        .await;
+    Api::<ImportJob>::namespaced(stack.kube.clone(), NS)
+        .patch(
+            &resource_name(id),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"cancelRequested": true}})),
+        )
+        .await
+        .expect("the cancel patch is valid");
+    let last = follow(&stack, &token, id, MINUTE).await.pop().unwrap();
+    let st = last.ij.status.clone().unwrap();
+    assert_eq!(st.reason.as_deref(), Some("Cancelled"));
+    assert_eq!(condition(&st, "Cancelled").status, "True");
+    assert_eq!(condition(&st, "Failed").status, "False");
+    assert!(last.row.processed_rows < 4000, "stopped before the end");
+    assert_eq!(
+        last.row.processed_rows,
+        last.row.inserted_rows + last.row.error_rows,
+        "whole batches"
+    );
+    stack
+        .eventually("the Job and its pod gone", MINUTE, || async {
+            (stack.job(id).is_none() && stack.pods(id).is_empty()).then_some(())
+        })
+        .await;
+    let log = stack.kubelet.log(&pod);
+    assert!(
+        log.contains("signal received"),
+        "stopped by SIGTERM:\n{log}"
+    );
+    assert_eq!(stack.row(id).await.status().as_str(), "cancelled");
+    // Nothing is created again, and the cancel cannot be withdrawn… by the operator at least:
+    // the ImportJob stays Cancelled.
+    assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
+}
+
+/// Issue 12, lifecycle: finished ImportJobs are deleted `IMPORTJOB_TTL_SECONDS_AFTER_FINISHED`
+/// after they ended; the import's row (and so `GET /imports/{id}`) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_importjobs_are_deleted_after_their_ttl() {
+    let stack = Stack::start(Options {
+        importjob_ttl: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (_, job) = stack
+        .upload(&token, "ttl", "insert_only", "t.csv", &csv(30))
+        .await;
+    let id = id_of(&job);
+    let last = follow(&stack, &token, id, MINUTE).await.pop().unwrap();
+    let finished = chrono::DateTime::parse_from_rfc3339(
+        last.ij
+            .status
+            .as_ref()
+            .unwrap()
+            .finished_at
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
+    stack
+        .eventually("the ImportJob deleted", MINUTE, || async {
+            stack.import_job(id).await.is_none().then_some(())
+        })
+        .await;
+    assert!(
+        chrono::Utc::now() >= finished + chrono::Duration::seconds(2),
+        "not before its TTL"
+    );
+    assert_eq!(
+        stack.row(id).await.status().as_str(),
+        "done",
+        "the row stays"
+    );
+    let (code, body) = stack.get(&token, &format!("/imports/{id}")).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (StatusCode::OK, Some("done"))
+    );
 }

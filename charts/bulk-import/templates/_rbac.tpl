@@ -15,7 +15,7 @@ cluster scope.
 
 {{/*
 Operator: the ImportJob controller (list and watch into its cache; the finalizer by JSON
-patch), its status (server-side apply: patch), the Jobs it owns (cached by list and watch;
+patch; delete once finished for IMPORTJOB_TTL_SECONDS_AFTER_FINISHED), its status (server-side apply: patch), the Jobs it owns (cached by list and watch;
 create; delete) and their pods (cached: failure reasons such as
 OOMKilled or ImagePullBackOff), the Job controller's FailedCreate Events (core/v1, list), its
 own Events (kube-runtime's recorder, events.k8s.io/v1: create, and patch for a repeated one) and
@@ -25,7 +25,7 @@ The importer has no rules at all: it calls no Kubernetes API.
 {{- define "bulk-import.rbac.operatorRules" -}}
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs/status"]
   verbs: ["patch"]

@@ -70,20 +70,22 @@ fn configmap(name: &str, data: &[(&str, &str)]) -> ConfigMap {
 }
 
 fn import_job(name: &str) -> ImportJob {
+    let (user, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     ImportJob::new(
         name,
         ImportJobSpec {
-            job_id: uuid::Uuid::new_v4().to_string(),
+            job_id: id.to_string(),
             mode: ImportModeSpec::InsertOnly,
             source: SourceObject {
-                key: "uploads/a.csv".into(),
+                key: format!("uploads/{user}/{id}.csv"),
                 size: 10,
                 file_name: "a.csv".into(),
             },
             report: ReportLocation {
-                key: "reports/a.csv".into(),
+                key: format!("reports/{id}/errors.csv"),
             },
             tuning: None,
+            cancel_requested: None,
         },
     )
 }
@@ -222,6 +224,21 @@ async fn status_subresource_generation_and_schema() {
         .unwrap_err(),
     );
     assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
+    // A schema pattern too (the CRD's jobId and object keys).
+    let (code, _, message) = api_error(
+        ijs.patch(
+            "ij",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"jobId": "not-a-uuid"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, 422, "{message}");
+    assert!(
+        message.contains("spec.jobId in body should match"),
+        "{message}"
+    );
     let (code, ..) = api_error(
         ijs.patch_status(
             "ij",

@@ -197,6 +197,12 @@ pub struct Options {
     pub instance: Option<&'static str>,
     /// A rule the chart grants that this stack's double does not: (component, grant).
     pub without_grant: Option<(&'static str, Grant)>,
+    /// The Lease is already held, before any operator starts, by this identity on a node
+    /// whose clock is this many seconds behind (its `renewTime` looks that old here); the
+    /// test renews it as that holder would (`renew_skewed_lease`).
+    pub lease_held_by: Option<(&'static str, i64)>,
+    /// IMPORTJOB_TTL_SECONDS_AFTER_FINISHED (unset: the default, 7 days).
+    pub importjob_ttl: Option<u64>,
 }
 
 impl Default for Options {
@@ -212,6 +218,8 @@ impl Default for Options {
             pull_policy: "IfNotPresent",
             instance: None,
             without_grant: None,
+            lease_held_by: None,
+            importjob_ttl: None,
         }
     }
 }
@@ -392,6 +400,16 @@ impl Stack {
             Some(i) => format!("{i}-bulk-import-operator"),
             None => "bulk-import-operator".into(),
         };
+        if let Some((holder, behind)) = opts.lease_held_by {
+            double
+                .create(
+                    &LEASES,
+                    NS,
+                    skewed_lease(&lease_name, holder, behind, 1),
+                    &crate::kube_double::WriteOpts::manager("skewed-holder"),
+                )
+                .unwrap();
+        }
         let operators = (0..opts.operators)
             .map(|i| {
                 let mut env = common.clone();
@@ -403,6 +421,10 @@ impl Stack {
                             kubeconfigs["bulk-import-operator"].display().to_string(),
                         ),
                         ("LEASE_NAME", lease_name.clone()),
+                        (
+                            "IMPORTJOB_TTL_SECONDS_AFTER_FINISHED",
+                            opts.importjob_ttl.unwrap_or(604800).to_string(),
+                        ),
                         ("IMPORTER_IMAGE_PULL_POLICY", opts.pull_policy.into()),
                         ("POD_NAME", format!("operator-{i}")),
                         ("OPERATOR_BIND_ADDR", format!("127.0.0.1:{}", free_port())),
@@ -579,6 +601,25 @@ impl Stack {
     /// Who holds the operator's Lease, and the Lease itself.
     pub fn lease(&self) -> Option<Value> {
         self.double.get_opt(&LEASES, NS, &self.lease_name)
+    }
+
+    /// Renews the Lease as its holder on a node with a skewed clock would: `renewTime` is
+    /// that node's now, `behind` seconds behind this one's.
+    pub fn renew_skewed_lease(&self, holder: &str, behind: i64) {
+        let lease = self.lease().expect("the Lease");
+        let transitions = lease["spec"]["leaseTransitions"].as_i64().unwrap_or(1);
+        let mut renewed = skewed_lease(&self.lease_name, holder, behind, transitions);
+        renewed["metadata"] = lease["metadata"].clone();
+        self.double
+            .replace(
+                &LEASES,
+                NS,
+                &self.lease_name,
+                crate::kube_double::Sub::Main,
+                renewed,
+                &crate::kube_double::WriteOpts::manager("skewed-holder"),
+            )
+            .unwrap();
     }
 
     pub fn leader(&self) -> Option<String> {
@@ -760,4 +801,18 @@ pub async fn reference_run(file: &[u8], mode: &str, batch_size: u32) -> Outcome 
     let pool = db::connect(settings.database_url(), 2).await.unwrap();
     let storage = Storage::from_settings(&settings).unwrap();
     outcome(&pool, &storage, id).await
+}
+
+/// A Lease held by `holder`, renewed now by a clock `behind` seconds behind this one.
+fn skewed_lease(name: &str, holder: &str, behind: i64, transitions: i64) -> Value {
+    let then = (chrono::Utc::now() - chrono::Duration::seconds(behind))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "holderIdentity": holder, "leaseDurationSeconds": 15,
+            "acquireTime": then, "renewTime": then, "leaseTransitions": transitions,
+        },
+    })
 }

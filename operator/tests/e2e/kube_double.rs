@@ -1141,6 +1141,14 @@ fn schema_check(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<String
                     ));
                 }
             }
+            if let Some(pattern) = schema["pattern"].as_str() {
+                let re = regex::Regex::new(pattern).expect("the CRD's pattern compiles");
+                if !re.is_match(s) {
+                    errs.push(format!(
+                        "{path}: Invalid value: \"{s}\": {path} in body should match '{pattern}'"
+                    ));
+                }
+            }
         }
         "integer" => {
             if !(v.is_i64() || v.is_u64()) {
