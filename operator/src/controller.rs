@@ -112,6 +112,7 @@ impl Context {
 
 pub async fn reconcile(ij: Arc<ImportJob>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
+    let _timer = ctx.metrics.reconcile_duration.start_timer();
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let key = format!("{ns}/{}", ij.name_any());
     let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
@@ -311,8 +312,17 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             message: format!("waiting for the next importer pod ({})", observed.reason),
         };
     }
-    let fatal = observed.phase == Phase::Failed
-        && crate::status::FATAL_WAITING.contains(&observed.reason.as_str());
+    if row
+        .as_ref()
+        .is_some_and(|r| r.status() == bulk_import_core::JobStatus::Cancelled)
+    {
+        // Cancelled in Postgres (the API's cancel route): whatever the Job shows, the import
+        // is cancelled, and a Job still running is stopped below.
+        observed = crate::status::cancelled();
+    }
+    let fatal = (observed.phase == Phase::Failed
+        && crate::status::FATAL_WAITING.contains(&observed.reason.as_str()))
+        || observed.phase == Phase::Cancelled;
     let mut row = row;
     if observed.phase == Phase::Failed {
         let error = JobError::new(
@@ -326,7 +336,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     // the Job and decides again; once the status is Failed, a leftover Job is deleted.
     write_status(ij, ctx, &observed, Some(&name), row.as_ref()).await?;
     if fatal && !job_finished(&job) {
-        // It would only sit there until its deadline: stop it now.
+        // It would only sit there until its deadline (or run on, cancelled): stop it now.
         delete_job(&jobs, &name).await?;
     }
     Ok(match observed.phase {
@@ -488,6 +498,12 @@ async fn write_status(
     )
     .await?;
     if status.phase.as_deref() != Some(observed.phase.as_str()) {
+        if observed.phase.is_terminal() {
+            ctx.metrics
+                .imports_finished
+                .with_label_values(&[observed.phase.as_str(), observed.reason.as_str()])
+                .inc();
+        }
         let kind = if matches!(observed.phase, Phase::Failed | Phase::Invalid) {
             EventType::Warning
         } else {
@@ -606,8 +622,10 @@ pub async fn run(
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
     let (ij_reader, ij_writer) = reflector::store();
+    let watch_metrics = metrics.clone();
     let ij_stream = watcher(importjobs, config_of(None))
         .default_backoff()
+        .inspect(move |item| watch_metrics.note_watch(item.is_ok()))
         .reflect(ij_writer)
         .applied_objects()
         .predicate_filter(own_writes_filtered, Default::default());

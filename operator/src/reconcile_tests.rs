@@ -302,6 +302,17 @@ async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() 
     let ij = ij.with_status(applied_status(&seen, 0));
     let (action, _) = h.reconcile(&ij, vec![]).await;
     assert_ne!(action.unwrap(), Action::await_change());
+    // Counted once as finished, and every reconcile timed.
+    let finished = |phase: &str, reason: &str| {
+        h.ctx
+            .metrics
+            .imports_finished
+            .with_label_values(&[phase, reason])
+            .get()
+    };
+    assert_eq!(finished("Complete", "Succeeded"), 1);
+    assert_eq!(finished("Failed", "Succeeded"), 0);
+    assert_eq!(h.ctx.metrics.reconcile_duration.get_sample_count(), 2);
 }
 
 #[tokio::test]
@@ -976,4 +987,31 @@ async fn finished_importjobs_are_deleted_after_their_ttl() {
     let action = action.unwrap();
     assert_ne!(action, Action::await_change());
     assert_ne!(action, requeue(86400), "due in less than a day: {action:?}");
+}
+
+/// The API's cancel route (`POST /imports/{id}/cancel`) cancels the row only: on Kubernetes
+/// the operator then shows `Cancelled` and stops the Job, whatever the Job says.
+#[tokio::test]
+async fn a_row_cancelled_through_the_api_cancels_the_importjob() {
+    let pool = database().await;
+    insert_job_row(&pool, "cancelled").await;
+    let ij = ImportJob::test().finalized().with_status(running_status());
+    let job = job_for(&ij).active(1);
+    let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &pods);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Cancelled", "{s:#}");
+                    assert_eq!(condition(s, "Cancelled")["status"], "True", "{s:#}");
+                }),
+                expect_event("Cancelled", "Normal"),
+                expect_delete_job(&ij, true),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(604800));
 }
