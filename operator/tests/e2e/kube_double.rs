@@ -1579,7 +1579,7 @@ impl Double {
     /// current resourceVersion.
     pub fn list(&self, k: &'static Kind, ns: Option<&str>, sel: &Selector) -> (Vec<Value>, u64) {
         let s = self.lock();
-        let items = s
+        let mut items: Vec<Value> = s
             .objects
             .iter()
             .filter(|(key, _)| key.0 == k.group && key.1 == k.plural)
@@ -1587,6 +1587,18 @@ impl Double {
             .filter(|(_, e)| sel.matches(&e.obj))
             .map(|(_, e)| e.obj.clone())
             .collect();
+        if std::ptr::eq(k, &CORE_EVENTS) {
+            // One resource in the API server: events.k8s.io/v1 Events are core/v1 Events
+            // too (what `kubectl describe` lists), with the fields mapped.
+            items.extend(
+                s.objects
+                    .iter()
+                    .filter(|(key, _)| key.0 == EVENTS.group && key.1 == EVENTS.plural)
+                    .filter(|(key, _)| ns.is_none_or(|ns| key.2 == ns))
+                    .map(|(_, e)| as_core_event(&e.obj))
+                    .filter(|e| sel.matches(e)),
+            );
+        }
         (items, s.rv)
     }
 
@@ -2544,6 +2556,27 @@ impl Double {
         }
         changed
     }
+}
+
+/// An events.k8s.io/v1 Event as the core/v1 API shows it.
+fn as_core_event(e: &Value) -> Value {
+    let last = e["series"]["lastObservedTime"]
+        .as_str()
+        .or(e["eventTime"].as_str())
+        .unwrap_or("");
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": e["metadata"],
+        "involvedObject": e["regarding"],
+        "reason": e["reason"], "message": e["note"], "type": e["type"],
+        "source": {"component": e["reportingController"]},
+        "reportingComponent": e["reportingController"],
+        "reportingInstance": e["reportingInstance"],
+        "action": e["action"],
+        "eventTime": e["eventTime"],
+        "firstTimestamp": e["eventTime"], "lastTimestamp": last,
+        "count": e["series"]["count"].as_i64().unwrap_or(1),
+    })
 }
 
 /// The ResourceQuota admission plugin, for `spec.hard.pods`: a pod beyond the quota's count

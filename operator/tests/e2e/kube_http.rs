@@ -144,13 +144,19 @@ fn discovery_resources(group: &str, version: &str) -> Option<Value> {
     }
     let mut resources = Vec::new();
     for k in &kinds {
-        resources.push(json!({
+        let mut resource = json!({
             "name": k.plural,
             "singularName": k.kind.to_lowercase(),
             "namespaced": k.namespaced,
             "kind": k.kind,
             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-        }));
+        });
+        if k.kind == "ImportJob" {
+            // As the CRD declares them (`kubectl get ij`, `kubectl get bulk-import`).
+            resource["shortNames"] = json!(["ij"]);
+            resource["categories"] = json!(["bulk-import"]);
+        }
+        resources.push(resource);
         if k.status {
             resources.push(json!({
                 "name": format!("{}/status", k.plural),
@@ -362,6 +368,116 @@ fn metadata_only(obj: &Value) -> Value {
     })
 }
 
+/// `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` (kubectl get): server-side printing.
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+/// kubectl's `HumanDuration`, as the API server formats `date` columns.
+fn human_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=599 => format!("{}m{}s", s / 60, s % 60),
+        600..=10799 => format!("{}m", s / 60),
+        10800..=172799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn age_of(t: &Value) -> Value {
+    t.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+                .into()
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// The columns the API server prints for a kind: Name, then a CRD's
+/// `additionalPrinterColumns` (or Age for the built-in kinds served here).
+fn table_columns(kind: &Kind) -> Vec<Value> {
+    let name = json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0});
+    if kind.kind != "ImportJob" {
+        return vec![
+            name,
+            json!({"name": "Age", "type": "date", "format": "", "description": "CreationTimestamp", "priority": 0, "jsonPath": ".metadata.creationTimestamp"}),
+        ];
+    }
+    let crd =
+        serde_json::to_value(<bulk_import_core::crd::ImportJob as kube::CustomResourceExt>::crd())
+            .expect("CRD");
+    let mut columns = vec![name];
+    for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        columns.push(json!({
+            "name": c["name"], "type": c["type"], "format": c["format"].as_str().unwrap_or(""),
+            "description": c["description"].as_str().unwrap_or(""),
+            "priority": c["priority"].as_i64().unwrap_or(0),
+            "jsonPath": c["jsonPath"],
+        }));
+    }
+    columns
+}
+
+/// A `meta.k8s.io/v1` Table of `objects`, as the API server's table convertor builds it:
+/// cells by each column's JSONPath (simple `.a.b` paths), `date` columns as ages, missing
+/// values as null; each row carries the object's metadata (or the object, with
+/// `includeObject=Object`).
+fn table(kind: &Kind, objects: &[Value], rv: Option<u64>, q: &HashMap<String, String>) -> Value {
+    let columns = table_columns(kind);
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|obj| {
+            let cells: Vec<Value> = columns
+                .iter()
+                .map(|c| {
+                    let Some(path) = c["jsonPath"].as_str() else {
+                        return obj["metadata"]["name"].clone();
+                    };
+                    let mut v = obj;
+                    for part in path.trim_start_matches('.').split('.') {
+                        v = &v[part];
+                    }
+                    if c["type"] == "date" {
+                        age_of(v)
+                    } else {
+                        v.clone()
+                    }
+                })
+                .collect();
+            let object = if q.get("includeObject").is_some_and(|i| i == "Object") {
+                obj.clone()
+            } else {
+                metadata_only(obj)
+            };
+            json!({"cells": cells, "object": object})
+        })
+        .collect();
+    let columns: Vec<Value> = columns
+        .into_iter()
+        .map(|mut c| {
+            c.as_object_mut().map(|m| m.remove("jsonPath"));
+            c
+        })
+        .collect();
+    let mut t = json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {}, "columnDefinitions": columns, "rows": rows,
+    });
+    if let Some(rv) = rv {
+        t["metadata"]["resourceVersion"] = rv.to_string().into();
+    }
+    t
+}
+
 fn wants_metadata(headers: &HeaderMap) -> bool {
     headers
         .get("accept")
@@ -415,6 +531,10 @@ async fn route(
                 if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
                     return watch(double.clone(), kind, ns, sel, q, meta_only);
                 }
+                if wants_table(headers) {
+                    let (items, rv) = double.list(kind, ns.as_deref(), &sel);
+                    return Ok(json_response(200, &table(kind, &items, Some(rv), q)));
+                }
                 list(double, kind, ns.as_deref(), &sel, q, meta_only)
             }
             Method::POST => {
@@ -449,6 +569,10 @@ async fn route(
                 Some(_) => return Err(ApiError::resource_not_found()),
             };
             match *method {
+                Method::GET if wants_table(headers) && sub == Sub::Main => {
+                    let obj = double.get(kind, &ns, &name)?;
+                    Ok(json_response(200, &table(kind, &[obj], None, q)))
+                }
                 Method::GET => Ok(json_response(200, &render(&double.get(kind, &ns, &name)?))),
                 Method::PUT => {
                     let obj =
