@@ -73,6 +73,7 @@ def test_default_install_contents():
         ("Deployment", "bulk-import-api"),
         ("Deployment", "bulk-import-operator"),
         ("Job", "bulk-import-migrate"),
+        ("PodDisruptionBudget", "bulk-import-api"),
         ("Role", "bulk-import-api"),
         ("Role", "bulk-import-operator"),
         ("RoleBinding", "bulk-import-api"),
