@@ -97,3 +97,13 @@ def test_hadolint_is_clean():
     assert binary, "hadolint is missing: pip install -r charts/tests/requirements.txt"
     result = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_release_binaries_carry_no_debug_info():
+    """The image copies target/release binaries: the release profile must not put debug info
+    in them (issue 12: three ~200 MB binaries)."""
+    import tomllib
+
+    profile = tomllib.loads((REPO / "Cargo.toml").read_text())["profile"]["release"]
+    assert profile.get("debug") in (False, 0, "none"), profile
+    assert profile.get("strip") in ("debuginfo", "symbols", True), profile
