@@ -1,6 +1,9 @@
-//! The bulk-import REST API: auth, idempotent streamed uploads, job status, live progress,
-//! error reports, health and metrics. `Application::build` wires it from settings; `app`
-//! builds the router from a state, so tests can drive either.
+//! The bulk-import REST API: auth (with its abuse limits), idempotent streamed uploads, job
+//! status and control, live progress, error reports, health and metrics; the executors that
+//! run imports (local child processes or ImportJobs) and the sweeper that hands unclaimed
+//! work back to them and cleans up after dead uploads. `Application::build` wires it from
+//! settings; `app` builds the router from a state, so tests can drive either. Every
+//! statement on `import_jobs` goes through `bulk_import_core::repo`.
 
 pub mod auth;
 pub mod client_ip;

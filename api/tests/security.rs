@@ -197,6 +197,7 @@ async fn the_file_name_is_never_a_key_and_comes_back_cleaned_and_escaped() {
         keys,
         [
             format!("reports/{id}/errors.csv"),
+            format!("reports/{id}/rows.csv"),
             format!("uploads/{user}/{id}.csv")
         ],
         "keys are made of ids only"

@@ -1,5 +1,7 @@
-//! Progress snapshots: what the importer publishes to Redis after each batch and what the
-//! API relays as Server-Sent Events.
+//! Progress snapshots the importer publishes on a Redis channel per job (every
+//! `PROGRESS_EVERY` rows, and once at the end). The API's event streams take a message as a
+//! wake-up and send the job row itself (Postgres is the truth; Redis may drop messages); on
+//! Kubernetes the operator mirrors progress from Postgres into the ImportJob status.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

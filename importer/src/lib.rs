@@ -1,7 +1,9 @@
-//! The bulk-import importer: streams a CSV object from storage, validates every row, loads
-//! batches with COPY (each batch, its errors, the counters and the checkpoint in one
-//! transaction), publishes progress and writes `errors.csv`. See the README's "Import
-//! semantics" for the rules.
+//! The bulk-import importer: claims a job (`bulk_import_core::repo::claim`), streams its CSV
+//! object from storage, validates every row, loads batches with COPY (each batch, its
+//! errors, the counters, the checkpoint and the claim's renewal in one transaction),
+//! publishes progress to Redis, writes `errors.csv` and finishes the job only when the
+//! checkpoint is at the end of the file. Exit codes are `bulk_import_core::exit`. See the
+//! README's "CSV format and import semantics" for the rules.
 
 pub mod copy;
 pub mod decode;

@@ -10,7 +10,7 @@ use crate::{
     reader::{RawRecord, RecordReader},
     validate::{validate_with, Columns, Row, COLUMNS},
 };
-use bulk_import_core::{options::Dialect, storage::ObjectReader, Storage};
+use bulk_import_core::{options::Dialect, retry::Policy, storage::ObjectReader, Storage};
 use std::{
     io::{self, Read},
     time::{Duration, Instant},
@@ -20,8 +20,13 @@ use tokio::{io::AsyncReadExt, runtime::Handle, sync::mpsc};
 /// A batch is handed over when it is full or has been open this long, so that progress moves
 /// at least every second even when rows are slow to come.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
-/// Reopen attempts after a storage error: about a minute of backoff in all.
-const MAX_STORAGE_ATTEMPTS: u32 = 8;
+/// Reopening after a storage error: 0.5 s doubling to 16 s, jittered, 7 times (about a
+/// minute in all), then the run stops and a later run resumes from the checkpoint.
+const STORAGE_RETRY: Policy = Policy {
+    first_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(16),
+    retries: 7,
+};
 
 pub struct SourceConfig {
     pub batch_size: usize,
@@ -197,7 +202,7 @@ struct ResumableRead {
 
 impl Read for ResumableRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut attempt = 0;
+        let mut backoff = STORAGE_RETRY.backoff();
         loop {
             let result = match self.inner.as_mut() {
                 Some(inner) => self
@@ -223,14 +228,14 @@ impl Read for ResumableRead {
                     self.offset += n as u64;
                     return Ok(n);
                 }
-                Err(e) if attempt + 1 < MAX_STORAGE_ATTEMPTS => {
-                    attempt += 1;
-                    let delay = Duration::from_millis(250 * 2u64.pow(attempt.min(6)));
-                    tracing::warn!(error = %e, attempt, ?delay, offset = self.offset, "storage read failed, reopening");
-                    self.inner = None;
-                    std::thread::sleep(delay);
-                }
-                Err(e) => return Err(io::Error::other(format!("storage unavailable: {e}"))),
+                Err(e) => match backoff.next() {
+                    Some(delay) => {
+                        tracing::warn!(error = %e, ?delay, offset = self.offset, "storage read failed, reopening");
+                        self.inner = None;
+                        std::thread::sleep(delay);
+                    }
+                    None => return Err(io::Error::other(format!("storage unavailable: {e}"))),
+                },
             }
         }
     }
