@@ -32,10 +32,29 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// The importer next to this test's own build of the API (`target/<profile>/`).
+/// The API binary: this crate's own build of it, or — for the tests of another crate that
+/// reuse this harness (`#[path]`) — the one in the same `target/<profile>/` as the test.
+pub fn api_bin() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_bulk-import-api") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join("bulk-import-api");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// The importer next to the API binary (`target/<profile>/`).
 pub fn importer_bin() -> PathBuf {
-    let api = PathBuf::from(env!("CARGO_BIN_EXE_bulk-import-api"));
-    let bin = api.with_file_name("bulk-import-importer");
+    let bin = api_bin().with_file_name("bulk-import-importer");
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build -p bulk-import-importer` (scripts/test.sh does)",
@@ -99,7 +118,7 @@ impl TestApp {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bulk-import-api"))
+        let child = Command::new(api_bin())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(&self.vars)

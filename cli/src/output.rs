@@ -1,0 +1,78 @@
+//! What the CLI prints: results on stdout (text, or JSON with `--json`), notes and errors on
+//! stderr (an error is one line), progress bars on stderr only when both stdout and stderr
+//! are terminals and `--json` is not given.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use std::io::IsTerminal;
+
+pub struct Out {
+    pub json: bool,
+    pub interactive: bool,
+    color: bool,
+}
+
+impl Out {
+    pub fn new(json: bool) -> Out {
+        let interactive =
+            !json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        Out {
+            json,
+            interactive,
+            color: interactive && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    pub fn result(&self, text: &str, json: &Value) {
+        if self.json {
+            println!("{json}");
+        } else if self.color {
+            println!("\x1b[1m{text}\x1b[0m");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// A remark for people (stderr; not with `--json`).
+    pub fn note(&self, text: &str) {
+        if !self.json {
+            eprintln!("{text}");
+        }
+    }
+
+    pub fn error(&self, message: &str) {
+        let line = message.replace(['\n', '\r'], " ");
+        if self.color {
+            eprintln!("\x1b[31merror:\x1b[0m {line}");
+        } else {
+            eprintln!("error: {line}");
+        }
+    }
+
+    fn bar(&self, len: u64, template: &str) -> ProgressBar {
+        if !self.interactive {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    }
+
+    /// Upload progress in bytes.
+    pub fn upload_bar(&self, len: u64) -> ProgressBar {
+        self.bar(
+            len,
+            "uploading [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+    }
+
+    /// Import progress: the position is the share of the file read, in tenths of a percent;
+    /// the message carries the rows.
+    pub fn import_bar(&self) -> ProgressBar {
+        self.bar(1000, "importing [{bar:40}] {percent:>3}% {msg} ETA {eta}")
+    }
+}

@@ -1,0 +1,315 @@
+//! The `bulk-import` CLI against the real API binary in local mode (real Postgres, Redis,
+//! Garage and importer), over real HTTP: the API harness of `api/tests` is reused.
+
+#[path = "../../api/tests/common/mod.rs"]
+mod common;
+
+use common::{Backend, TestApp};
+use serde_json::Value;
+use std::process::Output;
+use uuid::Uuid;
+
+/// A user of the CLI: its own config directory (where `login` saves the token).
+struct User {
+    home: tempfile::TempDir,
+    url: String,
+    email: String,
+}
+
+const PASSWORD: &str = "pass12345";
+
+impl User {
+    fn new(app: &TestApp) -> User {
+        User {
+            home: tempfile::tempdir().unwrap(),
+            url: app.base.clone(),
+            email: format!("cli{}@example.com", Uuid::new_v4().simple()),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bulk-import"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .env("BULK_IMPORT_URL", &self.url)
+            .env("BULK_IMPORT_PASSWORD", PASSWORD)
+            .current_dir(self.home.path())
+            .args(args)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().await.unwrap()
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> String {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    }
+
+    async fn register(&self) {
+        let out = self.run(&["register", "--email", &self.email]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    )
+}
+
+/// Nothing a progress bar or a colour would leave in the output.
+fn assert_plain(out: &Output) {
+    for text in [stdout(out), stderr(out)] {
+        assert!(
+            !text.contains('\r') && !text.contains('\x1b') && !text.contains("[=="),
+            "terminal control output on a pipe: {text:?}"
+        );
+    }
+}
+
+/// `n` good rows.
+fn good_rows(n: usize) -> Vec<u8> {
+    let mut out = String::from("email,first_name,last_name,phone,city\n");
+    for i in 0..n {
+        out.push_str(&format!("good{i}@example.com,First{i},Last{i},,City\n"));
+    }
+    out.into_bytes()
+}
+
+/// Three good rows, two bad ones (an invalid email, a duplicate in the file).
+const WITH_BAD_ROWS: &[u8] = b"email,first_name,last_name,phone,city\n\
+ann@example.com,Ann,Lee,+47 555 0100,Oslo\n\
+not-an-email,Bob,,,\n\
+cy@example.com,Cy,,,\n\
+ann@example.com,Ann,Again,,\n\
+di@example.com,Di,,,Rome\n";
+
+#[tokio::test]
+async fn import_wait_with_bad_rows_exits_3_with_a_summary_and_writes_the_report() {
+    let app = TestApp::spawn(Backend::S3).await;
+    let user = User::new(&app);
+    user.register().await;
+
+    // The token is saved with mode 0600.
+    let saved = user.home.path().join("config/bulk-import/credentials.json");
+    let mode = std::fs::metadata(&saved).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let file = user.file("customers.csv", WITH_BAD_ROWS);
+    let out = user
+        .run(&["import", &file, "--wait", "--report", "report.csv"])
+        .await;
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(text.contains(" done "), "{text}");
+    assert!(
+        text.contains("5 rows, 3 inserted, 0 updated, 2 bad"),
+        "{text}"
+    );
+    assert!(text.contains("report.csv"), "{text}");
+    assert_plain(&out);
+
+    // The report written is the API's errors.csv, byte for byte.
+    let written = std::fs::read(user.home.path().join("report.csv")).unwrap();
+    let token: Value = app.login(&user.email, PASSWORD).await.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let list: Value = app.get(token, "/imports").await.json().await.unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap();
+    let link: Value = app
+        .get(token, &format!("/imports/{id}/errors"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let expected = app
+        .client
+        .get(link["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(written, expected.to_vec());
+    let report = String::from_utf8(written).unwrap();
+    assert!(report.contains("invalid_email"), "{report}");
+    assert!(report.contains("duplicate_in_file"), "{report}");
+    assert!(text.contains(id), "{text}");
+
+    // `errors ID -o FILE` writes the same report.
+    let out = user.run(&["errors", id, "-o", "again.csv"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        std::fs::read(user.home.path().join("again.csv")).unwrap(),
+        expected.to_vec()
+    );
+}
+
+#[tokio::test]
+async fn the_same_command_twice_makes_one_job_and_json_is_parsable() {
+    let app = TestApp::spawn(Backend::S3).await;
+    let user = User::new(&app);
+    user.register().await;
+    let file = user.file("people.csv", &good_rows(50));
+
+    let first = user.run(&["import", &file, "--json"]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    let second = user.run(&["import", &file, "--json", "--wait"]).await;
+    assert_eq!(second.status.code(), Some(0), "{}", show(&second));
+    let a: Value = serde_json::from_str(stdout(&first).trim()).unwrap();
+    let b: Value = serde_json::from_str(stdout(&second).trim()).unwrap();
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(b["status"], "done");
+    assert_eq!(b["inserted_rows"], 50);
+    assert_plain(&first);
+    assert_plain(&second);
+
+    // Another option is another job.
+    let third = user.run(&["import", &file, "--json", "--dry-run"]).await;
+    assert_eq!(third.status.code(), Some(0), "{}", show(&third));
+    let c: Value = serde_json::from_str(stdout(&third).trim()).unwrap();
+    assert_ne!(c["id"], a["id"]);
+    assert_eq!(c["dry_run"], true);
+
+    let list = user.run(&["list", "--json"]).await;
+    assert_eq!(list.status.code(), Some(0), "{}", show(&list));
+    let list: Value = serde_json::from_str(stdout(&list).trim()).unwrap();
+    assert_eq!(list["total"], 2, "{list}");
+
+    let status = user
+        .run(&["status", a["id"].as_str().unwrap(), "--json"])
+        .await;
+    let status: Value = serde_json::from_str(stdout(&status).trim()).unwrap();
+    assert_eq!(status["id"], a["id"]);
+    assert_eq!(status["processed_rows"], 50);
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unreachable_api_are_one_line_errors_with_exit_2() {
+    let app = TestApp::spawn(Backend::S3).await;
+    let user = User::new(&app);
+    user.register().await;
+
+    let out = user
+        .command(&["login", "--email", &user.email])
+        .env("BULK_IMPORT_PASSWORD", "wrong-password")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: wrong email or password"), "{err}");
+    assert!(stdout(&out).is_empty());
+
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["login", "--url", &gone, "--email", &user.email],
+        vec!["list", "--url", &gone],
+    ] {
+        let out = user
+            .command(&args)
+            .env("BULK_IMPORT_TOKEN", "t")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("error: cannot reach the API at {gone}")),
+            "{err}"
+        );
+    }
+
+    // Not logged in; a usage error.
+    let stranger = User::new(&app);
+    let out = stranger.run(&["list"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).starts_with("error: not logged in"),
+        "{}",
+        show(&out)
+    );
+    let out = user.run(&["import"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
+
+#[tokio::test]
+async fn a_cancelled_import_exits_1() {
+    let app = TestApp::spawn_with(Backend::S3, &[("IMPORT_SLOW_MS", "20")]).await;
+    let user = User::new(&app);
+    user.register().await;
+    let file = user.file("slow.csv", &common::csv_rows(2000));
+
+    let out = user.run(&["import", &file, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let job: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+
+    let mut watch = user.command(&["watch", &id]);
+    watch.stdout(std::process::Stdio::piped());
+    let watcher = watch.spawn().unwrap();
+
+    let out = user.run(&["cancel", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let watched = watcher.wait_with_output().await.unwrap();
+    assert_eq!(watched.status.code(), Some(1), "{}", show(&watched));
+    assert!(stdout(&watched).contains("cancelled"), "{}", show(&watched));
+    assert_plain(&watched);
+}
+
+/// On a terminal (a pseudo-terminal from `script`), the upload and import bars are drawn.
+#[tokio::test]
+async fn on_a_terminal_the_bars_are_drawn() {
+    let app = TestApp::spawn_with(Backend::S3, &[("IMPORT_SLOW_MS", "2")]).await;
+    let user = User::new(&app);
+    user.register().await;
+    let file = user.file("tty.csv", &common::csv_rows(1500));
+    let cli = env!("CARGO_BIN_EXE_bulk-import");
+    let inner = format!("{cli} import {file} --wait");
+    let out = tokio::process::Command::new("script")
+        .args(["-qefc", &inner, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", user.home.path())
+        .env("XDG_CONFIG_HOME", user.home.path().join("config"))
+        .env("BULK_IMPORT_URL", &user.url)
+        .env("TERM", "xterm")
+        .output()
+        .await
+        .unwrap();
+    // csv_rows has bad rows: exit 3 through the terminal too.
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(text.contains("uploading ["), "{text}");
+    assert!(text.contains("importing ["), "{text}");
+    assert!(text.contains("rows/s"), "{text}");
+    assert!(text.contains(" done "), "{text}");
+}
