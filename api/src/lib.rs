@@ -52,6 +52,40 @@ fn loggable_path(path: &str) -> &str {
         path
     }
 }
+/// The access log: one line per request at `info`, target `access` (`RUST_LOG=info,access=off`
+/// silences it), with the method, the route template (never the raw path: a download link's
+/// token is a credential and ids are in the request span), the status, the time until the
+/// answer's head in milliseconds (an event stream or a download may go on after it) and the
+/// request id (`X-Request-Id`, the client's or a generated one, echoed in the answer).
+async fn access_log(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let start = std::time::Instant::now();
+    let response = next.run(req).await;
+    tracing::info!(
+        target: "access",
+        %method,
+        route = %route.as_deref().unwrap_or("unmatched"),
+        status = response.status().as_u16(),
+        duration_ms = (start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
+        %request_id,
+        "request"
+    );
+    response
+}
+
 /// A client must send its request headers within this time.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -78,6 +112,7 @@ pub fn app(state: AppState) -> Router {
             state.metrics.clone(),
             metrics::track,
         ))
+        .layer(middleware::from_fn(access_log))
         .with_state(state);
     for (name, value) in security {
         router = router.layer(SetResponseHeaderLayer::if_not_present(

@@ -961,3 +961,113 @@ async fn a_stalled_upload_is_cut_with_408_and_releases_its_key() {
         StatusCode::CREATED
     );
 }
+
+/// One access-log line per request at `info`: method, route template, status, duration and
+/// request id; a download link's token never reaches the log.
+#[tokio::test]
+async fn one_access_log_line_per_request() {
+    let app = TestApp::spawn(Backend::S3).await;
+    let token = app.user().await;
+    let request_id = format!("req-{}", uuid::Uuid::new_v4().simple());
+    let unknown = uuid::Uuid::new_v4();
+    let r = app
+        .client
+        .get(app.url(&format!("/imports/{unknown}")))
+        .bearer_auth(&token)
+        .header("x-request-id", &request_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["x-request-id"], request_id.as_str());
+    let secret = format!("secret{}", uuid::Uuid::new_v4().simple());
+    let r = app
+        .client
+        .get(app.url(&format!("/downloads/{secret}")))
+        .send()
+        .await
+        .unwrap();
+    let download_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (lines, logs) = loop {
+        let logs = strip_ansi(&app.logs());
+        let lines: Vec<String> = logs
+            .lines()
+            .filter(|l| l.contains(" access: ") && l.contains(&format!("request_id={request_id}")))
+            .map(str::to_string)
+            .collect();
+        let download_logged = logs
+            .lines()
+            .any(|l| l.contains(" access: ") && l.contains(&format!("request_id={download_id}")));
+        if !lines.is_empty() && download_logged {
+            break (lines, logs);
+        }
+        assert!(Instant::now() < deadline, "no access line:\n{logs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(line.contains(" INFO "), "{line}");
+    for field in [
+        "method=GET",
+        "route=/imports/{id}",
+        "status=404",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(
+        logs.contains("route=/downloads/{token}"),
+        "download route logged:\n{logs}"
+    );
+    assert!(
+        !logs.contains(&secret),
+        "a download token in the log:\n{logs}"
+    );
+}
+
+/// The upload operation's request body is a multipart form whose `file` is binary: the
+/// Swagger UI shows a file picker for it.
+#[tokio::test]
+async fn the_openapi_upload_has_a_file_field() {
+    let app = TestApp::spawn(Backend::S3).await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut schema = spec["paths"]["/imports"]["post"]["requestBody"]["content"]
+        ["multipart/form-data"]["schema"]
+        .clone();
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap();
+        schema = spec["components"]["schemas"][name].clone();
+    }
+    assert_eq!(schema["type"], "object", "{schema}");
+    assert_eq!(schema["properties"]["file"]["type"], "string", "{schema}");
+    assert_eq!(schema["properties"]["file"]["format"], "binary", "{schema}");
+    assert_eq!(schema["required"], json!(["file"]), "{schema}");
+}
+
+/// The log without terminal colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

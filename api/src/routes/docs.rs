@@ -22,7 +22,7 @@ use utoipa_swagger_ui::SwaggerUi;
         imports::create, imports::list, imports::show, imports::errors_report, events::events,
         control::cancel, control::retry, control::remove,
     ),
-    components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::UserView, auth::TokenView, imports::ReportLink)),
+    components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::UserView, auth::TokenView, imports::ReportLink, imports::UploadForm)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -234,6 +234,16 @@ async fn receive(
     }
 }
 
+/// The upload's multipart form, for the OpenAPI document (the Swagger UI shows a file
+/// picker for it); the handler reads the body as a stream, not through this type.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The CSV file (UTF-8, a legacy encoding or UTF-16; optionally gzip-compressed).
+    #[schema(value_type = String, format = Binary)]
+    file: String,
+}
+
 /// Upload a CSV file and start an import.
 #[utoipa::path(post, path = "/imports", tag = "imports",
     params(("mode" = Option<String>, Query, description = "insert_only (default) or upsert"),
@@ -242,7 +252,7 @@ async fn receive(
            ("delimiter" = Option<String>, Query, description = "override delimiter detection: `,` `;` `|` or a tab (`%09`), or comma, semicolon, pipe, tab"),
            ("encoding" = Option<String>, Query, description = "override encoding detection: a WHATWG label such as utf-8, windows-1251, windows-1252, utf-16le"),
            ("Idempotency-Key" = String, Header, description = "any non-empty string, unique per user; the same key with a different file, mode or options is 422")),
-    request_body(content_type = "multipart/form-data", description = "field `file`: the CSV"),
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "field `file`: the CSV"),
     responses((status = 201, body = JobView, description = "new job"), (status = 200, body = JobView, description = "same key, same file and mode"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
               (status = 408, body = crate::error::ErrorBody, description = "nothing sent, or the file part not reached, within UPLOAD_IDLE_TIMEOUT_SECONDS"),
