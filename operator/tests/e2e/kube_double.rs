@@ -2132,7 +2132,7 @@ impl Double {
     ) -> Result<Value> {
         let parsed: Value = match pt {
             PatchType::Apply => serde_json::from_slice(body)
-                .or_else(|_| serde_yaml::from_slice::<Value>(body))
+                .or_else(|_| serde_saphyr::from_slice::<Value>(body))
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
             _ => serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
