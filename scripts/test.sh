@@ -28,6 +28,9 @@ echo "dropped $(wc -w <<<"$leftovers") database(s)"
 step "sqlx offline query data against the migrations (scripts/sqlx-prepare.sh --check)"
 bash scripts/sqlx-prepare.sh --check
 
+step "browser for the web page tests (scripts/browser.sh: chromium, chromium-driver)"
+bash scripts/browser.sh
+
 step "cargo test --workspace --all-targets $*"
 cargo test --workspace --all-targets "$@"
 

@@ -37,8 +37,8 @@ use tower_http::{
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// On every response. Fits the Swagger UI served at `/docs` (its scripts and styles are
-/// files of this origin; it sets inline styles and uses `data:` images); nothing else here
-/// is HTML.
+/// files of this origin; it sets inline styles and uses `data:` images) and the web page at
+/// `/` (its script and style are files of this origin, it has no inline script).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
      connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -107,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::events::router())
         .merge(routes::downloads::router())
         .merge(routes::docs::router())
+        .merge(routes::web::router())
         .fallback(|| async { error::ApiError::not_found() })
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),

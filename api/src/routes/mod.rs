@@ -7,3 +7,4 @@ pub mod downloads;
 pub mod events;
 pub mod health;
 pub mod imports;
+pub mod web;
