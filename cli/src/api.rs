@@ -403,31 +403,46 @@ fn finished(job: &Value) -> bool {
     )
 }
 
-/// Rows per second since the first snapshot that showed the job running.
+/// Rows per second and the time left, measured from the first snapshot that showed the job
+/// running (this machine's clock only: no skew with the server's).
 #[derive(Default)]
 struct Rate {
-    start: Option<(Instant, i64)>,
+    /// When, how many rows, what percent of the file.
+    start: Option<(Instant, i64, f64)>,
 }
 
 fn show(bar: &indicatif::ProgressBar, job: &Value, rate: &mut Rate) {
     let rows = job["processed_rows"].as_i64().unwrap_or(0);
     let bad = job["error_rows"].as_i64().unwrap_or(0);
     let status = job["status"].as_str().unwrap_or("?");
+    let percent = job["progress_percent"]
+        .as_f64()
+        .unwrap_or(0.0)
+        .clamp(0.0, 100.0);
     if status == "processing" && rate.start.is_none() {
-        rate.start = Some((Instant::now(), rows));
-        bar.reset_eta();
+        rate.start = Some((Instant::now(), rows, percent));
     }
-    let per_sec = match rate.start {
-        Some((t, r0)) if t.elapsed() > Duration::from_millis(500) => {
-            ((rows - r0) as f64 / t.elapsed().as_secs_f64()).max(0.0)
+    let mut message = format!("{status}: {rows} rows, {bad} bad");
+    if let Some((t, r0, p0)) = rate.start {
+        let secs = t.elapsed().as_secs_f64();
+        if secs >= 0.5 && rows > r0 {
+            message.push_str(&format!(", {:.0} rows/s", (rows - r0) as f64 / secs));
         }
-        _ => 0.0,
-    };
-    let permille = (job["progress_percent"].as_f64().unwrap_or(0.0) * 10.0).clamp(0.0, 1000.0);
-    bar.set_position(permille as u64);
-    bar.set_message(format!(
-        "{status}: {rows} rows, {per_sec:.0} rows/s, {bad} bad"
-    ));
+        if secs >= 0.5 && percent > p0 && status == "processing" {
+            let left = secs * (100.0 - percent) / (percent - p0);
+            let left = left.round() as u64;
+            let eta = if left < 60 {
+                format!("{left}s")
+            } else if left < 3600 {
+                format!("{}m{:02}s", left / 60, left % 60)
+            } else {
+                format!("{}h{:02}m", left / 3600, left % 3600 / 60)
+            };
+            message.push_str(&format!(", ETA {eta}"));
+        }
+    }
+    bar.set_position((percent * 10.0) as u64);
+    bar.set_message(message);
 }
 
 /// The default Idempotency-Key: the same file with the same options always gives the same

@@ -66,13 +66,14 @@ impl Out {
     pub fn upload_bar(&self, len: u64) -> ProgressBar {
         self.bar(
             len,
-            "uploading [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            "uploading [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
         )
     }
 
     /// Import progress: the position is the share of the file read, in tenths of a percent;
-    /// the message carries the rows.
+    /// the message carries the rows, the rate and the time left (measured by `api::show`:
+    /// the position moves in jumps, which indicatif's own estimate reads badly).
     pub fn import_bar(&self) -> ProgressBar {
-        self.bar(1000, "importing [{bar:40}] {percent:>3}% {msg} ETA {eta}")
+        self.bar(1000, "importing [{bar:30}] {percent:>3}% {wide_msg}")
     }
 }

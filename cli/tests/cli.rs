@@ -313,3 +313,114 @@ async fn on_a_terminal_the_bars_are_drawn() {
     assert!(text.contains("rows/s"), "{text}");
     assert!(text.contains(" done "), "{text}");
 }
+
+/// In a real terminal (tmux), mid-import: the import bar with rows/s and ETA, then the
+/// summary. `CLI_RECORDING=path` saves the captured screens (docs/cli-recording.txt was made
+/// so).
+#[tokio::test]
+async fn in_tmux_the_import_bar_moves_then_the_summary_shows() {
+    let app = TestApp::spawn_with(Backend::S3, &[("IMPORT_SLOW_MS", "3")]).await;
+    let user = User::new(&app);
+    user.register().await;
+    user.file("customers.csv", &common::csv_rows(3000));
+    let socket = format!("bi-test-{}", Uuid::new_v4().simple());
+    let cli = env!("CARGO_BIN_EXE_bulk-import");
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let home = user.home.path().display().to_string();
+    // `bulk-import` on the PATH, as a user would have it.
+    let bin = user.home.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(cli, bin.join("bulk-import")).unwrap();
+    let path = format!(
+        "PATH={}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "110",
+        "-y",
+        "14",
+        "-c",
+        &home,
+        "-e",
+        &format!("HOME={home}"),
+        "-e",
+        &format!("XDG_CONFIG_HOME={home}/config"),
+        "-e",
+        &format!("BULK_IMPORT_URL={}", user.url),
+        "env",
+        &path,
+        "PS1=$ ",
+        "sh",
+    ]);
+    assert!(started.status.success(), "{}", show(&started));
+    struct Server<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Server<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["kill-server"]);
+        }
+    }
+    let _server = Server(&tmux);
+    tmux(&[
+        "send-keys",
+        "bulk-import import customers.csv --wait --report errors.csv",
+        "Enter",
+    ]);
+    let capture = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let middle = loop {
+        let screen = capture();
+        let moving = screen.lines().any(|l| {
+            l.contains("importing [")
+                && l.contains("processing: ")
+                && !l.contains("processing: 0 rows")
+        });
+        if moving && screen.contains("rows/s") && screen.contains("ETA") {
+            break screen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && !screen.contains(" done "),
+            "no moving bar seen:\n{screen}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let end = loop {
+        let screen = capture();
+        if screen.contains("error report: errors.csv") {
+            break screen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no summary:\n{screen}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        end.contains("3000 rows, 2700 inserted, 0 updated, 300 bad"),
+        "{end}"
+    );
+    if let Ok(path) = std::env::var("CLI_RECORDING") {
+        let trim = |s: &str| s.trim_end().to_string();
+        std::fs::write(
+            path,
+            format!(
+                "# `tmux capture-pane -p` of `bulk-import import customers.csv --wait --report errors.csv`\n\
+                 # (3000 rows, IMPORT_SLOW_MS=3), made by cli/tests/cli.rs\n\n\
+                 ## mid-import\n\n{}\n\n## at the end\n\n{}\n",
+                trim(&middle),
+                trim(&end)
+            ),
+        )
+        .unwrap();
+    }
+}
