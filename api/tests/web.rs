@@ -345,4 +345,18 @@ async fn the_web_page_registers_uploads_shows_progress_and_the_report_and_cancel
     let processed = jobs["items"][0]["processed_rows"].as_i64().unwrap();
     assert!(processed < 3000, "cancelled before the end: {processed}");
     browser.wait_text("#jobs", "cancelled", 10).await;
+
+    // Every control has a label (or a name of its own) and is reachable by Tab.
+    let unlabelled = browser
+        .script(
+            "return Array.from(document.querySelectorAll('input, select, button, a[href]'))\
+               .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim() || e.tabIndex < 0)\
+               .map(e => e.outerHTML)",
+        )
+        .await;
+    assert_eq!(
+        unlabelled,
+        json!([]),
+        "controls without a label or out of the tab order"
+    );
 }

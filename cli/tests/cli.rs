@@ -424,3 +424,45 @@ async fn in_tmux_the_import_bar_moves_then_the_summary_shows() {
         .unwrap();
     }
 }
+
+#[test]
+fn help_lists_the_commands_and_variables_and_version_works() {
+    let run = |arg: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bulk-import"))
+            .arg(arg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        stdout(&out)
+    };
+    let help = run("--help");
+    for word in [
+        "register",
+        "login",
+        "import",
+        "status",
+        "list",
+        "watch",
+        "errors",
+        "cancel",
+        "--json",
+        "BULK_IMPORT_URL",
+        "BULK_IMPORT_TOKEN",
+        "BULK_IMPORT_PASSWORD",
+        "Exit codes",
+    ] {
+        assert!(help.contains(word), "{word} missing:\n{help}");
+    }
+    let import = std::process::Command::new(env!("CARGO_BIN_EXE_bulk-import"))
+        .args(["import", "--help"])
+        .output()
+        .unwrap();
+    let import = stdout(&import);
+    for word in ["--mode", "--dry-run", "--key", "--wait", "--report"] {
+        assert!(import.contains(word), "{word} missing:\n{import}");
+    }
+    assert_eq!(
+        run("--version").trim(),
+        format!("bulk-import {}", env!("CARGO_PKG_VERSION"))
+    );
+}
