@@ -328,6 +328,24 @@ async fn the_web_page_registers_uploads_shows_progress_and_the_report_and_cancel
         std::fs::write(path, browser.screenshot().await).unwrap();
     }
 
+    // A file dropped on the page is the one chosen (a drop event with a DataTransfer, as a
+    // browser dispatches it; WebDriver cannot drag files from the desktop).
+    browser
+        .script(
+            "const t = new DataTransfer();\
+             t.items.add(new File(['email\\nzed@example.com\\n'], 'dropped.csv', {type: 'text/csv'}));\
+             document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: t, bubbles: true, cancelable: true}));\
+             return null",
+        )
+        .await;
+    browser.wait_text("#chosen", "dropped.csv", 5).await;
+    assert_eq!(
+        browser
+            .script("return document.getElementById('file').files[0].name")
+            .await,
+        json!("dropped.csv")
+    );
+
     // A slowed import, cancelled from the page.
     let slow = dir.path().join("slow.csv");
     std::fs::write(&slow, common::csv_rows(3000)).unwrap();
