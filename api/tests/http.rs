@@ -430,12 +430,9 @@ async fn upload_rules_and_idempotency() {
     );
     // Keys are per user: another user's "k-1" is a new job.
     let other_user = app.user().await;
-    assert_eq!(
-        app.upload(&other_user, Some("k-1"), "upsert", &file)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    let theirs = app.upload(&other_user, Some("k-1"), "upsert", &file).await;
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    let theirs: Value = theirs.json().await.unwrap();
 
     assert_eq!(
         error_body(app.upload(&token, None, "upsert", &file).await).await,
@@ -485,6 +482,11 @@ async fn upload_rules_and_idempotency() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 
     // Over MAX_UPLOAD_BYTES: 413, the key is free again and nothing is left in storage.
+    // Both jobs write their reports when they end: let them end before comparing listings.
+    app.wait_finished(&token, first["id"].as_str().unwrap())
+        .await;
+    app.wait_finished(&other_user, theirs["id"].as_str().unwrap())
+        .await;
     let before = app.storage.list("").await.unwrap();
     let big = csv_rows(200);
     assert!(big.len() > 4096);
