@@ -81,11 +81,16 @@ pub async fn with_timeout<T>(
 ) -> Result<T, sqlx::Error> {
     match tokio::time::timeout(limit, fut).await {
         Ok(r) => r,
-        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer from the database within {limit:?}"),
-        ))),
+        Err(_) => Err(timed_out(limit)),
     }
+}
+
+/// The error of a database call given up after `limit` (an I/O error: transient).
+pub fn timed_out(limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer from the database within {limit:?}"),
+    ))
 }
 
 /// Whether an error is worth retrying: the connection or the server went away, or the

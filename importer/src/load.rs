@@ -350,7 +350,7 @@ impl Loader {
             let limit = self.op_timeout;
             let attempt = match tokio::time::timeout(limit, self.apply_once(batch)).await {
                 Ok(result) => result,
-                Err(_) => Err(LoadError::Db(timed_out(limit))),
+                Err(_) => Err(LoadError::Db(db::timed_out(limit))),
             };
             let attempt = match attempt {
                 Err(LoadError::CheckpointMoved) => self.refused(batch).await,
@@ -410,7 +410,7 @@ impl Loader {
         let (a, b) = match tokio::time::timeout(limit, self.pair_once(first, second)).await {
             Ok(results) => results,
             Err(_) => (
-                Err(StageError::Load(LoadError::Db(timed_out(limit)))),
+                Err(StageError::Load(LoadError::Db(db::timed_out(limit)))),
                 Err(StageError::Load(LoadError::Interrupted)),
             ),
         };
@@ -512,13 +512,6 @@ impl Loader {
             .filter(|e| self.probe_all || self.seen.may_contain(e))
             .collect()
     }
-}
-
-fn timed_out(limit: Duration) -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no answer from the database within {limit:?}"),
-    ))
 }
 
 /// Begins the batch's transaction and does its row work, leaving the job row alone.

@@ -17,10 +17,10 @@ mod common;
 mod services;
 
 use bulk_import_core::{exit, ImportMode, JobStatus};
-use common::{eventually, generated_csv, Backend, Customer, TestEnv};
+use common::{eventually, generated_csv, outcome, uninterrupted, wait_exit, Backend, TestEnv};
 use services::{PrivateGarage, PrivatePostgres};
 use std::{
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -32,47 +32,6 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 use uuid::Uuid;
-
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    counters: (JobStatus, i64, i64, i64, i64),
-    customers: Vec<Customer>,
-    report: Vec<Vec<String>>,
-}
-
-async fn outcome(env: &TestEnv, id: Uuid) -> Outcome {
-    let job = env.job(id).await;
-    Outcome {
-        counters: (
-            job.status(),
-            job.processed_rows,
-            job.inserted_rows,
-            job.updated_rows,
-            job.error_rows,
-        ),
-        customers: env.customers().await,
-        report: env.report(&job).await,
-    }
-}
-
-/// The same file imported with nothing going wrong, on the shared services.
-async fn uninterrupted(file: &[u8]) -> Outcome {
-    let env = TestEnv::new(Backend::Fs).await;
-    let id = env.submit(file, ImportMode::InsertOnly).await;
-    assert!(env.importer_command(id).status().unwrap().success());
-    outcome(&env, id).await
-}
-
-async fn wait_exit(child: &mut Child, secs: u64) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the importer did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Runs `cmd()` as an executor does: again after "try later" (75), until it exits with
 /// anything else or `secs` pass. Returns the last exit status and how many runs it took.

@@ -13,44 +13,13 @@ mod common;
 mod services;
 
 use bulk_import_core::{ImportMode, JobStatus};
-use common::{generated_csv, Backend, Customer, TestEnv};
+use common::{generated_csv, outcome, uninterrupted, wait_exit, Backend, TestEnv};
 use services::{PrivateGarage, PrivatePostgres};
 use std::{
-    process::{Child, ExitStatus},
+    process::Child,
     time::{Duration, Instant},
 };
 use uuid::Uuid;
-
-/// The customers, counters and errors.csv of a job: what must not change under faults.
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    counters: (JobStatus, i64, i64, i64, i64),
-    customers: Vec<Customer>,
-    report: Vec<Vec<String>>,
-}
-
-async fn outcome(env: &TestEnv, id: Uuid) -> Outcome {
-    let job = env.job(id).await;
-    Outcome {
-        counters: (
-            job.status(),
-            job.processed_rows,
-            job.inserted_rows,
-            job.updated_rows,
-            job.error_rows,
-        ),
-        customers: env.customers().await,
-        report: env.report(&job).await,
-    }
-}
-
-/// The same file imported with nothing going wrong, on the shared services.
-async fn uninterrupted(file: &[u8]) -> Outcome {
-    let env = TestEnv::new(Backend::Fs).await;
-    let id = env.submit(file, ImportMode::InsertOnly).await;
-    assert!(env.importer_command(id).status().unwrap().success());
-    outcome(&env, id).await
-}
 
 async fn wait_rows(env: &TestEnv, id: Uuid, child: &mut Child, rows: i64) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -61,17 +30,6 @@ async fn wait_rows(env: &TestEnv, id: Uuid, child: &mut Child, rows: i64) {
         );
         assert!(Instant::now() < deadline, "no progress to {rows} rows");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn wait_exit(child: &mut Child, secs: u64) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the importer did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -10,7 +10,7 @@ use bulk_import_core::{
     options::ImportOptions,
     repo,
     testing::{settings_from, test_vars},
-    ImportMode, Job, Settings, Storage,
+    ImportMode, Job, JobStatus, Settings, Storage,
 };
 use bulk_import_importer::{run_job, submit, Outcome};
 use sqlx::PgPool;
@@ -190,4 +190,50 @@ pub fn generated_csv(n: usize) -> Vec<u8> {
         }
     }
     out.into_bytes()
+}
+
+/// The customers, counters and errors.csv of a job: what must not change under faults.
+#[derive(Debug, PartialEq)]
+pub struct JobResult {
+    pub counters: (JobStatus, i64, i64, i64, i64),
+    pub customers: Vec<Customer>,
+    pub report: Vec<Vec<String>>,
+}
+
+pub async fn outcome(env: &TestEnv, id: Uuid) -> JobResult {
+    let job = env.job(id).await;
+    JobResult {
+        counters: (
+            job.status(),
+            job.processed_rows,
+            job.inserted_rows,
+            job.updated_rows,
+            job.error_rows,
+        ),
+        customers: env.customers().await,
+        report: env.report(&job).await,
+    }
+}
+
+/// The same file imported with nothing going wrong, on the shared services.
+pub async fn uninterrupted(file: &[u8]) -> JobResult {
+    let env = TestEnv::new(Backend::Fs).await;
+    let id = env.submit(file, ImportMode::InsertOnly).await;
+    assert!(env.importer_command(id).status().unwrap().success());
+    outcome(&env, id).await
+}
+
+/// Polls a child importer until it exits, failing after `secs`.
+pub async fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the importer did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
