@@ -71,20 +71,24 @@ async fn wait_all_batches_committed(env: &TestEnv, id: Uuid) {
     .await;
 }
 
+/// A private Postgres (to crash) with a migrated database, and a test environment on it.
+async fn on_private_postgres(vars: &[(&str, &str)]) -> (PrivatePostgres, TestEnv) {
+    let pg = PrivatePostgres::start();
+    let url = pg.create_database().await;
+    let mut all = vec![("DATABASE_URL", url.as_str())];
+    all.extend_from_slice(vars);
+    let env = TestEnv::with(Backend::Fs, &all).await;
+    (pg, env)
+}
+
 #[tokio::test]
 async fn postgres_crash_between_the_last_batch_and_done_still_ends_done_and_exact() {
     let file = generated_csv(3_000);
     let want = uninterrupted(&file).await;
-    let pg = PrivatePostgres::start();
-    let url = pg.create_database().await;
-    let env = TestEnv::with(
-        Backend::Fs,
-        &[
-            ("DATABASE_URL", &url),
-            ("BATCH_SIZE", "100"),
-            ("IMPORT_PAUSE_BEFORE_FINISH_MS", "3000"),
-        ],
-    )
+    let (pg, env) = on_private_postgres(&[
+        ("BATCH_SIZE", "100"),
+        ("IMPORT_PAUSE_BEFORE_FINISH_MS", "3000"),
+    ])
     .await;
     let id = env.submit(&file, ImportMode::InsertOnly).await;
     let mut child = env.importer_command(id).spawn().unwrap();
@@ -100,16 +104,10 @@ async fn postgres_crash_between_the_last_batch_and_done_still_ends_done_and_exac
 async fn postgres_down_for_30_s_after_the_last_batch_is_waited_out_then_done() {
     let file = generated_csv(2_000);
     let want = uninterrupted(&file).await;
-    let pg = PrivatePostgres::start();
-    let url = pg.create_database().await;
-    let env = TestEnv::with(
-        Backend::Fs,
-        &[
-            ("DATABASE_URL", &url),
-            ("BATCH_SIZE", "100"),
-            ("IMPORT_PAUSE_BEFORE_FINISH_MS", "2000"),
-        ],
-    )
+    let (pg, env) = on_private_postgres(&[
+        ("BATCH_SIZE", "100"),
+        ("IMPORT_PAUSE_BEFORE_FINISH_MS", "2000"),
+    ])
     .await;
     let id = env.submit(&file, ImportMode::InsertOnly).await;
     let mut child = env.importer_command(id).spawn().unwrap();
@@ -170,17 +168,11 @@ async fn batches_lost_after_the_last_one_are_redone_before_done() {
 async fn postgres_restart_while_a_second_importer_waits_applies_every_batch_once() {
     let file = generated_csv(3_000);
     let want = uninterrupted(&file).await;
-    let pg = PrivatePostgres::start();
-    let url = pg.create_database().await;
-    let env = TestEnv::with(
-        Backend::Fs,
-        &[
-            ("DATABASE_URL", &url),
-            ("BATCH_SIZE", "50"),
-            ("IMPORT_SLOW_MS", "2"),
-            ("JOB_LEASE_SECONDS", "6"),
-        ],
-    )
+    let (pg, env) = on_private_postgres(&[
+        ("BATCH_SIZE", "50"),
+        ("IMPORT_SLOW_MS", "2"),
+        ("JOB_LEASE_SECONDS", "6"),
+    ])
     .await;
     let id = env.submit(&file, ImportMode::InsertOnly).await;
     let first = tokio::spawn(run_like_an_executor(
