@@ -103,7 +103,7 @@ async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_u
         jobs[2],
         Uuid::new_v4(),
         Duration::from_secs(1),
-        Takeover::IfExpired,
+        Takeover::OwnerGone,
     )
     .await
     .unwrap();

@@ -322,10 +322,11 @@ pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> Result<(
 /// Whether `claim` may take a job from another owner whose lease has not expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Takeover {
-    /// Only a free job, one of ours, or one whose lease expired.
+    /// The caller does not hold the job's advisory lock: a live importer does, and will
+    /// claim (or holds) the job; only one of ours or an owner whose lease expired is taken.
     IfExpired,
-    /// The caller knows the owner is dead (it holds the job's advisory lock, which a live
-    /// importer keeps for its whole run).
+    /// The caller holds the job's advisory lock, which a live importer keeps for its whole
+    /// run: any previous owner is dead, and a free job is the caller's.
     OwnerGone,
 }
 
@@ -357,7 +358,7 @@ pub async fn claim(
            lease_expires_at = now() + make_interval(secs => $3), \
            started_at = COALESCE(started_at, now()), attempts = attempts + 1, updated_at = now() \
          WHERE id = $1 AND status IN ('pending', 'processing') \
-           AND (owner_id IS NULL OR owner_id = $2 OR lease_expires_at < now() OR $4)",
+           AND (owner_id = $2 OR $4 OR (owner_id IS NOT NULL AND lease_expires_at < now()))",
         id,
         owner,
         secs(lease),
