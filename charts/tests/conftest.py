@@ -97,10 +97,17 @@ SCENARIOS: dict[str, dict] = {
         "migrations": {"enabled": False},
         "api": {"service": {"type": "LoadBalancer"}, "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}]},
     },
+    # kind with Prometheus Operator scraping and the API's NetworkPolicy on.
+    "kind-service-monitor": deep_merge(kind_values(), {
+        "metrics": {"serviceMonitor": {"enabled": True, "interval": "15s",
+                                       "labels": {"release": "prometheus"}}},
+        "api": {"networkPolicy": {"enabled": True}},
+    }),
 }
 
 # The namespace each scenario is rendered into (the README installs kind into "default").
-SCENARIO_NAMESPACE = {"kind": "default", "kind-local-executor": "default"}
+SCENARIO_NAMESPACE = {"kind": "default", "kind-local-executor": "default",
+                      "kind-service-monitor": "default"}
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,20 @@ def test_only_a_cancel_may_change_and_it_cannot_be_withdrawn():
     assert any("cannot be withdrawn" in v for v in violations(spec(), cancelled))
 
 
+def test_retries_may_only_grow():
+    """Issue 13: a retry raises spec.retries by one; it cannot be lowered or removed."""
+    old = spec()
+    once = spec(retries=1)
+    assert violations(once, old) == [], "raising retries is allowed"
+    assert violations(spec(retries=2), once) == []
+    assert violations(once, once) == []
+    assert any("can only grow" in v for v in violations(spec(retries=0), once))
+    assert any("can only grow" in v for v in violations(spec(), once))
+    both = spec(retries=1, cancelRequested=True)
+    assert violations(both, old) == []
+    assert SPEC["properties"]["retries"]["minimum"] == 0
+
+
 def test_the_rules_name_the_field_they_check():
     by_path = {r.get("fieldPath") for r in RULES}
     assert {".source.key", ".report.key"} <= by_path

@@ -100,6 +100,14 @@ pub struct ImportJobSpec {
     /// that may change; it cannot be set back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested: Option<bool>,
+    /// Raised by one to run a `Failed` import again from its checkpoint (the API's
+    /// `POST /imports/{id}/retry` does it; so can `kubectl patch`): the operator moves the
+    /// Postgres row back to `pending`, the phase to `Pending` and creates a new Job,
+    /// `<name>-retry-<retries>`. It can only grow; a raise while the import is not `Failed`
+    /// is acknowledged (`status.retries`) and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub retries: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
@@ -169,13 +177,18 @@ fn spec_rules() -> serde_json::Value {
                      && self.source == oldSelf.source && self.report == oldSelf.report \
                      && has(self.tuning) == has(oldSelf.tuning) \
                      && (!has(self.tuning) || self.tuning == oldSelf.tuning)",
-            "message": "spec is immutable but for cancelRequested: the Job is built from it once",
+            "message": "spec is immutable but for cancelRequested and retries: the Job is built from it",
         },
         {
             "rule": "!has(oldSelf.cancelRequested) || !oldSelf.cancelRequested \
                      || (has(self.cancelRequested) && self.cancelRequested)",
             "message": "a cancel cannot be withdrawn",
             "fieldPath": ".cancelRequested",
+        },
+        {
+            "rule": "!has(oldSelf.retries) || (has(self.retries) && self.retries >= oldSelf.retries)",
+            "message": "retries can only grow",
+            "fieldPath": ".retries",
         },
     ])
 }
@@ -231,6 +244,9 @@ pub struct ImportJobStatus {
     pub error_rows: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_percent: Option<f64>,
+    /// The `spec.retries` the operator has acted on: when it is lower, a retry is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
     /// `Complete` and `Failed`, so that `kubectl wait --for=condition=Complete` works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions_schema")]
@@ -296,6 +312,7 @@ pub fn import_job_for(job: &crate::Job, instance: Option<&str>) -> ImportJob {
             },
             tuning: None,
             cancel_requested: None,
+            retries: None,
         },
     );
     ij.metadata.labels = Some(

@@ -16,7 +16,7 @@
 
 use crate::{
     config::{OperatorConfig, Retention},
-    job_template::{build_job, keys_of_the_job, InvalidSpec, INSTANCE_LABEL},
+    job_template::{build_job, job_name, keys_of_the_job, InvalidSpec, INSTANCE_LABEL},
     metrics::Metrics,
     status::{conditions, failed_create, from_row, job_finished, observe, Observed, Phase},
     Error, Result,
@@ -174,7 +174,7 @@ fn cached_job(ctx: &Context, ij: &ImportJob, ns: &str) -> Option<Arc<Job>> {
     let job = ctx
         .caches
         .jobs
-        .get(&ObjectRef::new(&ij.name_any()).within(ns))?;
+        .get(&ObjectRef::new(&job_name(ij)).within(ns))?;
     let uid = ij.metadata.uid.as_deref();
     job.owner_references()
         .iter()
@@ -182,12 +182,19 @@ fn cached_job(ctx: &Context, ij: &ImportJob, ns: &str) -> Option<Arc<Job>> {
         .then_some(job)
 }
 
-fn cached_pods(ctx: &Context, ns: &str, job_id: &str) -> Vec<Pod> {
+/// The pods of this run's Job: the import's pods, but not those of an earlier run's Job
+/// (after a retry; the Job controller labels its pods `batch.kubernetes.io/job-name`).
+fn cached_pods(ctx: &Context, ns: &str, job_id: &str, job: &str) -> Vec<Pod> {
     ctx.caches
         .pods
         .state_filter(|p| {
+            let labels = p.labels();
             p.namespace().as_deref() == Some(ns)
-                && p.labels().get(JOB_ID_LABEL).map(String::as_str) == Some(job_id)
+                && labels.get(JOB_ID_LABEL).map(String::as_str) == Some(job_id)
+                && ["batch.kubernetes.io/job-name", "job-name"]
+                    .iter()
+                    .filter_map(|l| labels.get(*l))
+                    .all(|j| j == job)
         })
         .into_iter()
         .map(|p| (*p).clone())
@@ -228,10 +235,14 @@ async fn failed_create_message(ctx: &Context, ns: &str, job: &str) -> Result<Opt
 
 async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
-    let name = ij.name_any();
+    let name = job_name(ij);
     let status = ij.status.clone().unwrap_or_default();
     let previous = status.phase.as_deref().and_then(Phase::parse);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let retries = ij.spec.retries.unwrap_or(0);
+    if retries > status.retries.unwrap_or(0) && ij.spec.cancel_requested != Some(true) {
+        return retry(ij, ctx, retries, &jobs).await;
+    }
     if previous.is_some_and(Phase::is_terminal) {
         // Finished. A Job still running (a fatal failure or a cancel whose status write
         // succeeded but whose Job deletion did not) is stopped; otherwise there is nothing to
@@ -295,7 +306,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             }
         }
     };
-    let pods = cached_pods(ctx, &ns, &ij.spec.job_id);
+    let pods = cached_pods(ctx, &ns, &ij.spec.job_id, &name);
     let mut observed = observe(Some(&job), &pods);
     let idle = job.status.as_ref().and_then(|s| s.active).unwrap_or(0) == 0;
     if observed.phase == Phase::Pending && pods.is_empty() && idle && !created {
@@ -362,7 +373,7 @@ async fn cancel(ij: &ImportJob, ctx: &Context, id: uuid::Uuid, jobs: &Api<Job>) 
         }
         None => crate::status::cancelled(),
     };
-    let name = ij.name_any();
+    let name = job_name(ij);
     write_status(ij, ctx, &observed, Some(&name), row.as_ref()).await?;
     if let Some(job) = cached_job(ctx, ij, &ij.namespace().unwrap_or_default()) {
         if !job_finished(&job) {
@@ -374,6 +385,91 @@ async fn cancel(ij: &ImportJob, ctx: &Context, id: uuid::Uuid, jobs: &Api<Job>) 
     } else {
         Action::await_change()
     })
+}
+
+/// `spec.retries` raised above `status.retries`: a `Failed` import runs again from its
+/// checkpoint. The row goes back to `pending` first (the API's retry route has done that
+/// already; a `kubectl patch` has not), the failed run's Job is deleted (it would only wait
+/// for its TTL), then the status says `Pending`, `Retrying`, with the new count — and the
+/// next reconcile creates the Job `<name>-retry-<n>` (the importer resumes from the
+/// checkpoint). Every step can be repeated, so a failure anywhere is retried as a whole.
+/// A raise while the import is not `Failed` (running, complete, cancelled) is acknowledged
+/// in `status.retries` and ignored, with a Warning Event.
+async fn retry(ij: &ImportJob, ctx: &Context, retries: u32, jobs: &Api<Job>) -> Result<Action> {
+    let status = ij.status.clone().unwrap_or_default();
+    let phase = status.phase.as_deref().and_then(Phase::parse);
+    let id = ij.spec.job_id.parse::<uuid::Uuid>().ok();
+    let mut row = match id {
+        Some(id) => read_row(ctx, id).await?,
+        None => None,
+    };
+    let mut runnable = phase == Some(Phase::Failed);
+    if let (true, Some(db), Some(id)) = (runnable, &ctx.db, id) {
+        bulk_import_core::repo::retry(db, id).await?;
+        row = read_row(ctx, id).await?;
+        runnable = row
+            .as_ref()
+            .is_some_and(|r| r.status() == bulk_import_core::JobStatus::Pending);
+    }
+    let mut acted = ij.clone();
+    let new_status = acted.status.get_or_insert_with(Default::default);
+    new_status.retries = Some(retries);
+    if !runnable {
+        let shown = phase.unwrap_or(Phase::Pending);
+        let observed = Observed::new(
+            shown,
+            status.reason.as_deref().unwrap_or(shown.as_str()),
+            status.message.clone().unwrap_or_default(),
+        );
+        let now = row.as_ref().map(|r| r.status().public().to_string());
+        publish(
+            ctx,
+            ij,
+            EventType::Warning,
+            "RetryIgnored",
+            format!(
+                "retry {retries} ignored: only a Failed import runs again (the ImportJob is {}, the import {})",
+                shown.as_str(),
+                now.as_deref().unwrap_or("unknown")
+            ),
+        )
+        .await;
+        write_status(
+            &acted,
+            ctx,
+            &observed,
+            status.job_name.as_deref(),
+            row.as_ref(),
+        )
+        .await?;
+        return Ok(if shown.is_terminal() {
+            just_finished(ctx)
+        } else {
+            Action::requeue(PROGRESS_EVERY)
+        });
+    }
+    if let Some(old) = status.job_name.as_deref() {
+        delete_job(jobs, old).await?;
+    }
+    // A new run: its own start, no end yet.
+    new_status.started_at = None;
+    new_status.finished_at = None;
+    let observed = Observed::new(
+        Phase::Pending,
+        "Retrying",
+        format!("retry {retries}: the import runs again from its checkpoint"),
+    );
+    write_status(
+        &acted,
+        ctx,
+        &observed,
+        Some(&job_name(&acted)),
+        row.as_ref(),
+    )
+    .await?;
+    // The status write triggers no reconcile (own_writes_filtered): come back to create
+    // the Job once the cache holds the new status.
+    Ok(Action::requeue(Duration::from_secs(1)))
 }
 
 /// After the status said the import ended (its own write triggers no reconcile): come back
@@ -447,6 +543,7 @@ pub fn desired_status(
         message: Some(observed.message.clone()),
         job_name: job_name.map(Into::into),
         observed_generation: ij.meta().generation,
+        retries: status.retries,
         started_at: started,
         finished_at: finished,
         duration,
@@ -553,7 +650,7 @@ async fn record_failure(ctx: &Context, job_id: &str, error: &JobError) -> Result
 async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    delete_job(&jobs, &ij.name_any()).await?;
+    delete_job(&jobs, &job_name(ij)).await?;
     let error = JobError::new(
         "importjob_deleted",
         "the ImportJob was deleted before the import finished",

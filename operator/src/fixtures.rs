@@ -89,6 +89,7 @@ impl ImportJobExt for ImportJob {
                 },
                 tuning: None,
                 cancel_requested: None,
+                retries: None,
             },
         );
         let meta = ij.meta_mut();
@@ -169,13 +170,18 @@ impl JobExt for Job {
     }
 }
 
-/// A pod of `ij`'s Job in `phase` with one importer container (no state yet).
+/// A pod of `ij`'s Job in `phase` with one importer container (no state yet), labelled
+/// with its Job's name as the Job controller does.
 pub fn pod_for(ij: &ImportJob, suffix: &str, phase: &str) -> Pod {
+    let job = crate::job_template::job_name(ij);
+    let mut labels = crate::job_template::labels(&ij.spec.job_id, None);
+    labels.insert("batch.kubernetes.io/job-name".into(), job.clone());
+    labels.insert("job-name".into(), job.clone());
     Pod {
         metadata: ObjectMeta {
-            name: Some(format!("{}-{suffix}", ij.name_any())),
+            name: Some(format!("{job}-{suffix}")),
             namespace: Some(NS.into()),
-            labels: Some(crate::job_template::labels(&ij.spec.job_id, None)),
+            labels: Some(labels),
             ..Default::default()
         },
         spec: None,

@@ -128,7 +128,7 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
                 action: "Ignore".into(),
                 on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
                     type_: "DisruptionTarget".into(),
-                    status: Some("True".into()),
+                    status: "True".into(),
                 }]),
                 ..Default::default()
             },
@@ -145,9 +145,19 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
     }
 }
 
+/// The Job that runs this ImportJob: its own name, then `<name>-retry-<n>` once the operator
+/// has acted on the n-th retry (`status.retries`). A new name per run: the failed Job of the
+/// previous run may linger in a lagging cache, and must never be taken for the new one.
+pub fn job_name(ij: &ImportJob) -> String {
+    match ij.status.as_ref().and_then(|s| s.retries).unwrap_or(0) {
+        0 => ij.name_any(),
+        n => format!("{}-retry-{n}", ij.name_any()),
+    }
+}
+
 pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, InvalidSpec> {
     let job_id = validate(ij)?;
-    let name = ij.name_any();
+    let name = job_name(ij);
     let labels = labels(&job_id.to_string(), config.instance.as_deref());
     let owner = ij
         .controller_owner_ref(&())
@@ -579,7 +589,7 @@ mod tests {
                     action: "Ignore".into(),
                     on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
                         type_: "DisruptionTarget".into(),
-                        status: Some("True".into()),
+                        status: "True".into(),
                     }]),
                     ..Default::default()
                 },

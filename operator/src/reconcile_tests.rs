@@ -1015,3 +1015,102 @@ async fn a_row_cancelled_through_the_api_cancels_the_importjob() {
         .await;
     assert_eq!(action.unwrap(), requeue(604800));
 }
+
+/// Issue 13, retry on Kubernetes: raising `spec.retries` on a Failed ImportJob (as
+/// `kubectl patch` does: the row is still `failed`) moves the row back to `pending`, deletes
+/// the failed run's Job, writes `Pending`/`Retrying` with `status.retries` and no end; the
+/// next reconcile creates `<name>-retry-1` — the old Job and its OOM-killed pod, still in a
+/// lagging cache, are not taken for it.
+#[tokio::test]
+async fn a_retry_request_runs_a_failed_import_again_as_a_new_job() {
+    let pool = database().await;
+    insert_job_row(&pool, "failed").await;
+    let mut failed = running_status();
+    failed.phase = Some("Failed".into());
+    failed.reason = Some("OOMKilled".into());
+    failed.finished_at = Some(EARLIER.into());
+    let ij = ImportJob::test()
+        .finalized()
+        .with_status(failed)
+        .with_spec(|s| s.retries = Some(1));
+    let old_job = job_for(&ij).condition("Failed", "BackoffLimitExceeded", "backoff limit");
+    let old_pods = vec![pod_for(&ij, "a1b2c", "Failed").state(terminated("OOMKilled", 137))];
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&old_job), &old_pods);
+    let retry_job = format!("{}-retry-1", name());
+    let expected_name = retry_job.clone();
+    let (action, seen) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_delete_job(&ij, true),
+                expect_status_apply(&ij, move |s| {
+                    assert_eq!(s["phase"], "Pending", "{s:#}");
+                    assert_eq!(s["reason"], "Retrying", "{s:#}");
+                    assert_eq!(s["retries"], 1, "{s:#}");
+                    assert_eq!(s["jobName"], expected_name, "{s:#}");
+                    assert_eq!(s["finishedAt"], Value::Null, "{s:#}");
+                    assert_eq!(s["startedAt"], Value::Null, "{s:#}");
+                    assert_eq!(condition(s, "Failed")["status"], "False", "{s:#}");
+                    assert_eq!(condition(s, "Complete")["status"], "False", "{s:#}");
+                }),
+                expect_event("Pending", "Normal"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        action.unwrap(),
+        Action::requeue(std::time::Duration::from_secs(1))
+    );
+    assert_eq!(job_row(&pool).await, ("pending".into(), None, false));
+
+    // The next reconcile reads the new status; the cache still shows the old Job and pod.
+    let retried = ij.clone().with_status(applied_status(&seen, 1));
+    h.cache(Some(&old_job), &old_pods);
+    let expected_name = retry_job.clone();
+    let (action, _) = h
+        .reconcile(
+            &retried,
+            vec![
+                Expect::post(jobs_path())
+                    .body(move |job| {
+                        assert_eq!(job["metadata"]["name"], expected_name);
+                        assert_eq!(job["metadata"]["labels"][JOB_ID_LABEL], JOB_ID);
+                    })
+                    .echo(201),
+                expect_event("JobCreated", "Normal"),
+                expect_status_apply(&retried, |s| {
+                    assert_eq!(s["phase"], "Pending", "{s:#}");
+                    assert_eq!(s["reason"], "JobCreated", "{s:#}");
+                    assert_eq!(s["retries"], 1, "{s:#}");
+                }),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(15));
+
+    // A raise while the import is not Failed is acknowledged and ignored.
+    let pool = database().await;
+    insert_job_row(&pool, "processing").await;
+    let running = ImportJob::test()
+        .finalized()
+        .with_status(running_status())
+        .with_spec(|s| s.retries = Some(1));
+    let job = job_for(&running).active(1);
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &[]);
+    let (action, _) = h
+        .reconcile(
+            &running,
+            vec![
+                expect_event("RetryIgnored", "Warning"),
+                expect_status_apply(&running, |s| {
+                    assert_eq!(s["phase"], "Running", "{s:#}");
+                    assert_eq!(s["retries"], 1, "{s:#}");
+                }),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(1));
+    assert_eq!(job_row(&pool).await.0, "processing");
+}

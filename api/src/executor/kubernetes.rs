@@ -1,19 +1,20 @@
 //! The kubernetes executor (`EXECUTOR=kubernetes`): each job becomes an `ImportJob` resource
 //! in `KUBE_NAMESPACE`, which the operator turns into a Job. The API only creates (and on
-//! start re-creates missing) ImportJobs; every read still comes from Postgres. A create that
+//! start re-creates missing) ImportJobs, and asks a failed one to run again after a retry
+//! (`spec.retries`); every read still comes from Postgres. A create that
 //! fails (the API server down or throttling) is retried in the background while the job
 //! waits, rather than holding the request or stranding the job until the next start.
 
 use super::Executor;
 use anyhow::Context;
 use bulk_import_core::{
-    crd::{import_job_for, ImportJob},
+    crd::{import_job_for, resource_name, ImportJob},
     repo,
     retry::Policy,
     Job, JobStatus,
 };
 use futures_util::future::BoxFuture;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
@@ -45,10 +46,56 @@ async fn create(target: &Target, job: &Job) -> anyhow::Result<()> {
             tracing::info!(job_id = %job.id, "ImportJob created");
             Ok(())
         }
-        // Already there: submitting is idempotent.
-        Ok(Err(kube::Error::Api(e))) if e.code == 409 => Ok(()),
+        // Already there: submitting is idempotent — unless it is the ImportJob of a failed
+        // run and the row is pending again (a retry): then it is asked to run again.
+        Ok(Err(kube::Error::Api(e))) if e.code == 409 => rerun_if_failed(target, job).await,
         Ok(Err(e)) => Err(e).context("creating the ImportJob"),
     }
+}
+
+/// A `pending` job whose ImportJob ended `Failed` was retried (`POST /imports/{id}/retry`
+/// moved the row back to `pending`): raise `spec.retries` by one, and the operator runs it
+/// again as the Job `<name>-retry-<n>`. Nothing to do when a raise is already waiting
+/// (`spec.retries` above `status.retries`) or the ImportJob has not failed. The patch carries
+/// the resourceVersion it was computed from, so two raises at once cannot collapse into one
+/// or count twice: the loser re-reads.
+async fn rerun_if_failed(target: &Target, job: &Job) -> anyhow::Result<()> {
+    if job.status() != JobStatus::Pending {
+        return Ok(());
+    }
+    let name = resource_name(job.id);
+    for _ in 0..5 {
+        let ij = tokio::time::timeout(CREATE_TIMEOUT, target.api.get(&name))
+            .await
+            .context("reading the ImportJob timed out")?
+            .context("reading the ImportJob")?;
+        let status = ij.status.clone().unwrap_or_default();
+        let requested = ij.spec.retries.unwrap_or(0);
+        if status.phase.as_deref() != Some("Failed") || requested > status.retries.unwrap_or(0) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": ij.metadata.resource_version},
+            "spec": {"retries": requested + 1},
+        });
+        let patched = tokio::time::timeout(
+            CREATE_TIMEOUT,
+            target
+                .api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        .context("asking the ImportJob to run again timed out")?;
+        match patched {
+            Ok(_) => {
+                tracing::info!(job_id = %job.id, retries = requested + 1, "ImportJob asked to run again");
+                return Ok(());
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e).context("asking the ImportJob to run again"),
+        }
+    }
+    anyhow::bail!("the ImportJob kept changing while it was asked to run again")
 }
 
 impl KubernetesExecutor {

@@ -7,9 +7,9 @@
 //!   flight rolls back — and stops: the counters are exactly those of the committed batches,
 //!   whose rows stay. This goes through the database, so it works with either executor.
 //! - Retry moves a `failed` job back to `pending` and hands it to the executor; the importer
-//!   resumes from the checkpoint (a new attempt). With `EXECUTOR=kubernetes` the ImportJob of
-//!   the failed attempt still exists and the operator has no way yet to run it again, so
-//!   retry answers 409 `retry_unavailable` there.
+//!   resumes from the checkpoint (a new attempt). With `EXECUTOR=kubernetes` the executor
+//!   raises the ImportJob's `spec.retries` and the operator runs it again as a new Job
+//!   (`import-<id>-retry-<n>`); an ImportJob already deleted (its TTL) is created again.
 //! - Delete removes a finished job: its row with its error rows (and a dry run's rows), its
 //!   upload and its reports in storage. Customers stay. On Kubernetes the finished ImportJob
 //!   is left to its TTL.
@@ -27,7 +27,7 @@ use axum::{
     routing::{delete, post},
     Json, Router,
 };
-use bulk_import_core::{job::rows_report_key, repo, settings::Executor, JobStatus};
+use bulk_import_core::{job::rows_report_key, repo, JobStatus};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,7 +68,7 @@ pub async fn cancel(
 #[utoipa::path(post, path = "/imports/{id}/retry", tag = "imports", params(("id" = Uuid, Path)),
     responses((status = 202, body = JobView, description = "pending again; it resumes from its checkpoint as a new attempt"),
               (status = 404, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody, description = "the import is not `failed` (`not_failed`), or retry is not available with EXECUTOR=kubernetes (`retry_unavailable`)")),
+              (status = 409, body = crate::error::ErrorBody, description = "the import is not `failed` (`not_failed`)")),
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -83,12 +83,6 @@ pub async fn retry(
                 "only a failed import can be retried; this one is {}",
                 job.status.public()
             ),
-        ));
-    }
-    if state.settings.executor == Executor::Kubernetes {
-        return Err(ApiError::conflict(
-            "retry_unavailable",
-            "retrying a failed import is not available with EXECUTOR=kubernetes yet; upload the file again",
         ));
     }
     if !repo::retry(&state.pool, job.id).await? {

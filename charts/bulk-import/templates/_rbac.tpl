@@ -6,11 +6,12 @@ All rules are namespaced (Roles in the release namespace, KUBE_NAMESPACE): nothi
 cluster scope.
 */}}
 
-{{/* API (EXECUTOR=kubernetes): creates the ImportJob for each upload (a conflict means it exists). */}}
+{{/* API (EXECUTOR=kubernetes): creates the ImportJob for each upload (a conflict means it
+exists); a retry of a failed import reads it and raises its spec.retries (merge patch). */}}
 {{- define "bulk-import.rbac.apiRules" -}}
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs"]
-  verbs: ["create"]
+  verbs: ["create", "get", "patch"]
 {{- end }}
 
 {{/*

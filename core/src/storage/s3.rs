@@ -14,6 +14,7 @@ use aws_sdk_s3::{
     types::{CompletedMultipartUpload, CompletedPart},
     Client,
 };
+use aws_smithy_http_client::tls;
 use secrecy::ExposeSecret;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -41,6 +42,14 @@ fn client(endpoint: &str, region: &str, access_key: &str, secret_key: &str) -> C
             None,
             "bulk-import",
         ))
+        .http_client(
+            // hyper 1 + rustls with ring: the TLS stack the rest of the tree uses (Cargo.toml).
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
         .force_path_style(true)
         // S3-compatible stores differ in checksum support; only send them where required.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)

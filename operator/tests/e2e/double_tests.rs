@@ -86,6 +86,7 @@ fn import_job(name: &str) -> ImportJob {
             },
             tuning: None,
             cancel_requested: None,
+            retries: None,
         },
     )
 }

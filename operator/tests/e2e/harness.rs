@@ -568,6 +568,19 @@ impl Stack {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// POST with no body (the job control routes); the status and the JSON.
+    pub async fn post(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e:?}\n{}", self.diagnostics()));
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// The ImportJob, read through the API double with the typed kube client.
     pub async fn import_job(&self, id: Uuid) -> Option<ImportJob> {
         Api::<ImportJob>::namespaced(self.kube.clone(), NS)
