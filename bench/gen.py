@@ -3,6 +3,8 @@
 
     bench/gen.py clean ROWS OUT        ROWS valid rows, unique lower-case emails
     bench/gen.py dirty ROWS OUT        ROWS rows: 1% invalid, 1% repeats of earlier emails
+    bench/gen.py sorted ROWS OUT       the clean file's rows, sorted by email (byte order, as
+                                       `ORDER BY email` under the C collation exports them)
 
 Same arguments, same bytes (fixed seed, no dependence on the Python hash seed). Prints one
 JSON line describing the file (rows, invalid, duplicates) so that the caller can check the
@@ -96,10 +98,11 @@ INVALID = [
 
 
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("clean", "dirty"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("clean", "dirty", "sorted"):
         sys.exit(__doc__)
     kind, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    rng = random.Random(f"{SEED}:{kind}")
+    # The sorted file holds the clean file's rows: the same random stream.
+    rng = random.Random(f"{SEED}:{'clean' if kind == 'sorted' else kind}")
     randrange = rng.randrange
     nf, nl, nc, nd = len(FIRST), len(LAST), len(CITIES), len(DOMAINS)
     first_lower = [f.lower() for f in FIRST]
@@ -157,9 +160,13 @@ def main():
                 if emails is not None:
                     emails.append(email)
                 buf.append("%s,%s,%s,%s,%s\n" % (email, first, last, phone, city))
-            if len(buf) >= 50000:
+            if len(buf) >= 50000 and kind != "sorted":
                 fh.write("".join(buf))
                 buf.clear()
+        if kind == "sorted":
+            header, body = buf[0], buf[1:]
+            body.sort(key=lambda line: line.split(",", 1)[0])
+            buf = [header] + body
         fh.write("".join(buf))
     print(json.dumps(counts))
 

@@ -2,7 +2,7 @@
 # The importer benchmark (DESIGN.md §7): the importer against psql on the same machine, in the
 # same run, reported as ratios.
 #
-#   bench/run.sh                 full run: 1M-row clean and dirty files and a 5M-row file,
+#   bench/run.sh                 full run: 1M-row clean, sorted and dirty files and a 5M-row file,
 #                                read from Garage (S3); writes bench/results/latest.md.
 #                                About 80 s on 2 cores, plus ~45 s to generate the data
 #                                (420 MB, once) and the release build (~6 min, once)
@@ -16,16 +16,21 @@
 #                                measurement (wait events of the busiest backend, in the table)
 #
 # What it does, in one invocation:
-#   1. generates bench/data/{clean_1m,dirty_1m,clean_5m}.csv if missing (bench/gen.py, fixed
-#      seed; dirty = 1% invalid rows + 1% repeats of emails seen earlier in the file);
+#   1. generates bench/data/{clean_1m,sorted_1m,dirty_1m,clean_5m}.csv if missing (bench/gen.py,
+#      fixed seed; sorted = the clean rows ordered by email, as an export `ORDER BY email`;
+#      dirty = 1% invalid rows + 1% repeats of emails seen earlier in the file), and the two
+#      halves of clean_1m for the two-stream reference;
 #   2. starts the services (scripts/services.sh), sources .local/env, and recreates its own
 #      database bulk_import_bench (drop, create, `bulk-import-api migrate`); objects go under
 #      the key prefix bench/<run>/ and are deleted after each job;
 #   3. measures, each right after a CHECKPOINT once Postgres and Garage are idle (autovacuum is
 #      off for the loaded tables, so that it cannot start inside one step and not another):
 #        a. psql \copy of clean_1m into a fresh table like customers          (reference insert)
+#        a2. the same with sorted_1m                                  (reference, sorted keys)
+#        a3. two psql \copy at once, one per half of clean_1m   (the physical limit, 2 cores)
 #        b. COPY into a temp table + INSERT … ON CONFLICT DO UPDATE, all rows update  (ref upsert)
 #        c. importer insert_only of clean_1m into an empty customers
+#        c2. importer insert_only of sorted_1m into an empty customers
 #        d. importer upsert of clean_1m right after (every row updates)
 #        e. importer insert_only of dirty_1m into an empty customers
 #        f. importer insert_only of clean_5m into an empty customers
@@ -90,7 +95,10 @@ ROWS_BIG=$((ROWS * 5))
 L1=$(label "$ROWS")
 L5=$(label "$ROWS_BIG")
 CLEAN="$DATA/clean_$L1.csv"
+SORTED="$DATA/sorted_$L1.csv"
 DIRTY="$DATA/dirty_$L1.csv"
+HALF1="$DATA/clean_$L1.half1.csv"
+HALF2="$DATA/clean_$L1.half2.csv"
 BIG="$DATA/clean_$L5.csv"
 FULL=0
 [ "$ROWS" = 1000000 ] && FULL=1
@@ -131,7 +139,15 @@ secs_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 gen clean "$ROWS" "$CLEAN"
+gen sorted "$ROWS" "$SORTED"
 gen dirty "$ROWS" "$DIRTY"
+# The halves of the clean file (each with the header), for the two-stream reference.
+if [ ! -s "$HALF1" ] || [ ! -s "$HALF2" ] || [ "$HALF1" -ot "$CLEAN" ]; then
+  awk -v n="$ROWS" -v a="$HALF1.part" -v b="$HALF2.part" \
+    'NR == 1 { print > a; print > b; next } { print > (NR - 1 <= n / 2 ? a : b) }' "$CLEAN"
+  mv -f "$HALF1.part" "$HALF1"
+  mv -f "$HALF2.part" "$HALF2"
+fi
 [ "$SKIP_5M" = 1 ] || gen clean "$ROWS_BIG" "$BIG"
 DIRTY_INVALID=$(json_field "$DIRTY.json" invalid)
 DIRTY_DUPS=$(json_field "$DIRTY.json" duplicates)
@@ -322,17 +338,26 @@ checkpoint() {
   log "  warning: Postgres or Garage still busy after 30 s; measuring anyway"
 }
 
+# ref_insert NAME FILE [FILE2]: psql \copy of FILE into a fresh customers-like table; with
+# FILE2, two psql at once, one per file (into the same table).
 ref_insert() {
+  local name=$1 file=$2 file2=${3:-}
   pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
     -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)"
   checkpoint
-  timed ref_insert psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 \
-    -c "\\copy ref_customers (email, first_name, last_name, phone, city) FROM '$CLEAN' CSV HEADER"
-  [ "$T_RC" = 0 ] || die "reference insert: psql failed"
+  copy_of() { echo "\\copy ref_customers (email, first_name, last_name, phone, city) FROM '$1' CSV HEADER"; }
+  if [ -z "$file2" ]; then
+    timed "$name" psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "$(copy_of "$file")"
+  else
+    timed "$name" sh -c 'psql "$1" -X -q -v ON_ERROR_STOP=1 -c "$2" & a=$!
+      psql "$1" -X -q -v ON_ERROR_STOP=1 -c "$3"; b=$?; wait $a && [ $b = 0 ]' sh \
+      "$DATABASE_URL" "$(copy_of "$file")" "$(copy_of "$file2")"
+  fi
+  [ "$T_RC" = 0 ] || die "reference insert $name: psql failed"
   local n; n=$(pg_val "SELECT count(*) FROM ref_customers")
-  [ "$n" = "$ROWS" ] || die "reference insert loaded $n rows, expected $ROWS"
-  record ref_insert "$T_WALL" "" "$T_CPU" "$T_PG" "" "$T_PROFILE"
-  log "  psql \\copy: $T_WALL s (CPU s: psql $T_CPU, Postgres $T_PG, other $T_OTHER; other DBs' xacts $T_OXACT)"
+  [ "$n" = "$ROWS" ] || die "reference insert $name loaded $n rows, expected $ROWS"
+  record "$name" "$T_WALL" "" "$T_CPU" "$T_PG" "" "$T_PROFILE"
+  log "  $name (psql \\copy$([ -z "$file2" ] || echo ", two at once")): $T_WALL s (CPU s: psql $T_CPU, Postgres $T_PG, other $T_OTHER; other DBs' xacts $T_OXACT)"
 }
 
 ref_upsert() {
@@ -402,10 +427,13 @@ PG_SETTINGS=$(pg_val "SELECT string_agg(name || '=' || setting || coalesce(unit,
 DIRTY_ERRORS=$((DIRTY_INVALID + DIRTY_DUPS))
 for ((r = 1; r <= REPEAT; r++)); do
   [ "$REPEAT" = 1 ] || log "round $r of $REPEAT"
-  log "a+b. references (psql) on $(basename "$CLEAN")"
-  ref_insert
+  log "a+b. references (psql) on $(basename "$CLEAN") and $(basename "$SORTED")"
+  ref_insert ref_sorted "$SORTED"
+  ref_insert ref_two "$HALF1" "$HALF2"
+  ref_insert ref_insert "$CLEAN"
   ref_upsert
-  log "c+d. importer on $(basename "$CLEAN")"
+  log "c+d. importer on $(basename "$CLEAN") and $(basename "$SORTED")"
+  importer sorted "$SORTED" insert_only "$ROWS" "$ROWS" 0 0 truncate
   importer insert "$CLEAN" insert_only "$ROWS" "$ROWS" 0 0 truncate
   importer upsert "$CLEAN" upsert "$ROWS" 0 "$ROWS" 0
   log "e. importer on $(basename "$DIRTY") ($DIRTY_INVALID invalid, $DIRTY_DUPS duplicate rows)"
@@ -434,15 +462,20 @@ verdict() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { ok = (op == "<=") ? v <=
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 
 W_REF_INS=$(wall ref_insert)
+W_REF_SORTED=$(wall ref_sorted)
+W_REF_TWO=$(wall ref_two)
+W_SORTED=$(wall sorted)
 W_REF_UPS=$(wall ref_upsert)
 W_INS=$(wall insert)
 W_UPS=$(wall upsert)
 W_DIRTY=$(wall dirty)
 W_BIG=$(wall big)
 R_INS=$(ratio "$W_INS" "$W_REF_INS")
+R_SORTED=$(ratio "$W_SORTED" "$W_REF_SORTED")
+R_TWO=$(ratio "$W_REF_TWO" "$W_REF_INS")
 R_UPS=$(ratio "$W_UPS" "$W_REF_UPS")
 R_DIRTY=$(ratio "$W_DIRTY" "$W_INS")
-RSS_1M=$(for n in insert upsert dirty; do rss_mib $n; done | maxof)
+RSS_1M=$(for n in insert sorted upsert dirty; do rss_mib $n; done | maxof)
 RSS_5M=$(rss_mib big)
 TOTAL=$(secs_since "$T_START")
 
@@ -459,7 +492,7 @@ samples_note=""
   echo "- machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr); at start $LOAD_START"
   echo "- PostgreSQL $PG_VERSION on 127.0.0.1 (TCP; $PG_SETTINGS)"
   echo "- storage: $( [ "$STORAGE" = s3 ] && echo "Garage S3 at $S3_ENDPOINT_URL" || echo "local directory (STORAGE=fs)"); importer BATCH_SIZE=${BATCH_SIZE:-5000 (default)}"
-  echo "- files: $(basename "$CLEAN") ($(du -m "$CLEAN" | cut -f1) MB), $(basename "$DIRTY") ($DIRTY_INVALID invalid + $DIRTY_DUPS duplicate rows)$( [ "$SKIP_5M" = 1 ] || echo ", $(basename "$BIG") ($(du -m "$BIG" | cut -f1) MB)")"
+  echo "- files: $(basename "$CLEAN") ($(du -m "$CLEAN" | cut -f1) MB; $(basename "$SORTED"): the same rows by email), $(basename "$DIRTY") ($DIRTY_INVALID invalid + $DIRTY_DUPS duplicate rows)$( [ "$SKIP_5M" = 1 ] || echo ", $(basename "$BIG") ($(du -m "$BIG" | cut -f1) MB)")"
   echo
   prof_h=""; prof_sep=""
   [ "$SAMPLE" = 0 ] || { prof_h=" busiest backend (sampled) |"; prof_sep="---|"; }
@@ -470,8 +503,11 @@ samples_note=""
   echo "| measurement$samples_note | rows | wall s | rows/s | peak RSS MiB | client CPU s | Postgres CPU s | Garage CPU s | other CPU s | other DBs' xacts |$prof_h"
   echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|$prof_sep"
   line ref_insert "a. psql \\copy into a fresh customers-like table" "$ROWS"
+  line ref_sorted "a2. psql \\copy, sorted by email" "$ROWS"
+  line ref_two "a3. two psql \\copy at once, a half each" "$ROWS"
   line ref_upsert "b. COPY to temp table + INSERT … ON CONFLICT DO UPDATE (all update)" "$ROWS"
   line insert "c. importer insert_only, clean" "$ROWS"
+  line sorted "c2. importer insert_only, sorted by email" "$ROWS"
   line upsert "d. importer upsert, clean (all update)" "$ROWS"
   line dirty "e. importer insert_only, 1% bad + 1% duplicate" "$ROWS"
   if [ "$SKIP_5M" = 0 ]; then
@@ -482,13 +518,15 @@ samples_note=""
   echo
   echo "| target | measured | limit | result |"
   echo "|---|--:|--:|---|"
-  echo "| importer insert / psql \\copy (c / a) | ${R_INS}× | ≤ 1.5× | $(verdict "$R_INS" "<=" 1.5) |"
-  echo "| importer upsert / reference upsert (d / b) | ${R_UPS}× | ≤ 1.0× | $(verdict "$R_UPS" "<=" 1.0) |"
+  echo "| importer insert / psql \\copy, random order (c / a) | ${R_INS}× | ≤ 1.0× | $(verdict "$R_INS" "<=" 1.0) |"
+  echo "| importer insert / psql \\copy, sorted by email (c2 / a2) | ${R_SORTED}× | ≤ 1.0× | $(verdict "$R_SORTED" "<=" 1.0) |"
+  echo "| importer upsert / reference upsert (d / b) | ${R_UPS}× | ≤ 0.8× | $(verdict "$R_UPS" "<=" 0.8) |"
   echo "| dirty / clean insert (e / c) | ${R_DIRTY}× | ≤ 1.1× | $(verdict "$R_DIRTY" "<=" 1.1) |"
   echo "| peak RSS, $L1-row files (c, d, e) | $RSS_1M MiB | < 64 MiB | $(verdict "$RSS_1M" "<" 64) |"
   if [ "$SKIP_5M" = 0 ]; then
     echo "| peak RSS, $L5-row file (f) | $RSS_5M MiB | < 64 MiB | $(verdict "$RSS_5M" "<" 64) |"
   fi
+  echo "| (the physical limit) two psql streams / one (a3 / a) | ${R_TWO}× | | info |"
   echo
   echo "Wall times are end to end for the \`--job-id\` run (the upload by \`submit\` is not timed),"
   echo "each measured right after a CHECKPOINT once Postgres and Garage are idle, with autovacuum off"

@@ -45,7 +45,7 @@ pub struct Batch {
     /// first; classified with it once the table has been looked at.
     repeats: Vec<(Customer, i64)>,
     /// Whether an email of this batch is also in the batch read before it (set by
-    /// `prepare`): if so, it cannot be applied beside that one (`Loader::apply_pair`).
+    /// `prepare`): if so, it cannot simply be applied beside that one (`Loader::can_pair`).
     shares_with_previous: bool,
 }
 
@@ -215,9 +215,44 @@ struct Staged<'c, 'b> {
     updated: i64,
     /// insert_only: the emails loaded, for the Bloom filter once committed.
     loaded: Vec<&'b str>,
+    /// insert_only, the second batch of a pair: rows (and repeats) whose email the first
+    /// batch also has. Classified once the first has committed (`classify_later`).
+    later: Vec<&'b Customer>,
+    later_repeats: Vec<&'b Repeat>,
 }
 
+/// A later occurrence of an email within a batch, with the line of the first.
+type Repeat = (Customer, i64);
+
 impl<'b> Staged<'_, 'b> {
+    /// Classifies the rows set aside for the batch before this one, which has committed
+    /// now: each is a duplicate of what that batch left in the table — its own row
+    /// (duplicate_in_file, naming the line) or one that was there before (duplicate_in_db) —
+    /// exactly as if this batch had been applied after it. An email not in the table (which
+    /// the first batch's commit rules out) gives the pair up: `Existing`, and the batch is
+    /// applied again alone.
+    async fn classify_later(&mut self, job_id: Uuid) -> Result<(), StageError> {
+        if self.later.is_empty() {
+            return Ok(());
+        }
+        let emails: Vec<&str> = self.later.iter().map(|c| c.email.as_str()).collect();
+        let existing = lookup(&mut self.tx, &emails).await?;
+        let classify = |c: &Customer| match existing.get(&c.email) {
+            Some((Some(job), Some(line))) if *job == job_id => Some(duplicate_in_file(c, *line)),
+            Some(_) => Some(duplicate_in_db(c)),
+            None => None,
+        };
+        for c in self
+            .later
+            .iter()
+            .copied()
+            .chain(self.later_repeats.iter().map(|(c, _)| c))
+        {
+            self.errors.push(classify(c).ok_or(StageError::Existing)?);
+        }
+        Ok(())
+    }
+
     /// Writes the batch's errors, counters and checkpoint (`finish_batch`) and commits.
     /// Returns the totals and the emails loaded.
     async fn commit(
@@ -402,9 +437,20 @@ impl Loader {
         Err(LoadError::CheckpointMoved)
     }
 
-    /// Applies two consecutive batches with no email in common (`second` does not
-    /// `shares_with_previous`) at the same time (see the type's documentation). Returns the
-    /// totals after the second.
+    /// Whether two consecutive batches are applied at the same time (`apply_pair`):
+    /// - insert_only: always; rows of the second whose email the first also has are set
+    ///   aside and classified once the first has committed (`Staged::classify_later`), so a
+    ///   file with repeated emails keeps its pairs;
+    /// - upsert and dry runs: only when they have no email in common.
+    ///
+    /// Also for a file sorted by email, where both batches insert at the right edge of the
+    /// email index: measured, one stream there is slower than a pair (bench/run.sh, README).
+    pub fn can_pair(&self, _first: &Batch, second: &Batch) -> bool {
+        !second.shares_with_previous() || (self.mode == ImportMode::InsertOnly && !self.dry_run)
+    }
+
+    /// Applies two consecutive batches at the same time (see the type's documentation and
+    /// `can_pair`). Returns the totals after the second.
     pub async fn apply_pair(&mut self, first: &Batch, second: &Batch) -> Result<Totals, LoadError> {
         let limit = self.op_timeout;
         let (a, b) = match tokio::time::timeout(limit, self.pair_once(first, second)).await {
@@ -417,6 +463,10 @@ impl Loader {
         match (a, b) {
             (Ok(_), Ok(totals)) => {
                 self.checkpoint = second.end_offset as i64;
+                tracing::debug!(
+                    shared = second.shares_with_previous(),
+                    "applied a pair of batches"
+                );
                 Ok(totals)
             }
             (Ok(_), Err(e)) => {
@@ -442,9 +492,25 @@ impl Loader {
         second: &Batch,
     ) -> (Result<Totals, StageError>, Result<Totals, StageError>) {
         let probes = (self.candidates(first), self.candidates(second));
+        // insert_only: the second batch's emails that the first also has wait for its commit.
+        let deferred: HashSet<&str> = if second.shares_with_previous() {
+            let ours: HashSet<&str> = first.rows.iter().map(|c| c.email.as_str()).collect();
+            second
+                .rows
+                .iter()
+                .map(|c| c.email.as_str())
+                .filter(|e| ours.contains(e))
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let none = HashSet::new();
         let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
         let job_id = claim.job_id;
-        let dry = self.dry_run;
+        let how = How {
+            paired: true,
+            dry_run: self.dry_run,
+        };
         let [slot1, slot2] = &mut self.conns;
         let options = &self.options;
         let conns = async { Ok((ensure(slot1, options).await?, ensure(slot2, options).await?)) };
@@ -460,7 +526,7 @@ impl Loader {
         let (committed, first_done) = tokio::sync::oneshot::channel::<bool>();
         let one = async {
             let result = async {
-                let s = stage(c1, job_id, mode, first, probes.0, true, dry).await?;
+                let s = stage(c1, job_id, mode, first, probes.0, &none, how).await?;
                 Ok(s.commit(&claim, checkpoint, first).await?)
             }
             .await;
@@ -468,11 +534,12 @@ impl Loader {
             result
         };
         let two = async {
-            let s = stage(c2, job_id, mode, second, probes.1, true, dry).await?;
+            let mut s = stage(c2, job_id, mode, second, probes.1, &deferred, how).await?;
             if first_done.await != Ok(true) {
                 // Dropping the transaction rolls the second batch back.
                 return Err(LoadError::Interrupted.into());
             }
+            s.classify_later(job_id).await?;
             Ok(s.commit(&claim, first.end_offset as i64, second).await?)
         };
         let (a, b) = tokio::join!(one, two);
@@ -485,7 +552,20 @@ impl Loader {
         loop {
             let probe = self.candidates(batch);
             let conn = ensure(&mut self.conns[0], &self.options).await?;
-            match stage(conn, job_id, mode, batch, probe, false, self.dry_run).await {
+            match stage(
+                conn,
+                job_id,
+                mode,
+                batch,
+                probe,
+                &HashSet::new(),
+                How {
+                    paired: false,
+                    dry_run: self.dry_run,
+                },
+            )
+            .await
+            {
                 Ok(s) => {
                     let committed = s.commit(&claim, checkpoint, batch).await;
                     return remember(&mut self.seen, committed);
@@ -514,6 +594,13 @@ impl Loader {
     }
 }
 
+/// How a batch is staged: beside another (`paired`: a lock timeout), or as a dry run.
+#[derive(Clone, Copy)]
+struct How {
+    paired: bool,
+    dry_run: bool,
+}
+
 /// Begins the batch's transaction and does its row work, leaving the job row alone.
 async fn stage<'c, 'b>(
     conn: &'c mut PgConnection,
@@ -521,8 +608,8 @@ async fn stage<'c, 'b>(
     mode: ImportMode,
     batch: &'b Batch,
     candidates: Vec<&'b str>,
-    paired: bool,
-    dry_run: bool,
+    deferred: &HashSet<&str>,
+    How { paired, dry_run }: How,
 ) -> Result<Staged<'c, 'b>, StageError> {
     let mut tx = conn.begin().await?;
     if paired {
@@ -539,10 +626,12 @@ async fn stage<'c, 'b>(
             inserted,
             updated,
             loaded: Vec::new(),
+            later: Vec::new(),
+            later_repeats: Vec::new(),
         });
     }
     match mode {
-        ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates).await,
+        ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates, deferred).await,
         ImportMode::Upsert => upsert(tx, job_id, batch).await,
     }
 }
@@ -557,22 +646,23 @@ async fn insert_only<'c, 'b>(
     job_id: Uuid,
     batch: &'b Batch,
     candidates: Vec<&'b str>,
+    deferred: &HashSet<&str>,
 ) -> Result<Staged<'c, 'b>, StageError> {
     let mut errors = batch.errors.clone();
-    let mut keep: Vec<&Customer> = batch.rows.iter().collect();
-    if !candidates.is_empty() {
-        let existing: HashMap<String, (Option<Uuid>, Option<i64>)> = sqlx::query_as::<
-            _,
-            (String, Option<Uuid>, Option<i64>),
-        >(
-            "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
-        )
-        .bind(&candidates)
-        .fetch_all(&mut *tx)
-        .await?
+    let (later, mut keep): (Vec<&Customer>, Vec<&Customer>) = batch
+        .rows
+        .iter()
+        .partition(|c| deferred.contains(c.email.as_str()));
+    let (later_repeats, repeats): (Vec<&Repeat>, Vec<&Repeat>) = batch
+        .repeats
+        .iter()
+        .partition(|(c, _)| deferred.contains(c.email.as_str()));
+    let candidates: Vec<&str> = candidates
         .into_iter()
-        .map(|(e, j, l)| (e, (j, l)))
+        .filter(|e| !deferred.contains(e))
         .collect();
+    if !candidates.is_empty() {
+        let existing = lookup(&mut tx, &candidates).await?;
         keep.retain(|c| match existing.get(&c.email) {
             None => true,
             Some((Some(job), Some(line))) if *job == job_id => {
@@ -586,7 +676,7 @@ async fn insert_only<'c, 'b>(
         });
         // A repeat is what its first occurrence is: already in the table before the job
         // (duplicate_in_db), or a repeat of the line this job loaded it from.
-        for (c, first) in &batch.repeats {
+        for (c, first) in repeats {
             errors.push(match existing.get(&c.email) {
                 Some((Some(job), Some(line))) if *job == job_id => duplicate_in_file(c, *line),
                 Some(_) => duplicate_in_db(c),
@@ -595,9 +685,8 @@ async fn insert_only<'c, 'b>(
         }
     } else {
         errors.extend(
-            batch
-                .repeats
-                .iter()
+            repeats
+                .into_iter()
                 .map(|(c, first)| duplicate_in_file(c, *first)),
         );
     }
@@ -630,7 +719,25 @@ async fn insert_only<'c, 'b>(
         inserted: keep.len() as i64,
         updated: 0,
         loaded: keep.iter().map(|c| c.email.as_str()).collect(),
+        later,
+        later_repeats,
     })
+}
+
+/// `email → (last_import_id, last_import_line)` of the customers with these emails.
+async fn lookup(
+    conn: &mut PgConnection,
+    emails: &[&str],
+) -> Result<HashMap<String, (Option<Uuid>, Option<i64>)>, sqlx::Error> {
+    Ok(sqlx::query_as::<_, (String, Option<Uuid>, Option<i64>)>(
+        "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
+    )
+    .bind(emails)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|(e, j, l)| (e, (j, l)))
+    .collect())
 }
 
 /// upsert: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (email) DO UPDATE` per batch.
@@ -677,6 +784,8 @@ async fn upsert<'c, 'b>(
         inserted,
         updated: batch.valid_rows as i64 - inserted,
         loaded: Vec::new(),
+        later: Vec::new(),
+        later_repeats: Vec::new(),
     })
 }
 

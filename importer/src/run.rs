@@ -588,10 +588,12 @@ async fn stream(
             },
         };
         // The reader is well ahead of the database: take the next batch too, if any, and
-        // apply the two at the same time when they have no email in common; otherwise
+        // apply the two at the same time when they can be (`Loader::can_pair`); otherwise
         // apply this one alone and pair the next with the one after it.
         totals = match next_batch(&mut rx, &cancel).await? {
-            Some(next) if !next.shares_with_previous() => loader.apply_pair(&batch, &next).await?,
+            Some(next) if loader.can_pair(&batch, &next) => {
+                loader.apply_pair(&batch, &next).await?
+            }
             Some(next) => {
                 held = Some(next);
                 loader.apply(&batch).await?

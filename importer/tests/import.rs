@@ -691,3 +691,123 @@ async fn three_hundred_rows_with_a_megabyte_field_keep_the_importer_under_64_mib
     // 300 MB in the shared bucket: not left behind.
     env.storage.delete(&job.source_object).await.unwrap();
 }
+
+/// Issue 14: a batch that repeats an email of the batch before it is still applied beside
+/// it (insert_only): its rows with that email (and their repeats in the batch) are set aside
+/// and classified once the first has committed — duplicate_in_file naming the line the
+/// first loaded it from, or duplicate_in_db when it was there before the import — exactly
+/// what one batch at a time gives. The importer's debug log shows which pairs ran as pairs.
+#[tokio::test]
+async fn a_batch_repeating_an_email_of_the_one_before_keeps_its_pair() {
+    let env = TestEnv::with(Backend::Fs, &[("BATCH_SIZE", "3")]).await;
+    sqlx::query("INSERT INTO customers (email, city) VALUES ('pre@x.com', 'before')")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    // Batches of three. 1+2: the first's COPY hits pre@x.com, so that pair is given up and
+    // every later row is looked up first. 3+4 and 5+6 share emails and run as pairs.
+    let file = b"email,first_name,last_name,phone,city\n\
+a@x.com,,,,1\npre@x.com,,,,1\nb@x.com,,,,1\n\
+c@x.com,,,,2\nd@x.com,,,,2\nh@x.com,,,,2\n\
+A@X.com,,,,3\ne@x.com,,,,3\npre@x.com,,,,3\n\
+e@x.com,,,,4\npre@x.com,,,,4\nf@x.com,,,,4\n\
+g@x.com,,,,5\nd@x.com,,,,5\nf@x.com,,,,5\n\
+G@x.com,,,,6\ng@x.com,,,,6\ni@x.com,,,,6\n";
+    let id = env.submit(file, ImportMode::InsertOnly).await;
+    let out = env
+        .importer_command(id)
+        .env("RUST_LOG", "bulk_import_importer=debug")
+        .output()
+        .unwrap();
+    let raw =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    // Without the terminal colours: ESC [ … m.
+    let mut log = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            log.push(c);
+        }
+    }
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        log.matches("applied a pair of batches").count(),
+        2,
+        "batches 3+4 and 5+6 applied as pairs:\n{log}"
+    );
+    assert_eq!(log.matches("shared=true").count(), 2, "{log}");
+
+    let job = env.job(id).await;
+    assert_eq!(job.status(), JobStatus::Done);
+    assert_eq!(
+        (job.processed_rows, job.inserted_rows, job.error_rows),
+        (18, 9, 9)
+    );
+    let cities: Vec<(String, Option<String>)> = env
+        .customers()
+        .await
+        .into_iter()
+        .map(|c| (c.0, c.4))
+        .collect();
+    let want: Vec<(String, Option<String>)> = [
+        ("a@x.com", "1"),
+        ("b@x.com", "1"),
+        ("c@x.com", "2"),
+        ("d@x.com", "2"),
+        ("e@x.com", "3"),
+        ("f@x.com", "4"),
+        ("g@x.com", "5"),
+        ("h@x.com", "2"),
+        ("i@x.com", "6"),
+        ("pre@x.com", "before"),
+    ]
+    .iter()
+    .map(|(e, c)| (e.to_string(), Some(c.to_string())))
+    .collect();
+    assert_eq!(cities, want);
+    let report = env.report(&job).await;
+    let rows: Vec<(&str, &str, &str)> = report[1..]
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str(), r[2].as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("3", "duplicate_in_db", "email pre@x.com already exists"),
+            (
+                "8",
+                "duplicate_in_file",
+                "email a@x.com already appears on line 2"
+            ),
+            ("10", "duplicate_in_db", "email pre@x.com already exists"),
+            (
+                "11",
+                "duplicate_in_file",
+                "email e@x.com already appears on line 9"
+            ),
+            ("12", "duplicate_in_db", "email pre@x.com already exists"),
+            (
+                "15",
+                "duplicate_in_file",
+                "email d@x.com already appears on line 6"
+            ),
+            (
+                "16",
+                "duplicate_in_file",
+                "email f@x.com already appears on line 13"
+            ),
+            (
+                "17",
+                "duplicate_in_file",
+                "email g@x.com already appears on line 14"
+            ),
+            (
+                "18",
+                "duplicate_in_file",
+                "email g@x.com already appears on line 14"
+            ),
+        ]
+    );
+}
