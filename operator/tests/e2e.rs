@@ -17,7 +17,7 @@ use bulk_import_core::{
     crd::{resource_name, ImportJob, ImportJobStatus},
     Job as Row,
 };
-use harness::{csv, outcome, reference_run, Options, Stack, NS};
+use harness::{assert_same_outcome, csv, outcome, reference_run, Options, Stack, NS};
 use kube::{
     api::{Api, DeleteParams},
     ResourceExt,
@@ -468,30 +468,7 @@ async fn killed_pod_resumes_from_checkpoint() {
         "a retried pod is not a failed import"
     );
     let got = outcome(&stack.pool, &stack.storage, id).await;
-    assert_eq!(
-        (
-            &got.status,
-            got.processed,
-            got.inserted,
-            got.updated,
-            got.errors
-        ),
-        (
-            &want.status,
-            want.processed,
-            want.inserted,
-            want.updated,
-            want.errors
-        )
-    );
-    assert!(
-        got.customers == want.customers,
-        "customers differ from the uninterrupted run"
-    );
-    assert!(
-        got.report == want.report,
-        "errors.csv differs from the uninterrupted run"
-    );
+    assert_same_outcome(&got, &want);
     assert_eq!(stack.row(id).await.attempts, 3);
 
     let kjob = stack.job(id).unwrap();
@@ -1875,30 +1852,7 @@ async fn a_failed_import_retried_through_the_api_resumes_as_a_new_job() {
     assert_eq!(last.http["status"], "done");
 
     let got = outcome(&stack.pool, &stack.storage, id).await;
-    assert_eq!(
-        (
-            got.status.as_str(),
-            got.processed,
-            got.inserted,
-            got.updated,
-            got.errors
-        ),
-        (
-            want.status.as_str(),
-            want.processed,
-            want.inserted,
-            want.updated,
-            want.errors
-        )
-    );
-    assert!(
-        got.customers == want.customers,
-        "customers differ from the uninterrupted run"
-    );
-    assert!(
-        got.report == want.report,
-        "errors.csv differs from the uninterrupted run"
-    );
+    assert_same_outcome(&got, &want);
 
     // One Job per run, each created once; the failed run's Job was deleted.
     assert_eq!(stack.creates(&JOBS, &name), 1);
@@ -1935,6 +1889,55 @@ async fn a_failed_import_retried_through_the_api_resumes_as_a_new_job() {
         (StatusCode::CONFLICT, Some("not_failed"))
     );
     assert_eq!(stack.import_job(id).await.unwrap().spec.retries, Some(1));
+}
+
+/// Issue 13, cancel on Kubernetes: `POST /imports/{id}/cancel` cancels the row and sets the
+/// ImportJob's `spec.cancelRequested`; the operator shows `Cancelled` and stops the Job; the
+/// counters are whole batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apis_cancel_goes_through_the_importjob() {
+    let stack = Stack::start(Options {
+        slow_ms: 3,
+        batch_size: 50,
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (_, job) = stack
+        .upload(&token, "api-cancel", "insert_only", "c.csv", &csv(4000))
+        .await;
+    let id = id_of(&job);
+    stack
+        .eventually("the import processing", MINUTE, || async {
+            (stack.row(id).await.processed_rows > 300).then_some(())
+        })
+        .await;
+    let (code, body) = stack.post(&token, &format!("/imports/{id}/cancel")).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    // The API passes the cancel on in the background, after its 202.
+    stack
+        .eventually("spec.cancelRequested set by the API", MINUTE, || async {
+            let ij = stack.import_job(id).await?;
+            (ij.spec.cancel_requested == Some(true)).then_some(())
+        })
+        .await;
+    let last = follow(&stack, &token, id, MINUTE).await.pop().unwrap();
+    let st = last.ij.status.clone().unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Cancelled"));
+    assert_eq!(condition(&st, "Cancelled").status, "True");
+    assert_eq!(last.row.status().as_str(), "cancelled");
+    assert!(last.row.processed_rows < 4000, "stopped before the end");
+    assert_eq!(
+        last.row.processed_rows,
+        last.row.inserted_rows + last.row.error_rows,
+        "whole batches"
+    );
+    stack
+        .eventually("the Job and its pod gone", MINUTE, || async {
+            (stack.job(id).is_none() && stack.pods(id).is_empty()).then_some(())
+        })
+        .await;
+    assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
 }
 
 /// Issue 12, lifecycle: finished ImportJobs are deleted `IMPORTJOB_TTL_SECONDS_AFTER_FINISHED`

@@ -156,6 +156,30 @@ impl Executor for KubernetesExecutor {
         })
     }
 
+    fn cancel(&self, job_id: Uuid) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let patch = serde_json::json!({"spec": {"cancelRequested": true}});
+            let name = resource_name(job_id);
+            let patched = tokio::time::timeout(
+                CREATE_TIMEOUT,
+                self.api
+                    .api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+            .context("asking the ImportJob to cancel timed out")?;
+            match patched {
+                Ok(_) => {
+                    tracing::info!(%job_id, "ImportJob asked to cancel");
+                    Ok(())
+                }
+                // No ImportJob (not created yet, or deleted): the cancelled row is all there is.
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                Err(e) => Err(e).context("asking the ImportJob to cancel"),
+            }
+        })
+    }
+
     fn resume(&self) -> BoxFuture<'_, anyhow::Result<usize>> {
         Box::pin(async move {
             let jobs = repo::list_unfinished(&self.pool).await?;

@@ -5,7 +5,9 @@
 //! - Cancel moves a `pending` or `processing` job to `cancelled`. A running importer finds
 //!   out at its next batch boundary — its guarded batch commit is refused, the batch in
 //!   flight rolls back — and stops: the counters are exactly those of the committed batches,
-//!   whose rows stay. This goes through the database, so it works with either executor.
+//!   whose rows stay. This goes through the database, so it works with either executor;
+//!   with `EXECUTOR=kubernetes` the ImportJob's `spec.cancelRequested` is set too, and the
+//!   operator stops the Job at once.
 //! - Retry moves a `failed` job back to `pending` and hands it to the executor; the importer
 //!   resumes from the checkpoint (a new attempt). With `EXECUTOR=kubernetes` the executor
 //!   raises the ImportJob's `spec.retries` and the operator runs it again as a new Job
@@ -60,6 +62,15 @@ pub async fn cancel(
         return Err(finished(now.status));
     }
     tracing::info!(job_id = %job.id, "import cancelled");
+    // Kubernetes: the ImportJob's cancelRequested, so the operator stops the Job now. The
+    // cancelled row already stops the importer at its next batch boundary, so a failure here
+    // only delays the Job's end (the operator also reads the row); it is logged.
+    let (executor, job_id) = (state.executor.clone(), job.id);
+    tokio::spawn(async move {
+        if let Err(e) = executor.cancel(job_id).await {
+            tracing::warn!(%job_id, error = format!("{e:#}"), "could not pass the cancel to the executor");
+        }
+    });
     let job = owned_job(&state, user.0, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
 }

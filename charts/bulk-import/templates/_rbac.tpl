@@ -7,7 +7,8 @@ cluster scope.
 */}}
 
 {{/* API (EXECUTOR=kubernetes): creates the ImportJob for each upload (a conflict means it
-exists); a retry of a failed import reads it and raises its spec.retries (merge patch). */}}
+exists); a retry of a failed import reads it and raises its spec.retries (merge patch); a
+cancel sets its spec.cancelRequested (merge patch). */}}
 {{- define "bulk-import.rbac.apiRules" -}}
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs"]

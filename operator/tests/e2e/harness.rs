@@ -758,6 +758,35 @@ pub struct Outcome {
     pub report: Option<Vec<u8>>,
 }
 
+/// `got` is what an uninterrupted run of the same file gave (`reference_run`): the same
+/// counters, the same customers row for row, the same errors.csv byte for byte.
+pub fn assert_same_outcome(got: &Outcome, want: &Outcome) {
+    assert_eq!(
+        (
+            &got.status,
+            got.processed,
+            got.inserted,
+            got.updated,
+            got.errors
+        ),
+        (
+            &want.status,
+            want.processed,
+            want.inserted,
+            want.updated,
+            want.errors
+        )
+    );
+    assert!(
+        got.customers == want.customers,
+        "customers differ from the uninterrupted run"
+    );
+    assert!(
+        got.report == want.report,
+        "errors.csv differs from the uninterrupted run"
+    );
+}
+
 pub async fn outcome(pool: &PgPool, storage: &Storage, id: Uuid) -> Outcome {
     let job = repo::get(pool, id).await.unwrap().expect("job row");
     let customers = sqlx::query_as::<_, Customer>(
