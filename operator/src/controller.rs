@@ -399,18 +399,27 @@ async fn retry(ij: &ImportJob, ctx: &Context, retries: u32, jobs: &Api<Job>) -> 
     let status = ij.status.clone().unwrap_or_default();
     let phase = status.phase.as_deref().and_then(Phase::parse);
     let id = ij.spec.job_id.parse::<uuid::Uuid>().ok();
-    let mut row = match id {
+    let failed = phase == Some(Phase::Failed);
+    // With a database and a valid id, the row decides: failed → pending (a no-op when the
+    // API has done it already), then it must be pending.
+    let checked = match (&ctx.db, id) {
+        (Some(db), Some(id)) => {
+            if failed {
+                bulk_import_core::repo::retry(db, id).await?;
+            }
+            true
+        }
+        _ => false,
+    };
+    let row = match id {
         Some(id) => read_row(ctx, id).await?,
         None => None,
     };
-    let mut runnable = phase == Some(Phase::Failed);
-    if let (true, Some(db), Some(id)) = (runnable, &ctx.db, id) {
-        bulk_import_core::repo::retry(db, id).await?;
-        row = read_row(ctx, id).await?;
-        runnable = row
-            .as_ref()
-            .is_some_and(|r| r.status() == bulk_import_core::JobStatus::Pending);
-    }
+    let runnable = failed
+        && (!checked
+            || row
+                .as_ref()
+                .is_some_and(|r| r.status() == bulk_import_core::JobStatus::Pending));
     let mut acted = ij.clone();
     let new_status = acted.status.get_or_insert_with(Default::default);
     new_status.retries = Some(retries);

@@ -197,6 +197,33 @@ async fn follow(stack: &Stack, token: &str, id: Uuid, timeout: Duration) -> Vec<
     }
 }
 
+/// The importer's log says it started from a checkpoint past the start of the file.
+fn assert_resumed_from_a_checkpoint(log: &str) {
+    let offset: i64 = log
+        .split("offset=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|o| o.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in the retry's log:\n{log}"));
+    assert!(offset > 0, "the retry resumed from a checkpoint:\n{log}");
+}
+
+/// A cancelled import of `rows` rows stopped before the end at a batch boundary, and its Job
+/// and pod are gone.
+async fn stopped_mid_file_and_cleared(stack: &Stack, id: Uuid, row: &Row, rows: i64) {
+    assert!(row.processed_rows < rows, "stopped before the end");
+    assert_eq!(
+        row.processed_rows,
+        row.inserted_rows + row.error_rows,
+        "whole batches"
+    );
+    stack
+        .eventually("the Job and its pod gone", MINUTE, || async {
+            (stack.job(id).is_none() && stack.pods(id).is_empty()).then_some(())
+        })
+        .await;
+}
+
 fn id_of(job: &Value) -> Uuid {
     job["id"]
         .as_str()
@@ -504,13 +531,7 @@ async fn killed_pod_resumes_from_checkpoint() {
     let log = stack
         .kubelet
         .log(retry["metadata"]["name"].as_str().unwrap());
-    let offset: i64 = log
-        .split("offset=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|o| o.parse().ok())
-        .unwrap_or_else(|| panic!("no offset in the retry's log:\n{log}"));
-    assert!(offset > 0, "the retry resumed from a checkpoint:\n{log}");
+    assert_resumed_from_a_checkpoint(&log);
     assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
 }
 
@@ -1775,17 +1796,7 @@ async fn cancelling_an_importjob_stops_the_import() {
     assert_eq!(st.reason.as_deref(), Some("Cancelled"));
     assert_eq!(condition(&st, "Cancelled").status, "True");
     assert_eq!(condition(&st, "Failed").status, "False");
-    assert!(last.row.processed_rows < 4000, "stopped before the end");
-    assert_eq!(
-        last.row.processed_rows,
-        last.row.inserted_rows + last.row.error_rows,
-        "whole batches"
-    );
-    stack
-        .eventually("the Job and its pod gone", MINUTE, || async {
-            (stack.job(id).is_none() && stack.pods(id).is_empty()).then_some(())
-        })
-        .await;
+    stopped_mid_file_and_cleared(&stack, id, &last.row, 4000).await;
     let log = stack.kubelet.log(&pod);
     assert!(
         log.contains("signal received"),
@@ -1871,13 +1882,7 @@ async fn a_failed_import_retried_through_the_api_resumes_as_a_new_job() {
     let log = stack
         .kubelet
         .log(retry_pod["metadata"]["name"].as_str().unwrap());
-    let offset: i64 = log
-        .split("offset=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|o| o.parse().ok())
-        .unwrap_or_else(|| panic!("no offset in the retry's log:\n{log}"));
-    assert!(offset > 0, "the retry resumed from a checkpoint:\n{log}");
+    assert_resumed_from_a_checkpoint(&log);
     assert!(events_about(&stack, &name)
         .iter()
         .any(|(t, r)| t == "Normal" && r == "Pending"));
@@ -1926,17 +1931,7 @@ async fn the_apis_cancel_goes_through_the_importjob() {
     assert_eq!(st.phase.as_deref(), Some("Cancelled"));
     assert_eq!(condition(&st, "Cancelled").status, "True");
     assert_eq!(last.row.status().as_str(), "cancelled");
-    assert!(last.row.processed_rows < 4000, "stopped before the end");
-    assert_eq!(
-        last.row.processed_rows,
-        last.row.inserted_rows + last.row.error_rows,
-        "whole batches"
-    );
-    stack
-        .eventually("the Job and its pod gone", MINUTE, || async {
-            (stack.job(id).is_none() && stack.pods(id).is_empty()).then_some(())
-        })
-        .await;
+    stopped_mid_file_and_cleared(&stack, id, &last.row, 4000).await;
     assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
 }
 

@@ -53,6 +53,19 @@ async fn create(target: &Target, job: &Job) -> anyhow::Result<()> {
     }
 }
 
+/// A JSON merge patch of the ImportJob, bounded like a create; the outer error is the timeout.
+async fn merge_patch(
+    api: &Api<ImportJob>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<kube::Result<ImportJob>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(
+        CREATE_TIMEOUT,
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch)),
+    )
+    .await
+}
+
 /// A `pending` job whose ImportJob ended `Failed` was retried (`POST /imports/{id}/retry`
 /// moved the row back to `pending`): raise `spec.retries` by one, and the operator runs it
 /// again as the Job `<name>-retry-<n>`. Nothing to do when a raise is already waiting
@@ -78,15 +91,10 @@ async fn rerun_if_failed(target: &Target, job: &Job) -> anyhow::Result<()> {
             "metadata": {"resourceVersion": ij.metadata.resource_version},
             "spec": {"retries": requested + 1},
         });
-        let patched = tokio::time::timeout(
-            CREATE_TIMEOUT,
-            target
-                .api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-        )
-        .await
-        .context("asking the ImportJob to run again timed out")?;
-        match patched {
+        match merge_patch(&target.api, &name, &patch)
+            .await
+            .context("asking the ImportJob to run again timed out")?
+        {
             Ok(_) => {
                 tracing::info!(job_id = %job.id, retries = requested + 1, "ImportJob asked to run again");
                 return Ok(());
@@ -160,15 +168,10 @@ impl Executor for KubernetesExecutor {
         Box::pin(async move {
             let patch = serde_json::json!({"spec": {"cancelRequested": true}});
             let name = resource_name(job_id);
-            let patched = tokio::time::timeout(
-                CREATE_TIMEOUT,
-                self.api
-                    .api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-            )
-            .await
-            .context("asking the ImportJob to cancel timed out")?;
-            match patched {
+            match merge_patch(&self.api.api, &name, &patch)
+                .await
+                .context("asking the ImportJob to cancel timed out")?
+            {
                 Ok(_) => {
                     tracing::info!(%job_id, "ImportJob asked to cancel");
                     Ok(())
