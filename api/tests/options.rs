@@ -117,23 +117,10 @@ async fn dry_run_then_real_run_with_overrides_and_the_dialect_in_the_job() {
     assert_eq!(customers(&app).await, 2);
 
     // The re-importable file of bad rows.
-    let link: Value = app
-        .get(&token, &format!("/imports/{id}/errors?format=rows"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let body = app
-        .client
-        .get(link["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let url = app.report_url(&token, &id, "?format=rows").await;
+    let body = app.download(&url).await;
     assert_eq!(
-        body,
+        String::from_utf8(body.to_vec()).unwrap(),
         "email,first_name,last_name,phone,city\r\nне-почта,Пётр,,,\r\n"
     );
     let r = app

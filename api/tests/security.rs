@@ -37,17 +37,6 @@ type Customer = (
     Option<String>,
 );
 
-/// The job's errors.csv link (`GET /imports/{id}/errors`).
-async fn report_url(app: &TestApp, token: &str, id: &str) -> String {
-    let link: Value = app
-        .get(token, &format!("/imports/{id}/errors"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    link["url"].as_str().expect("a report link").to_string()
-}
-
 fn secret(tag: &str) -> String {
     format!("{tag}{}", Uuid::new_v4().simple())
 }
@@ -89,7 +78,7 @@ async fn secrets_never_appear_in_the_logs_of_a_full_run() {
         .unwrap()
         .to_string();
     assert_eq!(app.wait_finished(&token, &id).await["status"], "done");
-    let url = report_url(&app, &token, &id).await;
+    let url = app.report_url(&token, &id, "").await;
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
     let signature = url
         .split(['?', '&'])
@@ -265,7 +254,7 @@ async fn sql_and_control_characters_are_stored_verbatim_and_formulas_neutralised
             assert_eq!(stored, value, "stored verbatim");
         }
     }
-    let report = reqwest::get(report_url(&app, &token, &id).await)
+    let report = reqwest::get(app.report_url(&token, &id, "").await)
         .await
         .unwrap()
         .bytes()
@@ -350,7 +339,7 @@ async fn download_links_and_access_tokens_are_not_interchangeable() {
         .unwrap()
         .to_string();
     app.wait_finished(&token, &id).await;
-    let url = report_url(&app, &token, &id).await;
+    let url = app.report_url(&token, &id, "").await;
     let download_token = url.rsplit('/').next().unwrap();
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
     assert_eq!(

@@ -306,21 +306,8 @@ async fn the_web_page_registers_uploads_shows_progress_and_the_report_and_cancel
         .unwrap();
     let jobs: Value = app.get(&token, "/imports").await.json().await.unwrap();
     let id = jobs["items"][0]["id"].as_str().unwrap().to_string();
-    let link: Value = app
-        .get(&token, &format!("/imports/{id}/errors"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let expected = app
-        .client
-        .get(link["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let url = app.report_url(&token, &id, "").await;
+    let expected = app.download(&url).await;
     assert_eq!(downloaded, expected);
     assert!(String::from_utf8_lossy(&downloaded).contains("invalid_email"));
     browser.wait_text("#jobs", "customers.csv", 10).await;

@@ -233,6 +233,29 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The link `GET /imports/{id}/errors{query}` answers (`query`: "" or "?format=rows").
+    pub async fn report_url(&self, token: &str, id: &str, query: &str) -> String {
+        let link: serde_json::Value = self
+            .get(token, &format!("/imports/{id}/errors{query}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        link["url"].as_str().expect("a report link").to_string()
+    }
+
+    /// The body behind a (presigned or download) link, without credentials.
+    pub async fn download(&self, url: &str) -> bytes::Bytes {
+        self.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Job {
         repo::get(&self.pool, id.parse().unwrap())
             .await
