@@ -1,8 +1,8 @@
 //! Applies one batch in one transaction: its customer rows, its error rows, the job
 //! counters and the checkpoint, so that a crash at any point loses nothing and repeats
 //! nothing. Duplicate detection lives here too (see `insert_only` and `upsert` below).
-//! Two batches with no email in common can be applied at the same time, still committing
-//! in file order (`Loader::apply_pair`).
+//! Batches are applied two at a time, in a pipeline on two connections, still committing
+//! in file order (`Loader::push`).
 
 use crate::{
     copy,
@@ -18,10 +18,12 @@ use bulk_import_core::{
 };
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     hash::{BuildHasher, RandomState},
+    sync::Arc,
     time::Duration,
 };
+use tokio::{sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -45,13 +47,13 @@ pub struct Batch {
     /// first; classified with it once the table has been looked at.
     repeats: Vec<(Customer, i64)>,
     /// Whether an email of this batch is also in the batch read before it (set by
-    /// `prepare`): if so, it cannot simply be applied beside that one (`Loader::can_pair`).
+    /// `prepare`): if so, it cannot simply be applied beside that one (`Loader::can_follow`).
     shares_with_previous: bool,
 }
 
 /// Hashes of the emails of the batch read last, kept by the reader so that `prepare` can
 /// tell whether a batch shares an email with the one before it. A hash collision only makes
-/// a batch look as if it shared one, which costs it its pairing, never correctness.
+/// a batch look as if it shared one, which costs it its overlap, never correctness.
 #[derive(Default)]
 pub struct PreviousEmails {
     state: RandomState,
@@ -156,6 +158,9 @@ pub enum LoadError {
     Conflict,
     #[error("interrupted")]
     Interrupted,
+    /// The batch just committed took the job's error rows past its `max_errors`.
+    #[error("too many errors")]
+    TooManyErrors(Totals),
 }
 
 impl LoadError {
@@ -169,26 +174,31 @@ impl LoadError {
 }
 
 const UNIQUE_VIOLATION: &str = "23505";
-/// Retries of a batch on transient errors: about a minute in all (`Policy::MINUTE`), then
-/// the run stops and a later run resumes from the checkpoint.
-/// How long a batch applied beside another may wait for a row lock held elsewhere. The
-/// second batch of a pair waits (in the importer, invisible to Postgres's deadlock detector)
-/// for the first to commit, so a concurrent job that waits for the second while holding a
-/// row the first needs would otherwise deadlock unseen; after this the pair is given up and
-/// its batches are applied one after the other, which has no such wait.
+/// How long a batch applied in the pipeline may wait for a row lock held elsewhere. A batch
+/// waits (in the importer, invisible to Postgres's deadlock detector) for the one before it
+/// to commit, so a concurrent job that waits for the later one while holding a row the
+/// earlier one needs would otherwise deadlock unseen; after this the batch is applied again
+/// alone (`Loader::apply`), which has no such wait.
 const PAIR_LOCK_TIMEOUT: &str = "5s";
 
 /// Applies batches in order, each in one transaction with its checkpoint.
 ///
-/// Two consecutive batches with no email in common are applied at the same time on two
-/// connections (`apply_pair`): Postgres then uses both cores. Their transactions still commit
-/// in file order: the second does all its row work, then waits for the first to commit
-/// before it moves the checkpoint and commits. If anything goes wrong with a pair, nothing
-/// of the second batch is kept and both are applied again one at a time, with the retry
-/// rules of `apply`.
+/// Batches go through a pipeline two deep (`push`): each is applied in a task of its own on
+/// its own connection, beside the batch before it, so Postgres uses both cores and a
+/// connection starts the next batch as soon as its own commits. Transactions still commit
+/// in file order: a batch does all its row work, then waits for the one before it to commit
+/// before it moves the checkpoint and commits. If a batch does not commit, nothing of the
+/// one after it is kept; that one is applied again alone with the retry rules of `apply`
+/// (which also handles a commit whose acknowledgement was lost), the other goes back into
+/// the pipeline.
 pub struct Loader {
     options: PgConnectOptions,
+    /// Idle connections (a batch in flight holds its own).
     conns: [Option<PgConnection>; 2],
+    /// Batches being applied, oldest first (at most two).
+    inflight: VecDeque<InFlight>,
+    /// The job's `max_errors`.
+    max_errors: Option<i64>,
     job_id: Uuid,
     mode: ImportMode,
     seen: SeenEmails,
@@ -200,7 +210,7 @@ pub struct Loader {
     /// The claim this importer holds on the job (`repo::claim`), renewed with each batch.
     owner: Uuid,
     lease: Duration,
-    /// Client-side bound of one attempt at a batch (or a pair): a half-open connection is
+    /// Client-side bound of one attempt at a batch: a half-open connection is
     /// given up after it and the batch retried on a new one.
     op_timeout: Duration,
     /// Write no customer row (`crate::dry_run`).
@@ -215,8 +225,8 @@ struct Staged<'c, 'b> {
     updated: i64,
     /// insert_only: the emails loaded, for the Bloom filter once committed.
     loaded: Vec<&'b str>,
-    /// insert_only, the second batch of a pair: rows (and repeats) whose email the first
-    /// batch also has. Classified once the first has committed (`classify_later`).
+    /// insert_only, a batch applied beside the one before it: rows (and repeats) whose email
+    /// that one also has. Classified once it has committed (`classify_later`).
     later: Vec<&'b Customer>,
     later_repeats: Vec<&'b Repeat>,
 }
@@ -229,8 +239,8 @@ impl<'b> Staged<'_, 'b> {
     /// now: each is a duplicate of what that batch left in the table — its own row
     /// (duplicate_in_file, naming the line) or one that was there before (duplicate_in_db) —
     /// exactly as if this batch had been applied after it. An email not in the table (which
-    /// the first batch's commit rules out) gives the pair up: `Existing`, and the batch is
-    /// applied again alone.
+    /// the earlier batch's commit rules out) gives the overlap up: `Existing`, and the batch
+    /// is applied again alone.
     async fn classify_later(&mut self, job_id: Uuid) -> Result<(), StageError> {
         if self.later.is_empty() {
             return Ok(());
@@ -347,6 +357,8 @@ impl Loader {
         Loader {
             options,
             conns: [None, None],
+            inflight: VecDeque::new(),
+            max_errors: None,
             job_id,
             mode,
             seen: SeenEmails::new(expected_rows),
@@ -437,120 +449,164 @@ impl Loader {
         Err(LoadError::CheckpointMoved)
     }
 
-    /// Whether two consecutive batches are applied at the same time (`apply_pair`):
-    /// - insert_only: always; rows of the second whose email the first also has are set
-    ///   aside and classified once the first has committed (`Staged::classify_later`), so a
-    ///   file with repeated emails keeps its pairs;
+    /// Whether `batch` may be applied beside the batch read just before it, which is still
+    /// being applied:
+    /// - insert_only: always; rows whose email that batch also has are set aside and
+    ///   classified once it has committed (`Staged::classify_later`), so a file with
+    ///   repeated emails keeps its overlap;
     /// - upsert and dry runs: only when they have no email in common.
     ///
     /// Also for a file sorted by email, where both batches insert at the right edge of the
-    /// email index: measured, one stream there is slower than a pair (bench/run.sh, README).
-    pub fn can_pair(&self, _first: &Batch, second: &Batch) -> bool {
-        !second.shares_with_previous() || (self.mode == ImportMode::InsertOnly && !self.dry_run)
+    /// email index: measured, one stream there is slower than two (bench/run.sh, README).
+    fn can_follow(&self, batch: &Batch) -> bool {
+        !batch.shares_with_previous() || (self.mode == ImportMode::InsertOnly && !self.dry_run)
     }
 
-    /// Applies two consecutive batches at the same time (see the type's documentation and
-    /// `can_pair`). Returns the totals after the second.
-    pub async fn apply_pair(&mut self, first: &Batch, second: &Batch) -> Result<Totals, LoadError> {
-        let limit = self.op_timeout;
-        let (a, b) = match tokio::time::timeout(limit, self.pair_once(first, second)).await {
-            Ok(results) => results,
-            Err(_) => (
-                Err(StageError::Load(LoadError::Db(db::timed_out(limit)))),
-                Err(StageError::Load(LoadError::Interrupted)),
+    /// Hands the next batch (in file order) to the pipeline: it is applied in a task of its
+    /// own, on its own connection, beside the batch before it when that one is still being
+    /// applied (`can_follow`), and commits right after it. Waits, first, for the oldest batch
+    /// when two are already in flight. Returns the job's committed totals after the last
+    /// batch that committed meanwhile, if any.
+    ///
+    /// Stops with `TooManyErrors` at the first commit that takes the job's error rows past
+    /// its `max_errors` (`stop_after_errors`): the batch after that one does not commit.
+    pub async fn push(&mut self, batch: Batch) -> Result<Option<Totals>, LoadError> {
+        let batch = Arc::new(batch);
+        let mut committed = None;
+        while match self.inflight.len() {
+            0 => false,
+            1 => !self.can_follow(&batch),
+            _ => true,
+        } {
+            committed = Some(self.complete_oldest().await?);
+        }
+        self.spawn(batch);
+        Ok(committed)
+    }
+
+    /// Waits for every batch handed over to be applied; returns the totals after the last.
+    pub async fn flush(&mut self) -> Result<Option<Totals>, LoadError> {
+        let mut committed = None;
+        while !self.inflight.is_empty() {
+            committed = Some(self.complete_oldest().await?);
+        }
+        Ok(committed)
+    }
+
+    /// The job's `max_errors`: no batch commits after the one that goes past it.
+    pub fn stop_after_errors(mut self, max_errors: Option<i64>) -> Loader {
+        self.max_errors = max_errors;
+        self
+    }
+
+    fn over_max(&self, totals: &Totals) -> bool {
+        self.max_errors.is_some_and(|max| totals.error_rows > max)
+    }
+
+    /// Starts applying `batch` in a task, after the batch in flight before it, if any.
+    fn spawn(&mut self, batch: Arc<Batch>) {
+        let (after, from, shared_with) = match self.inflight.back_mut() {
+            Some(before) => (
+                before.committed.take(),
+                before.batch.end_offset as i64,
+                batch.shares_with_previous().then(|| before.batch.clone()),
             ),
+            None => (None, self.checkpoint, None),
         };
-        match (a, b) {
-            (Ok(_), Ok(totals)) => {
-                self.checkpoint = second.end_offset as i64;
-                tracing::debug!(
-                    shared = second.shares_with_previous(),
-                    "applied a pair of batches"
-                );
-                Ok(totals)
-            }
-            (Ok(_), Err(e)) => {
-                tracing::warn!(error = %e, "the second batch of a pair failed; applying it alone");
-                self.checkpoint = first.end_offset as i64;
-                self.conns[1] = None;
-                self.apply(second).await
-            }
-            (Err(e), _) => {
-                tracing::warn!(error = %e, "a pair of batches failed; applying them one at a time");
-                self.conns = [None, None];
-                self.apply(first).await?;
-                self.apply(second).await
+        let (committed, committed_rx) = oneshot::channel();
+        let task = Task {
+            candidates: self.candidates(&batch),
+            batch: batch.clone(),
+            shared_with,
+            options: self.options.clone(),
+            claim: self.claim(),
+            mode: self.mode,
+            from,
+            dry_run: self.dry_run,
+            max_errors: self.max_errors,
+        };
+        let conn = self.conns.iter_mut().find_map(Option::take);
+        let limit = self.op_timeout;
+        let beside = after.is_some();
+        let handle = tokio::spawn(task.run(conn, after, committed, limit));
+        self.inflight.push_back(InFlight {
+            batch,
+            task: handle,
+            committed: Some(committed_rx),
+            beside,
+        });
+    }
+
+    /// Waits for the oldest batch in flight. If it did not commit, neither did the one after
+    /// it (which waits for its commit): both are then applied again, the failed one alone
+    /// with `apply`'s retries, the next back in the pipeline.
+    async fn complete_oldest(&mut self) -> Result<Totals, LoadError> {
+        let oldest = self.inflight.pop_front().expect("a batch in flight");
+        let Finished { conn, outcome } = finished(oldest.task).await;
+        if let Some(conn) = conn {
+            if let Some(slot) = self.conns.iter_mut().find(|slot| slot.is_none()) {
+                *slot = Some(conn);
             }
         }
+        let totals = match outcome {
+            Outcome::Committed(totals) => {
+                self.checkpoint = oldest.batch.end_offset as i64;
+                self.remember_batch(&oldest.batch);
+                tracing::debug!(
+                    beside_previous = oldest.beside,
+                    shared = oldest.batch.shares_with_previous(),
+                    "applied a batch"
+                );
+                totals
+            }
+            failed => {
+                let mut rest = Vec::new();
+                while let Some(next) = self.inflight.pop_front() {
+                    finished(next.task).await;
+                    rest.push(next.batch);
+                }
+                match failed {
+                    // Expected: an email of the batch was in the table before the import.
+                    Outcome::Failed(e @ StageError::Existing) => {
+                        tracing::debug!(error = %e, "applying a batch again alone")
+                    }
+                    Outcome::Failed(e) => {
+                        tracing::warn!(error = %e, "a batch failed in the pipeline; applying it alone")
+                    }
+                    _ => tracing::warn!("a batch was withdrawn; applying it alone"),
+                }
+                self.conns = [None, None];
+                let totals = self.apply(&oldest.batch).await?;
+                if self.over_max(&totals) {
+                    return Err(LoadError::TooManyErrors(totals));
+                }
+                for batch in rest {
+                    self.spawn(batch);
+                }
+                totals
+            }
+        };
+        if self.over_max(&totals) {
+            return Err(LoadError::TooManyErrors(totals));
+        }
+        Ok(totals)
     }
 
-    /// One attempt at a pair: each batch's result (the second's is an error whenever the
-    /// first's is). Updates the Bloom filter with what committed.
-    async fn pair_once(
-        &mut self,
-        first: &Batch,
-        second: &Batch,
-    ) -> (Result<Totals, StageError>, Result<Totals, StageError>) {
-        let probes = (self.candidates(first), self.candidates(second));
-        // insert_only: the second batch's emails that the first also has wait for its commit.
-        let deferred: HashSet<&str> = if second.shares_with_previous() {
-            let ours: HashSet<&str> = first.rows.iter().map(|c| c.email.as_str()).collect();
-            second
-                .rows
-                .iter()
-                .map(|c| c.email.as_str())
-                .filter(|e| ours.contains(e))
-                .collect()
-        } else {
-            HashSet::new()
-        };
-        let none = HashSet::new();
-        let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
-        let job_id = claim.job_id;
-        let how = How {
-            paired: true,
-            dry_run: self.dry_run,
-        };
-        let [slot1, slot2] = &mut self.conns;
-        let options = &self.options;
-        let conns = async { Ok((ensure(slot1, options).await?, ensure(slot2, options).await?)) };
-        let (c1, c2) = match conns.await {
-            Ok(conns) => conns,
-            Err(e) => {
-                return (
-                    Err(LoadError::Db(e).into()),
-                    Err(LoadError::Interrupted.into()),
-                )
+    /// insert_only: adds a committed batch's emails to the Bloom filter (all of them are in
+    /// the table now, loaded by it or found there).
+    fn remember_batch(&mut self, batch: &Batch) {
+        if self.mode == ImportMode::InsertOnly && !self.dry_run {
+            for c in &batch.rows {
+                self.seen.insert(&c.email);
             }
-        };
-        let (committed, first_done) = tokio::sync::oneshot::channel::<bool>();
-        let one = async {
-            let result = async {
-                let s = stage(c1, job_id, mode, first, probes.0, &none, how).await?;
-                Ok(s.commit(&claim, checkpoint, first).await?)
-            }
-            .await;
-            let _ = committed.send(result.is_ok());
-            result
-        };
-        let two = async {
-            let mut s = stage(c2, job_id, mode, second, probes.1, &deferred, how).await?;
-            if first_done.await != Ok(true) {
-                // Dropping the transaction rolls the second batch back.
-                return Err(LoadError::Interrupted.into());
-            }
-            s.classify_later(job_id).await?;
-            Ok(s.commit(&claim, first.end_offset as i64, second).await?)
-        };
-        let (a, b) = tokio::join!(one, two);
-        (remember(&mut self.seen, a), remember(&mut self.seen, b))
+        }
     }
 
     async fn apply_once(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
         let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
         let job_id = claim.job_id;
         loop {
-            let probe = self.candidates(batch);
+            let probe = emails_at(batch, &self.candidates(batch));
             let conn = ensure(&mut self.conns[0], &self.options).await?;
             match stage(
                 conn,
@@ -581,16 +637,149 @@ impl Loader {
 
     /// insert_only: the emails of the batch that may already be in the table (a Bloom
     /// filter of this run's emails, or every row once a COPY has hit an existing email).
-    fn candidates<'b>(&self, batch: &'b Batch) -> Vec<&'b str> {
+    /// As indices into `batch.rows`.
+    fn candidates(&self, batch: &Batch) -> Vec<usize> {
         if self.mode != ImportMode::InsertOnly {
             return Vec::new();
         }
-        batch
-            .rows
-            .iter()
-            .map(|c| c.email.as_str())
-            .filter(|e| self.probe_all || self.seen.may_contain(e))
+        (0..batch.rows.len())
+            .filter(|&i| self.probe_all || self.seen.may_contain(&batch.rows[i].email))
             .collect()
+    }
+}
+
+/// `batch.rows[i].email` for each index.
+fn emails_at<'b>(batch: &'b Batch, rows: &[usize]) -> Vec<&'b str> {
+    rows.iter().map(|&i| batch.rows[i].email.as_str()).collect()
+}
+
+impl Drop for Loader {
+    /// A batch still in flight is abandoned: its transaction never commits.
+    fn drop(&mut self) {
+        for batch in &self.inflight {
+            batch.task.abort();
+        }
+    }
+}
+
+/// A batch handed to the pipeline (`Loader::push`).
+struct InFlight {
+    batch: Arc<Batch>,
+    task: JoinHandle<Finished>,
+    /// Resolved with the job's totals when the batch commits; taken by the batch after it,
+    /// which commits only then.
+    committed: Option<oneshot::Receiver<Totals>>,
+    /// Whether it was applied beside the batch before it (for the debug log).
+    beside: bool,
+}
+
+/// What a task gives back: its connection when it is fit for the next batch, and how the
+/// batch ended.
+struct Finished {
+    conn: Option<PgConnection>,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Committed(Totals),
+    Failed(StageError),
+    /// The batch before it did not commit, or went past `max_errors`: rolled back.
+    Withdrawn,
+}
+
+/// Waits for a task; a panic in it is the loader's.
+async fn finished(task: JoinHandle<Finished>) -> Finished {
+    match task.await {
+        Ok(finished) => finished,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Finished {
+            conn: None,
+            outcome: Outcome::Failed(LoadError::Interrupted.into()),
+        },
+    }
+}
+
+/// One batch applied in a task of its own: staged on its connection while the batch before
+/// it (if still in flight) is applied on the other, then committed once that one has.
+struct Task {
+    batch: Arc<Batch>,
+    /// insert_only: the batch before, still in flight, when it shares emails with this one.
+    shared_with: Option<Arc<Batch>>,
+    /// insert_only: rows that may already be in the table (`Loader::candidates`).
+    candidates: Vec<usize>,
+    options: PgConnectOptions,
+    claim: ClaimRef,
+    mode: ImportMode,
+    /// The checkpoint the batch before leaves (this batch's `from_offset`).
+    from: i64,
+    dry_run: bool,
+    max_errors: Option<i64>,
+}
+
+impl Task {
+    /// `after`: the commit of the batch before, when it is in flight; `committed` is told
+    /// of this batch's commit. The whole attempt is bounded by `limit`.
+    async fn run(
+        self,
+        mut conn: Option<PgConnection>,
+        after: Option<oneshot::Receiver<Totals>>,
+        committed: oneshot::Sender<Totals>,
+        limit: Duration,
+    ) -> Finished {
+        let outcome = match tokio::time::timeout(limit, self.apply(&mut conn, after)).await {
+            Ok(Ok(Some(totals))) => {
+                let _ = committed.send(totals);
+                Outcome::Committed(totals)
+            }
+            Ok(Ok(None)) => Outcome::Withdrawn,
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::Failed(LoadError::Db(db::timed_out(limit)).into()),
+        };
+        Finished {
+            // A connection whose batch did not commit may be in any state: not reused.
+            conn: conn.filter(|_| matches!(outcome, Outcome::Committed(_))),
+            outcome,
+        }
+    }
+
+    /// The batch's totals once committed; `None` when withdrawn.
+    async fn apply(
+        &self,
+        slot: &mut Option<PgConnection>,
+        after: Option<oneshot::Receiver<Totals>>,
+    ) -> Result<Option<Totals>, StageError> {
+        let batch = &*self.batch;
+        let conn = ensure(slot, &self.options).await.map_err(LoadError::Db)?;
+        let deferred: HashSet<&str> = match &self.shared_with {
+            Some(before) => {
+                let theirs: HashSet<&str> = before.rows.iter().map(|c| c.email.as_str()).collect();
+                batch
+                    .rows
+                    .iter()
+                    .map(|c| c.email.as_str())
+                    .filter(|e| theirs.contains(e))
+                    .collect()
+            }
+            None => HashSet::new(),
+        };
+        let how = How {
+            // Any batch may have one waiting for it (see `PAIR_LOCK_TIMEOUT`).
+            paired: true,
+            dry_run: self.dry_run,
+        };
+        let candidates = emails_at(batch, &self.candidates);
+        let job_id = self.claim.job_id;
+        let mut staged = stage(conn, job_id, self.mode, batch, candidates, &deferred, how).await?;
+        if let Some(after) = after {
+            match after.await {
+                Ok(totals) if self.max_errors.is_none_or(|max| totals.error_rows <= max) => {}
+                // Dropping the transaction rolls the batch back.
+                _ => return Ok(None),
+            }
+        }
+        staged.classify_later(job_id).await?;
+        let (totals, _) = staged.commit(&self.claim, self.from, batch).await?;
+        Ok(Some(totals))
     }
 }
 

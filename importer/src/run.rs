@@ -99,6 +99,7 @@ impl From<LoadError> for Stop {
             LoadError::Regressed(_) => Stop::Regressed,
             LoadError::Ended(status) => Stop::Ended(status),
             LoadError::LostClaim => Stop::Lost,
+            LoadError::TooManyErrors(totals) => Stop::TooManyErrors(totals),
             other => Stop::Temporary(other.to_string()),
         }
     }
@@ -574,38 +575,28 @@ async fn stream(
         (size - offset) / 40,
         cancel.clone(),
     )
-    .owned_by(ctx.owner, settings.job_lease, ctx.op_timeout);
+    .owned_by(ctx.owner, settings.job_lease, ctx.op_timeout)
+    .stop_after_errors(job.max_errors);
     loader.dry_run = job.dry_run;
     let mut published = totals.processed_rows;
-    // A batch read but not applied yet (it shared an email with the one before it).
-    let mut held = None;
+    // The reader is well ahead of the database: the loader applies two batches at a time,
+    // each committing right after the one before it (`Loader::push`).
     loop {
-        let batch = match held.take() {
-            Some(batch) => batch,
-            None => match next_batch(&mut rx, &cancel).await? {
-                Some(batch) => batch,
-                None => break,
-            },
-        };
-        // The reader is well ahead of the database: take the next batch too, if any, and
-        // apply the two at the same time when they can be (`Loader::can_pair`); otherwise
-        // apply this one alone and pair the next with the one after it.
-        totals = match next_batch(&mut rx, &cancel).await? {
-            Some(next) if loader.can_pair(&batch, &next) => {
-                loader.apply_pair(&batch, &next).await?
+        let committed = match next_batch(&mut rx, &cancel).await? {
+            Some(batch) => loader.push(batch).await?,
+            None => {
+                if let Some(last) = loader.flush().await? {
+                    totals = last;
+                }
+                break;
             }
-            Some(next) => {
-                held = Some(next);
-                loader.apply(&batch).await?
-            }
-            None => loader.apply(&batch).await?,
         };
-        if job.max_errors.is_some_and(|max| totals.error_rows > max) {
-            return Err(Stop::TooManyErrors(totals));
-        }
-        if totals.processed_rows - published >= settings.import.progress_every as i64 {
-            published = totals.processed_rows;
-            publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));
+        if let Some(committed) = committed {
+            totals = committed;
+            if totals.processed_rows - published >= settings.import.progress_every as i64 {
+                published = totals.processed_rows;
+                publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));
+            }
         }
     }
     match reader.await {

@@ -693,19 +693,21 @@ async fn three_hundred_rows_with_a_megabyte_field_keep_the_importer_under_64_mib
 }
 
 /// Issue 14: a batch that repeats an email of the batch before it is still applied beside
-/// it (insert_only): its rows with that email (and their repeats in the batch) are set aside
-/// and classified once the first has committed — duplicate_in_file naming the line the
-/// first loaded it from, or duplicate_in_db when it was there before the import — exactly
-/// what one batch at a time gives. The importer's debug log shows which pairs ran as pairs.
+/// it (insert_only, the loader's pipeline): its rows with that email (and their repeats in
+/// the batch) are set aside and classified once the one before has committed —
+/// duplicate_in_file naming the line that one loaded it from, or duplicate_in_db when it was
+/// there before the import — exactly what one batch at a time gives. The importer's debug
+/// log shows which batches ran beside the one before.
 #[tokio::test]
-async fn a_batch_repeating_an_email_of_the_one_before_keeps_its_pair() {
+async fn a_batch_repeating_an_email_of_the_one_before_is_still_applied_beside_it() {
     let env = TestEnv::with(Backend::Fs, &[("BATCH_SIZE", "3")]).await;
     sqlx::query("INSERT INTO customers (email, city) VALUES ('pre@x.com', 'before')")
         .execute(&env.pool)
         .await
         .unwrap();
-    // Batches of three. 1+2: the first's COPY hits pre@x.com, so that pair is given up and
-    // every later row is looked up first. 3+4 and 5+6 share emails and run as pairs.
+    // Batches of three. 1: its COPY hits pre@x.com, so it is applied again alone (2, begun
+    // beside it, too) and every later row is looked up first. 4, 5 and 6 each share an email
+    // with the batch before and are applied beside it.
     let file = b"email,first_name,last_name,phone,city\n\
 a@x.com,,,,1\npre@x.com,,,,1\nb@x.com,,,,1\n\
 c@x.com,,,,2\nd@x.com,,,,2\nh@x.com,,,,2\n\
@@ -733,11 +735,12 @@ G@x.com,,,,6\ng@x.com,,,,6\ni@x.com,,,,6\n";
     }
     assert!(out.status.success(), "{log}");
     assert_eq!(
-        log.matches("applied a pair of batches").count(),
-        2,
-        "batches 3+4 and 5+6 applied as pairs:\n{log}"
+        log.matches("applied a batch beside_previous=true shared=true")
+            .count(),
+        3,
+        "batches 4, 5 and 6 applied beside the one before each:\n{log}"
     );
-    assert_eq!(log.matches("shared=true").count(), 2, "{log}");
+    assert_eq!(log.matches("shared=true").count(), 3, "{log}");
 
     let job = env.job(id).await;
     assert_eq!(job.status(), JobStatus::Done);
