@@ -128,11 +128,13 @@ pub async fn run_job(
     )
     .map_err(|e| RunError::Config(format!("DATABASE_URL: {e}")))?;
     let storage = Storage::from_settings(settings).map_err(|e| RunError::Config(e.to_string()))?;
+    // Three: the two report uploads at once (`write_report`) leave one for the heartbeat.
+    // The loader's two connections are its own.
     let pool = retry(
         "connecting to Postgres",
         Policy::MINUTE,
         db::is_transient,
-        || db::pool_options(2).connect_with(options.clone()),
+        || db::pool_options(3).connect_with(options.clone()),
     )
     .await?;
     let ctx = Ctx {
@@ -377,6 +379,7 @@ async fn process(
                     tracing::info!(job_id = %job.id, ?pause, "every batch is committed; pausing before the report and done");
                     tokio::time::sleep(pause).await;
                 }
+                tracing::info!(job_id = %job.id, ?totals, "every batch is committed");
                 let report = write_report(ctx, job.id, totals).await?;
                 let finished = retry(
                     "finishing the job",
@@ -453,9 +456,13 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
         Policy::MINUTE,
         |_| true,
         || async {
-            // The bad rows alone first: errors.csv is what the job row names.
-            report::upload_rows(&ctx.pool, &ctx.storage, job_id, &rows).await?;
-            report::upload(&ctx.pool, &ctx.storage, job_id, &key).await
+            // Both at once (each reads import_errors on a connection of its own); the job
+            // row names errors.csv only once both are stored.
+            tokio::try_join!(
+                report::upload_rows(&ctx.pool, &ctx.storage, job_id, &rows),
+                report::upload(&ctx.pool, &ctx.storage, job_id, &key),
+            )
+            .map(|_| ())
         },
     )
     .await
