@@ -1,8 +1,12 @@
-//! Which emails this importer run has already loaded, as a Bloom filter: memory stays bounded
-//! (about 10 bits per row, capped) whatever the file size. A "maybe" only costs a look-up in
-//! `customers`, which stays the source of truth; a "no" is certain.
+//! Which emails this importer run has already read, as a Bloom filter (fastbloom): memory
+//! stays bounded (about 10 bits per row, capped) whatever the file size. A "maybe" only costs
+//! a look-up in `customers`, which stays the source of truth; a "no" is certain.
+//!
+//! Each email is hashed once, on the reader thread (`SeenEmails::hash`); the filter and the
+//! check of a batch against the one before it (`crate::load::PreviousEmails`) both work
+//! from that hash.
 
-use bloomfilter::Bloom;
+use fastbloom::BloomFilter;
 
 /// Rows the filter is sized for at most (about 9.6 MB); beyond that its false-positive rate
 /// rises, which costs extra look-ups, never wrong results.
@@ -10,23 +14,28 @@ const MAX_ITEMS: u64 = 8_000_000;
 const FALSE_POSITIVE_RATE: f64 = 0.01;
 
 pub struct SeenEmails {
-    bloom: Bloom<str>,
+    bloom: BloomFilter,
 }
 
 impl SeenEmails {
     pub fn new(expected_rows: u64) -> SeenEmails {
         let items = expected_rows.clamp(1_000, MAX_ITEMS) as usize;
-        let bloom =
-            Bloom::new_for_fp_rate(items, FALSE_POSITIVE_RATE).expect("valid bloom parameters");
-        SeenEmails { bloom }
+        SeenEmails {
+            bloom: BloomFilter::with_false_pos(FALSE_POSITIVE_RATE).expected_items(items),
+        }
     }
 
-    pub fn may_contain(&self, email: &str) -> bool {
-        self.bloom.check(email)
+    /// The hash every other method takes.
+    pub fn hash(&self, email: &str) -> u64 {
+        self.bloom.source_hash(email)
     }
 
-    pub fn insert(&mut self, email: &str) {
-        self.bloom.set(email);
+    pub fn may_contain(&self, hash: u64) -> bool {
+        self.bloom.contains_hash(hash)
+    }
+
+    pub fn insert(&mut self, hash: u64) {
+        self.bloom.insert_hash(hash);
     }
 }
 
@@ -38,11 +47,11 @@ mod tests {
     fn no_false_negatives_and_few_false_positives() {
         let mut seen = SeenEmails::new(10_000);
         for i in 0..10_000 {
-            seen.insert(&format!("user{i}@example.com"));
+            seen.insert(seen.hash(&format!("user{i}@example.com")));
         }
-        assert!((0..10_000).all(|i| seen.may_contain(&format!("user{i}@example.com"))));
+        assert!((0..10_000).all(|i| seen.may_contain(seen.hash(&format!("user{i}@example.com")))));
         let fp = (0..10_000)
-            .filter(|i| seen.may_contain(&format!("other{i}@example.com")))
+            .filter(|i| seen.may_contain(seen.hash(&format!("other{i}@example.com"))))
             .count();
         assert!(fp < 300, "false positives: {fp}");
     }

@@ -18,8 +18,7 @@ use bulk_import_core::{
 };
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    hash::{BuildHasher, RandomState},
+    collections::{hash_map::Entry, HashMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -49,15 +48,32 @@ pub struct Batch {
     /// Whether an email of this batch is also in the batch read before it (set by
     /// `prepare`): if so, it cannot simply be applied beside that one (`Loader::can_follow`).
     shares_with_previous: bool,
+    /// insert_only: indices into `rows` of the emails that an earlier batch of this run may
+    /// have had (the Bloom filter's "maybe"): only those are looked up in the table.
+    maybe_seen: Vec<usize>,
 }
 
-/// Hashes of the emails of the batch read last, kept by the reader so that `prepare` can
-/// tell whether a batch shares an email with the one before it. A hash collision only makes
-/// a batch look as if it shared one, which costs it its overlap, never correctness.
-#[derive(Default)]
+/// What the reader knows of the emails it has read, for `prepare`: hashes of the batch read
+/// last, to tell whether a batch shares an email with the one before it (a hash collision
+/// only makes a batch look as if it shared one, which costs it its overlap, never
+/// correctness), and a Bloom filter of every email read so far (insert_only).
 pub struct PreviousEmails {
-    state: RandomState,
+    seen: SeenEmails,
     hashes: HashSet<u64>,
+}
+
+impl PreviousEmails {
+    /// Sized for `expected_rows` rows (insert_only; upsert needs no Bloom filter).
+    pub fn new(mode: ImportMode, expected_rows: u64) -> PreviousEmails {
+        let rows = match mode {
+            ImportMode::InsertOnly => expected_rows,
+            ImportMode::Upsert => 0,
+        };
+        PreviousEmails {
+            seen: SeenEmails::new(rows),
+            hashes: HashSet::new(),
+        }
+    }
 }
 
 impl Batch {
@@ -72,19 +88,30 @@ impl Batch {
     /// the rest is encoded for COPY. upsert: repeats
     /// are collapsed to their last occurrence (the one that wins), sorted by email so that
     /// concurrent upserts lock rows in one order. Both: whether the batch shares an email
-    /// with the one before it (`previous`, which then holds this batch's emails).
+    /// with the one before it (`previous`, which then holds this batch's emails), and
+    /// (insert_only) which emails an earlier batch may have had.
     pub fn prepare(&mut self, mode: ImportMode, job_id: Uuid, previous: &mut PreviousEmails) {
         self.records = self.rows.len() + self.errors.len();
         let rows = std::mem::take(&mut self.rows);
         match mode {
             ImportMode::InsertOnly => {
-                let mut first_line: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-                for c in rows {
-                    if let Some(&first) = first_line.get(&c.email) {
-                        self.repeats.push((c, first));
-                    } else {
-                        first_line.insert(c.email.clone(), c.line);
-                        self.rows.push(c);
+                // The line of the first occurrence, for each later one.
+                let firsts: Vec<Option<i64>> = {
+                    let mut first: HashMap<&str, i64> = HashMap::with_capacity(rows.len());
+                    rows.iter()
+                        .map(|c| match first.entry(c.email.as_str()) {
+                            Entry::Occupied(e) => Some(*e.get()),
+                            Entry::Vacant(e) => {
+                                e.insert(c.line);
+                                None
+                            }
+                        })
+                        .collect()
+                };
+                for (c, first) in rows.into_iter().zip(firsts) {
+                    match first {
+                        Some(first) => self.repeats.push((c, first)),
+                        None => self.rows.push(c),
                     }
                 }
                 self.copy_data = encode_customers(&self.rows, job_id);
@@ -100,11 +127,20 @@ impl Batch {
             }
         }
         // `rows` holds every email of the batch once (repeats were set aside or collapsed).
-        let hashes: HashSet<u64> = self
-            .rows
-            .iter()
-            .map(|c| previous.state.hash_one(&c.email))
-            .collect();
+        let seen = &mut previous.seen;
+        let hashes: Vec<u64> = self.rows.iter().map(|c| seen.hash(&c.email)).collect();
+        if mode == ImportMode::InsertOnly {
+            // Emails of every batch read before this one. Those of the batch right before
+            // may not be committed when this one is applied: they are set aside then
+            // (`Staged::later`), never looked up too early.
+            self.maybe_seen = (0..hashes.len())
+                .filter(|&i| seen.may_contain(hashes[i]))
+                .collect();
+            for &h in &hashes {
+                seen.insert(h);
+            }
+        }
+        let hashes: HashSet<u64> = hashes.into_iter().collect();
         self.shares_with_previous = hashes.iter().any(|h| previous.hashes.contains(h));
         previous.hashes = hashes;
     }
@@ -201,7 +237,6 @@ pub struct Loader {
     max_errors: Option<i64>,
     job_id: Uuid,
     mode: ImportMode,
-    seen: SeenEmails,
     /// Set after a COPY hit an existing email: from then on every row is looked up first.
     probe_all: bool,
     /// Checkpoint this importer expects to find in the job row.
@@ -223,8 +258,6 @@ struct Staged<'c, 'b> {
     errors: Vec<RowError>,
     inserted: i64,
     updated: i64,
-    /// insert_only: the emails loaded, for the Bloom filter once committed.
-    loaded: Vec<&'b str>,
     /// insert_only, a batch applied beside the one before it: rows (and repeats) whose email
     /// that one also has. Classified once it has committed (`classify_later`).
     later: Vec<&'b Customer>,
@@ -264,13 +297,13 @@ impl<'b> Staged<'_, 'b> {
     }
 
     /// Writes the batch's errors, counters and checkpoint (`finish_batch`) and commits.
-    /// Returns the totals and the emails loaded.
+    /// Returns the totals.
     async fn commit(
         mut self,
         claim: &ClaimRef,
         checkpoint: i64,
         batch: &Batch,
-    ) -> Result<(Totals, Vec<&'b str>), LoadError> {
+    ) -> Result<Totals, LoadError> {
         let totals = finish_batch(
             &mut self.tx,
             claim,
@@ -282,7 +315,7 @@ impl<'b> Staged<'_, 'b> {
         )
         .await?;
         self.tx.commit().await?;
-        Ok((totals, self.loaded))
+        Ok(totals)
     }
 }
 
@@ -307,19 +340,6 @@ struct ClaimRef {
     job_id: Uuid,
     owner: Uuid,
     lease: Duration,
-}
-
-/// Adds what a committed batch loaded to the Bloom filter; passes its totals on.
-fn remember<E>(
-    seen: &mut SeenEmails,
-    committed: Result<(Totals, Vec<&str>), E>,
-) -> Result<Totals, E> {
-    committed.map(|(totals, loaded)| {
-        for email in loaded {
-            seen.insert(email);
-        }
-        totals
-    })
 }
 
 /// The connection in `slot`, connecting first if there is none.
@@ -351,7 +371,6 @@ impl Loader {
         job_id: Uuid,
         mode: ImportMode,
         checkpoint: i64,
-        expected_rows: u64,
         cancel: CancellationToken,
     ) -> Loader {
         Loader {
@@ -361,7 +380,6 @@ impl Loader {
             max_errors: None,
             job_id,
             mode,
-            seen: SeenEmails::new(expected_rows),
             probe_all: false,
             checkpoint,
             cancel,
@@ -551,7 +569,6 @@ impl Loader {
         let totals = match outcome {
             Outcome::Committed(totals) => {
                 self.checkpoint = oldest.batch.end_offset as i64;
-                self.remember_batch(&oldest.batch);
                 tracing::debug!(
                     beside_previous = oldest.beside,
                     shared = oldest.batch.shares_with_previous(),
@@ -592,16 +609,6 @@ impl Loader {
         Ok(totals)
     }
 
-    /// insert_only: adds a committed batch's emails to the Bloom filter (all of them are in
-    /// the table now, loaded by it or found there).
-    fn remember_batch(&mut self, batch: &Batch) {
-        if self.mode == ImportMode::InsertOnly && !self.dry_run {
-            for c in &batch.rows {
-                self.seen.insert(&c.email);
-            }
-        }
-    }
-
     async fn apply_once(&mut self, batch: &Batch) -> Result<Totals, LoadError> {
         let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
         let job_id = claim.job_id;
@@ -624,7 +631,7 @@ impl Loader {
             {
                 Ok(s) => {
                     let committed = s.commit(&claim, checkpoint, batch).await;
-                    return remember(&mut self.seen, committed);
+                    return committed;
                 }
                 // An email already in the table (or committed by a concurrent job since the
                 // look-up): redo the batch looking every row up first.
@@ -639,12 +646,11 @@ impl Loader {
     /// filter of this run's emails, or every row once a COPY has hit an existing email).
     /// As indices into `batch.rows`.
     fn candidates(&self, batch: &Batch) -> Vec<usize> {
-        if self.mode != ImportMode::InsertOnly {
-            return Vec::new();
+        match self.mode {
+            ImportMode::Upsert => Vec::new(),
+            ImportMode::InsertOnly if self.probe_all => (0..batch.rows.len()).collect(),
+            ImportMode::InsertOnly => batch.maybe_seen.clone(),
         }
-        (0..batch.rows.len())
-            .filter(|&i| self.probe_all || self.seen.may_contain(&batch.rows[i].email))
-            .collect()
     }
 }
 
@@ -778,7 +784,7 @@ impl Task {
             }
         }
         staged.classify_later(job_id).await?;
-        let (totals, _) = staged.commit(&self.claim, self.from, batch).await?;
+        let totals = staged.commit(&self.claim, self.from, batch).await?;
         Ok(Some(totals))
     }
 }
@@ -814,7 +820,6 @@ async fn stage<'c, 'b>(
             errors,
             inserted,
             updated,
-            loaded: Vec::new(),
             later: Vec::new(),
             later_repeats: Vec::new(),
         });
@@ -907,7 +912,6 @@ async fn insert_only<'c, 'b>(
         errors,
         inserted: keep.len() as i64,
         updated: 0,
-        loaded: keep.iter().map(|c| c.email.as_str()).collect(),
         later,
         later_repeats,
     })
@@ -972,7 +976,6 @@ async fn upsert<'c, 'b>(
         errors: batch.errors.clone(),
         inserted,
         updated: batch.valid_rows as i64 - inserted,
-        loaded: Vec::new(),
         later: Vec::new(),
         later_repeats: Vec::new(),
     })
@@ -1065,7 +1068,7 @@ mod tests {
     #[test]
     fn a_batch_knows_whether_it_shares_an_email_with_the_one_before() {
         for mode in [ImportMode::InsertOnly, ImportMode::Upsert] {
-            let mut previous = PreviousEmails::default();
+            let mut previous = PreviousEmails::new(mode, 100);
             let sequence: [(&[&str], bool); 4] = [
                 (&["a@x", "b@x", "a@x"], false),
                 (&["c@x", "d@x"], false),
@@ -1079,5 +1082,25 @@ mod tests {
                 assert_eq!(b.shares_with_previous(), shares, "{mode:?} {emails:?}");
             }
         }
+    }
+
+    #[test]
+    fn only_emails_of_earlier_batches_are_looked_up() {
+        let mut previous = PreviousEmails::new(ImportMode::InsertOnly, 100);
+        let mut first = batch(&["a@x", "b@x", "a@x"]);
+        first.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        // Nothing read before; the repeat of a@x is set aside within the batch.
+        assert!(first.maybe_seen.is_empty());
+        assert_eq!(first.repeats().len(), 1);
+        let mut second = batch(&["c@x", "b@x", "d@x", "a@x"]);
+        second.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        // A Bloom filter may say "maybe" for c@x or d@x too, never "no" for b@x or a@x.
+        assert!(second.maybe_seen.contains(&1) && second.maybe_seen.contains(&3));
+        let mut upsert = PreviousEmails::new(ImportMode::Upsert, 100);
+        let mut b = batch(&["a@x"]);
+        b.prepare(ImportMode::Upsert, Uuid::nil(), &mut upsert);
+        let mut b = batch(&["a@x"]);
+        b.prepare(ImportMode::Upsert, Uuid::nil(), &mut upsert);
+        assert!(b.maybe_seen.is_empty(), "upsert looks nothing up");
     }
 }

@@ -573,13 +573,11 @@ async fn stream(
     let handle = tokio::runtime::Handle::current();
     let reader =
         tokio::task::spawn_blocking(move || read_batches(handle, s, key, start, config, tx));
-    // Sized from the bytes left at ~40 bytes per row.
     let mut loader = Loader::new(
         ctx.options.clone(),
         job.id,
         job.mode(),
         job.checkpoint_offset,
-        (size - offset) / 40,
         cancel.clone(),
     )
     .owned_by(ctx.owner, settings.job_lease, ctx.op_timeout)

@@ -257,7 +257,9 @@ pub fn read_batches(
     let mut record = RawRecord::default();
     let mut skip_header = start.offset == 0;
     let mut batch = Batch::default();
-    let mut previous = PreviousEmails::default();
+    // Sized from the bytes left at ~40 bytes per row.
+    let mut previous =
+        PreviousEmails::new(config.mode, config.size.saturating_sub(start.offset) / 40);
     let mut opened = Instant::now();
     // Checkpoints must grow with every batch (the loader's guard compares them); a gzip
     // checkpoint only moves when the decompressor has consumed more of the object, so a
