@@ -40,8 +40,10 @@ pub struct Batch {
     records: usize,
     /// upsert: valid rows before repeats were collapsed.
     valid_rows: usize,
-    /// insert_only: `rows` in COPY text format for `customers`.
+    /// insert_only: `rows` in COPY text format for `customers`; `copy_ends[i]` is where
+    /// row i's line ends.
     copy_data: Vec<u8>,
+    copy_ends: Vec<usize>,
     /// insert_only: later occurrences of an email within the batch, with the line of the
     /// first; classified with it once the table has been looked at.
     repeats: Vec<(Customer, i64)>,
@@ -114,7 +116,13 @@ impl Batch {
                         None => self.rows.push(c),
                     }
                 }
-                self.copy_data = encode_customers(&self.rows, job_id);
+                let tail = format!("\t{job_id}");
+                self.copy_data = Vec::with_capacity(96 * 1024);
+                self.copy_ends = Vec::with_capacity(self.rows.len());
+                for c in &self.rows {
+                    copy::push_customer(&mut self.copy_data, c, tail.as_bytes());
+                    self.copy_ends.push(self.copy_data.len());
+                }
             }
             ImportMode::Upsert => {
                 self.valid_rows = rows.len();
@@ -160,13 +168,12 @@ impl Batch {
     }
 }
 
-fn encode_customers<'a>(rows: impl IntoIterator<Item = &'a Customer>, job_id: Uuid) -> Vec<u8> {
-    let tail = format!("\t{job_id}");
-    let mut data = Vec::with_capacity(96 * 1024);
-    for c in rows {
-        copy::push_customer(&mut data, c, tail.as_bytes());
+impl Batch {
+    /// insert_only: row i in COPY text format (its line).
+    fn copy_row(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.copy_ends[i - 1] };
+        &self.copy_data[start..self.copy_ends[i]]
     }
-    data
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -843,10 +850,10 @@ async fn insert_only<'c, 'b>(
     deferred: &HashSet<&str>,
 ) -> Result<Staged<'c, 'b>, StageError> {
     let mut errors = batch.errors.clone();
-    let (later, mut keep): (Vec<&Customer>, Vec<&Customer>) = batch
-        .rows
-        .iter()
-        .partition(|c| deferred.contains(c.email.as_str()));
+    // Indices into `batch.rows`.
+    let (later, mut keep): (Vec<usize>, Vec<usize>) =
+        (0..batch.rows.len()).partition(|&i| deferred.contains(batch.rows[i].email.as_str()));
+    let later: Vec<&Customer> = later.into_iter().map(|i| &batch.rows[i]).collect();
     let (later_repeats, repeats): (Vec<&Repeat>, Vec<&Repeat>) = batch
         .repeats
         .iter()
@@ -857,14 +864,14 @@ async fn insert_only<'c, 'b>(
         .collect();
     if !candidates.is_empty() {
         let existing = lookup(&mut tx, &candidates).await?;
-        keep.retain(|c| match existing.get(&c.email) {
+        keep.retain(|&i| match existing.get(&batch.rows[i].email) {
             None => true,
             Some((Some(job), Some(line))) if *job == job_id => {
-                errors.push(duplicate_in_file(c, *line));
+                errors.push(duplicate_in_file(&batch.rows[i], *line));
                 false
             }
             Some(_) => {
-                errors.push(duplicate_in_db(c));
+                errors.push(duplicate_in_db(&batch.rows[i]));
                 false
             }
         });
@@ -884,13 +891,18 @@ async fn insert_only<'c, 'b>(
                 .map(|(c, first)| duplicate_in_file(c, *first)),
         );
     }
-    // The reader encoded every row; encode again only when look-ups removed some.
-    let reencoded;
+    // The reader encoded every row; when look-ups removed some, the others' lines are
+    // copied out.
+    let kept;
     let data: &[u8] = if keep.len() == batch.rows.len() {
         &batch.copy_data
     } else {
-        reencoded = encode_customers(keep.iter().copied(), job_id);
-        &reencoded
+        let mut lines = Vec::with_capacity(batch.copy_data.len());
+        for &i in &keep {
+            lines.extend_from_slice(batch.copy_row(i));
+        }
+        kept = lines;
+        &kept
     };
     if !keep.is_empty() {
         let mut sink = tx
