@@ -166,9 +166,7 @@ impl Batch {
     pub fn valid_rows(&self) -> usize {
         self.valid_rows
     }
-}
 
-impl Batch {
     /// insert_only: row i in COPY text format (its line).
     fn copy_row(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.copy_ends[i - 1] };
@@ -573,7 +571,7 @@ impl Loader {
                 *slot = Some(conn);
             }
         }
-        let totals = match outcome {
+        let (totals, rest) = match outcome {
             Outcome::Committed(totals) => {
                 self.checkpoint = oldest.batch.end_offset as i64;
                 tracing::debug!(
@@ -581,7 +579,7 @@ impl Loader {
                     shared = oldest.batch.shares_with_previous(),
                     "applied a batch"
                 );
-                totals
+                (totals, Vec::new())
             }
             failed => {
                 let mut rest = Vec::new();
@@ -600,18 +598,14 @@ impl Loader {
                     _ => tracing::warn!("a batch was withdrawn; applying it alone"),
                 }
                 self.conns = [None, None];
-                let totals = self.apply(&oldest.batch).await?;
-                if self.over_max(&totals) {
-                    return Err(LoadError::TooManyErrors(totals));
-                }
-                for batch in rest {
-                    self.spawn(batch);
-                }
-                totals
+                (self.apply(&oldest.batch).await?, rest)
             }
         };
         if self.over_max(&totals) {
             return Err(LoadError::TooManyErrors(totals));
+        }
+        for batch in rest {
+            self.spawn(batch);
         }
         Ok(totals)
     }

@@ -374,12 +374,12 @@ async fn process(
         };
         let finished = match totals {
             Ok(totals) => {
+                tracing::info!(job_id = %job.id, ?totals, "every batch is committed");
                 let pause = ctx.settings.import.pause_before_finish;
                 if !pause.is_zero() {
-                    tracing::info!(job_id = %job.id, ?pause, "every batch is committed; pausing before the report and done");
+                    tracing::info!(job_id = %job.id, ?pause, "pausing before the report and done");
                     tokio::time::sleep(pause).await;
                 }
-                tracing::info!(job_id = %job.id, ?totals, "every batch is committed");
                 let report = write_report(ctx, job.id, totals).await?;
                 let finished = retry(
                     "finishing the job",
@@ -586,23 +586,17 @@ async fn stream(
     let mut published = totals.processed_rows;
     // The reader is well ahead of the database: the loader applies two batches at a time,
     // each committing right after the one before it (`Loader::push`).
-    loop {
-        let committed = match next_batch(&mut rx, &cancel).await? {
-            Some(batch) => loader.push(batch).await?,
-            None => {
-                if let Some(last) = loader.flush().await? {
-                    totals = last;
-                }
-                break;
-            }
-        };
-        if let Some(committed) = committed {
+    while let Some(batch) = next_batch(&mut rx, &cancel).await? {
+        if let Some(committed) = loader.push(batch).await? {
             totals = committed;
             if totals.processed_rows - published >= settings.import.progress_every as i64 {
                 published = totals.processed_rows;
                 publisher.publish(progress(job, JobStatus::Processing, &totals, size as i64));
             }
         }
+    }
+    if let Some(last) = loader.flush().await? {
+        totals = last;
     }
     match reader.await {
         Ok(Ok(())) => Ok(totals),
