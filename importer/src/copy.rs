@@ -30,10 +30,10 @@ fn push_text(buf: &mut Vec<u8>, value: Option<&str>) {
 
 /// Columns: email, first_name, last_name, phone, city, then `tail` (already encoded).
 pub fn push_customer(buf: &mut Vec<u8>, c: &Customer, tail: &[u8]) {
-    push_text(buf, Some(&c.email));
-    for v in [&c.first_name, &c.last_name, &c.phone, &c.city] {
+    push_text(buf, Some(c.email()));
+    for i in 0..4 {
         buf.push(b'\t');
-        push_text(buf, v.as_deref());
+        push_text(buf, c.field(i));
     }
     buf.extend_from_slice(tail);
     buf.push(b'\t');

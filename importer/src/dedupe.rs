@@ -2,11 +2,12 @@
 //! stays bounded (about 10 bits per row, capped) whatever the file size. A "maybe" only costs
 //! a look-up in `customers`, which stays the source of truth; a "no" is certain.
 //!
-//! Each email is hashed once, on the reader thread (`SeenEmails::hash`); the filter and the
+//! Each email is hashed once (foldhash, seeded at random per run), on the reader thread (`SeenEmails::hash`); the filter and the
 //! check of a batch against the one before it (`crate::load::PreviousEmails`) both work
 //! from that hash.
 
 use fastbloom::BloomFilter;
+use foldhash::fast::RandomState;
 
 /// Rows the filter is sized for at most (about 9.6 MB); beyond that its false-positive rate
 /// rises, which costs extra look-ups, never wrong results.
@@ -14,14 +15,16 @@ const MAX_ITEMS: u64 = 8_000_000;
 const FALSE_POSITIVE_RATE: f64 = 0.01;
 
 pub struct SeenEmails {
-    bloom: BloomFilter,
+    bloom: BloomFilter<RandomState>,
 }
 
 impl SeenEmails {
     pub fn new(expected_rows: u64) -> SeenEmails {
         let items = expected_rows.clamp(1_000, MAX_ITEMS) as usize;
         SeenEmails {
-            bloom: BloomFilter::with_false_pos(FALSE_POSITIVE_RATE).expected_items(items),
+            bloom: BloomFilter::with_false_pos(FALSE_POSITIVE_RATE)
+                .hasher(RandomState::default())
+                .expected_items(items),
         }
     }
 

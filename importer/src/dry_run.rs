@@ -27,7 +27,7 @@ pub async fn stage(
     mode: ImportMode,
     batch: &Batch,
 ) -> Result<(Vec<RowError>, i64, i64), sqlx::Error> {
-    let emails: Vec<&str> = batch.rows.iter().map(|c| c.email.as_str()).collect();
+    let emails: Vec<&str> = batch.rows.iter().map(|c| c.email()).collect();
     // Where each email already is: `None` = in customers (before the job), `Some(line)` =
     // written by this dry run at that line.
     let mut known: HashMap<String, Option<i64>> =
@@ -55,14 +55,14 @@ pub async fn stage(
         ImportMode::InsertOnly => {
             let mut keep = vec![];
             for c in &batch.rows {
-                match known.get(&c.email) {
+                match known.get(c.email()) {
                     None => keep.push(c),
                     Some(Some(line)) => errors.push(duplicate(c, Some(*line))),
                     Some(None) => errors.push(duplicate(c, None)),
                 }
             }
             for (c, first) in batch.repeats() {
-                errors.push(match known.get(&c.email) {
+                errors.push(match known.get(c.email()) {
                     Some(found) => duplicate(c, *found),
                     None => duplicate(c, Some(*first)),
                 });
@@ -75,7 +75,7 @@ pub async fn stage(
             let new = batch
                 .rows
                 .iter()
-                .filter(|c| !known.contains_key(&c.email))
+                .filter(|c| !known.contains_key(c.email()))
                 .count() as i64;
             inserted = new;
             updated = batch.valid_rows() as i64 - new;
@@ -83,7 +83,7 @@ pub async fn stage(
         }
     }
     if !written.is_empty() {
-        let emails: Vec<&str> = written.iter().map(|c| c.email.as_str()).collect();
+        let emails: Vec<&str> = written.iter().map(|c| c.email()).collect();
         let lines: Vec<i64> = written.iter().map(|c| c.line).collect();
         sqlx::query(
             "INSERT INTO import_dry_run_rows (job_id, email, line) \
@@ -104,13 +104,13 @@ fn duplicate(c: &Customer, first: Option<i64>) -> RowError {
         Some(line) => RowError {
             line: c.line,
             code: ErrorCode::DuplicateInFile,
-            message: format!("email {} already appears on line {line}", c.email),
+            message: format!("email {} already appears on line {line}", c.email()),
             fields: c.raw_fields(),
         },
         None => RowError {
             line: c.line,
             code: ErrorCode::DuplicateInDb,
-            message: format!("email {} already exists", c.email),
+            message: format!("email {} already exists", c.email()),
             fields: c.raw_fields(),
         },
     }

@@ -16,9 +16,10 @@ use bulk_import_core::{
     retry::Policy,
     ImportMode, JobStatus,
 };
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use std::{
-    collections::{hash_map::Entry, HashMap, HashSet, VecDeque},
+    collections::{hash_map::Entry, VecDeque},
     sync::Arc,
     time::Duration,
 };
@@ -101,7 +102,7 @@ impl Batch {
                 let firsts: Vec<Option<i64>> = {
                     let mut first: HashMap<&str, i64> = HashMap::with_capacity(rows.len());
                     rows.iter()
-                        .map(|c| match first.entry(c.email.as_str()) {
+                        .map(|c| match first.entry(c.email()) {
                             Entry::Occupied(e) => Some(*e.get()),
                             Entry::Vacant(e) => {
                                 e.insert(c.line);
@@ -126,17 +127,28 @@ impl Batch {
             }
             ImportMode::Upsert => {
                 self.valid_rows = rows.len();
-                let mut last: HashMap<String, Customer> = HashMap::with_capacity(rows.len());
-                for c in rows {
-                    last.insert(c.email.clone(), c);
+                // Which row is the last occurrence of its email.
+                let mut wins = vec![false; rows.len()];
+                {
+                    let mut last: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+                    for (i, c) in rows.iter().enumerate() {
+                        last.insert(c.email(), i);
+                    }
+                    for i in last.into_values() {
+                        wins[i] = true;
+                    }
                 }
-                self.rows = last.into_values().collect();
-                self.rows.sort_unstable_by(|a, b| a.email.cmp(&b.email));
+                self.rows = rows
+                    .into_iter()
+                    .zip(wins)
+                    .filter_map(|(c, wins)| wins.then_some(c))
+                    .collect();
+                self.rows.sort_unstable_by(|a, b| a.email().cmp(b.email()));
             }
         }
         // `rows` holds every email of the batch once (repeats were set aside or collapsed).
         let seen = &mut previous.seen;
-        let hashes: Vec<u64> = self.rows.iter().map(|c| seen.hash(&c.email)).collect();
+        let hashes: Vec<u64> = self.rows.iter().map(|c| seen.hash(c.email())).collect();
         if mode == ImportMode::InsertOnly {
             // Emails of every batch read before this one. Those of the batch right before
             // may not be committed when this one is applied: they are set aside then
@@ -283,9 +295,9 @@ impl<'b> Staged<'_, 'b> {
         if self.later.is_empty() {
             return Ok(());
         }
-        let emails: Vec<&str> = self.later.iter().map(|c| c.email.as_str()).collect();
+        let emails: Vec<&str> = self.later.iter().map(|c| c.email()).collect();
         let existing = lookup(&mut self.tx, &emails).await?;
-        let classify = |c: &Customer| match existing.get(&c.email) {
+        let classify = |c: &Customer| match existing.get(c.email()) {
             Some((Some(job), Some(line))) if *job == job_id => Some(duplicate_in_file(c, *line)),
             Some(_) => Some(duplicate_in_db(c)),
             None => None,
@@ -657,7 +669,7 @@ impl Loader {
 
 /// `batch.rows[i].email` for each index.
 fn emails_at<'b>(batch: &'b Batch, rows: &[usize]) -> Vec<&'b str> {
-    rows.iter().map(|&i| batch.rows[i].email.as_str()).collect()
+    rows.iter().map(|&i| batch.rows[i].email()).collect()
 }
 
 impl Drop for Loader {
@@ -759,11 +771,11 @@ impl Task {
         let conn = ensure(slot, &self.options).await.map_err(LoadError::Db)?;
         let deferred: HashSet<&str> = match &self.shared_with {
             Some(before) => {
-                let theirs: HashSet<&str> = before.rows.iter().map(|c| c.email.as_str()).collect();
+                let theirs: HashSet<&str> = before.rows.iter().map(|c| c.email()).collect();
                 batch
                     .rows
                     .iter()
-                    .map(|c| c.email.as_str())
+                    .map(|c| c.email())
                     .filter(|e| theirs.contains(e))
                     .collect()
             }
@@ -846,19 +858,19 @@ async fn insert_only<'c, 'b>(
     let mut errors = batch.errors.clone();
     // Indices into `batch.rows`.
     let (later, mut keep): (Vec<usize>, Vec<usize>) =
-        (0..batch.rows.len()).partition(|&i| deferred.contains(batch.rows[i].email.as_str()));
+        (0..batch.rows.len()).partition(|&i| deferred.contains(batch.rows[i].email()));
     let later: Vec<&Customer> = later.into_iter().map(|i| &batch.rows[i]).collect();
     let (later_repeats, repeats): (Vec<&Repeat>, Vec<&Repeat>) = batch
         .repeats
         .iter()
-        .partition(|(c, _)| deferred.contains(c.email.as_str()));
+        .partition(|(c, _)| deferred.contains(c.email()));
     let candidates: Vec<&str> = candidates
         .into_iter()
         .filter(|e| !deferred.contains(e))
         .collect();
     if !candidates.is_empty() {
         let existing = lookup(&mut tx, &candidates).await?;
-        keep.retain(|&i| match existing.get(&batch.rows[i].email) {
+        keep.retain(|&i| match existing.get(batch.rows[i].email()) {
             None => true,
             Some((Some(job), Some(line))) if *job == job_id => {
                 errors.push(duplicate_in_file(&batch.rows[i], *line));
@@ -872,7 +884,7 @@ async fn insert_only<'c, 'b>(
         // A repeat is what its first occurrence is: already in the table before the job
         // (duplicate_in_db), or a repeat of the line this job loaded it from.
         for (c, first) in repeats {
-            errors.push(match existing.get(&c.email) {
+            errors.push(match existing.get(c.email()) {
                 Some((Some(job), Some(line))) if *job == job_id => duplicate_in_file(c, *line),
                 Some(_) => duplicate_in_db(c),
                 None => duplicate_in_file(c, *first),
@@ -950,10 +962,8 @@ async fn upsert<'c, 'b>(
     let rows = &batch.rows;
     let mut inserted = 0i64;
     if !rows.is_empty() {
-        let emails: Vec<&str> = rows.iter().map(|c| c.email.as_str()).collect();
-        let column = |f: fn(&Customer) -> &Option<String>| -> Vec<Option<&str>> {
-            rows.iter().map(|c| f(c).as_deref()).collect()
-        };
+        let emails: Vec<&str> = rows.iter().map(|c| c.email()).collect();
+        let column = |i: usize| -> Vec<Option<&str>> { rows.iter().map(|c| c.field(i)).collect() };
         let lines: Vec<i64> = rows.iter().map(|c| c.line).collect();
         inserted = sqlx::query_scalar(
             "WITH up AS ( \
@@ -968,10 +978,10 @@ async fn upsert<'c, 'b>(
              SELECT count(*) FILTER (WHERE inserted) FROM up",
         )
         .bind(&emails)
-        .bind(column(|c| &c.first_name))
-        .bind(column(|c| &c.last_name))
-        .bind(column(|c| &c.phone))
-        .bind(column(|c| &c.city))
+        .bind(column(0))
+        .bind(column(1))
+        .bind(column(2))
+        .bind(column(3))
         .bind(&lines)
         .bind(job_id)
         .fetch_one(&mut *tx)
@@ -1033,7 +1043,7 @@ fn duplicate_in_file(c: &Customer, first: i64) -> RowError {
     RowError {
         line: c.line,
         code: ErrorCode::DuplicateInFile,
-        message: format!("email {} already appears on line {first}", c.email),
+        message: format!("email {} already appears on line {first}", c.email()),
         fields: c.raw_fields(),
     }
 }
@@ -1042,7 +1052,7 @@ fn duplicate_in_db(c: &Customer) -> RowError {
     RowError {
         line: c.line,
         code: ErrorCode::DuplicateInDb,
-        message: format!("email {} already exists", c.email),
+        message: format!("email {} already exists", c.email()),
         fields: c.raw_fields(),
     }
 }
@@ -1055,15 +1065,7 @@ mod tests {
         let rows = emails
             .iter()
             .enumerate()
-            .map(|(i, e)| Customer {
-                line: i as i64 + 2,
-                email: e.to_string(),
-                raw_email: None,
-                first_name: None,
-                last_name: None,
-                phone: None,
-                city: None,
-            })
+            .map(|(i, e)| Customer::new(i as i64 + 2, e.to_string(), None, [""; 4]))
             .collect();
         Batch {
             rows,

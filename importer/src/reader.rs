@@ -37,11 +37,21 @@ impl RawRecord {
 
     /// Field `i`, when kept (always, unless the record is oversize).
     pub fn field(&self, i: usize) -> Option<&[u8]> {
+        self.field_range(i).map(|r| &self.data[r])
+    }
+
+    /// Where field `i` is in [`RawRecord::data`], when kept.
+    pub fn field_range(&self, i: usize) -> Option<std::ops::Range<usize>> {
         if self.oversize || i >= self.ends.len() {
             return None;
         }
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        Some(&self.data[start..self.ends[i]])
+        Some(start..self.ends[i])
+    }
+
+    /// Every kept field's bytes, one after the other.
+    pub fn data(&self) -> &[u8] {
+        &self.data
     }
 }
 

@@ -49,29 +49,64 @@ impl ErrorCode {
     }
 }
 
-/// A valid row, ready to load. Optional fields are kept verbatim; empty ones are `None`.
+/// A valid row, ready to load: its line and its values in one allocation (a million rows
+/// are a million of these, so one string each rather than six). Optional fields are kept
+/// verbatim; empty ones are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
     pub line: i64,
-    /// Trimmed and lower-cased.
-    pub email: String,
-    /// The email cell as read, when it differs from `email` (for the error report).
-    pub raw_email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub phone: Option<String>,
-    pub city: Option<String>,
+    /// The email (trimmed and lower-cased), the four optional fields, then the email cell
+    /// as read when it differs from the email; `ends[i]` is where value i ends (a record is
+    /// at most `MAX_RECORD_BYTES`, so a `u32` holds it).
+    text: String,
+    ends: [u32; 6],
 }
 
 impl Customer {
+    /// A row from its values: `fields` are first_name, last_name, phone, city.
+    pub fn new(line: i64, email: String, raw_email: Option<&str>, fields: [&str; 4]) -> Customer {
+        let mut text = email;
+        let extra: usize =
+            fields.iter().map(|f| f.len()).sum::<usize>() + raw_email.map_or(0, str::len);
+        text.reserve_exact(extra);
+        let mut ends = [0u32; 6];
+        ends[0] = text.len() as u32;
+        for (i, f) in fields.iter().enumerate() {
+            text.push_str(f);
+            ends[i + 1] = text.len() as u32;
+        }
+        if let Some(raw) = raw_email {
+            text.push_str(raw);
+        }
+        ends[5] = text.len() as u32;
+        Customer { line, text, ends }
+    }
+
+    fn value(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// Trimmed and lower-cased.
+    pub fn email(&self) -> &str {
+        self.value(0)
+    }
+
+    /// Optional field `i` of first_name, last_name, phone, city (0–3); `None` when empty.
+    pub fn field(&self, i: usize) -> Option<&str> {
+        Some(self.value(i + 1)).filter(|v| !v.is_empty())
+    }
+
+    /// The email cell as read, when it differs from `email` (for the error report).
+    pub fn raw_email(&self) -> Option<&str> {
+        Some(self.value(5)).filter(|v| !v.is_empty())
+    }
+
     pub fn raw_fields(&self) -> [Option<String>; 5] {
-        [
-            Some(self.raw_email.clone().unwrap_or_else(|| self.email.clone())),
-            self.first_name.clone(),
-            self.last_name.clone(),
-            self.phone.clone(),
-            self.city.clone(),
-        ]
+        std::array::from_fn(|i| match i {
+            0 => Some(self.raw_email().unwrap_or(self.email()).to_string()),
+            i => self.field(i - 1).map(str::to_string),
+        })
     }
 }
 
@@ -141,6 +176,10 @@ impl Columns {
     fn field<'r>(&self, rec: &'r RawRecord, column: usize) -> Option<&'r [u8]> {
         self.index[column].and_then(|i| rec.field(i))
     }
+
+    fn field_range(&self, rec: &RawRecord, column: usize) -> Option<std::ops::Range<usize>> {
+        self.index[column].and_then(|i| rec.field_range(i))
+    }
 }
 
 fn raw_fields(rec: &RawRecord, cols: &Columns) -> [Option<String>; 5] {
@@ -179,27 +218,39 @@ pub fn validate_with(rec: &RawRecord, cols: &Columns) -> Row {
             format!("expected {} fields, found {}", cols.fields, rec.len()),
         );
     }
+    // The whole record is checked at once (the usual case: every byte is UTF-8, no NUL); a
+    // field of it is then UTF-8 when it starts and ends at character boundaries. Otherwise
+    // each mapped field is checked on its own, so that the first bad column is named.
+    let whole = std::str::from_utf8(rec.data()).ok();
     let mut values: [&str; 5] = [""; 5];
     for (i, name) in COLUMNS.iter().enumerate() {
-        let bytes = cols.field(rec, i).unwrap_or_default();
-        match std::str::from_utf8(bytes) {
-            Ok(s) => values[i] = s,
-            Err(_) => return fail(ErrorCode::InvalidUtf8, format!("{name} is not valid UTF-8")),
+        let range = cols.field_range(rec, i).unwrap_or_default();
+        match whole.and_then(|w| w.get(range.clone())) {
+            Some(s) => values[i] = s,
+            None => match std::str::from_utf8(&rec.data()[range]) {
+                Ok(s) => values[i] = s,
+                Err(_) => {
+                    return fail(ErrorCode::InvalidUtf8, format!("{name} is not valid UTF-8"))
+                }
+            },
         }
     }
-    for (i, name) in COLUMNS.iter().enumerate() {
-        if values[i].contains('\0') {
-            return fail(
-                ErrorCode::InvalidCharacter,
-                format!("{name} contains a NUL character"),
-            );
+    if rec.data().contains(&0) {
+        for (i, name) in COLUMNS.iter().enumerate() {
+            if values[i].contains('\0') {
+                return fail(
+                    ErrorCode::InvalidCharacter,
+                    format!("{name} contains a NUL character"),
+                );
+            }
         }
     }
     if values[0].trim().is_empty() {
         return fail(ErrorCode::MissingEmail, "email is required".into());
     }
     for (i, name) in COLUMNS.iter().enumerate().skip(1) {
-        if values[i].chars().count() > MAX_FIELD_CHARS {
+        // At most one character per byte: only a long value needs counting.
+        if values[i].len() > MAX_FIELD_CHARS && values[i].chars().count() > MAX_FIELD_CHARS {
             return fail(
                 ErrorCode::FieldTooLong,
                 format!("{name} is longer than {MAX_FIELD_CHARS} characters"),
@@ -222,17 +273,14 @@ pub fn validate_with(rec: &RawRecord, cols: &Columns) -> Row {
             )
         }
     };
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let email = email.into_string();
-    Row::Valid(Customer {
+    let raw_email = (email != values[0]).then_some(values[0]);
+    Row::Valid(Customer::new(
         line,
-        raw_email: (email != values[0]).then(|| values[0].to_string()),
         email,
-        first_name: opt(values[1]),
-        last_name: opt(values[2]),
-        phone: opt(values[3]),
-        city: opt(values[4]),
-    })
+        raw_email,
+        [values[1], values[2], values[3], values[4]],
+    ))
 }
 
 #[cfg(test)]
@@ -273,10 +321,12 @@ mod tests {
         let Row::Valid(c) = check(b"  Ann@Example.COM ,Ann,,, ") else {
             panic!()
         };
-        assert_eq!(c.email, "ann@example.com");
-        assert_eq!(c.first_name.as_deref(), Some("Ann"));
-        assert_eq!(c.last_name, None);
-        assert_eq!(c.city.as_deref(), Some(" "));
+        assert_eq!(c.email(), "ann@example.com");
+        assert_eq!(c.field(0), Some("Ann"));
+        assert_eq!(c.field(1), None);
+        assert_eq!(c.field(3), Some(" "));
+        assert_eq!(c.raw_email(), Some("  Ann@Example.COM "));
+        assert_eq!(c.raw_fields()[0].as_deref(), Some("  Ann@Example.COM "));
     }
 
     #[test]
