@@ -38,7 +38,8 @@ impl Email {
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
-        if trimmed.chars().count() > MAX_EMAIL_LEN {
+        // At most one character per byte: only a long value needs counting.
+        if trimmed.len() > MAX_EMAIL_LEN && trimmed.chars().count() > MAX_EMAIL_LEN {
             return Err(EmailError::TooLong);
         }
         let lowered = trimmed.to_lowercase();
@@ -69,7 +70,33 @@ impl Email {
 }
 
 fn is_local_char(c: char) -> bool {
-    c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+    if c.is_ascii() {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '!' | '#'
+                    | '$'
+                    | '%'
+                    | '&'
+                    | '\''
+                    | '*'
+                    | '+'
+                    | '-'
+                    | '/'
+                    | '='
+                    | '?'
+                    | '^'
+                    | '_'
+                    | '`'
+                    | '{'
+                    | '|'
+                    | '}'
+                    | '~'
+                    | '.'
+            )
+    } else {
+        c.is_alphanumeric()
+    }
 }
 
 fn is_domain_label(label: &str) -> bool {
@@ -113,6 +140,15 @@ mod tests {
             "x_y-z@a-b.example",
         ] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn local_characters_are_letters_digits_and_the_rfc_5322_specials() {
+        // The ASCII fast path of `is_local_char` says exactly what this does, for every char.
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let want = c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
+            assert_eq!(is_local_char(c), want, "{c:?}");
         }
     }
 
