@@ -18,8 +18,9 @@
 # What it does, in one invocation:
 #   1. generates bench/data/{clean_1m,sorted_1m,dirty_1m,clean_5m}.csv if missing (bench/gen.py,
 #      fixed seed; sorted = the clean rows ordered by email, as an export `ORDER BY email`;
-#      dirty = 1% invalid rows + 1% repeats of emails seen earlier in the file), and the two
-#      halves of clean_1m for the two-stream reference;
+#      dirty = 1% invalid rows + 1% repeats of emails seen earlier in the file), the two
+#      halves of clean_1m for the two-stream reference, and sorted_1m with the bookkeeping
+#      columns (whole, and in alternate 5000-row blocks) for a4 and a5;
 #   2. starts the services (scripts/services.sh), sources .local/env, and recreates its own
 #      database bulk_import_bench (drop, create, `bulk-import-api migrate`); objects go under
 #      the key prefix bench/<run>/ and are deleted after each job;
@@ -28,6 +29,10 @@
 #        a. psql \copy of clean_1m into a fresh table like customers          (reference insert)
 #        a2. the same with sorted_1m                                  (reference, sorted keys)
 #        a3. two psql \copy at once, one per half of clean_1m   (the physical limit, 2 cores)
+#        a4. psql \copy of sorted_1m with the importer's two bookkeeping columns added
+#            (last_import_id, last_import_line): what they cost on sorted keys
+#        a5. two psql \copy at once of a4's rows, in alternate 5000-row blocks (the importer's
+#            two streams): the physical limit for the sorted file with those columns
 #        b. COPY into a temp table + INSERT … ON CONFLICT DO UPDATE, all rows update  (ref upsert)
 #        c. importer insert_only of clean_1m into an empty customers
 #        c2. importer insert_only of sorted_1m into an empty customers
@@ -99,6 +104,11 @@ SORTED="$DATA/sorted_$L1.csv"
 DIRTY="$DATA/dirty_$L1.csv"
 HALF1="$DATA/clean_$L1.half1.csv"
 HALF2="$DATA/clean_$L1.half2.csv"
+# The sorted rows with the importer's two bookkeeping columns (last_import_id, last_import_line),
+# whole and split in alternate 5000-row blocks, for the sorted file's limits (a4, a5).
+SORTED7="$DATA/sorted_$L1.7cols.csv"
+SORTED7A="$DATA/sorted_$L1.7cols.blocks1.csv"
+SORTED7B="$DATA/sorted_$L1.7cols.blocks2.csv"
 BIG="$DATA/clean_$L5.csv"
 FULL=0
 [ "$ROWS" = 1000000 ] && FULL=1
@@ -147,6 +157,15 @@ if [ ! -s "$HALF1" ] || [ ! -s "$HALF2" ] || [ "$HALF1" -ot "$CLEAN" ]; then
     'NR == 1 { print > a; print > b; next } { print > (NR - 1 <= n / 2 ? a : b) }' "$CLEAN"
   mv -f "$HALF1.part" "$HALF1"
   mv -f "$HALF2.part" "$HALF2"
+fi
+if [ ! -s "$SORTED7A" ] || [ ! -s "$SORTED7B" ] || [ "$SORTED7A" -ot "$SORTED" ]; then
+  awk -F, -v all="$SORTED7.part" -v a="$SORTED7A.part" -v b="$SORTED7B.part" '
+    NR == 1 { h = $0 ",last_import_id,last_import_line"; print h > all; print h > a; print h > b; next }
+    { r = $0 ",0e9d7c6a-3b1f-4d2e-9a8b-1c2d3e4f5a6b," NR; print r > all
+      print r > (int((NR - 2) / 5000) % 2 == 0 ? a : b) }' "$SORTED"
+  mv -f "$SORTED7.part" "$SORTED7"
+  mv -f "$SORTED7A.part" "$SORTED7A"
+  mv -f "$SORTED7B.part" "$SORTED7B"
 fi
 [ "$SKIP_5M" = 1 ] || gen clean "$ROWS_BIG" "$BIG"
 DIRTY_INVALID=$(json_field "$DIRTY.json" invalid)
@@ -339,13 +358,14 @@ checkpoint() {
 }
 
 # ref_insert NAME FILE [FILE2]: psql \copy of FILE into a fresh customers-like table; with
-# FILE2, two psql at once, one per file (into the same table).
+# FILE2, two psql at once, one per file (into the same table). REF_COLUMNS: the file's columns.
+REF_COLUMNS="email, first_name, last_name, phone, city"
 ref_insert() {
   local name=$1 file=$2 file2=${3:-}
   pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
     -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)"
   checkpoint
-  copy_of() { echo "\\copy ref_customers (email, first_name, last_name, phone, city) FROM '$1' CSV HEADER"; }
+  copy_of() { echo "\\copy ref_customers ($REF_COLUMNS) FROM '$1' CSV HEADER"; }
   if [ -z "$file2" ]; then
     timed "$name" psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "$(copy_of "$file")"
   else
@@ -430,6 +450,10 @@ for ((r = 1; r <= REPEAT; r++)); do
   log "a+b. references (psql) on $(basename "$CLEAN") and $(basename "$SORTED")"
   ref_insert ref_sorted "$SORTED"
   ref_insert ref_two "$HALF1" "$HALF2"
+  REF_COLUMNS="email, first_name, last_name, phone, city, last_import_id, last_import_line"
+  ref_insert ref_sorted7 "$SORTED7"
+  ref_insert ref_sorted7_two "$SORTED7A" "$SORTED7B"
+  REF_COLUMNS="email, first_name, last_name, phone, city"
   ref_insert ref_insert "$CLEAN"
   ref_upsert
   log "c+d. importer on $(basename "$CLEAN") and $(basename "$SORTED")"
@@ -464,6 +488,8 @@ rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 W_REF_INS=$(wall ref_insert)
 W_REF_SORTED=$(wall ref_sorted)
 W_REF_TWO=$(wall ref_two)
+W_REF_SORTED7=$(wall ref_sorted7)
+W_REF_SORTED7_TWO=$(wall ref_sorted7_two)
 W_SORTED=$(wall sorted)
 W_REF_UPS=$(wall ref_upsert)
 W_INS=$(wall insert)
@@ -473,6 +499,9 @@ W_BIG=$(wall big)
 R_INS=$(ratio "$W_INS" "$W_REF_INS")
 R_SORTED=$(ratio "$W_SORTED" "$W_REF_SORTED")
 R_TWO=$(ratio "$W_REF_TWO" "$W_REF_INS")
+R_SORTED7=$(ratio "$W_REF_SORTED7" "$W_REF_SORTED")
+R_SORTED7_TWO=$(ratio "$W_REF_SORTED7_TWO" "$W_REF_SORTED")
+R_SORTED_LIMIT=$(ratio "$W_SORTED" "$W_REF_SORTED7_TWO")
 R_UPS=$(ratio "$W_UPS" "$W_REF_UPS")
 R_DIRTY=$(ratio "$W_DIRTY" "$W_INS")
 RSS_1M=$(for n in insert sorted upsert dirty; do rss_mib $n; done | maxof)
@@ -505,6 +534,8 @@ samples_note=""
   line ref_insert "a. psql \\copy into a fresh customers-like table" "$ROWS"
   line ref_sorted "a2. psql \\copy, sorted by email" "$ROWS"
   line ref_two "a3. two psql \\copy at once, a half each" "$ROWS"
+  line ref_sorted7 "a4. psql \\copy, sorted, with the importer's two bookkeeping columns" "$ROWS"
+  line ref_sorted7_two "a5. two psql \\copy at once of a4's rows, alternate 5000-row blocks" "$ROWS"
   line ref_upsert "b. COPY to temp table + INSERT … ON CONFLICT DO UPDATE (all update)" "$ROWS"
   line insert "c. importer insert_only, clean" "$ROWS"
   line sorted "c2. importer insert_only, sorted by email" "$ROWS"
@@ -527,6 +558,9 @@ samples_note=""
     echo "| peak RSS, $L5-row file (f) | $RSS_5M MiB | < 64 MiB | $(verdict "$RSS_5M" "<" 64) |"
   fi
   echo "| (the physical limit) two psql streams / one (a3 / a) | ${R_TWO}× | | info |"
+  echo "| (sorted) the bookkeeping columns: psql with them / without (a4 / a2) | ${R_SORTED7}× | | info |"
+  echo "| (sorted, the physical limit) two psql streams with them / one without (a5 / a2) | ${R_SORTED7_TWO}× | | info |"
+  echo "| (sorted) importer / that limit (c2 / a5) | ${R_SORTED_LIMIT}× | | info |"
   echo
   echo "Wall times are end to end for the \`--job-id\` run (the upload by \`submit\` is not timed),"
   echo "each measured right after a CHECKPOINT once Postgres and Garage are idle, with autovacuum off"
