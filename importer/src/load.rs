@@ -279,6 +279,8 @@ struct Staged<'c, 'b> {
     /// that one also has. Classified once it has committed (`classify_later`).
     later: Vec<&'b Customer>,
     later_repeats: Vec<&'b Repeat>,
+    /// How many of `errors` are already in `import_errors` (`write_errors`).
+    written: usize,
 }
 
 /// A later occurrence of an email within a batch, with the line of the first.
@@ -313,20 +315,31 @@ impl<'b> Staged<'_, 'b> {
         Ok(())
     }
 
-    /// Writes the batch's errors, counters and checkpoint (`finish_batch`) and commits.
-    /// Returns the totals.
+    /// Writes the error rows known so far into `import_errors`, in the batch's transaction.
+    /// Done while the batch before is still being applied, so that a dirty file's error rows
+    /// are not written on the critical path between one commit and the next; the rows
+    /// classified after that commit (`classify_later`) are written by `commit`.
+    async fn write_errors(&mut self, job_id: Uuid) -> Result<(), sqlx::Error> {
+        write_errors(&mut self.tx, job_id, &self.errors[self.written..]).await?;
+        self.written = self.errors.len();
+        Ok(())
+    }
+
+    /// Writes the batch's remaining errors, counters and checkpoint (`finish_batch`) and
+    /// commits. Returns the totals.
     async fn commit(
         mut self,
         claim: &ClaimRef,
         checkpoint: i64,
         batch: &Batch,
     ) -> Result<Totals, LoadError> {
+        write_errors(&mut self.tx, claim.job_id, &self.errors[self.written..]).await?;
         let totals = finish_batch(
             &mut self.tx,
             claim,
             checkpoint,
             batch,
-            &self.errors,
+            self.errors.len() as i64,
             self.inserted,
             self.updated,
         )
@@ -789,6 +802,7 @@ impl Task {
         let candidates = emails_at(batch, &self.candidates);
         let job_id = self.claim.job_id;
         let mut staged = stage(conn, job_id, self.mode, batch, candidates, &deferred, how).await?;
+        staged.write_errors(job_id).await?;
         if let Some(after) = after {
             match after.await {
                 Ok(totals) if self.max_errors.is_none_or(|max| totals.error_rows <= max) => {}
@@ -835,6 +849,7 @@ async fn stage<'c, 'b>(
             updated,
             later: Vec::new(),
             later_repeats: Vec::new(),
+            written: 0,
         });
     }
     match mode {
@@ -932,6 +947,7 @@ async fn insert_only<'c, 'b>(
         updated: 0,
         later,
         later_repeats,
+        written: 0,
     })
 }
 
@@ -994,34 +1010,45 @@ async fn upsert<'c, 'b>(
         updated: batch.valid_rows as i64 - inserted,
         later: Vec::new(),
         later_repeats: Vec::new(),
+        written: 0,
     })
 }
 
-/// Writes the batch's error rows and commits its counters and checkpoint to the job row
-/// (`repo::commit_batch`: only if this importer still owns the running job and the
-/// checkpoint is where it left it).
+/// COPies error rows into `import_errors`.
+async fn write_errors(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    errors: &[RowError],
+) -> Result<(), sqlx::Error> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut data = Vec::with_capacity(errors.len() * 160);
+    for e in errors {
+        copy::push_error(&mut data, job_id, e);
+    }
+    let mut sink = tx
+        .copy_in_raw(
+            "COPY import_errors (job_id, line, code, message, email, first_name, last_name, phone, city) FROM STDIN",
+        )
+        .await?;
+    sink.send(data).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// Commits the batch's counters (`errors`: its error rows, written by then) and checkpoint
+/// to the job row (`repo::commit_batch`: only if this importer still owns the running job
+/// and the checkpoint is where it left it).
 async fn finish_batch(
     tx: &mut PgConnection,
     claim: &ClaimRef,
     checkpoint: i64,
     batch: &Batch,
-    errors: &[RowError],
+    errors: i64,
     inserted: i64,
     updated: i64,
 ) -> Result<Totals, LoadError> {
-    if !errors.is_empty() {
-        let mut data = Vec::with_capacity(errors.len() * 160);
-        for e in errors {
-            copy::push_error(&mut data, claim.job_id, e);
-        }
-        let mut sink = tx
-            .copy_in_raw(
-                "COPY import_errors (job_id, line, code, message, email, first_name, last_name, phone, city) FROM STDIN",
-            )
-            .await?;
-        sink.send(data).await?;
-        sink.finish().await?;
-    }
     let commit = BatchCommit {
         owner: claim.owner,
         lease: claim.lease,
@@ -1032,7 +1059,7 @@ async fn finish_batch(
         processed: batch.records() as i64,
         inserted,
         updated,
-        errors: errors.len() as i64,
+        errors,
     };
     repo::commit_batch(tx, claim.job_id, &commit)
         .await?
