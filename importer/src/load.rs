@@ -41,8 +41,8 @@ pub struct Batch {
     records: usize,
     /// upsert: valid rows before repeats were collapsed.
     valid_rows: usize,
-    /// insert_only: `rows` in COPY text format for `customers`; `copy_ends[i]` is where
-    /// row i's line ends.
+    /// insert_only: `rows` as tuples of COPY's binary format for `customers` (without its
+    /// header and trailer); `copy_ends[i]` is where row i's tuple ends.
     copy_data: Vec<u8>,
     copy_ends: Vec<usize>,
     /// insert_only: later occurrences of an email within the batch, with the line of the
@@ -117,11 +117,10 @@ impl Batch {
                         None => self.rows.push(c),
                     }
                 }
-                let tail = format!("\t{job_id}");
                 self.copy_data = Vec::with_capacity(96 * 1024);
                 self.copy_ends = Vec::with_capacity(self.rows.len());
                 for c in &self.rows {
-                    copy::push_customer(&mut self.copy_data, c, tail.as_bytes());
+                    copy::push_customer(&mut self.copy_data, c, &job_id);
                     self.copy_ends.push(self.copy_data.len());
                 }
             }
@@ -179,7 +178,7 @@ impl Batch {
         self.valid_rows
     }
 
-    /// insert_only: row i in COPY text format (its line).
+    /// insert_only: row i as a binary COPY tuple.
     fn copy_row(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.copy_ends[i - 1] };
         &self.copy_data[start..self.copy_ends[i]]
@@ -912,7 +911,7 @@ async fn insert_only<'c, 'b>(
                 .map(|(c, first)| duplicate_in_file(c, *first)),
         );
     }
-    // The reader encoded every row; when look-ups removed some, the others' lines are
+    // The reader encoded every row; when look-ups removed some, the others' tuples are
     // copied out.
     let kept;
     let data: &[u8] = if keep.len() == batch.rows.len() {
@@ -928,10 +927,12 @@ async fn insert_only<'c, 'b>(
     if !keep.is_empty() {
         let mut sink = tx
             .copy_in_raw(
-                "COPY customers (email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN",
+                "COPY customers (email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN (FORMAT binary)",
             )
             .await?;
+        sink.send(copy::BINARY_HEADER).await?;
         sink.send(data).await?;
+        sink.send(copy::BINARY_TRAILER).await?;
         match sink.finish().await {
             Ok(_) => {}
             Err(e) if db::sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) => {
