@@ -126,23 +126,12 @@ impl Batch {
             }
             ImportMode::Upsert => {
                 self.valid_rows = rows.len();
-                // Which row is the last occurrence of its email.
-                let mut wins = vec![false; rows.len()];
-                {
-                    let mut last: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
-                    for (i, c) in rows.iter().enumerate() {
-                        last.insert(c.email(), i);
-                    }
-                    for i in last.into_values() {
-                        wins[i] = true;
-                    }
-                }
-                self.rows = rows
-                    .into_iter()
-                    .zip(wins)
-                    .filter_map(|(c, wins)| wins.then_some(c))
-                    .collect();
-                self.rows.sort_unstable_by(|a, b| a.email().cmp(b.email()));
+                // By email, the last occurrence (highest line) first; then the others go.
+                self.rows = rows;
+                self.rows
+                    .sort_unstable_by(|a, b| a.email().cmp(b.email()).then(b.line.cmp(&a.line)));
+                self.rows
+                    .dedup_by(|later, kept| later.email() == kept.email());
             }
         }
         // `rows` holds every email of the batch once (repeats were set aside or collapsed).
@@ -332,7 +321,7 @@ impl<'b> Staged<'_, 'b> {
         checkpoint: i64,
         batch: &Batch,
     ) -> Result<Totals, LoadError> {
-        write_errors(&mut self.tx, claim.job_id, &self.errors[self.written..]).await?;
+        self.write_errors(claim.job_id).await?;
         let totals = finish_batch(
             &mut self.tx,
             claim,
@@ -917,11 +906,11 @@ async fn insert_only<'c, 'b>(
     let data: &[u8] = if keep.len() == batch.rows.len() {
         &batch.copy_data
     } else {
-        let mut lines = Vec::with_capacity(batch.copy_data.len());
+        let mut tuples = Vec::with_capacity(batch.copy_data.len());
         for &i in &keep {
-            lines.extend_from_slice(batch.copy_row(i));
+            tuples.extend_from_slice(batch.copy_row(i));
         }
-        kept = lines;
+        kept = tuples;
         &kept
     };
     if !keep.is_empty() {
