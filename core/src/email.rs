@@ -69,31 +69,12 @@ impl Email {
     }
 }
 
+/// The characters other than letters and digits a local part may hold (RFC 5322 atext, and the dot).
+const LOCAL_SPECIALS: &[u8] = b"!#$%&'*+-/=?^_`{|}~.";
+
 fn is_local_char(c: char) -> bool {
     if c.is_ascii() {
-        c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                '!' | '#'
-                    | '$'
-                    | '%'
-                    | '&'
-                    | '\''
-                    | '*'
-                    | '+'
-                    | '-'
-                    | '/'
-                    | '='
-                    | '?'
-                    | '^'
-                    | '_'
-                    | '`'
-                    | '{'
-                    | '|'
-                    | '}'
-                    | '~'
-                    | '.'
-            )
+        c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(&(c as u8))
     } else {
         c.is_alphanumeric()
     }
