@@ -158,7 +158,7 @@ if [ ! -s "$HALF1" ] || [ ! -s "$HALF2" ] || [ "$HALF1" -ot "$CLEAN" ]; then
   mv -f "$HALF1.part" "$HALF1"
   mv -f "$HALF2.part" "$HALF2"
 fi
-if [ ! -s "$SORTED7A" ] || [ ! -s "$SORTED7B" ] || [ "$SORTED7A" -ot "$SORTED" ]; then
+if [ ! -s "$SORTED7" ] || [ ! -s "$SORTED7A" ] || [ ! -s "$SORTED7B" ] || [ "$SORTED7" -ot "$SORTED" ]; then
   awk -F, -v all="$SORTED7.part" -v a="$SORTED7A.part" -v b="$SORTED7B.part" '
     NR == 1 { h = $0 ",last_import_id,last_import_line"; print h > all; print h > a; print h > b; next }
     { r = $0 ",0e9d7c6a-3b1f-4d2e-9a8b-1c2d3e4f5a6b," NR; print r > all
@@ -358,14 +358,14 @@ checkpoint() {
 }
 
 # ref_insert NAME FILE [FILE2]: psql \copy of FILE into a fresh customers-like table; with
-# FILE2, two psql at once, one per file (into the same table). REF_COLUMNS: the file's columns.
-REF_COLUMNS="email, first_name, last_name, phone, city"
+# FILE2, two psql at once, one per file (into the same table). REF_COLUMNS (set for the call):
+# the files' columns, by default the five of the CSV files.
 ref_insert() {
-  local name=$1 file=$2 file2=${3:-}
+  local name=$1 file=$2 file2=${3:-} columns=${REF_COLUMNS:-email, first_name, last_name, phone, city}
   pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
     -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)"
   checkpoint
-  copy_of() { echo "\\copy ref_customers ($REF_COLUMNS) FROM '$1' CSV HEADER"; }
+  copy_of() { echo "\\copy ref_customers ($columns) FROM '$1' CSV HEADER"; }
   if [ -z "$file2" ]; then
     timed "$name" psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "$(copy_of "$file")"
   else
@@ -450,10 +450,9 @@ for ((r = 1; r <= REPEAT; r++)); do
   log "a+b. references (psql) on $(basename "$CLEAN") and $(basename "$SORTED")"
   ref_insert ref_sorted "$SORTED"
   ref_insert ref_two "$HALF1" "$HALF2"
-  REF_COLUMNS="email, first_name, last_name, phone, city, last_import_id, last_import_line"
-  ref_insert ref_sorted7 "$SORTED7"
-  ref_insert ref_sorted7_two "$SORTED7A" "$SORTED7B"
-  REF_COLUMNS="email, first_name, last_name, phone, city"
+  with_bookkeeping="email, first_name, last_name, phone, city, last_import_id, last_import_line"
+  REF_COLUMNS=$with_bookkeeping ref_insert ref_sorted7 "$SORTED7"
+  REF_COLUMNS=$with_bookkeeping ref_insert ref_sorted7_two "$SORTED7A" "$SORTED7B"
   ref_insert ref_insert "$CLEAN"
   ref_upsert
   log "c+d. importer on $(basename "$CLEAN") and $(basename "$SORTED")"
