@@ -16,7 +16,7 @@ use bulk_import_core::{
     retry::Policy,
     ImportMode, JobStatus,
 };
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
 use std::{
     collections::{hash_map::Entry, VecDeque},
@@ -48,9 +48,13 @@ pub struct Batch {
     /// insert_only: later occurrences of an email within the batch, with the line of the
     /// first; classified with it once the table has been looked at.
     repeats: Vec<(Customer, i64)>,
-    /// Whether an email of this batch is also in the batch read before it (set by
-    /// `prepare`): if so, it cannot simply be applied beside that one (`Loader::can_follow`).
-    shares_with_previous: bool,
+    /// insert_only: for each of `repeats`, the index of its first occurrence in `rows`.
+    repeat_of: Vec<u32>,
+    /// Rows whose email's hash is also one of the batch read before it (set by `prepare`):
+    /// `(index here, index there)`. If any, the batch cannot simply be applied beside that
+    /// one (`Loader::can_follow`); a pair whose emails differ (a hash collision) is no
+    /// sharing at all (`Task::apply` compares them).
+    shared: Vec<(u32, u32)>,
     /// insert_only: indices into `rows` of the emails that an earlier batch of this run may
     /// have had (the Bloom filter's "maybe"): only those are looked up in the table.
     maybe_seen: Vec<usize>,
@@ -62,7 +66,8 @@ pub struct Batch {
 /// correctness), and a Bloom filter of every email read so far (insert_only).
 pub struct PreviousEmails {
     seen: SeenEmails,
-    hashes: HashSet<u64>,
+    /// The hash of each email of the batch read last, with its row's index there.
+    hashes: HashMap<u64, u32>,
 }
 
 impl PreviousEmails {
@@ -74,7 +79,7 @@ impl PreviousEmails {
         };
         PreviousEmails {
             seen: SeenEmails::new(rows),
-            hashes: HashSet::new(),
+            hashes: HashMap::new(),
         }
     }
 }
@@ -98,22 +103,29 @@ impl Batch {
         let rows = std::mem::take(&mut self.rows);
         match mode {
             ImportMode::InsertOnly => {
-                // The line of the first occurrence, for each later one.
-                let firsts: Vec<Option<i64>> = {
-                    let mut first: HashMap<&str, i64> = HashMap::with_capacity(rows.len());
+                // Where the first occurrence goes in `self.rows`, for each later one.
+                let firsts: Vec<Option<u32>> = {
+                    let mut first: HashMap<&str, u32> = HashMap::with_capacity(rows.len());
                     rows.iter()
-                        .map(|c| match first.entry(c.email()) {
-                            Entry::Occupied(e) => Some(*e.get()),
-                            Entry::Vacant(e) => {
-                                e.insert(c.line);
-                                None
+                        .map(|c| {
+                            let next = first.len() as u32;
+                            match first.entry(c.email()) {
+                                Entry::Occupied(e) => Some(*e.get()),
+                                Entry::Vacant(e) => {
+                                    e.insert(next);
+                                    None
+                                }
                             }
                         })
                         .collect()
                 };
                 for (c, first) in rows.into_iter().zip(firsts) {
                     match first {
-                        Some(first) => self.repeats.push((c, first)),
+                        Some(first) => {
+                            let line = self.rows[first as usize].line;
+                            self.repeats.push((c, line));
+                            self.repeat_of.push(first);
+                        }
                         None => self.rows.push(c),
                     }
                 }
@@ -140,7 +152,7 @@ impl Batch {
         if mode == ImportMode::InsertOnly {
             // Emails of every batch read before this one. Those of the batch right before
             // may not be committed when this one is applied: they are set aside then
-            // (`Staged::later`), never looked up too early.
+            // (`Staged::classify`), never looked up too early.
             self.maybe_seen = (0..hashes.len())
                 .filter(|&i| seen.may_contain(hashes[i]))
                 .collect();
@@ -148,13 +160,18 @@ impl Batch {
                 seen.insert(h);
             }
         }
-        let hashes: HashSet<u64> = hashes.into_iter().collect();
-        self.shares_with_previous = hashes.iter().any(|h| previous.hashes.contains(h));
-        previous.hashes = hashes;
+        let mut mine: HashMap<u64, u32> = HashMap::with_capacity(hashes.len());
+        for (i, h) in hashes.into_iter().enumerate() {
+            if let Some(&j) = previous.hashes.get(&h) {
+                self.shared.push((i as u32, j));
+            }
+            mine.insert(h, i as u32);
+        }
+        previous.hashes = mine;
     }
 
     pub fn shares_with_previous(&self) -> bool {
-        self.shares_with_previous
+        !self.shared.is_empty()
     }
 
     /// insert_only: later occurrences within the batch, with the line of the first.
@@ -260,56 +277,108 @@ pub struct Loader {
 /// A batch's row work done inside its (still open) transaction.
 struct Staged<'c, 'b> {
     tx: Transaction<'c, Postgres>,
+    /// The reader's errors (written from the batch, not copied).
+    read_errors: &'b [RowError],
+    /// The errors found since (duplicates).
     errors: Vec<RowError>,
     inserted: i64,
     updated: i64,
-    /// insert_only, a batch applied beside the one before it: rows (and repeats) whose email
-    /// that one also has. Classified once it has committed (`classify_later`).
-    later: Vec<&'b Customer>,
-    later_repeats: Vec<&'b Repeat>,
-    /// How many of `errors` are already in `import_errors` (`write_errors`).
+    /// insert_only (not a dry run): the batch, whose repeats and set-aside rows `classify`
+    /// turns into errors.
+    insert_only: Option<&'b Batch>,
+    /// insert_only, a batch applied beside the one before it: rows whose email that one also
+    /// has, `(index here, index there)`. Not looked up: they are what that batch makes of
+    /// the same email (`classify`).
+    later: Vec<(usize, usize)>,
+    /// insert_only: the rows not inserted, by index, and why (sorted by `classify`).
+    fates: Vec<(u32, Fate)>,
+    /// How many of `errors` are already in `import_errors` (`write_errors`), and whether
+    /// `read_errors` are.
     written: usize,
+    read_written: bool,
 }
 
-/// A later occurrence of an email within a batch, with the line of the first.
-type Repeat = (Customer, i64);
+/// insert_only: why a row of a batch was not inserted — which is also what a later row with
+/// its email is. A row that was inserted is `InFile(its own line)` to a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// The email was loaded by this job from this line.
+    InFile(i64),
+    /// The email was in the table before the job.
+    InDb,
+}
 
-impl<'b> Staged<'_, 'b> {
-    /// Classifies the rows set aside for the batch before this one, which has committed
-    /// now: each is a duplicate of what that batch left in the table — its own row
-    /// (duplicate_in_file, naming the line) or one that was there before (duplicate_in_db) —
-    /// exactly as if this batch had been applied after it. An email not in the table (which
-    /// the earlier batch's commit rules out) gives the overlap up: `Existing`, and the batch
-    /// is applied again alone.
-    async fn classify_later(&mut self, job_id: Uuid) -> Result<(), StageError> {
-        if self.later.is_empty() {
-            return Ok(());
+impl Fate {
+    /// What a row found in the table (`lookup`) is.
+    fn found(job_id: Uuid, (job, line): &(Option<Uuid>, Option<i64>)) -> Fate {
+        match (job, line) {
+            (Some(job), Some(line)) if *job == job_id => Fate::InFile(*line),
+            _ => Fate::InDb,
         }
-        let emails: Vec<&str> = self.later.iter().map(|c| c.email()).collect();
-        let existing = lookup(&mut self.tx, &emails).await?;
-        let classify = |c: &Customer| match existing.get(c.email()) {
-            Some((Some(job), Some(line))) if *job == job_id => Some(duplicate_in_file(c, *line)),
-            Some(_) => Some(duplicate_in_db(c)),
-            None => None,
-        };
-        for c in self
-            .later
-            .iter()
-            .copied()
-            .chain(self.later_repeats.iter().map(|(c, _)| c))
-        {
-            self.errors.push(classify(c).ok_or(StageError::Existing)?);
-        }
-        Ok(())
     }
 
-    /// Writes the error rows known so far into `import_errors`, in the batch's transaction.
-    /// Done while the batch before is still being applied, so that a dirty file's error rows
-    /// are not written on the critical path between one commit and the next; the rows
-    /// classified after that commit (`classify_later`) are written by `commit`.
+    fn error(self, c: &Customer) -> RowError {
+        match self {
+            Fate::InFile(line) => duplicate_in_file(c, line),
+            Fate::InDb => duplicate_in_db(c),
+        }
+    }
+}
+
+/// The fates (`Staged::fates`) a batch hands to the one after it.
+type Fates = Arc<Vec<(u32, Fate)>>;
+
+/// What became of row `i` of a batch: inserted (from its line), or its recorded fate.
+fn fate_of(rows: &[Customer], fates: &[(u32, Fate)], i: usize) -> Fate {
+    match fates.binary_search_by_key(&(i as u32), |&(j, _)| j) {
+        Ok(k) => fates[k].1,
+        Err(_) => Fate::InFile(rows[i].line),
+    }
+}
+
+impl Staged<'_, '_> {
+    /// insert_only: turns the rows set aside (`later`) and the batch's repeats into errors.
+    /// A set-aside row is what the batch before made of the same email (`before`: its rows
+    /// and fates) — a repeat of the line that batch loaded it from, or of whatever that
+    /// line repeated — exactly as if this batch were applied after it; a repeat is what its
+    /// first occurrence is.
+    fn classify(&mut self, before: Option<(&Batch, &[(u32, Fate)])>) {
+        let Some(batch) = self.insert_only else {
+            return;
+        };
+        if let Some((before, theirs)) = before {
+            for &(i, j) in &self.later {
+                let fate = fate_of(&before.rows, theirs, j);
+                self.errors.push(fate.error(&batch.rows[i]));
+                self.fates.push((i as u32, fate));
+            }
+        }
+        self.fates.sort_unstable_by_key(|&(i, _)| i);
+        for ((c, _), &first) in batch.repeats.iter().zip(&batch.repeat_of) {
+            let fate = fate_of(&batch.rows, &self.fates, first as usize);
+            self.errors.push(fate.error(c));
+        }
+    }
+
+    /// Writes the error rows not yet written into `import_errors`, in the batch's
+    /// transaction. Done once the rows are classified, while the batch before is still being
+    /// applied, so that a dirty file's error rows are not written on the critical path
+    /// between one commit and the next (`commit` writes whatever is left, on the path where
+    /// a batch is applied alone).
     async fn write_errors(&mut self, job_id: Uuid) -> Result<(), sqlx::Error> {
-        write_errors(&mut self.tx, job_id, &self.errors[self.written..]).await?;
+        let read = if self.read_written {
+            &[]
+        } else {
+            self.read_errors
+        };
+        write_errors(
+            &mut self.tx,
+            job_id,
+            read.iter().chain(&self.errors[self.written..]),
+        )
+        .await?;
         self.written = self.errors.len();
+        self.read_written = true;
         Ok(())
     }
 
@@ -327,7 +396,7 @@ impl<'b> Staged<'_, 'b> {
             claim,
             checkpoint,
             batch,
-            self.errors.len() as i64,
+            (self.read_errors.len() + self.errors.len()) as i64,
             self.inserted,
             self.updated,
         )
@@ -488,8 +557,10 @@ impl Loader {
     /// Whether `batch` may be applied beside the batch read just before it, which is still
     /// being applied:
     /// - insert_only: always; rows whose email that batch also has are set aside and
-    ///   classified once it has committed (`Staged::classify_later`), so a file with
-    ///   repeated emails keeps its overlap;
+    ///   classified by what that batch makes of the email (`Staged::classify`: it hands
+    ///   its rows' fates over as soon as it has them, before it commits), so a file with
+    ///   repeated emails keeps its overlap and nothing is looked up or written between one
+    ///   commit and the next;
     /// - upsert and dry runs: only when they have no email in common.
     ///
     /// Also for a file sorted by email, where both batches insert at the right edge of the
@@ -545,15 +616,20 @@ impl Loader {
             Some(before) => (
                 before.committed.take(),
                 before.batch.end_offset as i64,
-                batch.shares_with_previous().then(|| before.batch.clone()),
+                match (batch.shares_with_previous(), before.fates.take()) {
+                    (true, Some(fates)) => Some((before.batch.clone(), fates)),
+                    _ => None,
+                },
             ),
             None => (None, self.checkpoint, None),
         };
         let (committed, committed_rx) = oneshot::channel();
+        let (fates, fates_rx) = oneshot::channel();
         let task = Task {
             candidates: self.candidates(&batch),
             batch: batch.clone(),
             shared_with,
+            fates,
             options: self.options.clone(),
             claim: self.claim(),
             mode: self.mode,
@@ -569,6 +645,7 @@ impl Loader {
             batch,
             task: handle,
             committed: Some(committed_rx),
+            fates: Some(fates_rx),
             beside,
         });
     }
@@ -627,15 +704,15 @@ impl Loader {
         let (claim, mode, checkpoint) = (self.claim(), self.mode, self.checkpoint);
         let job_id = claim.job_id;
         loop {
-            let probe = emails_at(batch, &self.candidates(batch));
+            let probe = self.candidates(batch);
             let conn = ensure(&mut self.conns[0], &self.options).await?;
             match stage(
                 conn,
                 job_id,
                 mode,
                 batch,
-                probe,
-                &HashSet::new(),
+                &probe,
+                Vec::new(),
                 How {
                     paired: false,
                     dry_run: self.dry_run,
@@ -643,7 +720,8 @@ impl Loader {
             )
             .await
             {
-                Ok(s) => {
+                Ok(mut s) => {
+                    s.classify(None);
                     let committed = s.commit(&claim, checkpoint, batch).await;
                     return committed;
                 }
@@ -668,11 +746,6 @@ impl Loader {
     }
 }
 
-/// `batch.rows[i].email` for each index.
-fn emails_at<'b>(batch: &'b Batch, rows: &[usize]) -> Vec<&'b str> {
-    rows.iter().map(|&i| batch.rows[i].email()).collect()
-}
-
 impl Drop for Loader {
     /// A batch still in flight is abandoned: its transaction never commits.
     fn drop(&mut self) {
@@ -689,6 +762,9 @@ struct InFlight {
     /// Resolved with the job's totals when the batch commits; taken by the batch after it,
     /// which commits only then.
     committed: Option<oneshot::Receiver<Totals>>,
+    /// insert_only: resolved with the batch's fates once its rows are classified; taken by
+    /// the batch after it when that one shares emails with it.
+    fates: Option<oneshot::Receiver<Fates>>,
     /// Whether it was applied beside the batch before it (for the debug log).
     beside: bool,
 }
@@ -723,8 +799,11 @@ async fn finished(task: JoinHandle<Finished>) -> Finished {
 /// it (if still in flight) is applied on the other, then committed once that one has.
 struct Task {
     batch: Arc<Batch>,
-    /// insert_only: the batch before, still in flight, when it shares emails with this one.
-    shared_with: Option<Arc<Batch>>,
+    /// insert_only: the batch before, still in flight, when it shares emails with this one,
+    /// and where its fates will come.
+    shared_with: Option<(Arc<Batch>, oneshot::Receiver<Fates>)>,
+    /// Told of this batch's fates once its rows are classified (for the batch after it).
+    fates: oneshot::Sender<Fates>,
     /// insert_only: rows that may already be in the table (`Loader::candidates`).
     candidates: Vec<usize>,
     options: PgConnectOptions,
@@ -764,32 +843,41 @@ impl Task {
 
     /// The batch's totals once committed; `None` when withdrawn.
     async fn apply(
-        &self,
+        self,
         slot: &mut Option<PgConnection>,
         after: Option<oneshot::Receiver<Totals>>,
     ) -> Result<Option<Totals>, StageError> {
         let batch = &*self.batch;
         let conn = ensure(slot, &self.options).await.map_err(LoadError::Db)?;
-        let deferred: HashSet<&str> = match &self.shared_with {
-            Some(before) => {
-                let theirs: HashSet<&str> = before.rows.iter().map(|c| c.email()).collect();
-                batch
-                    .rows
-                    .iter()
-                    .map(|c| c.email())
-                    .filter(|e| theirs.contains(e))
-                    .collect()
-            }
-            None => HashSet::new(),
+        // Rows whose email the batch before (in flight) also has: set aside, classified by
+        // what that batch makes of it.
+        let later: Vec<(usize, usize)> = match &self.shared_with {
+            Some((before, _)) => batch
+                .shared
+                .iter()
+                .map(|&(i, j)| (i as usize, j as usize))
+                .filter(|&(i, j)| batch.rows[i].email() == before.rows[j].email())
+                .collect(),
+            None => Vec::new(),
         };
         let how = How {
             // Any batch may have one waiting for it (see `PAIR_LOCK_TIMEOUT`).
             paired: true,
             dry_run: self.dry_run,
         };
-        let candidates = emails_at(batch, &self.candidates);
         let job_id = self.claim.job_id;
-        let mut staged = stage(conn, job_id, self.mode, batch, candidates, &deferred, how).await?;
+        let mut staged =
+            stage(conn, job_id, self.mode, batch, &self.candidates, later, how).await?;
+        match self.shared_with {
+            Some((before, fates)) => match fates.await {
+                Ok(theirs) => staged.classify(Some((&before, &theirs))),
+                // The batch before failed before classifying its rows: it does not commit,
+                // so neither does this one.
+                Err(_) => return Ok(None),
+            },
+            None => staged.classify(None),
+        }
+        let _ = self.fates.send(Arc::new(std::mem::take(&mut staged.fates)));
         staged.write_errors(job_id).await?;
         if let Some(after) = after {
             match after.await {
@@ -798,7 +886,6 @@ impl Task {
                 _ => return Ok(None),
             }
         }
-        staged.classify_later(job_id).await?;
         let totals = staged.commit(&self.claim, self.from, batch).await?;
         Ok(Some(totals))
     }
@@ -817,8 +904,8 @@ async fn stage<'c, 'b>(
     job_id: Uuid,
     mode: ImportMode,
     batch: &'b Batch,
-    candidates: Vec<&'b str>,
-    deferred: &HashSet<&str>,
+    candidates: &[usize],
+    later: Vec<(usize, usize)>,
     How { paired, dry_run }: How,
 ) -> Result<Staged<'c, 'b>, StageError> {
     let mut tx = conn.begin().await?;
@@ -832,16 +919,19 @@ async fn stage<'c, 'b>(
             crate::dry_run::stage(&mut tx, job_id, mode, batch).await?;
         return Ok(Staged {
             tx,
+            read_errors: &[],
             errors,
             inserted,
             updated,
+            insert_only: None,
             later: Vec::new(),
-            later_repeats: Vec::new(),
+            fates: Vec::new(),
             written: 0,
+            read_written: false,
         });
     }
     match mode {
-        ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates, deferred).await,
+        ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates, later).await,
         ImportMode::Upsert => upsert(tx, job_id, batch).await,
     }
 }
@@ -849,56 +939,41 @@ async fn stage<'c, 'b>(
 /// insert_only: the first occurrence of an email is inserted. A later occurrence in the
 /// same batch is caught in memory; one in an earlier batch is found in the table, where
 /// `last_import_id` tells this job's rows (duplicate_in_file, naming the first line) from
-/// rows that were there before (duplicate_in_db). Rows are COPied straight into
-/// `customers`; only `candidates`, the emails that may exist, are looked up first.
+/// rows that were there before (duplicate_in_db), or, for the batch right before when it is
+/// still in flight (`later`: `(index here, index there)`), told by that batch
+/// (`Staged::classify`). Rows are COPied straight into `customers`; only `candidates` (indices
+/// into `batch.rows`), the emails that may exist, are looked up first.
 async fn insert_only<'c, 'b>(
     mut tx: Transaction<'c, Postgres>,
     job_id: Uuid,
     batch: &'b Batch,
-    candidates: Vec<&'b str>,
-    deferred: &HashSet<&str>,
+    candidates: &[usize],
+    later: Vec<(usize, usize)>,
 ) -> Result<Staged<'c, 'b>, StageError> {
-    let mut errors = batch.errors.clone();
+    let mut errors = Vec::new();
+    let mut fates = Vec::new();
+    let mut set_aside = vec![false; batch.rows.len()];
+    for &(i, _) in &later {
+        set_aside[i] = true;
+    }
     // Indices into `batch.rows`.
-    let (later, mut keep): (Vec<usize>, Vec<usize>) =
-        (0..batch.rows.len()).partition(|&i| deferred.contains(batch.rows[i].email()));
-    let later: Vec<&Customer> = later.into_iter().map(|i| &batch.rows[i]).collect();
-    let (later_repeats, repeats): (Vec<&Repeat>, Vec<&Repeat>) = batch
-        .repeats
-        .iter()
-        .partition(|(c, _)| deferred.contains(c.email()));
+    let mut keep: Vec<usize> = (0..batch.rows.len()).filter(|&i| !set_aside[i]).collect();
     let candidates: Vec<&str> = candidates
-        .into_iter()
-        .filter(|e| !deferred.contains(e))
+        .iter()
+        .filter(|&&i| !set_aside[i])
+        .map(|&i| batch.rows[i].email())
         .collect();
     if !candidates.is_empty() {
         let existing = lookup(&mut tx, &candidates).await?;
         keep.retain(|&i| match existing.get(batch.rows[i].email()) {
             None => true,
-            Some((Some(job), Some(line))) if *job == job_id => {
-                errors.push(duplicate_in_file(&batch.rows[i], *line));
-                false
-            }
-            Some(_) => {
-                errors.push(duplicate_in_db(&batch.rows[i]));
+            Some(found) => {
+                let fate = Fate::found(job_id, found);
+                errors.push(fate.error(&batch.rows[i]));
+                fates.push((i as u32, fate));
                 false
             }
         });
-        // A repeat is what its first occurrence is: already in the table before the job
-        // (duplicate_in_db), or a repeat of the line this job loaded it from.
-        for (c, first) in repeats {
-            errors.push(match existing.get(c.email()) {
-                Some((Some(job), Some(line))) if *job == job_id => duplicate_in_file(c, *line),
-                Some(_) => duplicate_in_db(c),
-                None => duplicate_in_file(c, *first),
-            });
-        }
-    } else {
-        errors.extend(
-            repeats
-                .into_iter()
-                .map(|(c, first)| duplicate_in_file(c, *first)),
-        );
     }
     // The reader encoded every row; when look-ups removed some, the others' tuples are
     // copied out.
@@ -932,12 +1007,15 @@ async fn insert_only<'c, 'b>(
     }
     Ok(Staged {
         tx,
+        read_errors: &batch.errors,
         errors,
         inserted: keep.len() as i64,
         updated: 0,
+        insert_only: Some(batch),
         later,
-        later_repeats,
+        fates,
         written: 0,
+        read_written: false,
     })
 }
 
@@ -995,12 +1073,15 @@ async fn upsert<'c, 'b>(
     }
     Ok(Staged {
         tx,
-        errors: batch.errors.clone(),
+        read_errors: &batch.errors,
+        errors: Vec::new(),
         inserted,
         updated: batch.valid_rows as i64 - inserted,
+        insert_only: None,
         later: Vec::new(),
-        later_repeats: Vec::new(),
+        fates: Vec::new(),
         written: 0,
+        read_written: false,
     })
 }
 
@@ -1008,14 +1089,14 @@ async fn upsert<'c, 'b>(
 async fn write_errors(
     tx: &mut PgConnection,
     job_id: Uuid,
-    errors: &[RowError],
+    errors: impl Iterator<Item = &RowError>,
 ) -> Result<(), sqlx::Error> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let mut data = Vec::with_capacity(errors.len() * 160);
+    let mut data = Vec::new();
     for e in errors {
         copy::push_error(&mut data, job_id, e);
+    }
+    if data.is_empty() {
+        return Ok(());
     }
     let mut sink = tx
         .copy_in_raw(
