@@ -643,18 +643,22 @@ pub struct Deleted {
     pub report_object: Option<String>,
 }
 
-/// Deletes a user's finished job (`done`, `failed`, `cancelled`) with its error rows and dry
-/// run rows (foreign keys cascade); customers stay. `Ok(None)`: no such job of the user, or
-/// not finished (`get_visible` tells which).
+/// Deletes a user's finished job (`done`, `failed`, `cancelled`) with its error rows (in the
+/// same statement: `import_errors` has no foreign key, see its migration) and dry run rows
+/// (the foreign key cascades); customers stay. `Ok(None)`: no such job of the user, or not
+/// finished (`get_visible` tells which).
 pub async fn delete_finished(
     db: impl PgExecutor<'_>,
     id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<Deleted>> {
     let row = sqlx::query!(
-        "DELETE FROM import_jobs WHERE id = $1 AND user_id = $2 \
-           AND status IN ('done', 'failed', 'cancelled') \
-         RETURNING source_object, report_object",
+        r#"WITH gone AS (
+             DELETE FROM import_jobs WHERE id = $1 AND user_id = $2
+               AND status IN ('done', 'failed', 'cancelled')
+             RETURNING id, source_object, report_object),
+           errors AS (DELETE FROM import_errors WHERE job_id IN (SELECT id FROM gone))
+           SELECT source_object AS "source_object!", report_object FROM gone"#,
         id,
         user_id
     )
