@@ -59,11 +59,12 @@ pub fn push_customer(buf: &mut Vec<u8>, c: &Customer, job_id: &Uuid) {
 }
 
 /// Columns: job_id, line, code, message, email, first_name, last_name, phone, city.
-pub fn push_error(buf: &mut Vec<u8>, job_id: Uuid, e: &RowError) {
-    buf.extend_from_slice(job_id.to_string().as_bytes());
-    buf.push(b'\t');
-    buf.extend_from_slice(e.line.to_string().as_bytes());
-    buf.push(b'\t');
+/// `job_id`: the job's id in text (`Uuid::hyphenated`), formatted once for all the rows.
+pub fn push_error(buf: &mut Vec<u8>, job_id: &str, e: &RowError) {
+    use std::io::Write;
+    buf.extend_from_slice(job_id.as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "\t{}\t", e.line);
     push_text(buf, Some(e.code.as_str()));
     buf.push(b'\t');
     push_text(buf, Some(&e.message));

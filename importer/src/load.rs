@@ -17,7 +17,7 @@ use bulk_import_core::{
     ImportMode, JobStatus,
 };
 use foldhash::{HashMap, HashMapExt};
-use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Transaction};
+use sqlx::{postgres::PgConnectOptions, Connection, PgConnection, Postgres, Row, Transaction};
 use std::{
     collections::{hash_map::Entry, VecDeque},
     sync::Arc,
@@ -951,44 +951,36 @@ async fn insert_only<'c, 'b>(
     later: Vec<(usize, usize)>,
 ) -> Result<Staged<'c, 'b>, StageError> {
     let mut errors = Vec::new();
-    let mut fates = Vec::new();
-    let mut set_aside = vec![false; batch.rows.len()];
+    // Rows not inserted: set aside, or found in the table.
+    let mut skip = vec![false; batch.rows.len()];
     for &(i, _) in &later {
-        set_aside[i] = true;
+        skip[i] = true;
     }
-    // Indices into `batch.rows`.
-    let mut keep: Vec<usize> = (0..batch.rows.len()).filter(|&i| !set_aside[i]).collect();
-    let candidates: Vec<&str> = candidates
-        .iter()
-        .filter(|&&i| !set_aside[i])
-        .map(|&i| batch.rows[i].email())
-        .collect();
-    if !candidates.is_empty() {
-        let existing = lookup(&mut tx, &candidates).await?;
-        keep.retain(|&i| match existing.get(batch.rows[i].email()) {
-            None => true,
-            Some(found) => {
-                let fate = Fate::found(job_id, found);
-                errors.push(fate.error(&batch.rows[i]));
-                fates.push((i as u32, fate));
-                false
-            }
-        });
+    let candidates: Vec<usize> = candidates.iter().copied().filter(|&i| !skip[i]).collect();
+    let fates = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        lookup(&mut tx, job_id, &batch.rows, &candidates).await?
+    };
+    for &(i, fate) in &fates {
+        skip[i as usize] = true;
+        errors.push(fate.error(&batch.rows[i as usize]));
     }
-    // The reader encoded every row; when look-ups removed some, the others' tuples are
+    let inserted = batch.rows.len() - later.len() - fates.len();
+    // The reader encoded every row; when some are not inserted, the others' tuples are
     // copied out.
     let kept;
-    let data: &[u8] = if keep.len() == batch.rows.len() {
+    let data: &[u8] = if inserted == batch.rows.len() {
         &batch.copy_data
     } else {
         let mut tuples = Vec::with_capacity(batch.copy_data.len());
-        for &i in &keep {
+        for i in (0..batch.rows.len()).filter(|&i| !skip[i]) {
             tuples.extend_from_slice(batch.copy_row(i));
         }
         kept = tuples;
         &kept
     };
-    if !keep.is_empty() {
+    if inserted > 0 {
         let mut sink = tx
             .copy_in_raw(
                 "COPY customers (email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN (FORMAT binary)",
@@ -1009,7 +1001,7 @@ async fn insert_only<'c, 'b>(
         tx,
         read_errors: &batch.errors,
         errors,
-        inserted: keep.len() as i64,
+        inserted: inserted as i64,
         updated: 0,
         insert_only: Some(batch),
         later,
@@ -1019,20 +1011,37 @@ async fn insert_only<'c, 'b>(
     })
 }
 
-/// `email → (last_import_id, last_import_line)` of the customers with these emails.
+/// insert_only: the rows among `rows[i]`, `i` in `candidates`, whose email is in the table,
+/// and what each is (`Fate::found`), by index.
 async fn lookup(
     conn: &mut PgConnection,
-    emails: &[&str],
-) -> Result<HashMap<String, (Option<Uuid>, Option<i64>)>, sqlx::Error> {
-    Ok(sqlx::query_as::<_, (String, Option<Uuid>, Option<i64>)>(
+    job_id: Uuid,
+    rows: &[Customer],
+    candidates: &[usize],
+) -> Result<Vec<(u32, Fate)>, sqlx::Error> {
+    let emails: Vec<&str> = candidates.iter().map(|&i| rows[i].email()).collect();
+    let found = sqlx::query(
         "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
     )
-    .bind(emails)
+    .bind(&emails)
     .fetch_all(conn)
-    .await?
-    .into_iter()
-    .map(|(e, j, l)| (e, (j, l)))
-    .collect())
+    .await?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let index: HashMap<&str, usize> = candidates.iter().map(|&i| (rows[i].email(), i)).collect();
+    let mut fates = Vec::with_capacity(found.len());
+    for row in &found {
+        // Borrowed from the row: no copy of the email.
+        let email: &str = row.try_get(0)?;
+        // Every email found is one of those asked for (an equality on the column).
+        if let Some(&i) = index.get(email) {
+            let bookkeeping = (row.try_get(1)?, row.try_get(2)?);
+            fates.push((i as u32, Fate::found(job_id, &bookkeeping)));
+        }
+    }
+    fates.sort_unstable_by_key(|&(i, _)| i);
+    Ok(fates)
 }
 
 /// upsert: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (email) DO UPDATE` per batch.
@@ -1092,8 +1101,9 @@ async fn write_errors(
     errors: impl Iterator<Item = &RowError>,
 ) -> Result<(), sqlx::Error> {
     let mut data = Vec::new();
+    let job_id = job_id.hyphenated().to_string();
     for e in errors {
-        copy::push_error(&mut data, job_id, e);
+        copy::push_error(&mut data, &job_id, e);
     }
     if data.is_empty() {
         return Ok(());
