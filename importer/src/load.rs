@@ -1201,6 +1201,45 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_knows_which_of_its_rows_the_one_before_has_and_where() {
+        let mut previous = PreviousEmails::new(ImportMode::InsertOnly, 100);
+        let mut first = batch(&["a@x", "b@x", "c@x"]);
+        first.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        assert!(first.shared.is_empty());
+        // d@x twice: the repeat points at its first occurrence's index among the rows.
+        let mut second = batch(&["d@x", "c@x", "d@x", "a@x"]);
+        second.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        let emails: Vec<&str> = second.rows.iter().map(|c| c.email()).collect();
+        assert_eq!(emails, ["d@x", "c@x", "a@x"]);
+        assert_eq!(second.repeat_of, [0]);
+        assert_eq!(second.repeats()[0].1, 2, "the line of the first occurrence");
+        // (index here, index there): c@x is row 1 here and row 2 there, a@x row 2 and row 0.
+        assert_eq!(second.shared, [(1, 2), (2, 0)]);
+    }
+
+    #[test]
+    fn a_row_is_inserted_from_its_own_line_unless_its_fate_says_otherwise() {
+        let b = batch(&["a@x", "b@x", "c@x"]);
+        let fates = [(1, Fate::InDb), (2, Fate::InFile(40))];
+        assert_eq!(fate_of(&b.rows, &fates, 0), Fate::InFile(b.rows[0].line));
+        assert_eq!(fate_of(&b.rows, &fates, 1), Fate::InDb);
+        assert_eq!(fate_of(&b.rows, &fates, 2), Fate::InFile(40));
+        let job = Uuid::from_u128(7);
+        assert_eq!(Fate::found(job, &(Some(job), Some(12))), Fate::InFile(12));
+        assert_eq!(Fate::found(job, &(Some(Uuid::nil()), Some(12))), Fate::InDb);
+        assert_eq!(Fate::found(job, &(None, None)), Fate::InDb);
+        let e = Fate::InFile(12).error(&b.rows[2]);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                ErrorCode::DuplicateInFile,
+                "email c@x already appears on line 12"
+            )
+        );
+        assert_eq!(Fate::InDb.error(&b.rows[2]).code, ErrorCode::DuplicateInDb);
+    }
+
+    #[test]
     fn only_emails_of_earlier_batches_are_looked_up() {
         let mut previous = PreviousEmails::new(ImportMode::InsertOnly, 100);
         let mut first = batch(&["a@x", "b@x", "a@x"]);
