@@ -1181,6 +1181,13 @@ mod tests {
         }
     }
 
+    /// `batch(emails)`, prepared after the batches `previous` has seen.
+    fn prepared(mode: ImportMode, emails: &[&str], previous: &mut PreviousEmails) -> Batch {
+        let mut b = batch(emails);
+        b.prepare(mode, Uuid::nil(), previous);
+        b
+    }
+
     #[test]
     fn a_batch_knows_whether_it_shares_an_email_with_the_one_before() {
         for mode in [ImportMode::InsertOnly, ImportMode::Upsert] {
@@ -1193,8 +1200,7 @@ mod tests {
                 (&["c@x", "f@x"], false),
             ];
             for (emails, shares) in sequence {
-                let mut b = batch(emails);
-                b.prepare(mode, Uuid::nil(), &mut previous);
+                let b = prepared(mode, emails, &mut previous);
                 assert_eq!(b.shares_with_previous(), shares, "{mode:?} {emails:?}");
             }
         }
@@ -1203,12 +1209,18 @@ mod tests {
     #[test]
     fn a_batch_knows_which_of_its_rows_the_one_before_has_and_where() {
         let mut previous = PreviousEmails::new(ImportMode::InsertOnly, 100);
-        let mut first = batch(&["a@x", "b@x", "c@x"]);
-        first.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        let first = prepared(
+            ImportMode::InsertOnly,
+            &["a@x", "b@x", "c@x"],
+            &mut previous,
+        );
         assert!(first.shared.is_empty());
         // d@x twice: the repeat points at its first occurrence's index among the rows.
-        let mut second = batch(&["d@x", "c@x", "d@x", "a@x"]);
-        second.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        let second = prepared(
+            ImportMode::InsertOnly,
+            &["d@x", "c@x", "d@x", "a@x"],
+            &mut previous,
+        );
         let emails: Vec<&str> = second.rows.iter().map(|c| c.email()).collect();
         assert_eq!(emails, ["d@x", "c@x", "a@x"]);
         assert_eq!(second.repeat_of, [0]);
@@ -1242,20 +1254,24 @@ mod tests {
     #[test]
     fn only_emails_of_earlier_batches_are_looked_up() {
         let mut previous = PreviousEmails::new(ImportMode::InsertOnly, 100);
-        let mut first = batch(&["a@x", "b@x", "a@x"]);
-        first.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        let first = prepared(
+            ImportMode::InsertOnly,
+            &["a@x", "b@x", "a@x"],
+            &mut previous,
+        );
         // Nothing read before; the repeat of a@x is set aside within the batch.
         assert!(first.maybe_seen.is_empty());
         assert_eq!(first.repeats().len(), 1);
-        let mut second = batch(&["c@x", "b@x", "d@x", "a@x"]);
-        second.prepare(ImportMode::InsertOnly, Uuid::nil(), &mut previous);
+        let second = prepared(
+            ImportMode::InsertOnly,
+            &["c@x", "b@x", "d@x", "a@x"],
+            &mut previous,
+        );
         // A Bloom filter may say "maybe" for c@x or d@x too, never "no" for b@x or a@x.
         assert!(second.maybe_seen.contains(&1) && second.maybe_seen.contains(&3));
         let mut upsert = PreviousEmails::new(ImportMode::Upsert, 100);
-        let mut b = batch(&["a@x"]);
-        b.prepare(ImportMode::Upsert, Uuid::nil(), &mut upsert);
-        let mut b = batch(&["a@x"]);
-        b.prepare(ImportMode::Upsert, Uuid::nil(), &mut upsert);
+        prepared(ImportMode::Upsert, &["a@x"], &mut upsert);
+        let b = prepared(ImportMode::Upsert, &["a@x"], &mut upsert);
         assert!(b.maybe_seen.is_empty(), "upsert looks nothing up");
     }
 }
