@@ -14,12 +14,25 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A loopback port nothing listens on now, and never handed out before in this process. The
+/// port is released before the server binds it, so tests running beside each other (threads of
+/// one test binary) could otherwise be handed the same one: a Garage that cannot bind its S3
+/// port keeps running, and another test's Postgres on that port then answers its readiness
+/// check, until that test stops its Postgres (a flaky `connection refused`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn port_open(port: u16) -> bool {
