@@ -292,10 +292,6 @@ struct Staged<'c, 'b> {
     later: Vec<(usize, usize)>,
     /// insert_only: the rows not inserted, by index, and why (sorted by `classify`).
     fates: Vec<(u32, Fate)>,
-    /// How many of `errors` are already in `import_errors` (`write_errors`), and whether
-    /// `read_errors` are.
-    written: usize,
-    read_written: bool,
 }
 
 /// insert_only: why a row of a batch was not inserted — which is also what a later row with
@@ -336,7 +332,27 @@ fn fate_of(rows: &[Customer], fates: &[(u32, Fate)], i: usize) -> Fate {
     }
 }
 
-impl Staged<'_, '_> {
+impl<'c, 'b> Staged<'c, 'b> {
+    /// A batch's row work: `read_errors` from the reader, `errors` found since.
+    fn new(
+        tx: Transaction<'c, Postgres>,
+        read_errors: &'b [RowError],
+        errors: Vec<RowError>,
+        inserted: i64,
+        updated: i64,
+    ) -> Staged<'c, 'b> {
+        Staged {
+            tx,
+            read_errors,
+            errors,
+            inserted,
+            updated,
+            insert_only: None,
+            later: Vec::new(),
+            fates: Vec::new(),
+        }
+    }
+
     /// insert_only: turns the rows set aside (`later`) and the batch's repeats into errors.
     /// A set-aside row is what the batch before made of the same email (`before`: its rows
     /// and fates) — a repeat of the line that batch loaded it from, or of whatever that
@@ -360,37 +376,27 @@ impl Staged<'_, '_> {
         }
     }
 
-    /// Writes the error rows not yet written into `import_errors`, in the batch's
-    /// transaction. Done once the rows are classified, while the batch before is still being
-    /// applied, so that a dirty file's error rows are not written on the critical path
-    /// between one commit and the next (`commit` writes whatever is left, on the path where
-    /// a batch is applied alone).
+    /// Writes the batch's error rows into `import_errors`, in its transaction: once, after
+    /// `classify`, when every one is known. In the pipeline that is while the batch before is
+    /// still being applied, so that a dirty file's error rows are not written on the
+    /// critical path between one commit and the next.
     async fn write_errors(&mut self, job_id: Uuid) -> Result<(), sqlx::Error> {
-        let read = if self.read_written {
-            &[]
-        } else {
-            self.read_errors
-        };
         write_errors(
             &mut self.tx,
             job_id,
-            read.iter().chain(&self.errors[self.written..]),
+            self.read_errors.iter().chain(&self.errors),
         )
-        .await?;
-        self.written = self.errors.len();
-        self.read_written = true;
-        Ok(())
+        .await
     }
 
-    /// Writes the batch's remaining errors, counters and checkpoint (`finish_batch`) and
-    /// commits. Returns the totals.
+    /// Writes the batch's counters and checkpoint (`finish_batch`; its error rows are
+    /// written by then) and commits. Returns the totals.
     async fn commit(
         mut self,
         claim: &ClaimRef,
         checkpoint: i64,
         batch: &Batch,
     ) -> Result<Totals, LoadError> {
-        self.write_errors(claim.job_id).await?;
         let totals = finish_batch(
             &mut self.tx,
             claim,
@@ -722,8 +728,8 @@ impl Loader {
             {
                 Ok(mut s) => {
                     s.classify(None);
-                    let committed = s.commit(&claim, checkpoint, batch).await;
-                    return committed;
+                    s.write_errors(job_id).await?;
+                    return s.commit(&claim, checkpoint, batch).await;
                 }
                 // An email already in the table (or committed by a concurrent job since the
                 // look-up): redo the batch looking every row up first.
@@ -917,18 +923,7 @@ async fn stage<'c, 'b>(
     if dry_run {
         let (errors, inserted, updated) =
             crate::dry_run::stage(&mut tx, job_id, mode, batch).await?;
-        return Ok(Staged {
-            tx,
-            read_errors: &[],
-            errors,
-            inserted,
-            updated,
-            insert_only: None,
-            later: Vec::new(),
-            fates: Vec::new(),
-            written: 0,
-            read_written: false,
-        });
+        return Ok(Staged::new(tx, &[], errors, inserted, updated));
     }
     match mode {
         ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates, later).await,
@@ -998,16 +993,10 @@ async fn insert_only<'c, 'b>(
         }
     }
     Ok(Staged {
-        tx,
-        read_errors: &batch.errors,
-        errors,
-        inserted: inserted as i64,
-        updated: 0,
         insert_only: Some(batch),
         later,
         fates,
-        written: 0,
-        read_written: false,
+        ..Staged::new(tx, &batch.errors, errors, inserted as i64, 0)
     })
 }
 
@@ -1080,18 +1069,13 @@ async fn upsert<'c, 'b>(
         .fetch_one(&mut *tx)
         .await?;
     }
-    Ok(Staged {
+    Ok(Staged::new(
         tx,
-        read_errors: &batch.errors,
-        errors: Vec::new(),
+        &batch.errors,
+        Vec::new(),
         inserted,
-        updated: batch.valid_rows as i64 - inserted,
-        insert_only: None,
-        later: Vec::new(),
-        fates: Vec::new(),
-        written: 0,
-        read_written: false,
-    })
+        batch.valid_rows as i64 - inserted,
+    ))
 }
 
 /// COPies error rows into `import_errors`.
