@@ -362,7 +362,10 @@ checkpoint() {
 # the files' columns, by default the five of the CSV files.
 ref_insert() {
   local name=$1 file=$2 file2=${3:-} columns=${REF_COLUMNS:-email, first_name, last_name, phone, city}
+  # The organization (the key's first column, as the importer writes it) is filled by a
+  # constant default: the reference writes the same key.
   pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
+    -c "ALTER TABLE ref_customers ALTER COLUMN org_id SET DEFAULT 1" \
     -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)"
   checkpoint
   copy_of() { echo "\\copy ref_customers ($columns) FROM '$1' CSV HEADER"; }
@@ -388,7 +391,7 @@ CREATE TEMP TABLE tmp_customers (email text, first_name text, last_name text, ph
 \\set QUIET off
 INSERT INTO ref_customers (email, first_name, last_name, phone, city)
 SELECT email, first_name, last_name, phone, city FROM tmp_customers
-ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name,
+ON CONFLICT (org_id, email) DO UPDATE SET first_name = EXCLUDED.first_name,
   last_name = EXCLUDED.last_name, phone = EXCLUDED.phone, city = EXCLUDED.city, updated_at = now();
 SQL
   timed ref_upsert sh -c 'psql "$1" -X -q -v ON_ERROR_STOP=1 -f "$2" >"$3"' sh \

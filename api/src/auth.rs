@@ -1,5 +1,9 @@
 //! Passwords (argon2id) and access tokens (JWT, HS256/384/512 as `JWT_ALG` says), and the
-//! `AuthUser` extractor that guards the import routes.
+//! `AuthUser` extractor that guards every route of an organization's data.
+//!
+//! A token names the user (`sub`) and the organization (`org`). Every request it authorises
+//! also checks, in Postgres, that the user is still an open member of that organization:
+//! a removed member's token stops working at once, not when it expires.
 
 use crate::{error::ApiError, state::AppState};
 use argon2::{
@@ -10,6 +14,7 @@ use axum::{
     extract::FromRequestParts,
     http::{request::Parts, HeaderMap, StatusCode},
 };
+use bulk_import_core::accounts::{self, OrgId, Role};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -113,11 +118,16 @@ impl Hasher {
         let known = hash.is_some();
         self.run(move || {
             let hash = hash.unwrap_or_else(|| DUMMY.to_string());
+            // An account without a usable password (`!`: made by `importer submit`) is
+            // checked against the dummy too, and never matches.
+            let usable = PasswordHash::new(&hash).is_ok();
+            let hash = if usable { hash } else { DUMMY.to_string() };
             let parsed = PasswordHash::new(&hash).map_err(ApiError::internal)?;
             Ok(Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
                 .is_ok()
-                && known)
+                && known
+                && usable)
         })
         .await?
     }
@@ -140,6 +150,8 @@ struct DeviceClaims {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
+    /// The organization the token was issued for.
+    pub org: OrgId,
     pub iat: i64,
     pub exp: i64,
 }
@@ -170,30 +182,29 @@ impl Tokens {
         }
     }
 
-    pub fn issue(&self, user_id: Uuid) -> Result<String, ApiError> {
+    pub fn issue(&self, user_id: Uuid, org: OrgId) -> Result<String, ApiError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
+            org,
             iat: now,
             exp: now + self.ttl.as_secs() as i64,
         };
         encode(&Header::new(self.alg), &claims, &self.encoding).map_err(ApiError::internal)
     }
 
-    /// Only the configured algorithm is accepted (so `none` and algorithm confusion fail),
-    /// the signature must match and `exp` must be in the future (no leeway).
-    pub fn verify(&self, token: &str) -> Option<Uuid> {
-        self.verify_session(token).map(|s| s.user)
-    }
-
-    /// The verified claims of a token: its user and expiry.
-    pub fn verify_session(&self, token: &str) -> Option<AuthSession> {
+    /// The verified claims of a token: its user, organization and expiry. Only the
+    /// configured algorithm is accepted (so `none` and algorithm confusion fail), the
+    /// signature must match and `exp` must be in the future (no leeway). Tokens without an
+    /// organization (issued before organizations existed) are refused.
+    pub fn verify(&self, token: &str) -> Option<TokenClaims> {
         let mut validation = Validation::new(self.alg);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         let data = decode::<Claims>(token, &self.decoding, &validation).ok()?;
-        Some(AuthSession {
+        Some(TokenClaims {
             user: data.claims.sub.parse().ok()?,
+            org: data.claims.org,
             expires_at: data.claims.exp,
         })
     }
@@ -235,19 +246,32 @@ impl Tokens {
     }
 }
 
-/// The authenticated caller, from `Authorization: Bearer <token>`.
+/// What a valid token says.
 #[derive(Debug, Clone, Copy)]
-pub struct AuthUser(pub Uuid);
+pub struct TokenClaims {
+    pub user: Uuid,
+    pub org: OrgId,
+    pub expires_at: i64,
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`: an open member of the
+/// token's organization, with the role it holds now.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub org: OrgId,
+    pub role: Role,
+}
 
 /// The authenticated caller and when its token expires (unix seconds): for responses that
 /// outlive the request, such as event streams, which must end with the token.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthSession {
-    pub user: Uuid,
+    pub user: AuthUser,
     pub expires_at: i64,
 }
 
-fn session(parts: &Parts, state: &AppState) -> Result<AuthSession, ApiError> {
+fn token_claims(parts: &Parts, state: &AppState) -> Result<TokenClaims, ApiError> {
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -261,8 +285,30 @@ fn session(parts: &Parts, state: &AppState) -> Result<AuthSession, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     state
         .tokens
-        .verify_session(token.trim())
+        .verify(token.trim())
         .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))
+}
+
+/// The member a token's claims name, if the account is still open and in that organization.
+pub async fn current_member(state: &AppState, claims: &TokenClaims) -> Result<AuthUser, ApiError> {
+    match accounts::membership(&state.pool, claims.user).await? {
+        Some((org, role)) if org == claims.org => Ok(AuthUser {
+            id: claims.user,
+            org,
+            role,
+        }),
+        _ => Err(ApiError::unauthorized(
+            "this account is no longer a member of the token's organization",
+        )),
+    }
+}
+
+async fn session(parts: &Parts, state: &AppState) -> Result<AuthSession, ApiError> {
+    let claims = token_claims(parts, state)?;
+    Ok(AuthSession {
+        user: current_member(state, &claims).await?,
+        expires_at: claims.expires_at,
+    })
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -272,7 +318,7 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        session(parts, state).map(|s| AuthUser(s.user))
+        session(parts, state).await.map(|s| s.user)
     }
 }
 
@@ -283,7 +329,22 @@ impl FromRequestParts<AppState> for AuthSession {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        session(parts, state)
+        session(parts, state).await
+    }
+}
+
+impl AuthUser {
+    /// 403 unless the caller is an owner or admin of its organization.
+    pub fn must_manage(&self) -> Result<(), ApiError> {
+        if self.role.manages() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only the organization's owner and admins may do this",
+            ))
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! settings; `app` builds the router from a state, so tests can drive either. Every
 //! statement on `import_jobs` goes through `bulk_import_core::repo`.
 
+pub mod access;
 pub mod auth;
 pub mod client_ip;
+pub mod customers;
 pub mod error;
 pub mod executor;
 pub mod extract;
@@ -104,6 +106,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::auth::router())
         .merge(routes::imports::router())
         .merge(routes::control::router())
+        .merge(routes::orgs::router())
+        .merge(routes::customers::router())
         .merge(routes::events::router())
         .merge(routes::downloads::router())
         .merge(routes::docs::router())
@@ -198,6 +202,7 @@ impl Application {
             executor: executor.clone(),
         };
         let sweep_every = settings.api.sweep_interval;
+        let exports = settings.api.exports_max_concurrent;
         let state = AppState {
             tokens: auth::Tokens::new(&settings),
             hasher: auth::Hasher::new(
@@ -220,6 +225,7 @@ impl Application {
                 limits.events_max_concurrent,
             ),
             progress: routes::events::ProgressHub::start(redis_for_hub),
+            export_permits: Arc::new(tokio::sync::Semaphore::new(exports)),
         };
         let metrics = metrics_listener.map(|l| {
             (

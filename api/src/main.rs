@@ -1,4 +1,6 @@
-//! `bulk-import-api` serves the REST API; `bulk-import-api migrate` only applies migrations.
+//! `bulk-import-api` serves the REST API; `bulk-import-api migrate` only applies migrations;
+//! `bulk-import-api create-organization` creates an organization and its owner (the way in
+//! with `SIGNUP=invitation`).
 
 use anyhow::Context;
 use bulk_import_api::{shutdown_signal, Application};
@@ -27,6 +29,17 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Create an organization and its owner, then exit (with SIGNUP=invitation, the first
+    /// account). Reads the owner's password from the first line of standard input; prints
+    /// the organization's id.
+    CreateOrganization {
+        /// The organization's name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The owner's email (must not belong to an open account).
+        #[arg(long, value_name = "EMAIL")]
+        owner_email: String,
+    },
 }
 
 /// glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, after
@@ -62,6 +75,9 @@ async fn run() {
     };
     let result = match cli.command {
         Some(Command::Migrate) => migrate(&settings).await,
+        Some(Command::CreateOrganization { name, owner_email }) => {
+            create_organization(&settings, &name, &owner_email).await
+        }
         None | Some(Command::Serve) => serve(settings).await,
     };
     if let Err(e) = result {
@@ -78,6 +94,52 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     db::MIGRATOR.run(&pool).await.context("migrations failed")?;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+async fn create_organization(settings: &Settings, name: &str, email: &str) -> anyhow::Result<()> {
+    use bulk_import_core::accounts::{self, Joining, Registered};
+    let email =
+        bulk_import_core::Email::parse(email).map_err(|e| anyhow::anyhow!("--owner-email: {e}"))?;
+    let name = name.trim();
+    anyhow::ensure!(
+        (1..=200).contains(&name.chars().count()),
+        "--name: 1 to 200 characters"
+    );
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the owner's password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    bulk_import_api::auth::check_password_strength(&password)
+        .map_err(|m| anyhow::anyhow!("the password read from standard input: {m}"))?;
+    let pool = settings
+        .pool(2)
+        .await
+        .context("cannot connect to DATABASE_URL")?;
+    db::MIGRATOR.run(&pool).await.context("migrations failed")?;
+    let hasher = bulk_import_api::auth::Hasher::new(1, std::time::Duration::from_secs(60));
+    let hash = hasher
+        .hash_password(password)
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing the password: {}", e.message))?;
+    let id = uuid::Uuid::new_v4();
+    match accounts::register(
+        &pool,
+        id,
+        email.as_str(),
+        &hash,
+        Joining::NewOrganization { name },
+    )
+    .await?
+    {
+        Registered::Created { organization, .. } => {
+            println!("{}", organization.id);
+            tracing::info!(org_id = organization.id, owner = %id, "organization created");
+            Ok(())
+        }
+        Registered::EmailTaken => anyhow::bail!("an account with the email {email} already exists"),
+        Registered::InvalidInvitation => unreachable!("no invitation was given"),
+    }
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub event_slots: Slots,
     /// The process's one Redis subscription to progress messages, fanned out to streams.
     pub progress: ProgressHub,
+    /// Customer exports streaming now (`EXPORTS_MAX_CONCURRENT`).
+    pub export_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// A lazily (re)opened multiplexed Redis connection: one per API process instead of one per

@@ -37,6 +37,14 @@ pub struct JobView {
     pub max_errors: Option<i64>,
     /// How the file was read; `null` until the importer has started.
     pub dialect: Option<DialectView>,
+    /// Who started the import (a member of the organization, or a former one).
+    pub created_by: CreatedBy,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedBy {
+    pub id: Uuid,
+    pub email: String,
 }
 
 /// The dialect the importer detected (or was told) and used.
@@ -113,6 +121,10 @@ impl From<&Job> for JobView {
             dry_run: j.dry_run,
             max_errors: j.max_errors,
             dialect: j.dialect().map(DialectView::from),
+            created_by: CreatedBy {
+                id: j.user_id,
+                email: j.created_by_email.clone().unwrap_or_default(),
+            },
         }
     }
 }
@@ -122,6 +134,7 @@ pub struct JobPage {
     pub items: Vec<JobView>,
     pub limit: i64,
     pub offset: i64,
-    /// All of the caller's jobs.
+    /// All of the jobs the query selects (the organization's, or with `mine=true` the
+    /// caller's).
     pub total: i64,
 }

@@ -51,14 +51,9 @@ async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_u
     let settings = settings_from(&test_vars(Backend::S3, dir.path()).await);
     let pool = db::connect(settings.database_url(), 2).await.unwrap();
     let storage = Storage::from_settings(&settings).unwrap();
-    let user = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO users (id, email, password_hash) VALUES ($1, 'sweep@example.com', '!')",
-    )
-    .bind(user)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let (user, org) = bulk_import_core::accounts::service_account(&pool, "sweep@example.com")
+        .await
+        .unwrap();
 
     // Two reservations with a partial object each; one stopped heartbeating long ago.
     let mut reservations = vec![];
@@ -67,6 +62,7 @@ async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_u
         let object = bulk_import_core::job::upload_key(user, id);
         let r = NewReservation {
             id,
+            org_id: org,
             user_id: user,
             idempotency_key: key,
             mode: ImportMode::InsertOnly,
@@ -85,6 +81,7 @@ async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_u
         let id = Uuid::new_v4();
         let j = NewJob {
             id,
+            org_id: org,
             user_id: user,
             idempotency_key: key,
             fingerprint: "x",

@@ -129,10 +129,36 @@ impl Api {
         self.json_of(resp).await
     }
 
-    pub async fn register(&self, email: &str, password: &str) -> Result<(), Failure> {
+    pub async fn post_body(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.connection(e))?;
+        self.json_of(resp).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, Failure> {
+        let resp = self
+            .request(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .map_err(|e| self.connection(e))?;
+        self.json_of(resp).await
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        invitation: Option<&str>,
+        organization: Option<&str>,
+    ) -> Result<(), Failure> {
         let resp = self
             .request(reqwest::Method::POST, "/auth/register")
-            .json(&json!({"email": email, "password": password}))
+            .json(&json!({"email": email, "password": password,
+                          "invitation": invitation, "organization": organization}))
             .send()
             .await
             .map_err(|e| self.connection(e))?;
@@ -328,6 +354,55 @@ impl Api {
             }
         }
         Ok(StreamEnd::Early)
+    }
+
+    /// Streams an authenticated GET of `path` into the file `to` (or standard output for
+    /// `-`); its size. A file is written beside as `.part` and renamed when complete.
+    pub async fn download(&self, path: &str, to: &Path) -> Result<u64, Failure> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| self.connection(e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(api_failure(status, &body));
+        }
+        let mut body = resp.bytes_stream();
+        let mut n = 0u64;
+        if to.as_os_str() == "-" {
+            let mut stdout = tokio::io::stdout();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| self.connection(e))?;
+                tokio::io::AsyncWriteExt::write_all(&mut stdout, &chunk)
+                    .await
+                    .map_err(|e| Failure::usage(format!("cannot write to standard output: {e}")))?;
+                n += chunk.len() as u64;
+            }
+            tokio::io::AsyncWriteExt::flush(&mut stdout)
+                .await
+                .map_err(|e| Failure::usage(format!("cannot write to standard output: {e}")))?;
+            return Ok(n);
+        }
+        let tmp = to.with_extension("part");
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.connection(e))?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                .await
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
+            n += chunk.len() as u64;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
+        drop(file);
+        std::fs::rename(&tmp, to)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", to.display())))?;
+        Ok(n)
     }
 
     /// Downloads errors.csv (or, with `rows`, the file of bad rows) to `path`; its size.

@@ -53,10 +53,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an account, then log in
+    /// Create an account, then log in (a new organization you own, or the organization of
+    /// an invitation)
     Register {
         #[arg(long)]
         email: String,
+        /// Join the organization of this invitation token (from `org invite`)
+        #[arg(long, value_name = "TOKEN")]
+        invitation: Option<String>,
+        /// Name of the new organization [default: your email]
+        #[arg(long, value_name = "NAME", conflicts_with = "invitation")]
+        organization: Option<String>,
     },
     /// Log in and save the token (mode 0600) in the user's config directory
     Login {
@@ -88,12 +95,15 @@ enum Command {
     },
     /// Show one job
     Status { id: String },
-    /// List your jobs, newest first
+    /// List your organization's jobs, newest first
     List {
         #[arg(long, default_value_t = 20)]
         limit: u32,
         #[arg(long, default_value_t = 0)]
         offset: u32,
+        /// Only the jobs you started
+        #[arg(long)]
+        mine: bool,
     },
     /// Follow a job until it ends
     Watch { id: String },
@@ -108,6 +118,76 @@ enum Command {
     },
     /// Cancel a job (committed batches stay)
     Cancel { id: String },
+    /// Your organization's customers
+    Customers {
+        #[command(subcommand)]
+        command: CustomersCommand,
+    },
+    /// Your organization: members and invitations
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustomersCommand {
+    /// List customers by email, a page at a time
+    List {
+        /// Only emails starting with this
+        #[arg(long, value_name = "PREFIX")]
+        q: Option<String>,
+        /// Customers per page (1–1000)
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this email (the previous page's last)
+        #[arg(long, value_name = "EMAIL")]
+        after: Option<String>,
+    },
+    /// Show one customer, with the import and line that last wrote it
+    Get {
+        /// The customer's email
+        email: String,
+    },
+    /// Export every customer as CSV (re-importable)
+    Export {
+        /// Where to write it (`-` for standard output)
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Show the organization and its members
+    Show,
+    /// Invite someone (owners and admins): prints a single-use token
+    Invite {
+        /// Only this email may use the invitation
+        #[arg(long, value_name = "EMAIL")]
+        email: Option<String>,
+        /// Role of the new member
+        #[arg(long, value_enum, default_value_t = InviteRole::Member)]
+        role: InviteRole,
+    },
+    /// List pending invitations (owners and admins)
+    Invitations,
+    /// Revoke a pending invitation (owners and admins)
+    Revoke {
+        /// The invitation's id
+        id: String,
+    },
+    /// Remove a member (owners and admins): the account is closed at once
+    Remove {
+        /// The member's user id (see `org show`)
+        user_id: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InviteRole {
+    Member,
+    Admin,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,9 +231,19 @@ async fn run(cli: Cli, out: &Out) -> Result<u8, Failure> {
     let url = config::resolve_url(cli.url.as_deref())?;
     let api = Api::new(&url)?;
     match cli.command {
-        Command::Register { email } => {
+        Command::Register {
+            email,
+            invitation,
+            organization,
+        } => {
             let password = config::password(true)?;
-            api.register(&email, &password).await?;
+            api.register(
+                &email,
+                &password,
+                invitation.as_deref(),
+                organization.as_deref(),
+            )
+            .await?;
             let token = api.login(&email, &password).await?;
             config::save(&url, &email, &token)?;
             out.result(
@@ -218,10 +308,16 @@ async fn run(cli: Cli, out: &Out) -> Result<u8, Failure> {
             out.result(&describe(&job), &job);
             Ok(0)
         }
-        Command::List { limit, offset } => {
+        Command::List {
+            limit,
+            offset,
+            mine,
+        } => {
             let api = api.authenticated(&url)?;
             let page = api
-                .get_json(&format!("/imports?limit={limit}&offset={offset}"))
+                .get_json(&format!(
+                    "/imports?limit={limit}&offset={offset}&mine={mine}"
+                ))
                 .await?;
             let mut text = String::new();
             if let Some(items) = page["items"].as_array() {
@@ -269,6 +365,174 @@ async fn run(cli: Cli, out: &Out) -> Result<u8, Failure> {
             let api = api.authenticated(&url)?;
             let job = api.post_json(&format!("/imports/{id}/cancel")).await?;
             out.result(&format!("job {id} cancelled ({})", job_line(&job)), &job);
+            Ok(0)
+        }
+        Command::Customers { command } => {
+            let api = api.authenticated(&url)?;
+            customers(&api, command, out).await
+        }
+        Command::Org { command } => {
+            let api = api.authenticated(&url)?;
+            org(&api, command, out).await
+        }
+    }
+}
+
+/// A path segment or query value, percent-encoded.
+fn encoded(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn customers(api: &Api, command: CustomersCommand, out: &Out) -> Result<u8, Failure> {
+    match command {
+        CustomersCommand::List { q, limit, after } => {
+            let mut path = format!("/customers?limit={limit}");
+            if let Some(q) = q {
+                path.push_str(&format!("&q={}", encoded(&q)));
+            }
+            if let Some(after) = after {
+                path.push_str(&format!("&after={}", encoded(&after)));
+            }
+            let page = api.get_json(&path).await?;
+            let mut text = String::new();
+            for c in page["items"].as_array().into_iter().flatten() {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                let field = |name: &str| c[name].as_str().unwrap_or("").to_string();
+                text.push_str(&format!(
+                    "{}  {} {}  {}  {}",
+                    field("email"),
+                    field("first_name"),
+                    field("last_name"),
+                    field("phone"),
+                    field("city")
+                ));
+            }
+            if text.is_empty() {
+                text.push_str("no customers");
+            }
+            if let Some(next) = page["next_after"].as_str() {
+                text.push_str(&format!("\n… more: --after {next}"));
+            }
+            out.result(&text, &page);
+            Ok(0)
+        }
+        CustomersCommand::Get { email } => {
+            let c = api
+                .get_json(&format!("/customers/{}", encoded(&email)))
+                .await?;
+            let field = |name: &str| c[name].as_str().unwrap_or("").to_string();
+            let text = format!(
+                "{}\n  name: {} {}\n  phone: {}\n  city: {}\n  last written by import {} (line {})",
+                field("email"),
+                field("first_name"),
+                field("last_name"),
+                field("phone"),
+                field("city"),
+                c["last_import_id"].as_str().unwrap_or("?"),
+                c["last_import_line"].as_i64().unwrap_or(0)
+            );
+            out.result(&text, &c);
+            Ok(0)
+        }
+        CustomersCommand::Export { output } => {
+            let bytes = api.download("/customers/export", &output).await?;
+            let to_stdout = output.as_os_str() == "-";
+            if !to_stdout {
+                out.result(
+                    &format!("{bytes} bytes written to {}", output.display()),
+                    &serde_json::json!({"path": output, "bytes": bytes}),
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn org(api: &Api, command: OrgCommand, out: &Out) -> Result<u8, Failure> {
+    match command {
+        OrgCommand::Show => {
+            let org = api.get_json("/orgs/current").await?;
+            let mut text = format!(
+                "{} (organization {}), you are {}",
+                org["name"].as_str().unwrap_or("?"),
+                org["id"],
+                org["role"].as_str().unwrap_or("?")
+            );
+            for m in org["members"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "\n  {}  {}{}",
+                    m["id"].as_str().unwrap_or("?"),
+                    m["email"].as_str().unwrap_or("?"),
+                    m["role"]
+                        .as_str()
+                        .map(|r| format!("  ({r})"))
+                        .unwrap_or_default()
+                ));
+            }
+            out.result(&text, &org);
+            Ok(0)
+        }
+        OrgCommand::Invite { email, role } => {
+            let role = match role {
+                InviteRole::Member => "member",
+                InviteRole::Admin => "admin",
+            };
+            let inv = api
+                .post_body(
+                    "/orgs/invitations",
+                    &serde_json::json!({"email": email, "role": role}),
+                )
+                .await?;
+            out.result(
+                &format!(
+                    "invitation {} ({role}, expires {}):\n  bulk-import register --email <EMAIL> --invitation {}",
+                    inv["id"].as_str().unwrap_or("?"),
+                    inv["expires_at"].as_str().unwrap_or("?"),
+                    inv["token"].as_str().unwrap_or("?")
+                ),
+                &inv,
+            );
+            Ok(0)
+        }
+        OrgCommand::Invitations => {
+            let list = api.get_json("/orgs/invitations").await?;
+            let mut text = String::new();
+            for i in list["items"].as_array().into_iter().flatten() {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&format!(
+                    "{}  {}  {}  expires {}",
+                    i["id"].as_str().unwrap_or("?"),
+                    i["role"].as_str().unwrap_or("?"),
+                    i["email"].as_str().unwrap_or("(any email)"),
+                    i["expires_at"].as_str().unwrap_or("?")
+                ));
+            }
+            if text.is_empty() {
+                text.push_str("no pending invitations");
+            }
+            out.result(&text, &list);
+            Ok(0)
+        }
+        OrgCommand::Revoke { id } => {
+            api.delete(&format!("/orgs/invitations/{}", encoded(&id)))
+                .await?;
+            out.result(
+                &format!("invitation {id} revoked"),
+                &serde_json::json!({"id": id}),
+            );
+            Ok(0)
+        }
+        OrgCommand::Remove { user_id } => {
+            api.delete(&format!("/orgs/members/{}", encoded(&user_id)))
+                .await?;
+            out.result(
+                &format!("member {user_id} removed"),
+                &serde_json::json!({"id": user_id}),
+            );
             Ok(0)
         }
     }

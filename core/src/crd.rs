@@ -75,6 +75,12 @@ pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
         priority = 1
     ),
     printcolumn(
+        name = "Organization",
+        type_ = "integer",
+        json_path = ".spec.organization",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -86,6 +92,12 @@ pub struct ImportJobSpec {
     /// The `import_jobs` row this resource runs (a UUID, lowercase).
     #[schemars(regex(pattern = UUID_PATTERN))]
     pub job_id: String,
+    /// The organization the import belongs to (its id): the only one whose customers it
+    /// reads and writes. Absent only on ImportJobs made before organizations existed (the
+    /// importer takes the organization from the job row either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub organization: Option<i32>,
     /// `insert_only` or `upsert`.
     pub mode: ImportModeSpec,
     /// The uploaded file in object storage.
@@ -175,6 +187,8 @@ fn spec_rules() -> serde_json::Value {
         {
             "rule": "self.jobId == oldSelf.jobId && self.mode == oldSelf.mode \
                      && self.source == oldSelf.source && self.report == oldSelf.report \
+                     && has(self.organization) == has(oldSelf.organization) \
+                     && (!has(self.organization) || self.organization == oldSelf.organization) \
                      && has(self.tuning) == has(oldSelf.tuning) \
                      && (!has(self.tuning) || self.tuning == oldSelf.tuning)",
             "message": "spec is immutable but for cancelRequested and retries: the Job is built from it",
@@ -301,6 +315,7 @@ pub fn import_job_for(job: &crate::Job, instance: Option<&str>) -> ImportJob {
         &resource_name(job.id),
         ImportJobSpec {
             job_id: job.id.to_string(),
+            organization: Some(job.org_id),
             mode: job.mode().into(),
             source: SourceObject {
                 key: job.source_object.clone(),

@@ -120,7 +120,7 @@ macro_rules! text_enum {
         impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $t {
             fn decode(
                 value: sqlx::postgres::PgValueRef<'r>,
-            ) -> Result<Self, sqlx::error::BoxDynError> {
+            ) -> ::std::result::Result<Self, sqlx::error::BoxDynError> {
                 Ok(<&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?.parse()?)
             }
         }
@@ -128,12 +128,13 @@ macro_rules! text_enum {
             fn encode_by_ref(
                 &self,
                 buf: &mut sqlx::postgres::PgArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+            ) -> ::std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
                 <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
             }
         }
     };
 }
+pub(crate) use text_enum;
 text_enum!(ImportMode);
 text_enum!(JobStatus);
 
@@ -141,7 +142,12 @@ text_enum!(JobStatus);
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: Uuid,
+    /// The organization the job belongs to (`crate::accounts`): its members share it.
+    pub org_id: i32,
+    /// Who started it.
     pub user_id: Uuid,
+    /// That user's email (read with the row, for the job JSON).
+    pub created_by_email: Option<String>,
     pub idempotency_key: String,
     pub request_fingerprint: String,
     pub mode: ImportMode,

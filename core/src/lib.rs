@@ -3,6 +3,7 @@
 //! snapshots, e-mail validation, database helpers, the importer's exit codes and one retry
 //! policy.
 
+pub mod accounts;
 pub mod crd;
 pub mod db;
 pub mod email;

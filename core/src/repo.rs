@@ -33,7 +33,9 @@ macro_rules! select_jobs {
     ($tail:tt $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             Job,
-            r#"SELECT id, user_id, idempotency_key, request_fingerprint, mode AS "mode: ImportMode",
+            r#"SELECT id, org_id, user_id,
+                 (SELECT u.email FROM users u WHERE u.id = import_jobs.user_id) AS created_by_email,
+                 idempotency_key, request_fingerprint, mode AS "mode: ImportMode",
                  status AS "status: JobStatus", source_object, file_name, file_size, processed_rows,
                  inserted_rows, updated_rows, error_rows, checkpoint_offset, checkpoint_line,
                  report_object, error_code, error, attempts, owner_id, lease_expires_at, created_at,
@@ -55,36 +57,42 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
     select_jobs!("WHERE id = $1", id).fetch_optional(db).await
 }
 
-/// A job as its owner may see it: `uploading` reservations are invisible, and another
-/// user's job is indistinguishable from a missing one.
-pub async fn get_visible(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> Result<Option<Job>> {
+/// A job as the members of its organization may see it: `uploading` reservations are
+/// invisible, and another organization's job is indistinguishable from a missing one.
+pub async fn get_visible(db: impl PgExecutor<'_>, id: Uuid, org_id: i32) -> Result<Option<Job>> {
     select_jobs!(
-        "WHERE id = $1 AND user_id = $2 AND status <> 'uploading'",
+        "WHERE id = $1 AND org_id = $2 AND status <> 'uploading'",
         id,
-        user_id
+        org_id
     )
     .fetch_optional(db)
     .await
 }
 
-/// A user's visible jobs, newest first, and how many there are in all.
+/// An organization's visible jobs (only those `started_by` one user, if given), newest
+/// first, and how many there are in all.
 pub async fn list_visible(
     db: &sqlx::PgPool,
-    user_id: Uuid,
+    org_id: i32,
+    started_by: Option<Uuid>,
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<Job>, i64)> {
     let jobs = select_jobs!(
-        "WHERE user_id = $1 AND status <> 'uploading' ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
-        user_id,
+        "WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status <> 'uploading' \
+         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
+        org_id,
+        started_by,
         limit,
         offset
     )
     .fetch_all(db)
     .await?;
     let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM import_jobs WHERE user_id = $1 AND status <> 'uploading'"#,
-        user_id
+        r#"SELECT count(*) AS "n!" FROM import_jobs
+           WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status <> 'uploading'"#,
+        org_id,
+        started_by
     )
     .fetch_one(db)
     .await?;
@@ -162,6 +170,7 @@ pub async fn totals(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Totals>>
 
 pub struct NewReservation<'a> {
     pub id: Uuid,
+    pub org_id: i32,
     pub user_id: Uuid,
     pub idempotency_key: &'a str,
     pub mode: ImportMode,
@@ -184,8 +193,8 @@ pub async fn reserve(db: impl PgExecutor<'_>, r: &NewReservation<'_>) -> Result<
     let (dry_run, max_errors, delimiter, encoding) = option_columns(r.options);
     let done = sqlx::query!(
         "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, source_object, file_name, \
-           dry_run, max_errors, delimiter, encoding) \
-         VALUES ($1, $2, $3, '', $4, 'uploading', $5, '', $6, $7, $8, $9) ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+           dry_run, max_errors, delimiter, encoding, org_id) \
+         VALUES ($1, $2, $3, '', $4, 'uploading', $5, '', $6, $7, $8, $9, $10) ON CONFLICT (user_id, idempotency_key) DO NOTHING",
         r.id,
         r.user_id,
         r.idempotency_key,
@@ -194,7 +203,8 @@ pub async fn reserve(db: impl PgExecutor<'_>, r: &NewReservation<'_>) -> Result<
         dry_run,
         max_errors,
         delimiter,
-        encoding
+        encoding,
+        r.org_id
     )
     .execute(db)
     .await?;
@@ -282,6 +292,7 @@ pub async fn finish_upload(
 
 pub struct NewJob<'a> {
     pub id: Uuid,
+    pub org_id: i32,
     pub user_id: Uuid,
     pub idempotency_key: &'a str,
     pub fingerprint: &'a str,
@@ -297,8 +308,8 @@ pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> Result<(
     let (dry_run, max_errors, delimiter, encoding) = option_columns(j.options);
     sqlx::query!(
         "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
-           source_object, file_name, file_size, dry_run, max_errors, delimiter, encoding) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12)",
+           source_object, file_name, file_size, dry_run, max_errors, delimiter, encoding, org_id) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13)",
         j.id,
         j.user_id,
         j.idempotency_key,
@@ -310,7 +321,8 @@ pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> Result<(
         dry_run,
         max_errors,
         delimiter,
-        encoding
+        encoding,
+        j.org_id
     )
     .execute(db)
     .await?;
@@ -643,24 +655,24 @@ pub struct Deleted {
     pub report_object: Option<String>,
 }
 
-/// Deletes a user's finished job (`done`, `failed`, `cancelled`) with its error rows (in the
-/// same statement: `import_errors` has no foreign key, see its migration) and dry run rows
-/// (the foreign key cascades); customers stay. `Ok(None)`: no such job of the user, or not
-/// finished (`get_visible` tells which).
+/// Deletes an organization's finished job (`done`, `failed`, `cancelled`) with its error
+/// rows (in the same statement: `import_errors` has no foreign key, see its migration) and
+/// dry run rows (the foreign key cascades); customers stay. `Ok(None)`: no such job of the
+/// organization, or not finished (`get_visible` tells which).
 pub async fn delete_finished(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    user_id: Uuid,
+    org_id: i32,
 ) -> Result<Option<Deleted>> {
     let row = sqlx::query!(
         r#"WITH gone AS (
-             DELETE FROM import_jobs WHERE id = $1 AND user_id = $2
+             DELETE FROM import_jobs WHERE id = $1 AND org_id = $2
                AND status IN ('done', 'failed', 'cancelled')
              RETURNING id, source_object, report_object),
            errors AS (DELETE FROM import_errors WHERE job_id IN (SELECT id FROM gone))
            SELECT source_object AS "source_object!", report_object FROM gone"#,
         id,
-        user_id
+        org_id
     )
     .fetch_optional(db)
     .await?;

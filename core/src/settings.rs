@@ -124,6 +124,23 @@ pub struct ApiSettings {
     /// `SWEEP_INTERVAL_SECONDS`: how often the API's sweeper runs (unclaimed jobs, stale
     /// reservations, abandoned multipart uploads). Default 60.
     pub sweep_interval: Duration,
+    /// `SIGNUP`: who may create an account.
+    pub signup: Signup,
+    /// `INVITATION_TTL_SECONDS`: how long an invitation token is valid. Default 7 days.
+    pub invitation_ttl: Duration,
+    /// `INVITATIONS_MAX_PENDING`: unused, unexpired invitations per organization.
+    pub invitations_max_pending: i64,
+    /// `EXPORTS_MAX_CONCURRENT`: customer exports streaming at once in one API process (each
+    /// holds a database connection while its client reads).
+    pub exports_max_concurrent: usize,
+}
+
+/// `SIGNUP`: `open` (a sign-up without an invitation creates a new organization) or
+/// `invitation` (only invited people register).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signup {
+    Open,
+    Invitation,
 }
 
 /// The binaries, for which variables each one reads.
@@ -189,6 +206,10 @@ vars! {
     "IMPORTER_BIN", "bulk-import-importer next to the API binary, else on PATH", [A], "importer executable";
     "UPLOAD_IDLE_TIMEOUT_SECONDS", "30", [A], "an upload that sends nothing for this long is cut (408)";
     "SWEEP_INTERVAL_SECONDS", "60", [A], "how often the sweeper runs";
+    "SIGNUP", "open", [A], "open (a sign-up without an invitation creates a new organization) or invitation (only invited people register)";
+    "INVITATION_TTL_SECONDS", "604800", [A], "how long an invitation token is valid";
+    "INVITATIONS_MAX_PENDING", "100", [A], "unused, unexpired invitations per organization";
+    "EXPORTS_MAX_CONCURRENT", "4", [A], "customer exports streaming at once in one API process";
     "TRUSTED_PROXIES", "empty (the peer is the client)", [A], "CIDRs of proxies whose Forwarded / X-Forwarded-For headers are believed";
     "LOGIN_WINDOW_SECONDS", "900", [A], "window of the login counters";
     "LOGIN_MAX_PER_EMAIL", "5", [A], "login attempts on one email (without its device cookie) per window";
@@ -442,6 +463,25 @@ impl ApiSettings {
             importer_bin: env.get("IMPORTER_BIN").map(PathBuf::from),
             upload_idle_timeout: env.seconds("UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
             sweep_interval: env.seconds("SWEEP_INTERVAL_SECONDS", 60)?,
+            signup: match env.get("SIGNUP").as_deref() {
+                None | Some("open") => Signup::Open,
+                Some("invitation") => Signup::Invitation,
+                Some(other) => {
+                    return Err(ConfigError {
+                        var: "SIGNUP",
+                        reason: format!("invalid value {other:?}: expected open or invitation"),
+                    })
+                }
+            },
+            invitation_ttl: env.seconds("INVITATION_TTL_SECONDS", 604_800)?,
+            invitations_max_pending: positive(
+                "INVITATIONS_MAX_PENDING",
+                env.parse_or("INVITATIONS_MAX_PENDING", 100)?,
+            )? as i64,
+            exports_max_concurrent: positive(
+                "EXPORTS_MAX_CONCURRENT",
+                env.parse_or("EXPORTS_MAX_CONCURRENT", 4)?,
+            )? as usize,
         })
     }
 }

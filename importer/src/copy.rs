@@ -47,9 +47,11 @@ fn push_binary_field(buf: &mut Vec<u8>, value: Option<&[u8]>) {
 }
 
 /// One tuple of the binary format (between [`BINARY_HEADER`] and [`BINARY_TRAILER`]):
-/// email, first_name, last_name, phone, city, last_import_id (`job_id`), last_import_line.
-pub fn push_customer(buf: &mut Vec<u8>, c: &Customer, job_id: &Uuid) {
-    buf.extend_from_slice(&7i16.to_be_bytes());
+/// org_id, email, first_name, last_name, phone, city, last_import_id (`job_id`),
+/// last_import_line.
+pub fn push_customer(buf: &mut Vec<u8>, org_id: i32, c: &Customer, job_id: &Uuid) {
+    buf.extend_from_slice(&8i16.to_be_bytes());
+    push_binary_field(buf, Some(&org_id.to_be_bytes()));
     push_binary_field(buf, Some(c.email().as_bytes()));
     for i in 0..4 {
         push_binary_field(buf, c.field(i).map(str::as_bytes));
@@ -80,12 +82,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_customer_tuple_is_seven_length_prefixed_fields() {
+    fn a_customer_tuple_is_eight_length_prefixed_fields() {
         let c = Customer::new(7, "a@b.co".into(), None, ["Ann", "", "", "x\ty"]);
         let job = Uuid::from_u128(1);
         let mut buf = vec![];
-        push_customer(&mut buf, &c, &job);
-        let mut want = vec![0, 7];
+        push_customer(&mut buf, 3, &c, &job);
+        let mut want = vec![0, 8];
+        want.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 3]);
         want.extend_from_slice(&[0, 0, 0, 6]);
         want.extend_from_slice(b"a@b.co");
         want.extend_from_slice(&[0, 0, 0, 3]);

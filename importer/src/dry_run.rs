@@ -23,21 +23,23 @@ use uuid::Uuid;
 /// The batch's row work in a dry run: (errors, inserted, updated), as the real run's.
 pub async fn stage(
     tx: &mut PgConnection,
-    job_id: Uuid,
+    (job_id, org_id): (Uuid, i32),
     mode: ImportMode,
     batch: &Batch,
 ) -> Result<(Vec<RowError>, i64, i64), sqlx::Error> {
     let emails: Vec<&str> = batch.rows.iter().map(|c| c.email()).collect();
-    // Where each email already is: `None` = in customers (before the job), `Some(line)` =
-    // written by this dry run at that line.
-    let mut known: HashMap<String, Option<i64>> =
-        sqlx::query_as::<_, (String,)>("SELECT email FROM customers WHERE email = ANY($1)")
-            .bind(&emails)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|(e,)| (e, None))
-            .collect();
+    // Where each email already is: `None` = in the organization's customers (before the
+    // job), `Some(line)` = written by this dry run at that line.
+    let mut known: HashMap<String, Option<i64>> = sqlx::query_as::<_, (String,)>(
+        "SELECT email FROM customers WHERE org_id = $2 AND email = ANY($1)",
+    )
+    .bind(&emails)
+    .bind(org_id)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(e,)| (e, None))
+    .collect();
     let mine: Vec<(String, i64)> = sqlx::query_as(
         "SELECT email, line FROM import_dry_run_rows WHERE job_id = $1 AND email = ANY($2)",
     )

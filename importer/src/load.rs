@@ -98,7 +98,12 @@ impl Batch {
     /// concurrent upserts lock rows in one order. Both: whether the batch shares an email
     /// with the one before it (`previous`, which then holds this batch's emails), and
     /// (insert_only) which emails an earlier batch may have had.
-    pub fn prepare(&mut self, mode: ImportMode, job_id: Uuid, previous: &mut PreviousEmails) {
+    pub fn prepare(
+        &mut self,
+        mode: ImportMode,
+        (job_id, org_id): (Uuid, i32),
+        previous: &mut PreviousEmails,
+    ) {
         self.records = self.rows.len() + self.errors.len();
         let rows = std::mem::take(&mut self.rows);
         match mode {
@@ -132,7 +137,7 @@ impl Batch {
                 self.copy_data = Vec::with_capacity(96 * 1024);
                 self.copy_ends = Vec::with_capacity(self.rows.len());
                 for c in &self.rows {
-                    copy::push_customer(&mut self.copy_data, c, &job_id);
+                    copy::push_customer(&mut self.copy_data, org_id, c, &job_id);
                     self.copy_ends.push(self.copy_data.len());
                 }
             }
@@ -258,6 +263,8 @@ pub struct Loader {
     /// The job's `max_errors`.
     max_errors: Option<i64>,
     job_id: Uuid,
+    /// The job's organization: the only one whose customers it reads and writes.
+    org_id: i32,
     mode: ImportMode,
     /// Set after a COPY hit an existing email: from then on every row is looked up first.
     probe_all: bool,
@@ -431,6 +438,7 @@ impl From<sqlx::Error> for StageError {
 #[derive(Debug, Clone, Copy)]
 struct ClaimRef {
     job_id: Uuid,
+    org_id: i32,
     owner: Uuid,
     lease: Duration,
 }
@@ -461,7 +469,7 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error
 impl Loader {
     pub fn new(
         options: PgConnectOptions,
-        job_id: Uuid,
+        (job_id, org_id): (Uuid, i32),
         mode: ImportMode,
         checkpoint: i64,
         cancel: CancellationToken,
@@ -472,6 +480,7 @@ impl Loader {
             inflight: VecDeque::new(),
             max_errors: None,
             job_id,
+            org_id,
             mode,
             probe_all: false,
             checkpoint,
@@ -495,6 +504,7 @@ impl Loader {
     fn claim(&self) -> ClaimRef {
         ClaimRef {
             job_id: self.job_id,
+            org_id: self.org_id,
             owner: self.owner,
             lease: self.lease,
         }
@@ -714,7 +724,7 @@ impl Loader {
             let conn = ensure(&mut self.conns[0], &self.options).await?;
             match stage(
                 conn,
-                job_id,
+                (job_id, claim.org_id),
                 mode,
                 batch,
                 &probe,
@@ -872,8 +882,8 @@ impl Task {
             dry_run: self.dry_run,
         };
         let job_id = self.claim.job_id;
-        let mut staged =
-            stage(conn, job_id, self.mode, batch, &self.candidates, later, how).await?;
+        let scope = (job_id, self.claim.org_id);
+        let mut staged = stage(conn, scope, self.mode, batch, &self.candidates, later, how).await?;
         match self.shared_with {
             Some((before, fates)) => match fates.await {
                 Ok(theirs) => staged.classify(Some((&before, &theirs))),
@@ -907,7 +917,7 @@ struct How {
 /// Begins the batch's transaction and does its row work, leaving the job row alone.
 async fn stage<'c, 'b>(
     conn: &'c mut PgConnection,
-    job_id: Uuid,
+    (job_id, org_id): (Uuid, i32),
     mode: ImportMode,
     batch: &'b Batch,
     candidates: &[usize],
@@ -922,12 +932,12 @@ async fn stage<'c, 'b>(
     }
     if dry_run {
         let (errors, inserted, updated) =
-            crate::dry_run::stage(&mut tx, job_id, mode, batch).await?;
+            crate::dry_run::stage(&mut tx, (job_id, org_id), mode, batch).await?;
         return Ok(Staged::new(tx, &[], errors, inserted, updated));
     }
     match mode {
-        ImportMode::InsertOnly => insert_only(tx, job_id, batch, candidates, later).await,
-        ImportMode::Upsert => upsert(tx, job_id, batch).await,
+        ImportMode::InsertOnly => insert_only(tx, (job_id, org_id), batch, candidates, later).await,
+        ImportMode::Upsert => upsert(tx, (job_id, org_id), batch).await,
     }
 }
 
@@ -940,7 +950,7 @@ async fn stage<'c, 'b>(
 /// into `batch.rows`), the emails that may exist, are looked up first.
 async fn insert_only<'c, 'b>(
     mut tx: Transaction<'c, Postgres>,
-    job_id: Uuid,
+    (job_id, org_id): (Uuid, i32),
     batch: &'b Batch,
     candidates: &[usize],
     later: Vec<(usize, usize)>,
@@ -955,7 +965,7 @@ async fn insert_only<'c, 'b>(
     let fates = if candidates.is_empty() {
         Vec::new()
     } else {
-        lookup(&mut tx, job_id, &batch.rows, &candidates).await?
+        lookup(&mut tx, (job_id, org_id), &batch.rows, &candidates).await?
     };
     for &(i, fate) in &fates {
         skip[i as usize] = true;
@@ -978,7 +988,7 @@ async fn insert_only<'c, 'b>(
     if inserted > 0 {
         let mut sink = tx
             .copy_in_raw(
-                "COPY customers (email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN (FORMAT binary)",
+                "COPY customers (org_id, email, first_name, last_name, phone, city, last_import_id, last_import_line) FROM STDIN (FORMAT binary)",
             )
             .await?;
         sink.send(copy::BINARY_HEADER).await?;
@@ -1004,15 +1014,17 @@ async fn insert_only<'c, 'b>(
 /// and what each is (`Fate::found`), by index.
 async fn lookup(
     conn: &mut PgConnection,
-    job_id: Uuid,
+    (job_id, org_id): (Uuid, i32),
     rows: &[Customer],
     candidates: &[usize],
 ) -> Result<Vec<(u32, Fate)>, sqlx::Error> {
     let emails: Vec<&str> = candidates.iter().map(|&i| rows[i].email()).collect();
     let found = sqlx::query(
-        "SELECT email, last_import_id, last_import_line FROM customers WHERE email = ANY($1)",
+        "SELECT email, last_import_id, last_import_line FROM customers \
+         WHERE org_id = $2 AND email = ANY($1)",
     )
     .bind(&emails)
+    .bind(org_id)
     .fetch_all(conn)
     .await?;
     if found.is_empty() {
@@ -1033,12 +1045,13 @@ async fn lookup(
     Ok(fates)
 }
 
-/// upsert: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (email) DO UPDATE` per batch.
+/// upsert: one `INSERT … SELECT FROM unnest(…) ON CONFLICT (org_id, email) DO UPDATE` per
+/// batch.
 /// The batch's repeats were collapsed to their last occurrence by `prepare`; the earlier
 /// ones count as updates, exactly as if each row had been applied in file order.
 async fn upsert<'c, 'b>(
     mut tx: Transaction<'c, Postgres>,
-    job_id: Uuid,
+    (job_id, org_id): (Uuid, i32),
     batch: &'b Batch,
 ) -> Result<Staged<'c, 'b>, StageError> {
     let rows = &batch.rows;
@@ -1049,10 +1062,10 @@ async fn upsert<'c, 'b>(
         let lines: Vec<i64> = rows.iter().map(|c| c.line).collect();
         inserted = sqlx::query_scalar(
             "WITH up AS ( \
-               INSERT INTO customers AS c (email, first_name, last_name, phone, city, last_import_id, last_import_line) \
-               SELECT e, f, l, p, ci, $7, ln \
+               INSERT INTO customers AS c (org_id, email, first_name, last_name, phone, city, last_import_id, last_import_line) \
+               SELECT $8, e, f, l, p, ci, $7, ln \
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) AS s(e, f, l, p, ci, ln) \
-               ON CONFLICT (email) DO UPDATE SET first_name = EXCLUDED.first_name, \
+               ON CONFLICT (org_id, email) DO UPDATE SET first_name = EXCLUDED.first_name, \
                  last_name = EXCLUDED.last_name, phone = EXCLUDED.phone, city = EXCLUDED.city, \
                  updated_at = now(), last_import_id = EXCLUDED.last_import_id, \
                  last_import_line = EXCLUDED.last_import_line \
@@ -1066,6 +1079,7 @@ async fn upsert<'c, 'b>(
         .bind(column(3))
         .bind(&lines)
         .bind(job_id)
+        .bind(org_id)
         .fetch_one(&mut *tx)
         .await?;
     }
@@ -1168,7 +1182,7 @@ mod tests {
     /// `batch(emails)`, prepared after the batches `previous` has seen.
     fn prepared(mode: ImportMode, emails: &[&str], previous: &mut PreviousEmails) -> Batch {
         let mut b = batch(emails);
-        b.prepare(mode, Uuid::nil(), previous);
+        b.prepare(mode, (Uuid::nil(), 1), previous);
         b
     }
 

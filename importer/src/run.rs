@@ -561,6 +561,7 @@ async fn stream(
         slow_per_row: settings.import.slow,
         mode: job.mode(),
         job_id: job.id,
+        org_id: job.org_id,
         dialect: dialect.clone(),
         size,
     };
@@ -575,7 +576,7 @@ async fn stream(
         tokio::task::spawn_blocking(move || read_batches(handle, s, key, start, config, tx));
     let mut loader = Loader::new(
         ctx.options.clone(),
-        job.id,
+        (job.id, job.org_id),
         job.mode(),
         job.checkpoint_offset,
         cancel.clone(),

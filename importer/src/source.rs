@@ -33,6 +33,8 @@ pub struct SourceConfig {
     pub slow_per_row: Duration,
     pub mode: bulk_import_core::ImportMode,
     pub job_id: uuid::Uuid,
+    /// The job's organization (from the job row).
+    pub org_id: i32,
     pub dialect: Dialect,
     /// Size of the stored object.
     pub size: u64,
@@ -297,7 +299,7 @@ pub fn read_batches(
             batch.end_offset = at.offset;
             batch.end_stream_offset = at.stream_offset;
             batch.end_line = end_line;
-            batch.prepare(config.mode, config.job_id, &mut previous);
+            batch.prepare(config.mode, (config.job_id, config.org_id), &mut previous);
             if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }

@@ -2,6 +2,7 @@
 //! for it, without the API — for operators, scripts and the benchmark.
 
 use bulk_import_core::{
+    accounts,
     hashing::HashingReader,
     job::{fingerprint, upload_key},
     options::ImportOptions,
@@ -13,7 +14,9 @@ use std::path::Path;
 use uuid::Uuid;
 
 /// Owner of jobs submitted from the command line when none is named. The account has no
-/// usable password (its hash is `!`), so nobody can log in as it.
+/// usable password (its hash is `!`), so nobody can log in as it; a new one gets an
+/// organization of its own (`accounts::service_account`), and the job goes to the owner's
+/// organization.
 pub const DEFAULT_OWNER: &str = "cli@bulk-import.invalid";
 
 pub async fn submit(
@@ -38,15 +41,7 @@ pub async fn submit_with(
     let storage = Storage::from_settings(settings)?;
     let owner =
         bulk_import_core::Email::parse(owner).map_err(|e| anyhow::anyhow!("--owner: {e}"))?;
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, '!') ON CONFLICT (email) DO NOTHING")
-        .bind(Uuid::new_v4())
-        .bind(owner.as_str())
-        .execute(pool)
-        .await?;
-    let user_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-        .bind(owner.as_str())
-        .fetch_one(pool)
-        .await?;
+    let (user_id, org_id) = accounts::service_account(pool, owner.as_str()).await?;
     let job_id = Uuid::new_v4();
     let key = upload_key(user_id, job_id);
     let f = tokio::fs::File::open(file)
@@ -62,6 +57,7 @@ pub async fn submit_with(
         pool,
         &NewJob {
             id: job_id,
+            org_id,
             user_id,
             idempotency_key: &format!("cli-{job_id}"),
             fingerprint: &fingerprint(&reader.hex_digest(), mode, options),

@@ -560,8 +560,9 @@ fn mixed_file() -> Vec<u8> {
 async fn dry_run_reports_what_the_real_run_does(mode: ImportMode) {
     let env = TestEnv::with(Backend::S3, &[("BATCH_SIZE", "4")]).await;
     for i in 0..3 {
-        sqlx::query("INSERT INTO customers (email, first_name) VALUES ($1, 'Old')")
+        sqlx::query("INSERT INTO customers (org_id, email, first_name) VALUES ($2, $1, 'Old')")
             .bind(format!("old{i}@example.com"))
+            .bind(env.org)
             .execute(&env.pool)
             .await
             .unwrap();

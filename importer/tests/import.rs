@@ -160,8 +160,11 @@ fn expected_report() -> Vec<Vec<String>> {
 
 async fn every_error_code(backend: Backend, batch_size: &str) {
     let env = TestEnv::with(backend, &[("BATCH_SIZE", batch_size)]).await;
-    sqlx::query("INSERT INTO customers (email, first_name) VALUES ('existing@example.com', 'Old')")
-        .execute(&env.pool)
+    sqlx::query(
+        "INSERT INTO customers (org_id, email, first_name) VALUES ($1, 'existing@example.com', 'Old')",
+    )
+    .bind(env.org)
+    .execute(&env.pool)
         .await
         .unwrap();
     let (job, outcome) = env
@@ -239,8 +242,9 @@ async fn every_error_code_fs() {
 async fn upsert_twice(backend: Backend, batch_size: &str) {
     let env = TestEnv::with(backend, &[("BATCH_SIZE", batch_size)]).await;
     sqlx::query(
-        "INSERT INTO customers (email, first_name, city) VALUES ('c@x.com', 'Old', 'Oldtown')",
+        "INSERT INTO customers (org_id, email, first_name, city) VALUES ($1, 'c@x.com', 'Old', 'Oldtown')",
     )
+    .bind(env.org)
     .execute(&env.pool)
     .await
     .unwrap();
@@ -537,9 +541,10 @@ async fn a_lock_cycle_through_a_pair_of_batches_is_broken() {
     use sqlx::Connection;
     let env = TestEnv::with(Backend::Fs, &[("BATCH_SIZE", "2")]).await;
     sqlx::query(
-        "INSERT INTO customers (email, city) \
-         VALUES ('x1@x.com', 'old'), ('x2@x.com', 'old'), ('y1@x.com', 'old'), ('y2@x.com', 'old')",
+        "INSERT INTO customers (org_id, email, city) \
+         VALUES ($1, 'x1@x.com', 'old'), ($1, 'x2@x.com', 'old'), ($1, 'y1@x.com', 'old'), ($1, 'y2@x.com', 'old')",
     )
+    .bind(env.org)
     .execute(&env.pool)
     .await
     .unwrap();
@@ -701,7 +706,8 @@ async fn three_hundred_rows_with_a_megabyte_field_keep_the_importer_under_64_mib
 #[tokio::test]
 async fn a_batch_repeating_an_email_of_the_one_before_is_still_applied_beside_it() {
     let env = TestEnv::with(Backend::Fs, &[("BATCH_SIZE", "3")]).await;
-    sqlx::query("INSERT INTO customers (email, city) VALUES ('pre@x.com', 'before')")
+    sqlx::query("INSERT INTO customers (org_id, email, city) VALUES ($1, 'pre@x.com', 'before')")
+        .bind(env.org)
         .execute(&env.pool)
         .await
         .unwrap();

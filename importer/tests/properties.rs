@@ -517,8 +517,9 @@ async fn import_matches_model(env: &TestEnv, f: &GenFile) {
         .await
         .unwrap();
     for &i in &f.existing {
-        sqlx::query("INSERT INTO customers (email, first_name) VALUES ($1, 'before') ON CONFLICT DO NOTHING")
+        sqlx::query("INSERT INTO customers (org_id, email, first_name) VALUES ($2, $1, 'before') ON CONFLICT DO NOTHING")
             .bind(POOL[i])
+            .bind(env.org)
             .execute(&env.pool)
             .await
             .unwrap();
@@ -725,7 +726,8 @@ fn fuzz_corpus_replays_clean() {
 #[tokio::test]
 async fn an_existing_email_repeated_in_one_batch_is_duplicate_in_db_every_time() {
     let env = TestEnv::new(Backend::Fs).await;
-    sqlx::query("INSERT INTO customers (email) VALUES ('ann@example.com')")
+    sqlx::query("INSERT INTO customers (org_id, email) VALUES ($1, 'ann@example.com')")
+        .bind(env.org)
         .execute(&env.pool)
         .await
         .unwrap();

@@ -78,6 +78,7 @@ impl ImportJobExt for ImportJob {
             &name(),
             ImportJobSpec {
                 job_id: JOB_ID.into(),
+                organization: Some(1),
                 mode: ImportModeSpec::InsertOnly,
                 source: SourceObject {
                     key: format!("uploads/{USER_ID}/{JOB_ID}.csv"),

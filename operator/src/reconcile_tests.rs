@@ -73,22 +73,22 @@ async fn database() -> PgPool {
 }
 
 async fn insert_job_row(pool: &PgPool, status: &str) {
-    let user = uuid::Uuid::new_v4();
-    sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'x')")
-        .bind(user)
-        .bind(format!("{user}@example.com"))
-        .execute(pool)
-        .await
-        .expect("insert user");
+    let (user, org) = bulk_import_core::accounts::service_account(
+        pool,
+        &format!("{}@example.com", uuid::Uuid::new_v4()),
+    )
+    .await
+    .expect("insert user");
     sqlx::query(
-        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
+        "INSERT INTO import_jobs (id, user_id, org_id, idempotency_key, request_fingerprint, mode, status, \
          source_object, file_name, file_size) \
-         VALUES ($1, $2, 'key-1', 'fp', 'insert_only', $3, $4, 'customers.csv', 1024)",
+         VALUES ($1, $2, $5, 'key-1', 'fp', 'insert_only', $3, $4, 'customers.csv', 1024)",
     )
     .bind(JOB_ID.parse::<uuid::Uuid>().unwrap())
     .bind(user)
     .bind(status)
     .bind(format!("uploads/{JOB_ID}.csv"))
+    .bind(org)
     .execute(pool)
     .await
     .expect("insert import job");

@@ -1,5 +1,8 @@
 //! `POST /auth/register` and `POST /auth/token` (JSON as the seed service, or the OAuth2
 //! password form that the Swagger UI's Authorize button sends).
+//!
+//! Registering joins an organization (docs/organizations.md): the one of an invitation, or,
+//! without one and with `SIGNUP=open`, a new organization the user owns.
 
 use crate::{
     auth::check_password_strength,
@@ -16,7 +19,12 @@ use axum::{
     routing::post,
     Form, Router,
 };
-use bulk_import_core::{email::EmailError, Email};
+use bulk_import_core::{
+    accounts::{self, Joining, Registered},
+    email::EmailError,
+    settings::Signup,
+    Email,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use uuid::Uuid;
@@ -35,6 +43,22 @@ pub struct Credentials {
     pub password: String,
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct Registration {
+    #[schema(example = "user@test.com")]
+    pub email: String,
+    #[schema(example = "pass12345")]
+    pub password: String,
+    /// A token from `POST /orgs/invitations`: join that organization. Without it (and with
+    /// `SIGNUP=open`) a new organization is created with the user as its owner.
+    #[serde(default)]
+    pub invitation: Option<String>,
+    /// The name of the new organization (without an invitation); by default the email.
+    #[serde(default)]
+    #[schema(example = "Acme")]
+    pub organization: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct PasswordForm {
     username: String,
@@ -45,6 +69,16 @@ struct PasswordForm {
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
+    pub organization: OrganizationRef,
+    /// `owner`, `admin` or `member`.
+    #[schema(example = "owner")]
+    pub role: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OrganizationRef {
+    pub id: i32,
+    pub name: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -69,10 +103,12 @@ fn parse_email(raw: &str) -> ApiResult<Email> {
     })
 }
 
-/// Create an account.
-#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Credentials,
+/// Create an account: in the organization of an invitation, or (`SIGNUP=open`) in a new
+/// organization the user owns.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Registration,
     responses((status = 201, body = UserView), (status = 409, description = "email taken", body = crate::error::ErrorBody),
-              (status = 422, description = "invalid email or weak password", body = crate::error::ErrorBody),
+              (status = 403, description = "`invitation_required`: SIGNUP=invitation and no invitation", body = crate::error::ErrorBody),
+              (status = 422, description = "invalid email, weak password, or `invalid_invitation` (unknown, used, revoked, expired, or for another email)", body = crate::error::ErrorBody),
               (status = 429, description = "too many registrations from this address", body = crate::error::ErrorBody),
               (status = 503, description = "too many password hashes queued", body = crate::error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
@@ -80,11 +116,33 @@ pub async fn register(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(body): Json<Credentials>,
+    Json(body): Json<Registration>,
 ) -> ApiResult<(StatusCode, axum::Json<UserView>)> {
     let email = parse_email(&body.email)?;
     check_password_strength(&body.password)
         .map_err(|m| ApiError::unprocessable("weak_password", m))?;
+    let invitation = body
+        .invitation
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if invitation.is_none() && state.settings.api.signup == Signup::Invitation {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invitation_required",
+            "sign-up is by invitation only: ask an owner or admin of your organization for one",
+        ));
+    }
+    let org_name = match body.organization.as_deref().map(str::trim) {
+        None | Some("") => email.as_str().to_string(),
+        Some(name) if name.chars().count() > 200 => {
+            return Err(ApiError::unprocessable(
+                "invalid_organization",
+                "the organization's name is longer than 200 characters",
+            ))
+        }
+        Some(name) => name.chars().filter(|c| !c.is_control()).collect(),
+    };
     let ip = client_ip(&state.settings.limits.trusted_proxies, addr.ip(), &headers);
     if let Some(secs) = rate_limit::register_attempt(&state, ip).await {
         return Err(too_many(
@@ -94,24 +152,38 @@ pub async fn register(
     }
     let hash = state.hasher.hash_password(body.password).await?;
     let id = Uuid::new_v4();
-    let inserted = sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
-        .bind(id)
-        .bind(email.as_str())
-        .bind(hash)
-        .execute(&state.pool)
-        .await?;
-    if inserted.rows_affected() == 0 {
-        return Err(ApiError::conflict(
-            "email_taken",
-            "an account with this email already exists",
-        ));
-    }
-    tracing::info!(user_id = %id, "user registered");
+    let token_hash = invitation.map(accounts::token_hash);
+    let joining = match &token_hash {
+        Some(token_hash) => Joining::Invitation { token_hash },
+        None => Joining::NewOrganization { name: &org_name },
+    };
+    let (organization, role) =
+        match accounts::register(&state.pool, id, email.as_str(), &hash, joining).await? {
+            Registered::Created { organization, role } => (organization, role),
+            Registered::EmailTaken => {
+                return Err(ApiError::conflict(
+                    "email_taken",
+                    "an account with this email already exists",
+                ))
+            }
+            Registered::InvalidInvitation => {
+                return Err(ApiError::unprocessable(
+                    "invalid_invitation",
+                    "the invitation is unknown, already used, revoked or expired, or was issued for another email",
+                ))
+            }
+        };
+    tracing::info!(user_id = %id, org_id = organization.id, %role, "user registered");
     Ok((
         StatusCode::CREATED,
         axum::Json(UserView {
             id,
             email: email.into_string(),
+            organization: OrganizationRef {
+                id: organization.id,
+                name: organization.name,
+            },
+            role: role.to_string(),
         }),
     ))
 }
@@ -161,21 +233,17 @@ pub async fn token(
     if let Some(secs) = rate_limit::login_attempt(&state, &attempt).await {
         return Err(too_many(secs, "too many login attempts; try again later"));
     }
-    let user: Option<(Uuid, String)> =
-        sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(&state.pool)
-            .await?;
-    let (id, hash) = user.unzip();
+    let login = accounts::find_login(&state.pool, &email).await?;
+    let (account, hash) = login.map(|l| ((l.id, l.org_id), l.password_hash)).unzip();
     if !state.hasher.verify_password(password, hash).await? {
         return Err(wrong());
     }
-    let id = id.ok_or_else(wrong)?;
+    let (id, org) = account.ok_or_else(wrong)?;
     rate_limit::login_succeeded(&state, &attempt).await;
     let secure = state.settings.app_env == bulk_import_core::settings::AppEnv::Prod;
     let cookie = state.tokens.device_cookie(&email_hash, secure)?;
     let mut response = axum::Json(TokenView {
-        access_token: state.tokens.issue(id)?,
+        access_token: state.tokens.issue(id, org)?,
         token_type: "bearer",
         expires_in: state.tokens.ttl.as_secs(),
     })

@@ -17,9 +17,9 @@
 //!   is left to its TTL.
 
 use crate::{
+    access::visible_job,
     auth::AuthUser,
     error::{ApiError, ApiResult},
-    routes::imports::owned_job,
     state::AppState,
     view::JobView,
 };
@@ -56,9 +56,9 @@ pub async fn cancel(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let job = owned_job(&state, user.0, &id).await?;
+    let job = visible_job(&state, &user, &id).await?;
     if !repo::cancel(&state.pool, job.id).await? {
-        let now = owned_job(&state, user.0, &id).await?;
+        let now = visible_job(&state, &user, &id).await?;
         return Err(finished(now.status));
     }
     tracing::info!(job_id = %job.id, "import cancelled");
@@ -71,7 +71,7 @@ pub async fn cancel(
             tracing::warn!(%job_id, error = format!("{e:#}"), "could not pass the cancel to the executor");
         }
     });
-    let job = owned_job(&state, user.0, &id).await?;
+    let job = visible_job(&state, &user, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
 }
 
@@ -86,7 +86,7 @@ pub async fn retry(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let job = owned_job(&state, user.0, &id).await?;
+    let job = visible_job(&state, &user, &id).await?;
     if job.status != JobStatus::Failed {
         return Err(ApiError::conflict(
             "not_failed",
@@ -97,7 +97,7 @@ pub async fn retry(
         ));
     }
     if !repo::retry(&state.pool, job.id).await? {
-        let now = owned_job(&state, user.0, &id).await?;
+        let now = visible_job(&state, &user, &id).await?;
         return Err(ApiError::conflict(
             "not_failed",
             format!(
@@ -115,7 +115,7 @@ pub async fn retry(
             tracing::error!(%job_id, error = format!("{e:#}"), "could not hand the job to the executor");
         }
     });
-    let job = owned_job(&state, user.0, &id).await?;
+    let job = visible_job(&state, &user, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(JobView::from(&job))))
 }
 
@@ -130,8 +130,8 @@ pub async fn remove(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let job = owned_job(&state, user.0, &id).await?;
-    let Some(gone) = repo::delete_finished(&state.pool, job.id, user.0).await? else {
+    let job = visible_job(&state, &user, &id).await?;
+    let Some(gone) = repo::delete_finished(&state.pool, job.id, user.org).await? else {
         return Err(ApiError::conflict(
             "job_unfinished",
             "the import has not ended; cancel it first",

@@ -3,7 +3,7 @@
 
 use crate::{
     error::ErrorBody,
-    routes::{auth, control, events, health, imports},
+    routes::{auth, control, customers, events, health, imports, orgs},
     state::AppState,
     view::{JobPage, JobView},
 };
@@ -21,8 +21,12 @@ use utoipa_swagger_ui::SwaggerUi;
         health::health, health::ready, auth::register, auth::token,
         imports::create, imports::list, imports::show, imports::errors_report, events::events,
         control::cancel, control::retry, control::remove,
+        orgs::current, orgs::remove_member, orgs::create_invitation, orgs::list_invitations, orgs::revoke_invitation,
+        customers::list, customers::show, customers::export,
     ),
-    components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::UserView, auth::TokenView, imports::ReportLink, imports::UploadForm)),
+    components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::Registration, auth::UserView, auth::OrganizationRef, crate::view::CreatedBy,
+        orgs::OrganizationView, orgs::MemberView, orgs::InvitationRequest, orgs::InvitationView, orgs::NewInvitationView, orgs::InvitationList,
+        customers::CustomerPage, crate::customers::Customer, crate::customers::CustomerDetail, auth::TokenView, imports::ReportLink, imports::UploadForm)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

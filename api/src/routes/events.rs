@@ -7,14 +7,15 @@
 //! Bounds (DESIGN.md §8): at most `EVENTS_MAX_PER_USER` streams per user and
 //! `EVENTS_MAX_CONCURRENT` in all per API process (429 `too_many_streams` past them). A
 //! stream ends after the job's final snapshot (status `done` or `failed`), or with a final
-//! `event: end` (`{"reason": "token_expired"}` or `{"reason": "database_unavailable"}`) when
-//! the caller's token expires or the database fails.
+//! `event: end` (`{"reason": "token_expired"}`, `{"reason": "membership_ended"}` or
+//! `{"reason": "database_unavailable"}`) when the caller's token expires, the caller is
+//! removed from the organization or the database fails.
 
 use crate::{
+    access::visible_job,
     auth::AuthSession,
     error::{ApiError, ApiResult},
     quota::{Full, Slot},
-    routes::imports::owned_job,
     state::AppState,
     view::JobView,
 };
@@ -25,7 +26,7 @@ use axum::{
     routing::get,
     Router,
 };
-use bulk_import_core::{progress::channel, repo};
+use bulk_import_core::{accounts, progress::channel, repo};
 use futures_util::{Stream, StreamExt};
 use std::{
     convert::Infallible,
@@ -109,10 +110,10 @@ pub async fn events(
     session: AuthSession,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let job = owned_job(&state, session.user, &id).await?;
+    let job = visible_job(&state, &session.user, &id).await?;
     let slot = state
         .event_slots
-        .try_acquire(session.user)
+        .try_acquire(session.user.id)
         .map_err(|full| {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -126,7 +127,7 @@ pub async fn events(
             e
         })?;
     let (tx, rx) = mpsc::channel::<Event>(16);
-    tokio::spawn(relay(state, job.id, session.expires_at, tx, slot));
+    tokio::spawn(relay(state, job.id, session, tx, slot));
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|e| (Ok(e), rx)) });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
@@ -147,8 +148,16 @@ fn end(reason: &str) -> Event {
 }
 
 /// Sends the current state, then every change, until the job ends, the token expires, the
-/// database fails or the client leaves. `_slot` is the stream's quota slot, freed with it.
-async fn relay(state: AppState, id: Uuid, expires_at: i64, tx: mpsc::Sender<Event>, _slot: Slot) {
+/// caller stops being a member of the job's organization, the database fails or the client
+/// leaves. `_slot` is the stream's quota slot, freed with it.
+async fn relay(
+    state: AppState,
+    id: Uuid,
+    session: AuthSession,
+    tx: mpsc::Sender<Event>,
+    _slot: Slot,
+) {
+    let expires_at = session.expires_at;
     let mut wakeups = state.progress.subscribe();
     let expiry = {
         let left = expires_at - chrono::Utc::now().timestamp();
@@ -159,6 +168,19 @@ async fn relay(state: AppState, id: Uuid, expires_at: i64, tx: mpsc::Sender<Even
         if tokio::time::Instant::now() >= expiry {
             let _ = tx.send(end("token_expired")).await;
             return;
+        }
+        // A removed member's stream ends with its membership.
+        match accounts::membership(&state.pool, session.user.id).await {
+            Ok(Some((org, _))) if org == session.user.org => {}
+            Ok(_) => {
+                let _ = tx.send(end("membership_ended")).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job_id = %id, error = %e, "event stream: database unavailable");
+                let _ = tx.send(end("database_unavailable")).await;
+                return;
+            }
         }
         // Whatever woke us, the job row is the truth we send.
         let job = match repo::get(&state.pool, id).await {

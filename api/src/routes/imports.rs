@@ -9,6 +9,7 @@
 //! died mid-upload) is taken over after a minute.
 
 use crate::{
+    access::visible_job,
     auth::AuthUser,
     error::{ApiError, ApiResult},
     routes::downloads,
@@ -111,14 +112,6 @@ fn import_options(params: &HashMap<String, String>) -> ApiResult<ImportOptions> 
         delimiter,
         encoding,
     })
-}
-
-/// The caller's job, or 404 — also for other users' jobs, so ids cannot be probed.
-pub async fn owned_job(state: &AppState, user: Uuid, id: &str) -> ApiResult<Job> {
-    let id: Uuid = id.parse().map_err(|_| ApiError::not_found())?;
-    repo::get_visible(&state.pool, id, user)
-        .await?
-        .ok_or_else(ApiError::not_found)
 }
 
 /// A display name from the client's file name: last path component, no control characters,
@@ -272,16 +265,16 @@ pub async fn create(
     // The work runs on a task of its own: a client that hangs up right after its last byte
     // (hyper then drops this handler) still gets its job created and run. A client that
     // hangs up earlier breaks the body stream, and the task releases the key.
-    let work = create_job(state, user.0, query, headers, multipart).in_current_span();
+    let work = create_job(state, user, query, headers, multipart).in_current_span();
     tokio::spawn(work)
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(e)))
 }
 
-#[tracing::instrument(skip_all, fields(user_id = %user))]
+#[tracing::instrument(skip_all, fields(user_id = %caller.id, org_id = caller.org))]
 async fn create_job(
     state: AppState,
-    user: Uuid,
+    caller: AuthUser,
     query: Option<String>,
     headers: HeaderMap,
     multipart: Result<LimitedMultipart, ApiError>,
@@ -301,12 +294,14 @@ async fn create_job(
         mut multipart,
         limits,
     } = multipart?;
+    let user = caller.id;
     unfinished_jobs_quota(&state, user, &key).await?;
 
     let job_id = Uuid::new_v4();
     let object = upload_key(user, job_id);
     let reservation = NewReservation {
         id: job_id,
+        org_id: caller.org,
         user_id: user,
         idempotency_key: &key,
         mode,
@@ -574,9 +569,10 @@ impl Drop for Reservation {
     }
 }
 
-/// The caller's jobs, newest first.
+/// The organization's jobs (with `mine=true`, only the caller's), newest first.
 #[utoipa::path(get, path = "/imports", tag = "imports",
-    params(("limit" = Option<i64>, Query, description = "1–100, default 20"), ("offset" = Option<i64>, Query, description = "default 0")),
+    params(("limit" = Option<i64>, Query, description = "1–100, default 20"), ("offset" = Option<i64>, Query, description = "default 0"),
+           ("mine" = Option<bool>, Query, description = "true: only the jobs the caller started")),
     responses((status = 200, body = JobPage), (status = 401, body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -598,7 +594,19 @@ pub async fn list(
     };
     let limit = number("limit", 20, 1, 100)?;
     let offset = number("offset", 0, 0, i64::MAX)?;
-    let (jobs, total) = repo::list_visible(&state.pool, user.0, limit, offset).await?;
+    let mine = match params.get("mine").map(String::as_str) {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            return Err(ApiError::unprocessable(
+                "invalid_query",
+                format!("mine must be true or false, not {other:?}"),
+            ))
+        }
+    };
+    let started_by = mine.then_some(user.id);
+    let (jobs, total) =
+        repo::list_visible(&state.pool, user.org, started_by, limit, offset).await?;
     Ok(Json(JobPage {
         items: jobs.iter().map(JobView::from).collect(),
         limit,
@@ -615,7 +623,7 @@ pub async fn show(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
-    Ok(Json(JobView::from(&owned_job(&state, user.0, &id).await?)))
+    Ok(Json(JobView::from(&visible_job(&state, &user, &id).await?)))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -650,7 +658,7 @@ pub async fn errors_report(
             ))
         }
     };
-    let job = owned_job(&state, user.0, &id).await?;
+    let job = visible_job(&state, &user, &id).await?;
     let key = match (job.status(), &job.report_object) {
         // A job stopped by max_errors has a report too.
         (JobStatus::Done | JobStatus::Failed, Some(key)) => key.clone(),

@@ -2,9 +2,11 @@
 
 pub mod auth;
 pub mod control;
+pub mod customers;
 pub mod docs;
 pub mod downloads;
 pub mod events;
 pub mod health;
 pub mod imports;
+pub mod orgs;
 pub mod web;

@@ -23,8 +23,13 @@ pub struct TestEnv {
     pub settings: Settings,
     pub pool: PgPool,
     pub storage: Storage,
+    /// The organization of the jobs `submit` creates (that of `OWNER`).
+    pub org: i32,
     _dir: tempfile::TempDir,
 }
+
+/// The account `TestEnv::submit` submits jobs as.
+pub const OWNER: &str = "owner@example.com";
 
 impl TestEnv {
     pub async fn new(backend: Backend) -> TestEnv {
@@ -40,11 +45,15 @@ impl TestEnv {
         let settings = settings_from(&vars);
         let pool = db::connect(settings.database_url(), 4).await.unwrap();
         let storage = Storage::from_settings(&settings).unwrap();
+        let (_, org) = bulk_import_core::accounts::service_account(&pool, OWNER)
+            .await
+            .unwrap();
         TestEnv {
             vars,
             settings,
             pool,
             storage,
+            org,
             _dir: dir,
         }
     }
@@ -58,16 +67,9 @@ impl TestEnv {
     pub async fn submit_with(&self, csv: &[u8], mode: ImportMode, options: &ImportOptions) -> Uuid {
         let path: PathBuf = self._dir.path().join(format!("{}.csv", Uuid::new_v4()));
         tokio::fs::write(&path, csv).await.unwrap();
-        let id = submit::submit_with(
-            &self.settings,
-            &self.pool,
-            &path,
-            mode,
-            "owner@example.com",
-            options,
-        )
-        .await
-        .unwrap();
+        let id = submit::submit_with(&self.settings, &self.pool, &path, mode, OWNER, options)
+            .await
+            .unwrap();
         tokio::fs::remove_file(&path).await.ok();
         id
     }

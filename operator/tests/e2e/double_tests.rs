@@ -75,6 +75,7 @@ fn import_job(name: &str) -> ImportJob {
         name,
         ImportJobSpec {
             job_id: id.to_string(),
+            organization: Some(1),
             mode: ImportModeSpec::InsertOnly,
             source: SourceObject {
                 key: format!("uploads/{user}/{id}.csv"),
