@@ -25,6 +25,19 @@ fn the_committed_crds_are_the_generated_one() {
     }
 }
 
+/// Helm installs every file of the chart's `crds/`: a second copy there (which nothing
+/// keeps equal to the generated one) would be what a fresh install gets.
+#[test]
+fn the_chart_ships_the_generated_crd_and_nothing_else() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/bulk-import/crds");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["importjobs.bulkimport.dev.yaml"]);
+}
+
 /// Why `committed` is not `generated`, with the way to fix it; `None` when they are equal.
 fn drift(rel: &str, committed: &str, generated: &str) -> Option<String> {
     if committed == generated {
