@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -210,10 +211,13 @@ def read_vars(root: Path) -> set[str]:
 
 
 def source_files(root: Path):
-    skip = {"target", ".git", ".local", "corpus", "regressions", "node_modules"}
-    for path in root.rglob("*"):
-        if path.is_file() and not skip.intersection(path.relative_to(root).parts):
-            yield path
+    """The repository's own files: build output, local state and fuzz inputs left out (the
+    directories are pruned, not walked: target/ holds hundreds of thousands of files)."""
+    skip = {"target", ".git", ".local", "corpus", "regressions", "node_modules", "data"}
+    for parent, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in files:
+            yield Path(parent) / name
 
 
 def gather(root: Path = ROOT) -> Facts:
@@ -246,7 +250,7 @@ def gather(root: Path = ROOT) -> Facts:
         node = stack.pop()
         flags.update(node.options)
         stack.extend(node.commands.values())
-    for script in root.glob("*/**/*.sh"):
+    for script in (p for p in source_files(root) if p.suffix == ".sh"):
         flags.update(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", script.read_text(errors="replace")))
     return Facts(
         root=root, trees=trees, stale_pending=stale, help_defaults=help_defaults,
