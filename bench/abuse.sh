@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hostile clients against a running API (DESIGN.md §8, issue 10), each case a few lines of
+# Hostile clients against a running API (docs/reliability.md, Abuse), each case a few lines of
 # Python over plain sockets, with the figures: API RSS before / peak / after (from /proc),
 # answers, times. Writes bench/results/abuse.md.
 #
@@ -218,7 +218,7 @@ mkdir -p "$(dirname "$OUT")"
   echo
   echo "\`bench/abuse.sh\` on loopback, $(nproc) cores, release build, default limits"
   echo "(UPLOAD_IDLE_TIMEOUT_SECONDS=$IDLE, TRUSTED_PROXIES=127.0.0.1 so that one client plays"
-  echo "several addresses with X-Forwarded-For). Bounds promised (DESIGN.md §8, issue 10): API"
+  echo "several addresses with X-Forwarded-For). Bounds promised (docs/reliability.md, Abuse): API"
   echo "RSS under 150 MiB through the hashing bursts and back afterwards; the preamble answered"
   echo "400/413 with RSS + < 20 MiB; the stall answered 408 within the idle timeout + 5 s; at"
   echo "most 5 of the 40 wrong logins checked (401); the other user at the address logs in;"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The importer benchmark (DESIGN.md §7): the importer against psql on the same machine, in the
+# The importer benchmark (docs/benchmarks.md): the importer against psql on the same machine, in the
 # same run, reported as ratios.
 #
 #   bench/run.sh                 full run: 1M-row clean, sorted and dirty files and a 5M-row file,

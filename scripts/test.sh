@@ -36,3 +36,6 @@ cargo test --workspace --all-targets "$@"
 
 step "chart tests (charts/tests/run.sh)"
 bash charts/tests/run.sh
+
+step "docs tests (docs/tests/run.sh)"
+bash docs/tests/run.sh

@@ -43,7 +43,7 @@ pub fn check_password_strength(password: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Password hashing with bounded concurrency and memory (DESIGN.md §8).
+/// Password hashing with bounded concurrency and memory (docs/reliability.md, Abuse).
 ///
 /// argon2id with the OWASP parameters (m = 19 MiB, t = 2, p = 1: `argon2`'s defaults, also
 /// those of the dummy hash below). Each hash needs 19 MiB for its duration, so at most

@@ -45,7 +45,7 @@ enum Command {
 /// glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, after
 /// which argon2's 19 MiB blocks come from the heap arenas and stay there after a burst of
 /// logins. A fixed threshold keeps every block of 1 MiB or more mapped, so it goes back to
-/// the system when freed (DESIGN.md §8: hashing memory is not kept).
+/// the system when freed (docs/reliability.md, Abuse: hashing memory is not kept).
 fn return_large_blocks_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads allocate.

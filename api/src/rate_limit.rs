@@ -1,4 +1,4 @@
-//! Login and registration limiting in Redis (DESIGN.md §8).
+//! Login and registration limiting in Redis (docs/api.md, login limiting).
 //!
 //! **Logins.** Every attempt is counted *before* the password is checked, atomically (one
 //! Lua script), so guesses sent together are limited like guesses sent one after another:

@@ -1,4 +1,4 @@
-//! Caps and timeouts on the whole multipart upload request (DESIGN.md §8), chunked or not.
+//! Caps and timeouts on the whole multipart upload request (docs/configuration.md, Limits), chunked or not.
 //!
 //! The body reaches the multipart parser through [`LimitedMultipart`], which counts and times
 //! every byte before the `file` part's data starts — preamble, part headers, other fields:

@@ -11,7 +11,7 @@ use uuid::Uuid;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: Uuid,
-    /// `pending`, `processing`, `done` or `failed`.
+    /// `pending`, `processing`, `done`, `failed` or `cancelled`.
     #[schema(value_type = String, example = "processing")]
     pub status: JobStatus,
     #[schema(value_type = String, example = "insert_only")]

@@ -1,4 +1,4 @@
-//! Hostile clients against the real API binary over real HTTP (DESIGN.md §8, issue 10): each
+//! Hostile clients against the real API binary over real HTTP (docs/reliability.md, Abuse): each
 //! test asserts the bound the service promises.
 //!
 //! - bursts of 64 registrations and 64 logins keep the API's RSS under 150 MiB, and it falls

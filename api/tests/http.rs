@@ -1,4 +1,4 @@
-//! The HTTP contract (DESIGN §2) over real HTTP, with real Postgres, Redis, Garage and the
+//! The HTTP contract (docs/api.md) over real HTTP, with real Postgres, Redis, Garage and the
 //! real importer binary behind the API's local executor.
 
 mod common;

@@ -69,7 +69,7 @@ def kind_node_version() -> str:
 SCENARIOS: dict[str, dict] = {
     # values.yaml alone: production shape, existing Secret, external Postgres/Redis/S3.
     "default": {},
-    # The README's kind install.
+    # The kind install of docs/kubernetes.md.
     "kind": kind_values(),
     # kind with imports running inside the API pods: the API gets no Kubernetes API access.
     "kind-local-executor": deep_merge(kind_values(), {"executor": "local"}),
@@ -105,7 +105,7 @@ SCENARIOS: dict[str, dict] = {
     }),
 }
 
-# The namespace each scenario is rendered into (the README installs kind into "default").
+# The namespace each scenario is rendered into (docs/kubernetes.md installs kind into "default").
 SCENARIO_NAMESPACE = {"kind": "default", "kind-local-executor": "default",
                       "kind-service-monitor": "default"}
 

@@ -42,4 +42,5 @@ fi
 
 cd "$REPO"
 export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the work tree
-exec "$VENV/bin/python" -m pytest charts/tests -q -rs -p no:cacheprovider "$@"
+# Another suite shares this environment: docs/tests/run.sh sets PYTEST_SUITE=docs/tests.
+exec "$VENV/bin/python" -m pytest "${PYTEST_SUITE:-charts/tests}" -q -rs -p no:cacheprovider "$@"

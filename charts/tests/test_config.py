@@ -230,7 +230,7 @@ def test_kind_secret_points_at_the_development_services(kind_rendered: Rendered)
 
 
 def test_kind_uses_the_locally_built_image(kind_rendered: Rendered):
-    """README: `docker build -t bulk-import:dev .` then `kind load docker-image bulk-import:dev`."""
+    """docs/kubernetes.md: `docker build -t bulk-import:dev .` then `kind load docker-image bulk-import:dev`."""
     for owner, spec in pod_specs(kind_rendered):
         if component_of(owner) in {"api", "operator", "migrations"}:
             assert spec["containers"][0]["image"] == "bulk-import:dev", owner

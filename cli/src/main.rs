@@ -1,5 +1,5 @@
 //! `bulk-import`, the command line client of the bulk-import API. It speaks only HTTP to the
-//! API (DESIGN.md §9); see the README's "Command line client" section.
+//! API; docs/cli.md describes it.
 //!
 //! Decisions where the issue is silent:
 //! - Exit codes: 0 done, 3 done with bad rows, 1 failed or cancelled, 2 anything that is not

@@ -1,4 +1,4 @@
-//! Why a job failed, as users see it: a stable code and a safe message (DESIGN.md §8). The
+//! Why a job failed, as users see it: a stable code and a safe message (docs/import-semantics.md, When a job fails). The
 //! stored `import_jobs.error` is `"<code>: <message>"` and never holds driver, S3 or OS text
 //! (which can name internal hosts, buckets or paths); those details go to the log, with the
 //! job id, where the failure is recorded ([`JobError::log`]).

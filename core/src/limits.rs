@@ -1,5 +1,5 @@
-//! Abuse limits (DESIGN.md §8): every resource a client can make the API spend has a bound,
-//! and each bound is a setting with a documented default (README, "Limits"). Read from the
+//! Abuse limits (docs/reliability.md, Abuse): every resource a client can make the API spend has a bound,
+//! and each bound is a setting with a documented default (docs/configuration.md, Limits). Read from the
 //! environment with the other settings; kept apart from them so that the rest of
 //! `settings.rs` can change without touching these.
 

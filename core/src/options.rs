@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Delimiters the importer recognises (DESIGN §4), in tie-breaking order.
+/// Delimiters the importer recognises (docs/import-semantics.md, Dialect), in tie-breaking order.
 pub const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
 
 /// Options of one import, as requested.

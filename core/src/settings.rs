@@ -1,7 +1,7 @@
 //! Typed settings read from the environment (the predecessor's variable names are kept):
 //! the one settings layer of every binary. Every variable is declared once in [`VARS`] with
 //! its default and meaning, which is what each binary's `--help` prints ([`env_help`]) and
-//! what the README's configuration tables list (a test compares them); reading an
+//! what docs/configuration.md's tables list (a test compares them); reading an
 //! undeclared variable is a bug that the tests catch. A missing or invalid value stops the
 //! process with one line naming the variable. `APP_ENV=prod` refuses the development JWT
 //! secret.
@@ -110,7 +110,8 @@ pub struct ApiSettings {
     /// `BIND_ADDR`, default `127.0.0.1:8000`.
     pub bind_addr: String,
     /// `PUBLIC_API_URL`: base of URLs the API hands out (report downloads with `STORAGE=fs`);
-    /// by default the request's `Host`.
+    /// by default `http://` + `BIND_ADDR` (required with `APP_ENV=prod`); never the
+    /// request's `Host`.
     pub public_url: Option<String>,
     /// `LOCAL_MAX_CONCURRENT_IMPORTS`: importer processes run at once by the local executor.
     pub local_max_concurrent: usize,
@@ -151,7 +152,7 @@ pub enum Component {
     Operator,
 }
 
-/// One environment variable: its name, its default as the README and `--help` show it, what
+/// One environment variable: its name, its default as docs/configuration.md and `--help` show it, what
 /// it does, and which binaries read it.
 #[derive(Debug, Clone, Copy)]
 pub struct Var {
@@ -200,7 +201,7 @@ vars! {
     "KUBE_NAMESPACE", "default", [A, I, O], "namespace of ImportJobs and their Jobs";
     "INSTANCE", "none (no label)", [A, O], "the release ImportJobs are labelled with, so that only its operator runs them";
     "BIND_ADDR", "127.0.0.1:8000", [A], "API listen address";
-    "PUBLIC_API_URL", "the request's Host", [A], "base of links the API serves itself";
+    "PUBLIC_API_URL", "http:// + BIND_ADDR (required with APP_ENV=prod)", [A], "base of links the API serves itself";
     "LOCAL_MAX_CONCURRENT_IMPORTS", "2", [A], "importer processes at once in local mode";
     "LOCAL_MAX_ATTEMPTS", "3", [A], "crashed importer runs per job before it is failed";
     "IMPORTER_BIN", "bulk-import-importer next to the API binary, else on PATH", [A], "importer executable";

@@ -1,4 +1,4 @@
-//! Dialect detection (DESIGN §4): compression, encoding, delimiter and the header's columns,
+//! Dialect detection (docs/import-semantics.md, Dialect): compression, encoding, delimiter and the header's columns,
 //! from the first 64 KiB of the file (decompressed when it is gzip), unless overridden.
 //!
 //! - gzip: the magic bytes `1f 8b` at the start of the stored object.

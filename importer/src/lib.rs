@@ -2,8 +2,8 @@
 //! object from storage, validates every row, loads batches with COPY (each batch, its
 //! errors, the counters, the checkpoint and the claim's renewal in one transaction),
 //! publishes progress to Redis, writes `errors.csv` and finishes the job only when the
-//! checkpoint is at the end of the file. Exit codes are `bulk_import_core::exit`. See the
-//! README's "CSV format and import semantics" for the rules.
+//! checkpoint is at the end of the file. Exit codes are `bulk_import_core::exit`. See
+//! docs/import-semantics.md for the rules.
 
 pub mod copy;
 pub mod decode;

@@ -580,7 +580,7 @@ impl Loader {
     /// - upsert and dry runs: only when they have no email in common.
     ///
     /// Also for a file sorted by email, where both batches insert at the right edge of the
-    /// email index: measured, one stream there is slower than two (bench/run.sh, README).
+    /// email index: measured, one stream there is slower than two (bench/run.sh, docs/benchmarks.md).
     fn can_follow(&self, batch: &Batch) -> bool {
         !batch.shares_with_previous() || (self.mode == ImportMode::InsertOnly && !self.dry_run)
     }

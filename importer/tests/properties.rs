@@ -737,7 +737,7 @@ async fn an_existing_email_repeated_in_one_batch_is_duplicate_in_db_every_time()
         .iter()
         .map(|r| r[1].clone())
         .collect();
-    // README: "An email already in the table before the job is duplicate_in_db at every
+    // docs/import-semantics.md: "An email already in the table before the job is duplicate_in_db at every
     // occurrence."
     assert_eq!(codes, ["duplicate_in_db", "duplicate_in_db"]);
 }

@@ -48,7 +48,7 @@ impl OperatorConfig {
     }
 
     /// Read through core's settings layer (`bulk_import_core::settings::Env`), whose `VARS`
-    /// declare each variable's default for `--help` and the README.
+    /// declare each variable's default for `--help` and docs/configuration.md.
     pub fn from_lookup(
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<OperatorConfig, ConfigError> {

@@ -137,7 +137,7 @@ fn crd_errors(crd: &Value) -> Vec<String> {
     }
     let spec = &crd["spec"];
     let names = &spec["names"];
-    // DESIGN §5: group bulkimport.dev, version v1alpha1, plural importjobs, short name ij,
+    // docs/kubernetes.md: group bulkimport.dev, version v1alpha1, plural importjobs, short name ij,
     // namespaced, status subresource.
     let expected_names = [
         ("kind", json!("ImportJob")),

@@ -4,7 +4,7 @@
 //! polled as well (every five seconds while the hub is subscribed, twice a second when it is
 //! not) so that nothing is missed and the stream keeps working when Redis is down.
 //!
-//! Bounds (DESIGN.md §8): at most `EVENTS_MAX_PER_USER` streams per user and
+//! Bounds (docs/configuration.md, Limits): at most `EVENTS_MAX_PER_USER` streams per user and
 //! `EVENTS_MAX_CONCURRENT` in all per API process (429 `too_many_streams` past them). A
 //! stream ends after the job's final snapshot (status `done` or `failed`), or with a final
 //! `event: end` (`{"reason": "token_expired"}`, `{"reason": "membership_ended"}` or

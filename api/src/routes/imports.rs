@@ -313,7 +313,7 @@ async fn create_job(
         let asked = (mode, &options);
         return replay(&existing, asked, &mut multipart, &limits, limit, idle).await;
     }
-    // This request owns the key. Quotas (DESIGN.md §8): uploads storing a file at once, per
+    // This request owns the key. Quotas (docs/configuration.md, Limits): uploads storing a file at once, per
     // user and per process, held until this request ends (replays only hash, and are not
     // counted).
     let _slot = match state.upload_slots.try_acquire(user) {

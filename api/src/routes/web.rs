@@ -1,4 +1,4 @@
-//! The web page at `/` (DESIGN.md §9): plain HTML, CSS and JavaScript embedded in the binary
+//! The web page at `/` (docs/web.md): plain HTML, CSS and JavaScript embedded in the binary
 //! (no CDN, no build step). The script is a file of this origin, so the page works under the
 //! API's Content-Security-Policy (`script-src 'self'`, `connect-src 'self'`).
 
