@@ -51,7 +51,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$REPO/bench"
 DATA="$BENCH/data"
 RESULTS="$BENCH/results"
-BIN="$REPO/target/release"
+BIN="${CARGO_TARGET_DIR:-$REPO/target}/release"
 DB=bulk_import_bench
 
 ROWS=1000000

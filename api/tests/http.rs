@@ -238,13 +238,13 @@ async fn bad_tokens_get_401() {
     let app = TestApp::spawn(Backend::Fs).await;
     let good = app.user().await;
     assert_eq!(app.get(&good, "/imports").await.status(), 200);
-    let sub: String = sqlx::query_scalar("SELECT id::text FROM users")
+    let (sub, org): (String, i32) = sqlx::query_as("SELECT id::text, org_id FROM users")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     let secret = app.vars["JWT_SECRET"].clone();
     let now = chrono::Utc::now().timestamp();
-    let claims = json!({"sub": sub, "iat": now, "exp": now + 600});
+    let claims = json!({"sub": sub, "org": org, "iat": now, "exp": now + 600});
     let b64 = |v: &Value| {
         use std::fmt::Write;
         // base64url without padding, by hand to avoid a dependency just for this.
@@ -280,7 +280,7 @@ async fn bad_tokens_get_401() {
     );
     let expired = token_with(
         Header::default(),
-        json!({"sub": sub, "iat": now - 7200, "exp": now - 3600}),
+        json!({"sub": sub, "org": org, "iat": now - 7200, "exp": now - 3600}),
         &secret,
     );
     let valid_by_hand = token_with(Header::default(), claims, &secret);
@@ -294,6 +294,14 @@ async fn bad_tokens_get_401() {
         ("forged", forged),
         ("wrong alg", wrong_alg),
         ("expired", expired),
+        (
+            "another organization",
+            token_with(
+                Header::default(),
+                json!({"sub": sub, "org": org + 1, "iat": now, "exp": now + 600}),
+                &secret,
+            ),
+        ),
         ("garbage", "x.y.z".into()),
     ] {
         let r = app.get(&token, "/imports").await;
