@@ -4,6 +4,7 @@
 //! policy.
 
 pub mod accounts;
+#[cfg(feature = "crd")]
 pub mod crd;
 pub mod db;
 pub mod email;
