@@ -39,6 +39,21 @@ impl Policy {
             .build()
     }
 
+    /// The delay before retry `n` (1 for the first), without jitter: for a caller that
+    /// counts failures itself and schedules each retry (the operator requeues a failing
+    /// ImportJob after it). `retries` does not apply.
+    pub fn delay(self, n: u32) -> Duration {
+        // Past 64 doublings every delay is `max_delay`: no need to walk further.
+        let steps = n.clamp(1, 64) as usize - 1;
+        ExponentialBuilder::default()
+            .with_min_delay(self.first_delay)
+            .with_max_delay(self.max_delay)
+            .without_max_times()
+            .build()
+            .nth(steps)
+            .unwrap_or(self.max_delay)
+    }
+
     /// An endless jittered back-off (for background loops that stop on their own terms).
     pub fn forever(first_delay: Duration, max_delay: Duration) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()
@@ -80,6 +95,19 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn the_nth_delay_doubles_up_to_the_maximum() {
+        let policy = Policy {
+            first_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(300),
+            retries: 0,
+        };
+        let delays: Vec<u64> = (1..=11).map(|n| policy.delay(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(policy.delay(0), Duration::from_secs(2));
+        assert_eq!(policy.delay(u32::MAX), Duration::from_secs(300));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_only_and_gives_up() {

@@ -24,6 +24,7 @@ use crate::{
 use bulk_import_core::job::JobError;
 use bulk_import_core::{
     crd::{resource_name, ImportJob, ImportJobStatus, JOB_ID_LABEL, OPERATOR_MANAGER},
+    retry::Policy,
     Job as Row, Storage,
 };
 use futures_util::StreamExt;
@@ -128,15 +129,23 @@ pub async fn reconcile(ij: Arc<ImportJob>, ctx: Arc<Context>) -> Result<Action> 
     Ok(action)
 }
 
-/// Transient errors (API server, database): exponential backoff per ImportJob, 2 s doubling
-/// to 5 minutes. Invalid specs never get here: they wait for a change.
+/// A failing ImportJob is reconciled again after 2 s, doubling to 5 minutes, for as long as
+/// it fails.
+const RECONCILE_BACKOFF: Policy = Policy {
+    first_delay: Duration::from_secs(2),
+    max_delay: Duration::from_secs(300),
+    retries: usize::MAX,
+};
+
+/// Transient errors (API server, database): exponential backoff per ImportJob
+/// ([`RECONCILE_BACKOFF`]). Invalid specs never get here: they wait for a change.
 pub fn error_policy(ij: Arc<ImportJob>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failures.inc();
     let key = format!("{}/{}", ij.namespace().unwrap_or_default(), ij.name_any());
     let mut failures = ctx.failures.lock().expect("lock");
     let n = failures.entry(key).or_insert(0);
     *n += 1;
-    let delay = Duration::from_secs((1u64 << (*n).min(9)).min(300));
+    let delay = RECONCILE_BACKOFF.delay(*n);
     tracing::warn!(importjob = %ij.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

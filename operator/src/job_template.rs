@@ -22,9 +22,6 @@ use kube::{api::ObjectMeta, Resource, ResourceExt};
 use std::collections::BTreeMap;
 
 pub const CONTAINER: &str = "importer";
-/// Importer exit code for a permanent failure it has recorded: the Job fails at once
-/// instead of retrying (podFailurePolicy).
-pub const PERMANENT_EXIT_CODE: i32 = 2;
 /// Secret keys passed by `secretKeyRef` (the values never appear in the Job or the CR): the
 /// ones the importer uses. Not `JWT_SECRET`: the importer parses untrusted files and never
 /// signs a token, so it is not given the key that could mint one.
@@ -137,7 +134,9 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
                 on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
                     container_name: Some(CONTAINER.into()),
                     operator: "In".into(),
-                    values: vec![PERMANENT_EXIT_CODE],
+                    // A permanent failure the importer has recorded: the Job fails at once
+                    // instead of retrying.
+                    values: vec![bulk_import_core::exit::PERMANENT],
                 }),
                 ..Default::default()
             },

@@ -2,6 +2,7 @@
 //! No per-object labels: counts by phase and reason only.
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use bulk_import_core::phase::Phase;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -147,22 +148,15 @@ async fn ready(State(h): State<Health>) -> impl IntoResponse {
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     if let Some(store) = h.importjobs.get() {
         let mut counts = std::collections::BTreeMap::<String, i64>::new();
-        for phase in [
-            "Pending",
-            "Running",
-            "Complete",
-            "Failed",
-            "Cancelled",
-            "Invalid",
-        ] {
-            counts.insert(phase.into(), 0);
+        for phase in Phase::ALL {
+            counts.insert(phase.as_str().into(), 0);
         }
         for ij in store.state() {
             let phase = ij
                 .status
                 .as_ref()
                 .and_then(|s| s.phase.clone())
-                .unwrap_or_else(|| "Pending".into());
+                .unwrap_or_else(|| Phase::Pending.as_str().into());
             *counts.entry(phase).or_default() += 1;
         }
         for (phase, n) in counts {

@@ -5,47 +5,7 @@
 use bulk_import_core::crd::Condition;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Pending,
-    Running,
-    Complete,
-    Failed,
-    /// `spec.cancelRequested`: stopped, the row `cancelled`.
-    Cancelled,
-    /// The spec cannot be run; waits for a change.
-    Invalid,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Running => "Running",
-            Phase::Complete => "Complete",
-            Phase::Failed => "Failed",
-            Phase::Cancelled => "Cancelled",
-            Phase::Invalid => "Invalid",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Complete | Phase::Failed | Phase::Cancelled)
-    }
-
-    pub fn parse(s: &str) -> Option<Phase> {
-        [
-            Phase::Pending,
-            Phase::Running,
-            Phase::Complete,
-            Phase::Failed,
-            Phase::Cancelled,
-            Phase::Invalid,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
-    }
-}
+pub use bulk_import_core::phase::Phase;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {

@@ -9,6 +9,7 @@ use super::Executor;
 use anyhow::Context;
 use bulk_import_core::{
     crd::{import_job_for, resource_name, ImportJob},
+    phase::Phase,
     repo,
     retry::Policy,
     Job, JobStatus,
@@ -84,7 +85,9 @@ async fn rerun_if_failed(target: &Target, job: &Job) -> anyhow::Result<()> {
             .context("reading the ImportJob")?;
         let status = ij.status.clone().unwrap_or_default();
         let requested = ij.spec.retries.unwrap_or(0);
-        if status.phase.as_deref() != Some("Failed") || requested > status.retries.unwrap_or(0) {
+        if status.phase.as_deref().and_then(Phase::parse) != Some(Phase::Failed)
+            || requested > status.retries.unwrap_or(0)
+        {
             return Ok(());
         }
         let patch = serde_json::json!({
