@@ -1,7 +1,8 @@
-//! Abuse limits (docs/reliability.md, Abuse): every resource a client can make the API spend has a bound,
-//! and each bound is a setting with a documented default (docs/configuration.md, Limits). Read from the
-//! environment with the other settings; kept apart from them so that the rest of
-//! `settings.rs` can change without touching these.
+//! Abuse limits (docs/reliability.md, Abuse): every resource a client can make the API spend
+//! has a bound, and each bound is a setting with its default declared in `settings::VARS`
+//! (documented in docs/configuration.md, Limits). Read from the environment with the other
+//! settings; kept apart from them so that the rest of `settings.rs` can change without
+//! touching these.
 
 use crate::settings::ConfigError;
 use ipnet::IpNet;
@@ -13,38 +14,38 @@ pub struct Limits {
     /// `Forwarded` / `X-Forwarded-For` headers are believed. Empty (the default): the peer
     /// address is the client.
     pub trusted_proxies: Vec<IpNet>,
-    /// `LOGIN_WINDOW_SECONDS` (900): the window of the login counters below.
+    /// `LOGIN_WINDOW_SECONDS`: the window of the login counters below.
     pub login_window: Duration,
-    /// `LOGIN_MAX_PER_EMAIL` (5): attempts on one email from clients without its device
+    /// `LOGIN_MAX_PER_EMAIL`: attempts on one email from clients without its device
     /// cookie, and attempts with one device cookie, per window.
     pub login_max_per_email: u64,
-    /// `LOGIN_MAX_EMAILS_PER_ADDR` (20): distinct emails with a failed login from one client
+    /// `LOGIN_MAX_EMAILS_PER_ADDR`: distinct emails with a failed login from one client
     /// address per window, past which that address needs a device cookie to log in.
     pub login_max_emails_per_addr: u64,
-    /// `DEVICE_COOKIE_TTL_SECONDS` (2592000, 30 days): lifetime of a device cookie.
+    /// `DEVICE_COOKIE_TTL_SECONDS`: lifetime of a device cookie.
     pub device_cookie_ttl: Duration,
-    /// `REGISTER_MAX_PER_ADDR` (10) registrations per client address per
-    /// `REGISTER_WINDOW_SECONDS` (3600).
+    /// `REGISTER_MAX_PER_ADDR` registrations per client address per
+    /// `REGISTER_WINDOW_SECONDS`.
     pub register_max_per_addr: u64,
     pub register_window: Duration,
-    /// `HASH_CONCURRENCY` (2): password hashes computed at once (19 MiB each).
+    /// `HASH_CONCURRENCY`: password hashes computed at once (19 MiB each).
     pub hash_concurrency: usize,
-    /// `HASH_QUEUE_TIMEOUT_SECONDS` (5): longest wait for a hashing slot before 503.
+    /// `HASH_QUEUE_TIMEOUT_SECONDS`: longest wait for a hashing slot before 503.
     pub hash_queue_timeout: Duration,
-    /// `UPLOAD_HEAD_MAX_BYTES` (65536): bytes of a multipart upload before the file's data
+    /// `UPLOAD_HEAD_MAX_BYTES`: bytes of a multipart upload before the file's data
     /// (preamble, part headers, other fields).
     pub upload_head_max_bytes: u64,
-    /// `UPLOAD_MAX_PARTS` (8): parts read before the `file` part.
+    /// `UPLOAD_MAX_PARTS`: parts read before the `file` part.
     pub upload_max_parts: usize,
-    /// `UPLOADS_MAX_PER_USER` (2): uploads of one user streaming at once (per API process).
+    /// `UPLOADS_MAX_PER_USER`: uploads of one user streaming at once (per API process).
     pub uploads_max_per_user: usize,
-    /// `UPLOADS_MAX_CONCURRENT` (16): uploads streaming at once in one API process.
+    /// `UPLOADS_MAX_CONCURRENT`: uploads streaming at once in one API process.
     pub uploads_max_concurrent: usize,
-    /// `JOBS_MAX_UNFINISHED_PER_USER` (10): a user's jobs not yet done or failed.
+    /// `JOBS_MAX_UNFINISHED_PER_USER`: a user's jobs not yet done or failed.
     pub jobs_max_unfinished_per_user: i64,
-    /// `EVENTS_MAX_PER_USER` (4): event streams of one user open at once (per API process).
+    /// `EVENTS_MAX_PER_USER`: event streams of one user open at once (per API process).
     pub events_max_per_user: usize,
-    /// `EVENTS_MAX_CONCURRENT` (512): event streams open at once in one API process.
+    /// `EVENTS_MAX_CONCURRENT`: event streams open at once in one API process.
     pub events_max_concurrent: usize,
     /// `METRICS_BIND_ADDR`: when set, `/metrics` is served only there (not on `BIND_ADDR`).
     pub metrics_bind_addr: Option<String>,
@@ -57,18 +58,13 @@ fn get(lookup: Lookup, var: &str) -> Option<String> {
     crate::settings::Env::new(lookup).get(var)
 }
 
-fn positive<T>(lookup: Lookup, var: &'static str, default: T) -> Result<T, ConfigError>
+/// Greater than zero; unset: the default declared in `settings::VARS`.
+fn positive<T>(lookup: Lookup, var: &'static str) -> Result<T, ConfigError>
 where
     T: FromStr + PartialOrd + Default,
     T::Err: std::fmt::Display,
 {
-    let Some(raw) = get(lookup, var) else {
-        return Ok(default);
-    };
-    let v: T = raw.parse().map_err(|e: T::Err| ConfigError {
-        var,
-        reason: format!("invalid value {raw:?}: {e}"),
-    })?;
+    let v: T = crate::settings::Env::new(lookup).parse(var)?;
     if v <= T::default() {
         return Err(ConfigError {
             var,
@@ -78,8 +74,8 @@ where
     Ok(v)
 }
 
-fn secs(lookup: Lookup, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-    positive(lookup, var, default).map(Duration::from_secs)
+fn secs(lookup: Lookup, var: &'static str) -> Result<Duration, ConfigError> {
+    positive(lookup, var).map(Duration::from_secs)
 }
 
 /// `10.0.0.0/8, 192.168.1.7` → networks; a bare address is a /32 (or /128).
@@ -106,21 +102,21 @@ impl Limits {
         };
         Ok(Limits {
             trusted_proxies,
-            login_window: secs(lookup, "LOGIN_WINDOW_SECONDS", 900)?,
-            login_max_per_email: positive(lookup, "LOGIN_MAX_PER_EMAIL", 5)?,
-            login_max_emails_per_addr: positive(lookup, "LOGIN_MAX_EMAILS_PER_ADDR", 20)?,
-            device_cookie_ttl: secs(lookup, "DEVICE_COOKIE_TTL_SECONDS", 30 * 24 * 3600)?,
-            register_max_per_addr: positive(lookup, "REGISTER_MAX_PER_ADDR", 10)?,
-            register_window: secs(lookup, "REGISTER_WINDOW_SECONDS", 3600)?,
-            hash_concurrency: positive(lookup, "HASH_CONCURRENCY", 2)?,
-            hash_queue_timeout: secs(lookup, "HASH_QUEUE_TIMEOUT_SECONDS", 5)?,
-            upload_head_max_bytes: positive(lookup, "UPLOAD_HEAD_MAX_BYTES", 64 * 1024)?,
-            upload_max_parts: positive(lookup, "UPLOAD_MAX_PARTS", 8)?,
-            uploads_max_per_user: positive(lookup, "UPLOADS_MAX_PER_USER", 2)?,
-            uploads_max_concurrent: positive(lookup, "UPLOADS_MAX_CONCURRENT", 16)?,
-            jobs_max_unfinished_per_user: positive(lookup, "JOBS_MAX_UNFINISHED_PER_USER", 10)?,
-            events_max_per_user: positive(lookup, "EVENTS_MAX_PER_USER", 4)?,
-            events_max_concurrent: positive(lookup, "EVENTS_MAX_CONCURRENT", 512)?,
+            login_window: secs(lookup, "LOGIN_WINDOW_SECONDS")?,
+            login_max_per_email: positive(lookup, "LOGIN_MAX_PER_EMAIL")?,
+            login_max_emails_per_addr: positive(lookup, "LOGIN_MAX_EMAILS_PER_ADDR")?,
+            device_cookie_ttl: secs(lookup, "DEVICE_COOKIE_TTL_SECONDS")?,
+            register_max_per_addr: positive(lookup, "REGISTER_MAX_PER_ADDR")?,
+            register_window: secs(lookup, "REGISTER_WINDOW_SECONDS")?,
+            hash_concurrency: positive(lookup, "HASH_CONCURRENCY")?,
+            hash_queue_timeout: secs(lookup, "HASH_QUEUE_TIMEOUT_SECONDS")?,
+            upload_head_max_bytes: positive(lookup, "UPLOAD_HEAD_MAX_BYTES")?,
+            upload_max_parts: positive(lookup, "UPLOAD_MAX_PARTS")?,
+            uploads_max_per_user: positive(lookup, "UPLOADS_MAX_PER_USER")?,
+            uploads_max_concurrent: positive(lookup, "UPLOADS_MAX_CONCURRENT")?,
+            jobs_max_unfinished_per_user: positive(lookup, "JOBS_MAX_UNFINISHED_PER_USER")?,
+            events_max_per_user: positive(lookup, "EVENTS_MAX_PER_USER")?,
+            events_max_concurrent: positive(lookup, "EVENTS_MAX_CONCURRENT")?,
             metrics_bind_addr: get(lookup, "METRICS_BIND_ADDR"),
         })
     }

@@ -1,10 +1,10 @@
 //! Typed settings read from the environment (the predecessor's variable names are kept):
 //! the one settings layer of every binary. Every variable is declared once in [`VARS`] with
-//! its default and meaning, which is what each binary's `--help` prints ([`env_help`]) and
-//! what docs/configuration.md's tables list (a test compares them); reading an
-//! undeclared variable is a bug that the tests catch. A missing or invalid value stops the
-//! process with one line naming the variable. `APP_ENV=prod` refuses the development JWT
-//! secret.
+//! its default and meaning: each binary's `--help` prints them ([`env_help`]), the parsers
+//! read the defaults from there ([`Env::value`], [`Env::parse`]), and tests compare them
+//! with docs/configuration.md's tables; reading an undeclared variable is a bug that the
+//! tests catch. A missing or invalid value stops the process with one line naming the
+//! variable. `APP_ENV=prod` refuses the development JWT secret.
 
 use secrecy::{ExposeSecret, SecretString};
 use std::{path::PathBuf, str::FromStr, time::Duration};
@@ -85,7 +85,7 @@ pub struct Settings {
     pub executor: Executor,
     pub import: ImportTuning,
     pub api: ApiSettings,
-    /// `KUBE_NAMESPACE`: where ImportJobs live (`EXECUTOR=kubernetes`), default `default`.
+    /// `KUBE_NAMESPACE`: where ImportJobs live (`EXECUTOR=kubernetes`).
     pub kube_namespace: String,
     /// Abuse limits (`crate::limits`): their own struct and parser, kept apart.
     pub limits: crate::limits::Limits,
@@ -93,21 +93,21 @@ pub struct Settings {
     /// that only the same release's operator runs them; unset: no label.
     pub instance: Option<String>,
     /// `DB_STATEMENT_TIMEOUT_SECONDS`: the server ends a statement, or a transaction left
-    /// idle, after this long; clients bound their own waits on it too. Default 60.
+    /// idle, after this long; clients bound their own waits on it too.
     pub db_statement_timeout: Duration,
     /// `JOB_LEASE_SECONDS`: how long an importer's claim on a job holds without renewal
     /// (renewed with every batch and every third of it); a successor of a killed importer
-    /// whose death it cannot see waits this long. Default 30.
+    /// whose death it cannot see waits this long.
     pub job_lease: Duration,
     /// `JOB_ACTIVE_DEADLINE_SECONDS`: longest an import may run from its first start, on
-    /// Kubernetes (the Job's `activeDeadlineSeconds`) and in local mode alike. Default 3600.
+    /// Kubernetes (the Job's `activeDeadlineSeconds`) and in local mode alike.
     pub job_active_deadline: Duration,
 }
 
 /// Settings only the API uses.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// `BIND_ADDR`, default `127.0.0.1:8000`.
+    /// `BIND_ADDR`: the API's listen address.
     pub bind_addr: String,
     /// `PUBLIC_API_URL`: base of URLs the API hands out (report downloads with `STORAGE=fs`);
     /// by default `http://` + `BIND_ADDR` (required with `APP_ENV=prod`); never the
@@ -123,11 +123,11 @@ pub struct ApiSettings {
     /// `UPLOAD_IDLE_TIMEOUT_SECONDS`: an upload that sends nothing for this long is cut (408).
     pub upload_idle_timeout: Duration,
     /// `SWEEP_INTERVAL_SECONDS`: how often the API's sweeper runs (unclaimed jobs, stale
-    /// reservations, abandoned multipart uploads). Default 60.
+    /// reservations, abandoned multipart uploads).
     pub sweep_interval: Duration,
     /// `SIGNUP`: who may create an account.
     pub signup: Signup,
-    /// `INVITATION_TTL_SECONDS`: how long an invitation token is valid. Default 7 days.
+    /// `INVITATION_TTL_SECONDS`: how long an invitation token is valid.
     pub invitation_ttl: Duration,
     /// `INVITATIONS_MAX_PENDING`: unused, unexpired invitations per organization.
     pub invitations_max_pending: i64,
@@ -152,100 +152,121 @@ pub enum Component {
     Operator,
 }
 
-/// One environment variable: its name, its default as docs/configuration.md and `--help` show it, what
-/// it does, and which binaries read it.
+/// One environment variable: its name, its default, what it does, and which binaries read
+/// it.
 #[derive(Debug, Clone, Copy)]
 pub struct Var {
     pub name: &'static str,
-    pub default: &'static str,
+    pub default: VarDefault,
     pub help: &'static str,
     pub used_by: &'static [Component],
 }
 
+/// What an unset variable means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarDefault {
+    /// This value, which the parsers read from here ([`Env::value`], [`Env::parse`]): the
+    /// one place it is written.
+    Value(&'static str),
+    /// Computed by the code (from other settings, or nothing at all); described for
+    /// `--help`.
+    Described(&'static str),
+}
+
+impl Var {
+    /// The default as `--help` and the configuration tables show it.
+    pub fn default_text(&self) -> &'static str {
+        match self.default {
+            VarDefault::Value(v) | VarDefault::Described(v) => v,
+        }
+    }
+}
+
 use Component::{Api as A, Importer as I, Operator as O};
+use VarDefault::{Described, Value};
 
 macro_rules! vars {
-    ($( $name:literal, $default:literal, [$($c:ident),*], $help:literal; )*) => {
+    ($( $name:literal, $default:expr, [$($c:ident),*], $help:literal; )*) => {
         /// Every environment variable the binaries read.
         pub const VARS: &[Var] = &[$(Var { name: $name, default: $default, help: $help, used_by: &[$($c),*] }),*];
     };
 }
 
 vars! {
-    "APP_ENV", "dev", [A, I, O], "dev, test or prod (prod refuses development secrets)";
-    "DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/bulk_import", [A, I, O], "Postgres";
-    "DB_STATEMENT_TIMEOUT_SECONDS", "60", [A, I, O], "server-side statement and idle-in-transaction timeout; client waits are bounded by it too";
-    "REDIS_URL", "redis://127.0.0.1:6379/0", [A, I, O], "Redis (progress messages, login limiting)";
-    "REDIS_KEY_PREFIX", "bulk-import:", [A, I, O], "namespace of this deployment's Redis keys";
-    "STORAGE", "s3 if S3_ENDPOINT_URL is set, else fs", [A, I, O], "object storage backend: s3 or fs";
-    "STORAGE_DIR", ".local/storage", [A, I, O], "directory of the fs backend";
-    "STORAGE_KEY_PREFIX", "empty", [A, I, O], "prefix of every object key";
-    "S3_ENDPOINT_URL", "none", [A, I, O], "S3 endpoint the services use";
-    "S3_PUBLIC_ENDPOINT_URL", "S3_ENDPOINT_URL", [A, I, O], "host presigned URLs are signed for";
-    "S3_ACCESS_KEY", "none (required with S3)", [A, I, O], "S3 access key";
-    "S3_SECRET_KEY", "none (required with S3)", [A, I, O], "S3 secret key";
-    "S3_BUCKET", "imports", [A, I, O], "bucket";
-    "S3_REGION", "us-east-1", [A, I, O], "region used for signing";
-    "S3_PRESIGN_TTL_SECONDS", "900", [A, I, O], "lifetime of report links";
-    "JWT_SECRET", "a development value (refused in prod)", [A], "HMAC secret of access tokens and download links";
-    "JWT_ALG", "HS256", [A], "HS256, HS384 or HS512";
-    "JWT_ACCESS_TTL_SECONDS", "3600", [A], "access token lifetime";
-    "MAX_UPLOAD_BYTES", "2147483648", [A], "largest upload, enforced while streaming";
-    "BATCH_SIZE", "5000", [A, I], "rows per transaction (COPY batch + checkpoint)";
-    "PROGRESS_EVERY", "1000", [A, I], "rows between progress messages to Redis";
-    "IMPORT_SLOW_MS", "0", [A, I], "artificial delay per row, for demos and progress tests";
-    "IMPORT_PAUSE_BEFORE_FINISH_MS", "0", [A, I], "fault-injection aid: wait after the last batch, before the report and done";
-    "JOB_LEASE_SECONDS", "30", [A, I], "how long an importer's claim on a job holds without renewal";
-    "JOB_ACTIVE_DEADLINE_SECONDS", "3600", [A, O], "longest an import may run (local mode and Kubernetes)";
-    "EXECUTOR", "local", [A], "local (child processes) or kubernetes (an ImportJob per upload)";
-    "KUBE_NAMESPACE", "default", [A, I, O], "namespace of ImportJobs and their Jobs";
-    "INSTANCE", "none (no label)", [A, O], "the release ImportJobs are labelled with, so that only its operator runs them";
-    "BIND_ADDR", "127.0.0.1:8000", [A], "API listen address";
-    "PUBLIC_API_URL", "http:// + BIND_ADDR (required with APP_ENV=prod)", [A], "base of links the API serves itself";
-    "LOCAL_MAX_CONCURRENT_IMPORTS", "2", [A], "importer processes at once in local mode";
-    "LOCAL_MAX_ATTEMPTS", "3", [A], "crashed importer runs per job before it is failed";
-    "IMPORTER_BIN", "bulk-import-importer next to the API binary, else on PATH", [A], "importer executable";
-    "UPLOAD_IDLE_TIMEOUT_SECONDS", "30", [A], "an upload that sends nothing for this long is cut (408)";
-    "SWEEP_INTERVAL_SECONDS", "60", [A], "how often the sweeper runs";
-    "SIGNUP", "open", [A], "open (a sign-up without an invitation creates a new organization) or invitation (only invited people register)";
-    "INVITATION_TTL_SECONDS", "604800", [A], "how long an invitation token is valid";
-    "INVITATIONS_MAX_PENDING", "100", [A], "unused, unexpired invitations per organization";
-    "EXPORTS_MAX_CONCURRENT", "4", [A], "customer exports streaming at once in one API process";
-    "TRUSTED_PROXIES", "empty (the peer is the client)", [A], "CIDRs of proxies whose Forwarded / X-Forwarded-For headers are believed";
-    "LOGIN_WINDOW_SECONDS", "900", [A], "window of the login counters";
-    "LOGIN_MAX_PER_EMAIL", "5", [A], "login attempts on one email (without its device cookie) per window";
-    "LOGIN_MAX_EMAILS_PER_ADDR", "20", [A], "distinct emails with a failed login from one address per window";
-    "DEVICE_COOKIE_TTL_SECONDS", "2592000", [A], "lifetime of a device cookie";
-    "REGISTER_MAX_PER_ADDR", "10", [A], "registrations per client address per window";
-    "REGISTER_WINDOW_SECONDS", "3600", [A], "window of the registration counter";
-    "HASH_CONCURRENCY", "2", [A], "password hashes computed at once";
-    "HASH_QUEUE_TIMEOUT_SECONDS", "5", [A], "longest wait for a hashing slot before 503";
-    "UPLOAD_HEAD_MAX_BYTES", "65536", [A], "bytes of a multipart upload before the file's data";
-    "UPLOAD_MAX_PARTS", "8", [A], "parts read before the file part";
-    "UPLOADS_MAX_PER_USER", "2", [A], "uploads of one user streaming at once";
-    "UPLOADS_MAX_CONCURRENT", "16", [A], "uploads streaming at once in one API process";
-    "JOBS_MAX_UNFINISHED_PER_USER", "10", [A], "a user's jobs not yet finished";
-    "EVENTS_MAX_PER_USER", "4", [A], "event streams of one user open at once";
-    "EVENTS_MAX_CONCURRENT", "512", [A], "event streams open at once in one API process";
-    "METRICS_BIND_ADDR", "none (/metrics on BIND_ADDR)", [A], "serve /metrics only on this address";
-    "LOG_FORMAT", "text", [A, I, O], "json for JSON lines";
-    "RUST_LOG", "info", [A, I, O], "log filter";
-    "OPERATOR_BIND_ADDR", "0.0.0.0:8080", [O], "probes and metrics";
-    "LEASE_NAME", "bulk-import-operator", [O], "the leader-election Lease";
-    "POD_NAME", "a random id", [O], "identity in the leader-election Lease";
-    "IMPORTER_IMAGE", "bulk-import:dev", [O], "image of importer Jobs";
-    "IMPORTER_IMAGE_PULL_POLICY", "IfNotPresent", [O], "Always, IfNotPresent or Never";
-    "IMPORTER_SERVICE_ACCOUNT", "bulk-import-importer", [O], "service account of importer pods";
-    "IMPORTER_SECRET_NAME", "bulk-import", [O], "Secret with the importer's credentials";
-    "IMPORTER_CONFIGMAP_NAME", "bulk-import-config", [O], "ConfigMap with the other settings";
-    "IMPORTER_CPU_REQUEST", "100m", [O], "importer CPU request";
-    "IMPORTER_CPU_LIMIT", "1", [O], "importer CPU limit";
-    "IMPORTER_MEMORY_REQUEST", "64Mi", [O], "importer memory request";
-    "IMPORTER_MEMORY_LIMIT", "256Mi", [O], "importer memory limit";
-    "JOB_BACKOFF_LIMIT", "3", [O], "retries of a killed importer";
-    "JOB_TTL_SECONDS_AFTER_FINISHED", "86400", [O], "when finished Jobs are garbage-collected";
-    "IMPORTJOB_TTL_SECONDS_AFTER_FINISHED", "604800", [O], "when finished ImportJobs are deleted (0 keeps them)";
-    "OBJECT_RETENTION", "keep", [O], "keep or delete the objects when an ImportJob is deleted";
+    "APP_ENV", Value("dev"), [A, I, O], "dev, test or prod (prod refuses development secrets)";
+    "DATABASE_URL", Value("postgres://postgres:postgres@127.0.0.1:5432/bulk_import"), [A, I, O], "Postgres";
+    "DB_STATEMENT_TIMEOUT_SECONDS", Value("60"), [A, I, O], "server-side statement and idle-in-transaction timeout; client waits are bounded by it too";
+    "REDIS_URL", Value("redis://127.0.0.1:6379/0"), [A, I, O], "Redis (progress messages, login limiting)";
+    "REDIS_KEY_PREFIX", Value("bulk-import:"), [A, I, O], "namespace of this deployment's Redis keys";
+    "STORAGE", Described("s3 if S3_ENDPOINT_URL is set, else fs"), [A, I, O], "object storage backend: s3 or fs";
+    "STORAGE_DIR", Value(".local/storage"), [A, I, O], "directory of the fs backend";
+    "STORAGE_KEY_PREFIX", Described("empty"), [A, I, O], "prefix of every object key";
+    "S3_ENDPOINT_URL", Described("none"), [A, I, O], "S3 endpoint the services use";
+    "S3_PUBLIC_ENDPOINT_URL", Described("S3_ENDPOINT_URL"), [A, I, O], "host presigned URLs are signed for";
+    "S3_ACCESS_KEY", Described("none (required with S3)"), [A, I, O], "S3 access key";
+    "S3_SECRET_KEY", Described("none (required with S3)"), [A, I, O], "S3 secret key";
+    "S3_BUCKET", Value("imports"), [A, I, O], "bucket";
+    "S3_REGION", Value("us-east-1"), [A, I, O], "region used for signing";
+    "S3_PRESIGN_TTL_SECONDS", Value("900"), [A, I, O], "lifetime of report links";
+    "JWT_SECRET", Described("a development value (refused in prod)"), [A], "HMAC secret of access tokens and download links";
+    "JWT_ALG", Value("HS256"), [A], "HS256, HS384 or HS512";
+    "JWT_ACCESS_TTL_SECONDS", Value("3600"), [A], "access token lifetime";
+    "MAX_UPLOAD_BYTES", Value("2147483648"), [A], "largest upload, enforced while streaming";
+    "BATCH_SIZE", Value("5000"), [A, I], "rows per transaction (COPY batch + checkpoint)";
+    "PROGRESS_EVERY", Value("1000"), [A, I], "rows between progress messages to Redis";
+    "IMPORT_SLOW_MS", Value("0"), [A, I], "artificial delay per row, for demos and progress tests";
+    "IMPORT_PAUSE_BEFORE_FINISH_MS", Value("0"), [A, I], "fault-injection aid: wait after the last batch, before the report and done";
+    "JOB_LEASE_SECONDS", Value("30"), [A, I], "how long an importer's claim on a job holds without renewal";
+    "JOB_ACTIVE_DEADLINE_SECONDS", Value("3600"), [A, O], "longest an import may run (local mode and Kubernetes)";
+    "EXECUTOR", Value("local"), [A], "local (child processes) or kubernetes (an ImportJob per upload)";
+    "KUBE_NAMESPACE", Value("default"), [A, I, O], "namespace of ImportJobs and their Jobs";
+    "INSTANCE", Described("none (no label)"), [A, O], "the release ImportJobs are labelled with, so that only its operator runs them";
+    "BIND_ADDR", Value("127.0.0.1:8000"), [A], "API listen address";
+    "PUBLIC_API_URL", Described("http:// + BIND_ADDR (required with APP_ENV=prod)"), [A], "base of links the API serves itself";
+    "LOCAL_MAX_CONCURRENT_IMPORTS", Value("2"), [A], "importer processes at once in local mode";
+    "LOCAL_MAX_ATTEMPTS", Value("3"), [A], "crashed importer runs per job before it is failed";
+    "IMPORTER_BIN", Described("bulk-import-importer next to the API binary, else on PATH"), [A], "importer executable";
+    "UPLOAD_IDLE_TIMEOUT_SECONDS", Value("30"), [A], "an upload that sends nothing for this long is cut (408)";
+    "SWEEP_INTERVAL_SECONDS", Value("60"), [A], "how often the sweeper runs";
+    "SIGNUP", Value("open"), [A], "open (a sign-up without an invitation creates a new organization) or invitation (only invited people register)";
+    "INVITATION_TTL_SECONDS", Value("604800"), [A], "how long an invitation token is valid";
+    "INVITATIONS_MAX_PENDING", Value("100"), [A], "unused, unexpired invitations per organization";
+    "EXPORTS_MAX_CONCURRENT", Value("4"), [A], "customer exports streaming at once in one API process";
+    "TRUSTED_PROXIES", Described("empty (the peer is the client)"), [A], "CIDRs of proxies whose Forwarded / X-Forwarded-For headers are believed";
+    "LOGIN_WINDOW_SECONDS", Value("900"), [A], "window of the login counters";
+    "LOGIN_MAX_PER_EMAIL", Value("5"), [A], "login attempts on one email (without its device cookie) per window";
+    "LOGIN_MAX_EMAILS_PER_ADDR", Value("20"), [A], "distinct emails with a failed login from one address per window";
+    "DEVICE_COOKIE_TTL_SECONDS", Value("2592000"), [A], "lifetime of a device cookie";
+    "REGISTER_MAX_PER_ADDR", Value("10"), [A], "registrations per client address per window";
+    "REGISTER_WINDOW_SECONDS", Value("3600"), [A], "window of the registration counter";
+    "HASH_CONCURRENCY", Value("2"), [A], "password hashes computed at once";
+    "HASH_QUEUE_TIMEOUT_SECONDS", Value("5"), [A], "longest wait for a hashing slot before 503";
+    "UPLOAD_HEAD_MAX_BYTES", Value("65536"), [A], "bytes of a multipart upload before the file's data";
+    "UPLOAD_MAX_PARTS", Value("8"), [A], "parts read before the file part";
+    "UPLOADS_MAX_PER_USER", Value("2"), [A], "uploads of one user streaming at once";
+    "UPLOADS_MAX_CONCURRENT", Value("16"), [A], "uploads streaming at once in one API process";
+    "JOBS_MAX_UNFINISHED_PER_USER", Value("10"), [A], "a user's jobs not yet finished";
+    "EVENTS_MAX_PER_USER", Value("4"), [A], "event streams of one user open at once";
+    "EVENTS_MAX_CONCURRENT", Value("512"), [A], "event streams open at once in one API process";
+    "METRICS_BIND_ADDR", Described("none (/metrics on BIND_ADDR)"), [A], "serve /metrics only on this address";
+    "LOG_FORMAT", Described("text"), [A, I, O], "json for JSON lines";
+    "RUST_LOG", Described("info"), [A, I, O], "log filter";
+    "OPERATOR_BIND_ADDR", Value("0.0.0.0:8080"), [O], "probes and metrics";
+    "LEASE_NAME", Value("bulk-import-operator"), [O], "the leader-election Lease";
+    "POD_NAME", Described("a random id"), [O], "identity in the leader-election Lease";
+    "IMPORTER_IMAGE", Value("bulk-import:dev"), [O], "image of importer Jobs";
+    "IMPORTER_IMAGE_PULL_POLICY", Value("IfNotPresent"), [O], "Always, IfNotPresent or Never";
+    "IMPORTER_SERVICE_ACCOUNT", Value("bulk-import-importer"), [O], "service account of importer pods";
+    "IMPORTER_SECRET_NAME", Value("bulk-import"), [O], "Secret with the importer's credentials";
+    "IMPORTER_CONFIGMAP_NAME", Value("bulk-import-config"), [O], "ConfigMap with the other settings";
+    "IMPORTER_CPU_REQUEST", Value("100m"), [O], "importer CPU request";
+    "IMPORTER_CPU_LIMIT", Value("1"), [O], "importer CPU limit";
+    "IMPORTER_MEMORY_REQUEST", Value("64Mi"), [O], "importer memory request";
+    "IMPORTER_MEMORY_LIMIT", Value("256Mi"), [O], "importer memory limit";
+    "JOB_BACKOFF_LIMIT", Value("3"), [O], "retries of a killed importer";
+    "JOB_TTL_SECONDS_AFTER_FINISHED", Value("86400"), [O], "when finished Jobs are garbage-collected";
+    "IMPORTJOB_TTL_SECONDS_AFTER_FINISHED", Value("604800"), [O], "when finished ImportJobs are deleted (0 keeps them)";
+    "OBJECT_RETENTION", Value("keep"), [O], "keep or delete the objects when an ImportJob is deleted";
 }
 
 /// The variable named `name`, if declared.
@@ -265,7 +286,9 @@ pub fn env_help(component: Component) -> String {
     for v in vars {
         out.push_str(&format!(
             "  {:width$}  [default: {}] {}\n",
-            v.name, v.default, v.help
+            v.name,
+            v.default_text(),
+            v.help
         ));
     }
     out
@@ -293,30 +316,49 @@ impl<'a> Env<'a> {
             .filter(|v| !v.is_empty())
     }
 
-    pub fn get_or(&self, var: &str, default: &str) -> String {
-        self.get(var).unwrap_or_else(|| default.into())
+    /// The value, or the default declared in [`VARS`].
+    pub fn value(&self, var: &str) -> String {
+        self.get(var)
+            .unwrap_or_else(|| declared_value(var).to_string())
     }
 
-    pub fn parse_or<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    /// The value, or `computed` for a variable whose default the code works out (declared
+    /// [`VarDefault::Described`]).
+    pub fn get_or(&self, var: &str, computed: &str) -> String {
+        debug_assert!(
+            !matches!(
+                self::var(var).map(|v| v.default),
+                Some(VarDefault::Value(_))
+            ),
+            "{var} has a declared default: read it with value() or parse()"
+        );
+        self.get(var).unwrap_or_else(|| computed.into())
+    }
+
+    /// The value, or the default declared in [`VARS`], parsed.
+    pub fn parse<T: FromStr>(&self, var: &'static str) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
-        match self.get(var) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|e: T::Err| ConfigError {
-                var,
-                reason: format!("invalid value {v:?}: {e}"),
-            }),
-        }
+        let Some(v) = self.get(var) else {
+            let default = declared_value(var);
+            return Ok(default.parse().unwrap_or_else(|e| {
+                panic!("the default of {var} declared in settings::VARS, {default:?}, does not parse: {e}")
+            }));
+        };
+        v.parse().map_err(|e: T::Err| ConfigError {
+            var,
+            reason: format!("invalid value {v:?}: {e}"),
+        })
     }
 
     /// A number of at least `min`.
-    pub fn at_least<T>(&self, var: &'static str, default: T, min: T) -> Result<T, ConfigError>
+    pub fn at_least<T>(&self, var: &'static str, min: T) -> Result<T, ConfigError>
     where
         T: FromStr + PartialOrd + std::fmt::Display,
         T::Err: std::fmt::Display,
     {
-        let v = self.parse_or(var, default)?;
+        let v = self.parse(var)?;
         if v < min {
             return Err(ConfigError {
                 var,
@@ -326,11 +368,13 @@ impl<'a> Env<'a> {
         Ok(v)
     }
 
-    pub fn seconds(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_secs(positive(
-            var,
-            self.parse_or(var, default)?,
-        )?))
+    /// A number greater than zero.
+    pub fn positive(&self, var: &'static str) -> Result<u64, ConfigError> {
+        positive(var, self.parse(var)?)
+    }
+
+    pub fn seconds(&self, var: &'static str) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.positive(var)?))
     }
 
     pub fn required(&self, var: &'static str, why: &str) -> Result<String, ConfigError> {
@@ -338,6 +382,14 @@ impl<'a> Env<'a> {
             var,
             reason: format!("is required {why}"),
         })
+    }
+}
+
+/// The default of a variable declared with a [`VarDefault::Value`].
+fn declared_value(var: &str) -> &'static str {
+    match self::var(var).map(|v| v.default) {
+        Some(VarDefault::Value(v)) => v,
+        _ => panic!("{var} has no default value declared in settings::VARS"),
     }
 }
 
@@ -352,11 +404,11 @@ fn positive(var: &'static str, v: u64) -> Result<u64, ConfigError> {
 }
 
 fn app_env(env: Env) -> Result<AppEnv, ConfigError> {
-    match env.get("APP_ENV").as_deref() {
-        None | Some("dev") => Ok(AppEnv::Dev),
-        Some("test") => Ok(AppEnv::Test),
-        Some("prod") => Ok(AppEnv::Prod),
-        Some(other) => Err(ConfigError {
+    match env.value("APP_ENV").as_str() {
+        "dev" => Ok(AppEnv::Dev),
+        "test" => Ok(AppEnv::Test),
+        "prod" => Ok(AppEnv::Prod),
+        other => Err(ConfigError {
             var: "APP_ENV",
             reason: format!("invalid value {other:?}: expected dev, test or prod"),
         }),
@@ -375,7 +427,7 @@ fn storage(env: Env) -> Result<(StorageSettings, String), ConfigError> {
     });
     let storage = match kind.as_str() {
         "fs" => StorageSettings::Fs {
-            dir: env.get_or("STORAGE_DIR", ".local/storage").into(),
+            dir: env.value("STORAGE_DIR").into(),
         },
         "s3" => {
             let endpoint = env.required("S3_ENDPOINT_URL", "when STORAGE=s3")?;
@@ -384,8 +436,8 @@ fn storage(env: Env) -> Result<(StorageSettings, String), ConfigError> {
                 endpoint,
                 access_key: env.required("S3_ACCESS_KEY", "when STORAGE=s3")?,
                 secret_key: env.required("S3_SECRET_KEY", "when STORAGE=s3")?.into(),
-                bucket: env.get_or("S3_BUCKET", "imports"),
-                region: env.get_or("S3_REGION", "us-east-1"),
+                bucket: env.value("S3_BUCKET"),
+                region: env.value("S3_REGION"),
             }
         }
         other => {
@@ -425,7 +477,7 @@ fn jwt(env: Env, app_env: AppEnv) -> Result<(SecretString, String), ConfigError>
             Some(_) => {}
         }
     }
-    let alg = env.get_or("JWT_ALG", "HS256");
+    let alg = env.value("JWT_ALG");
     if !matches!(alg.as_str(), "HS256" | "HS384" | "HS512") {
         return Err(ConfigError {
             var: "JWT_ALG",
@@ -436,10 +488,10 @@ fn jwt(env: Env, app_env: AppEnv) -> Result<(SecretString, String), ConfigError>
 }
 
 fn executor(env: Env) -> Result<Executor, ConfigError> {
-    match env.get("EXECUTOR").as_deref() {
-        None | Some("local") => Ok(Executor::Local),
-        Some("kubernetes") => Ok(Executor::Kubernetes),
-        Some(other) => Err(ConfigError {
+    match env.value("EXECUTOR").as_str() {
+        "local" => Ok(Executor::Local),
+        "kubernetes" => Ok(Executor::Kubernetes),
+        other => Err(ConfigError {
             var: "EXECUTOR",
             reason: format!("invalid value {other:?}: expected local or kubernetes"),
         }),
@@ -449,40 +501,28 @@ fn executor(env: Env) -> Result<Executor, ConfigError> {
 impl ApiSettings {
     fn from_env(env: Env) -> Result<ApiSettings, ConfigError> {
         Ok(ApiSettings {
-            bind_addr: env.get_or("BIND_ADDR", "127.0.0.1:8000"),
+            bind_addr: env.value("BIND_ADDR"),
             public_url: env
                 .get("PUBLIC_API_URL")
                 .map(|u| u.trim_end_matches('/').to_string()),
-            local_max_concurrent: positive(
-                "LOCAL_MAX_CONCURRENT_IMPORTS",
-                env.parse_or("LOCAL_MAX_CONCURRENT_IMPORTS", 2)?,
-            )? as usize,
-            local_max_attempts: positive(
-                "LOCAL_MAX_ATTEMPTS",
-                env.parse_or("LOCAL_MAX_ATTEMPTS", 3)?,
-            )? as u32,
+            local_max_concurrent: env.positive("LOCAL_MAX_CONCURRENT_IMPORTS")? as usize,
+            local_max_attempts: env.positive("LOCAL_MAX_ATTEMPTS")? as u32,
             importer_bin: env.get("IMPORTER_BIN").map(PathBuf::from),
-            upload_idle_timeout: env.seconds("UPLOAD_IDLE_TIMEOUT_SECONDS", 30)?,
-            sweep_interval: env.seconds("SWEEP_INTERVAL_SECONDS", 60)?,
-            signup: match env.get("SIGNUP").as_deref() {
-                None | Some("open") => Signup::Open,
-                Some("invitation") => Signup::Invitation,
-                Some(other) => {
+            upload_idle_timeout: env.seconds("UPLOAD_IDLE_TIMEOUT_SECONDS")?,
+            sweep_interval: env.seconds("SWEEP_INTERVAL_SECONDS")?,
+            signup: match env.value("SIGNUP").as_str() {
+                "open" => Signup::Open,
+                "invitation" => Signup::Invitation,
+                other => {
                     return Err(ConfigError {
                         var: "SIGNUP",
                         reason: format!("invalid value {other:?}: expected open or invitation"),
                     })
                 }
             },
-            invitation_ttl: env.seconds("INVITATION_TTL_SECONDS", 604_800)?,
-            invitations_max_pending: positive(
-                "INVITATIONS_MAX_PENDING",
-                env.parse_or("INVITATIONS_MAX_PENDING", 100)?,
-            )? as i64,
-            exports_max_concurrent: positive(
-                "EXPORTS_MAX_CONCURRENT",
-                env.parse_or("EXPORTS_MAX_CONCURRENT", 4)?,
-            )? as usize,
+            invitation_ttl: env.seconds("INVITATION_TTL_SECONDS")?,
+            invitations_max_pending: env.positive("INVITATIONS_MAX_PENDING")? as i64,
+            exports_max_concurrent: env.positive("EXPORTS_MAX_CONCURRENT")? as usize,
         })
     }
 }
@@ -499,7 +539,13 @@ impl Settings {
     /// For the binaries that never sign or verify a token (the importer, the operator):
     /// `JWT_SECRET` is neither required nor read, so their pods need not be given it.
     pub fn from_env_without_jwt() -> Result<Settings, ConfigError> {
-        Settings::parse(&|k| std::env::var(k).ok(), false)
+        Settings::from_lookup_without_jwt(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup_without_jwt(
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        Settings::parse(lookup, false)
     }
 
     fn parse(
@@ -517,37 +563,29 @@ impl Settings {
         };
         Ok(Settings {
             app_env,
-            database_url: env
-                .get_or(
-                    "DATABASE_URL",
-                    "postgres://postgres:postgres@127.0.0.1:5432/bulk_import",
-                )
-                .into(),
-            redis_url: env.get_or("REDIS_URL", "redis://127.0.0.1:6379/0").into(),
-            redis_key_prefix: env.get_or("REDIS_KEY_PREFIX", "bulk-import:"),
+            database_url: env.value("DATABASE_URL").into(),
+            redis_url: env.value("REDIS_URL").into(),
+            redis_key_prefix: env.value("REDIS_KEY_PREFIX"),
             storage,
             key_prefix,
-            presign_ttl: env.seconds("S3_PRESIGN_TTL_SECONDS", 900)?,
+            presign_ttl: env.seconds("S3_PRESIGN_TTL_SECONDS")?,
             jwt_secret,
             jwt_alg,
-            jwt_ttl: env.seconds("JWT_ACCESS_TTL_SECONDS", 3600)?,
-            max_upload_bytes: positive(
-                "MAX_UPLOAD_BYTES",
-                env.parse_or("MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?,
-            )?,
+            jwt_ttl: env.seconds("JWT_ACCESS_TTL_SECONDS")?,
+            max_upload_bytes: env.positive("MAX_UPLOAD_BYTES")?,
             executor: executor(env)?,
             import: ImportTuning {
-                batch_size: positive("BATCH_SIZE", env.parse_or("BATCH_SIZE", 5000)?)? as usize,
-                progress_every: positive("PROGRESS_EVERY", env.parse_or("PROGRESS_EVERY", 1000)?)?,
-                slow: Duration::from_millis(env.parse_or("IMPORT_SLOW_MS", 0)?),
+                batch_size: env.positive("BATCH_SIZE")? as usize,
+                progress_every: env.positive("PROGRESS_EVERY")?,
+                slow: Duration::from_millis(env.parse("IMPORT_SLOW_MS")?),
                 pause_before_finish: Duration::from_millis(
-                    env.parse_or("IMPORT_PAUSE_BEFORE_FINISH_MS", 0)?,
+                    env.parse("IMPORT_PAUSE_BEFORE_FINISH_MS")?,
                 ),
             },
-            kube_namespace: env.get_or("KUBE_NAMESPACE", "default"),
-            db_statement_timeout: env.seconds("DB_STATEMENT_TIMEOUT_SECONDS", 60)?,
-            job_lease: env.seconds("JOB_LEASE_SECONDS", 30)?,
-            job_active_deadline: env.seconds("JOB_ACTIVE_DEADLINE_SECONDS", 3600)?,
+            kube_namespace: env.value("KUBE_NAMESPACE"),
+            db_statement_timeout: env.seconds("DB_STATEMENT_TIMEOUT_SECONDS")?,
+            job_lease: env.seconds("JOB_LEASE_SECONDS")?,
+            job_active_deadline: env.seconds("JOB_ACTIVE_DEADLINE_SECONDS")?,
             limits: crate::limits::Limits::from_lookup(lookup)?,
             instance: env.get("INSTANCE"),
             api: ApiSettings::from_env(env)?,
@@ -624,6 +662,121 @@ mod tests {
         let help = env_help(Component::Api);
         assert!(help.contains("DATABASE_URL") && help.contains("[default: 5000]"));
         assert!(!help.contains("IMPORTER_IMAGE"));
+    }
+
+    /// The defaults the parsers use are the ones `--help` prints: both read `VARS`. Here
+    /// they are compared with the configuration tables of the docs (`| variable | default |`
+    /// tables in README.md and docs/*.md): every declared default value is documented, and
+    /// documented as declared.
+    #[test]
+    fn the_documented_defaults_are_the_declared_ones() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut pages = vec![root.join("README.md")];
+        let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        docs.sort();
+        pages.extend(
+            docs.into_iter()
+                .filter(|p| p.extension() == Some("md".as_ref())),
+        );
+        let mut documented: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+        for page in &pages {
+            let text = std::fs::read_to_string(page).unwrap();
+            let where_ = page.strip_prefix(&root).unwrap().display().to_string();
+            for (var, default) in documented_defaults(&text) {
+                documented
+                    .entry(var)
+                    .or_default()
+                    .push((where_.clone(), default));
+            }
+        }
+        let mut wrong = Vec::new();
+        for v in VARS {
+            let VarDefault::Value(declared) = v.default else {
+                continue;
+            };
+            let Some(rows) = documented.get(v.name) else {
+                wrong.push(format!("{}: not in any configuration table", v.name));
+                continue;
+            };
+            for (page, default) in rows {
+                if default.as_deref() != Some(declared) {
+                    wrong.push(format!(
+                        "{}: {page} says {default:?}, settings::VARS {declared:?}",
+                        v.name
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert!(
+            documented.contains_key("BATCH_SIZE") && documented.contains_key("IMPORTER_IMAGE"),
+            "the tables were found: {:?}",
+            documented.keys().collect::<Vec<_>>()
+        );
+    }
+
+    /// `(variable, default)` from the rows of `| variable | default | … |` tables: the
+    /// variables are the code spans of the first cell, their defaults the code spans of the
+    /// second (one each, in order; one for a single variable).
+    fn documented_defaults(markdown: &str) -> Vec<(String, Option<String>)> {
+        fn code_spans(cell: &str) -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        }
+        let mut out = Vec::new();
+        let mut in_table = false;
+        for line in markdown.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if !line.starts_with('|') || cells.len() < 4 {
+                in_table = false;
+                continue;
+            }
+            if cells[1].ends_with("variable") && cells[2] == "default" {
+                in_table = true;
+                continue;
+            }
+            if !in_table || cells[1].starts_with("---") {
+                continue;
+            }
+            let vars = code_spans(cells[1]);
+            let defaults = code_spans(cells[2]);
+            for (i, var) in vars.iter().enumerate() {
+                let default = if vars.len() == 1 {
+                    defaults.first()
+                } else {
+                    defaults.get(i).filter(|_| defaults.len() == vars.len())
+                };
+                out.push((var.clone(), default.cloned()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_declared_default_value_parses() {
+        // `Env::parse` panics on a declared default that does not parse.
+        let s = load(&[]).unwrap();
+        assert_eq!(s.import.progress_every, 1000);
+        assert_eq!(s.max_upload_bytes, 2 * 1024 * 1024 * 1024);
+        assert_eq!(
+            s.limits.device_cookie_ttl,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(s.api.bind_addr, "127.0.0.1:8000");
+        for v in VARS {
+            if let VarDefault::Value(declared) = v.default {
+                assert!(
+                    !declared.is_empty() && !declared.contains(' '),
+                    "{}",
+                    v.name
+                );
+            }
+        }
     }
 
     #[test]

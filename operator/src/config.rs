@@ -40,20 +40,24 @@ pub struct OperatorConfig {
 }
 
 pub use bulk_import_core::settings::ConfigError;
-use bulk_import_core::settings::Env;
+use bulk_import_core::{settings::Env, Settings};
 
 impl OperatorConfig {
-    pub fn from_env() -> Result<OperatorConfig, ConfigError> {
-        OperatorConfig::from_lookup(&|k| std::env::var(k).ok())
+    /// `settings`: the process's shared settings, already read from the same environment;
+    /// the variables they hold (`KUBE_NAMESPACE`, `INSTANCE`, `JOB_ACTIVE_DEADLINE_SECONDS`)
+    /// are taken from them, not read a second time.
+    pub fn from_env(settings: &Settings) -> Result<OperatorConfig, ConfigError> {
+        OperatorConfig::from_lookup(&|k| std::env::var(k).ok(), settings)
     }
 
     /// Read through core's settings layer (`bulk_import_core::settings::Env`), whose `VARS`
     /// declare each variable's default for `--help` and docs/configuration.md.
     pub fn from_lookup(
         lookup: &dyn Fn(&str) -> Option<String>,
+        settings: &Settings,
     ) -> Result<OperatorConfig, ConfigError> {
         let env = Env::new(lookup);
-        let retention = match env.get_or("OBJECT_RETENTION", "keep").as_str() {
+        let retention = match env.value("OBJECT_RETENTION").as_str() {
             "keep" => Retention::Keep,
             "delete" => Retention::Delete,
             other => {
@@ -63,7 +67,7 @@ impl OperatorConfig {
                 })
             }
         };
-        let pull = env.get_or("IMPORTER_IMAGE_PULL_POLICY", "IfNotPresent");
+        let pull = env.value("IMPORTER_IMAGE_PULL_POLICY");
         if !matches!(pull.as_str(), "Always" | "IfNotPresent" | "Never") {
             return Err(ConfigError {
                 var: "IMPORTER_IMAGE_PULL_POLICY",
@@ -71,37 +75,75 @@ impl OperatorConfig {
             });
         }
         Ok(OperatorConfig {
-            namespace: env.get_or("KUBE_NAMESPACE", "default"),
-            bind_addr: env.get_or("OPERATOR_BIND_ADDR", "0.0.0.0:8080"),
+            namespace: settings.kube_namespace.clone(),
+            bind_addr: env.value("OPERATOR_BIND_ADDR"),
             pod_name: env.get_or(
                 "POD_NAME",
                 &format!("bulk-import-operator-{}", uuid::Uuid::new_v4().simple()),
             ),
-            image: env.get_or("IMPORTER_IMAGE", "bulk-import:dev"),
+            image: env.value("IMPORTER_IMAGE"),
             image_pull_policy: pull,
-            service_account: env.get_or("IMPORTER_SERVICE_ACCOUNT", "bulk-import-importer"),
-            secret_name: env.get_or("IMPORTER_SECRET_NAME", "bulk-import"),
-            configmap_name: env.get_or("IMPORTER_CONFIGMAP_NAME", "bulk-import-config"),
-            cpu_request: env.get_or("IMPORTER_CPU_REQUEST", "100m"),
-            cpu_limit: env.get_or("IMPORTER_CPU_LIMIT", "1"),
-            memory_request: env.get_or("IMPORTER_MEMORY_REQUEST", "64Mi"),
-            memory_limit: env.get_or("IMPORTER_MEMORY_LIMIT", "256Mi"),
-            backoff_limit: env.at_least("JOB_BACKOFF_LIMIT", 3, 0)?,
-            active_deadline_seconds: env.at_least("JOB_ACTIVE_DEADLINE_SECONDS", 3600, 1)?,
-            ttl_seconds_after_finished: env.at_least("JOB_TTL_SECONDS_AFTER_FINISHED", 86400, 0)?,
-            importjob_ttl_seconds_after_finished: env.at_least(
-                "IMPORTJOB_TTL_SECONDS_AFTER_FINISHED",
-                604800,
-                0,
-            )?,
+            service_account: env.value("IMPORTER_SERVICE_ACCOUNT"),
+            secret_name: env.value("IMPORTER_SECRET_NAME"),
+            configmap_name: env.value("IMPORTER_CONFIGMAP_NAME"),
+            cpu_request: env.value("IMPORTER_CPU_REQUEST"),
+            cpu_limit: env.value("IMPORTER_CPU_LIMIT"),
+            memory_request: env.value("IMPORTER_MEMORY_REQUEST"),
+            memory_limit: env.value("IMPORTER_MEMORY_LIMIT"),
+            backoff_limit: env.at_least("JOB_BACKOFF_LIMIT", 0)?,
+            active_deadline_seconds: i64::try_from(settings.job_active_deadline.as_secs())
+                .unwrap_or(i64::MAX),
+            ttl_seconds_after_finished: env.at_least("JOB_TTL_SECONDS_AFTER_FINISHED", 0)?,
+            importjob_ttl_seconds_after_finished: env
+                .at_least("IMPORTJOB_TTL_SECONDS_AFTER_FINISHED", 0)?,
             retention,
-            instance: env.get("INSTANCE"),
-            lease_name: env.get_or("LEASE_NAME", "bulk-import-operator"),
+            instance: settings.instance.clone(),
+            lease_name: env.value("LEASE_NAME"),
         })
     }
 
     /// Defaults, for tests.
     pub fn defaults() -> OperatorConfig {
-        OperatorConfig::from_lookup(&|_| None).expect("defaults are valid")
+        let settings = Settings::from_lookup_without_jwt(&|_| None).expect("defaults are valid");
+        OperatorConfig::from_lookup(&|_| None, &settings).expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{collections::BTreeSet, sync::Mutex};
+
+    /// The operator process reads its environment through `Settings` and through this
+    /// configuration: no variable is read by both (the shared ones come from `Settings`).
+    #[test]
+    fn the_operator_reads_each_variable_once() {
+        let by_settings = Mutex::new(BTreeSet::new());
+        let settings = Settings::from_lookup_without_jwt(&|k| {
+            by_settings.lock().unwrap().insert(k.to_string());
+            None
+        })
+        .unwrap();
+        let by_config = Mutex::new(BTreeSet::new());
+        let config = OperatorConfig::from_lookup(
+            &|k| {
+                by_config.lock().unwrap().insert(k.to_string());
+                None
+            },
+            &settings,
+        )
+        .unwrap();
+        let (by_settings, by_config) = (
+            by_settings.into_inner().unwrap(),
+            by_config.into_inner().unwrap(),
+        );
+        assert!(by_config.contains("OBJECT_RETENTION"), "{by_config:?}");
+        for shared in ["KUBE_NAMESPACE", "INSTANCE", "JOB_ACTIVE_DEADLINE_SECONDS"] {
+            assert!(by_settings.contains(shared), "{shared}");
+        }
+        let twice: Vec<_> = by_settings.intersection(&by_config).collect();
+        assert!(twice.is_empty(), "read twice: {twice:?}");
+        assert_eq!(config.namespace, "default");
+        assert_eq!(config.active_deadline_seconds, 3600);
     }
 }

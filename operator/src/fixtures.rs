@@ -14,7 +14,7 @@ use bulk_import_core::{
         resource_name, ImportJob, ImportJobSpec, ImportJobStatus, ImportModeSpec, ReportLocation,
         SourceObject, JOB_ID_LABEL,
     },
-    Storage,
+    Settings, Storage,
 };
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::{
@@ -765,7 +765,9 @@ pub fn config_with(vars: &[(&str, &str)]) -> OperatorConfig {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    OperatorConfig::from_lookup(&|k| vars.get(k).cloned()).expect("a valid test configuration")
+    let lookup = |k: &str| vars.get(k).cloned();
+    let settings = Settings::from_lookup_without_jwt(&lookup).expect("valid test settings");
+    OperatorConfig::from_lookup(&lookup, &settings).expect("a valid test configuration")
 }
 
 /// The mock server itself must fail a test on a wrong, missing or extra request.

@@ -55,8 +55,8 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = OperatorConfig::from_env()?;
     let settings = Settings::from_env_without_jwt()?;
+    let config = OperatorConfig::from_env(&settings)?;
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
