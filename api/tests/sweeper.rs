@@ -48,7 +48,8 @@ async fn backdate(pool: &sqlx::PgPool, id: Uuid, column: &str) {
 #[tokio::test]
 async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_uploads() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = settings_from(&test_vars(Backend::S3, dir.path()).await);
+    let vars = test_vars(Backend::S3, dir.path()).await;
+    let settings = settings_from(&vars);
     let pool = db::connect(settings.database_url(), 2).await.unwrap();
     let storage = Storage::from_settings(&settings).unwrap();
     let (user, org) = bulk_import_core::accounts::service_account(&pool, "sweep@example.com")

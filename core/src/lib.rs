@@ -21,7 +21,7 @@ pub mod retry;
 pub mod settings;
 pub mod storage;
 pub mod telemetry;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
 pub use email::Email;

@@ -1,5 +1,5 @@
 //! Test support (feature `test-support`): each test gets its own migrated database
-//! (`bi_test_<uuid>`) and its own key prefix in the bucket (or its own directory), against
+//! (`bi_test_<uuid>`, dropped when the test ends) and its own key prefix in the bucket (or its own directory), against
 //! the real Postgres, Redis and Garage that `scripts/services.sh` starts and
 //! `scripts/test.sh` describes in the environment.
 
@@ -30,9 +30,60 @@ pub fn with_database(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..cut])
 }
 
-/// Creates and migrates a fresh database; returns its URL. `scripts/test.sh` drops the
-/// leftovers of earlier runs before the next one.
-pub async fn create_database() -> String {
+/// A test's own database (`bi_test_<uuid>`, migrated), dropped with this guard at the end
+/// of the test. A failing test's database is kept for a look (the next `scripts/test.sh`
+/// drops it).
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the failed test's database is kept: {}", self.url);
+            return;
+        }
+        // Drop cannot await, and the test's runtime may be a single thread that is running
+        // this very drop: a runtime of its own, on a thread of its own. `WITH (FORCE)` ends
+        // the sessions still open on the database (the test's pools, a child process) first.
+        let admin_url = with_database(&required_env("DATABASE_URL"), "postgres");
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(async {
+                    let mut admin = PgConnection::connect(&admin_url).await?;
+                    sqlx::query(&sql).execute(&mut admin).await?;
+                    admin.close().await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("test database {} not dropped: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// Creates and migrates a fresh database, dropped with the returned guard.
+pub async fn create_database() -> TestDatabase {
     let admin_url = required_env("DATABASE_URL");
     let name = format!("bi_test_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&with_database(&admin_url, "postgres"))
@@ -43,8 +94,11 @@ pub async fn create_database() -> String {
         .await
         .expect("create test database");
     admin.close().await.ok();
-    let url = with_database(&admin_url, &name);
-    let pool = db::connect(&url, 1)
+    let db = TestDatabase {
+        url: with_database(&admin_url, &name),
+        name,
+    };
+    let pool = db::connect(db.url(), 1)
         .await
         .expect("connect to the test database");
     db::MIGRATOR
@@ -52,15 +106,47 @@ pub async fn create_database() -> String {
         .await
         .expect("migrate the test database");
     pool.close().await;
-    url
+    db
+}
+
+/// The environment of one test ([`test_vars`]); its database is dropped with it.
+#[derive(Debug)]
+pub struct TestVars {
+    vars: HashMap<String, String>,
+    _database: TestDatabase,
+}
+
+impl std::ops::Deref for TestVars {
+    type Target = HashMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.vars
+    }
+}
+
+impl std::ops::DerefMut for TestVars {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.vars
+    }
+}
+
+impl<'a> IntoIterator for &'a TestVars {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::hash_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.vars.iter()
+    }
 }
 
 /// The environment of one test: its database, Redis, and storage under its own prefix
-/// (`dir` holds the files of the directory backend).
-pub async fn test_vars(backend: Backend, dir: &Path) -> HashMap<String, String> {
+/// (`dir` holds the files of the directory backend). Keep it for as long as the test runs:
+/// its database is dropped with it.
+pub async fn test_vars(backend: Backend, dir: &Path) -> TestVars {
+    let database = create_database().await;
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert("APP_ENV".into(), "test".into());
-    vars.insert("DATABASE_URL".into(), create_database().await);
+    vars.insert("DATABASE_URL".into(), database.url().to_string());
     vars.insert(
         "REDIS_URL".into(),
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
@@ -101,7 +187,10 @@ pub async fn test_vars(backend: Backend, dir: &Path) -> HashMap<String, String> 
             );
         }
     }
-    vars
+    TestVars {
+        vars,
+        _database: database,
+    }
 }
 
 pub fn settings_from(vars: &HashMap<String, String>) -> Settings {
@@ -111,4 +200,37 @@ pub fn settings_from(vars: &HashMap<String, String>) -> Settings {
 /// Every object key under this test's prefix (S3 listing, or a directory walk).
 pub async fn list_objects(storage: &Storage) -> Vec<String> {
     storage.list("").await.expect("list objects")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exists(name: &str) -> bool {
+        let admin_url = with_database(&required_env("DATABASE_URL"), "postgres");
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+    }
+
+    /// On the test runtime's one thread, with a session still open on the database (a test's
+    /// pool usually is when the test ends).
+    #[tokio::test]
+    async fn a_test_database_is_dropped_with_its_guard_while_still_connected() {
+        let database = create_database().await;
+        let name = database.name.clone();
+        assert!(exists(&name).await);
+        let pool = db::connect(database.url(), 1).await.unwrap();
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+
+        drop(database);
+        assert!(!exists(&name).await, "{name} is still there");
+        assert!(
+            sqlx::query("SELECT 1").execute(&pool).await.is_err(),
+            "its session was ended"
+        );
+    }
 }

@@ -65,11 +65,29 @@ fn applied_status(seen: &[Seen], n: usize) -> ImportJobStatus {
     serde_json::from_value(seen[n].body["status"].clone()).expect("a valid status")
 }
 
-async fn database() -> PgPool {
-    let url = testing::create_database().await;
-    db::connect(&url, 2)
+/// A pool on a database of the test's own, dropped with it.
+async fn database() -> TestPool {
+    let database = testing::create_database().await;
+    let pool = db::connect(database.url(), 2)
         .await
-        .expect("connect to the test database")
+        .expect("connect to the test database");
+    TestPool {
+        pool,
+        _database: database,
+    }
+}
+
+struct TestPool {
+    pool: PgPool,
+    _database: testing::TestDatabase,
+}
+
+impl std::ops::Deref for TestPool {
+    type Target = PgPool;
+
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 async fn insert_job_row(pool: &PgPool, status: &str) {
@@ -364,7 +382,7 @@ async fn a_failure_the_importer_recorded_itself_is_not_overwritten() {
     let pool = database().await;
     insert_job_row(&pool, "failed").await;
     sqlx::query("UPDATE import_jobs SET error = 'header: missing column email'")
-        .execute(&pool)
+        .execute(&*pool)
         .await
         .unwrap();
     let ij = ImportJob::test().finalized().with_status(running_status());
@@ -730,7 +748,7 @@ async fn a_missing_job_of_an_ended_import_is_not_created_again() {
             "UPDATE import_jobs SET error = CASE WHEN status = 'failed' THEN 'OOMKilled: x' END, \
              processed_rows = 10, inserted_rows = 9, error_rows = 1",
         )
-        .execute(&pool)
+        .execute(&*pool)
         .await
         .unwrap();
         let ij = ImportJob::test().finalized().with_status(running_status());

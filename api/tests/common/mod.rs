@@ -7,14 +7,13 @@
 pub use bulk_import_core::testing::Backend;
 use bulk_import_core::{
     db, repo,
-    testing::{settings_from, test_vars},
+    testing::{settings_from, test_vars, TestVars},
     Job, Storage,
 };
 use reqwest::{multipart, Client, Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::{
-    collections::HashMap,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -23,7 +22,7 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub base: String,
-    pub vars: HashMap<String, String>,
+    pub vars: TestVars,
     pub pool: PgPool,
     pub storage: Storage,
     pub client: Client,

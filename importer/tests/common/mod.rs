@@ -9,17 +9,17 @@ use bulk_import_core::{
     db,
     options::ImportOptions,
     repo,
-    testing::{settings_from, test_vars},
+    testing::{settings_from, test_vars, TestVars},
     ImportMode, Job, JobStatus, Settings, Storage,
 };
 use bulk_import_importer::{run_job, submit, Outcome};
 use sqlx::PgPool;
-use std::{collections::HashMap, path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command, time::Duration};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub struct TestEnv {
-    pub vars: HashMap<String, String>,
+    pub vars: TestVars,
     pub settings: Settings,
     pub pool: PgPool,
     pub storage: Storage,

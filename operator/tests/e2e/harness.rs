@@ -24,7 +24,7 @@ use crate::{
 use bulk_import_core::{
     crd::{resource_name, ImportJob, JOB_ID_LABEL},
     db, repo,
-    testing::{settings_from, test_vars, Backend},
+    testing::{settings_from, test_vars, Backend, TestVars},
     Job, Storage,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -279,7 +279,7 @@ pub struct Stack {
     pub server: KubeServer,
     pub double: Arc<Double>,
     pub kubelet: Kubelet,
-    pub vars: HashMap<String, String>,
+    pub vars: TestVars,
     pub pool: PgPool,
     pub storage: Storage,
     pub http: reqwest::Client,
