@@ -3,8 +3,8 @@
 # into ~/.cargo/bin (cached between runs). Pinned: a new release may change what passes.
 set -euo pipefail
 
-need() { # need BINARY VERSION: `cargo install BINARY --version VERSION` unless it is there
-  if ! "$1" --version 2>/dev/null | grep -qxF "$1 $2"; then
+need() { # need cargo-TOOL VERSION: `cargo install` it unless `cargo TOOL` is that version
+  if [[ "$(cargo "${1#cargo-}" --version 2>/dev/null)" != "$1 $2" ]]; then
     cargo install "$1" --locked --version "$2"
   fi
 }
