@@ -37,7 +37,7 @@ const CELL_BREAKS: [char; 5] = [',', ';', '\t', '\r', '\n'];
 /// `;` tab CR LF in it — when what follows, after spaces and quotes, starts with `=`, `+`,
 /// `-`, `@`, tab or CR. The value is changed; the exact one is in `import_errors`.
 pub fn neutralize(cell: &str) -> Cow<'_, str> {
-    guard(cell, |rest| {
+    guard(cell, |rest, _| {
         matches!(
             rest.as_bytes().first(),
             Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
@@ -45,35 +45,46 @@ pub fn neutralize(cell: &str) -> Cow<'_, str> {
     })
 }
 
-/// rows.csv (to import again): the same places as [`neutralize`], but only text that can do
-/// something as a formula: starting with `=` or `@`, or with `+` or `-` when the rest of the
-/// value has anything but digits, spaces and `+-().,;/` (no name, reference or link: a phone
-/// `+47 22 33 44 55` is arithmetic at worst, and stays as it is). Every other value is
-/// written exactly, so the file imports again to the same values; a value that could run
-/// carries the `'` into the next import (it is not data: fix it).
-pub fn neutralize_for_import(cell: &str) -> Cow<'_, str> {
-    guard(cell, |rest| match rest.as_bytes().first() {
+/// rows.csv (to import again): the same places as [`neutralize`], but a `+` or `-` is left
+/// alone where the text a spreadsheet would take as the cell is a number: digits, spaces and
+/// `+-().,/` (no name, reference or link: a phone `+47 22 33 44 55` is arithmetic at worst).
+/// That text is known only where the cell is one of ours: the start of a value of a column
+/// after the first (a spreadsheet splitting at `,` honours our quotes, and one splitting at
+/// `;` does not start a cell there), or after a `,` inside a value (the rest of it). After a
+/// `;`, a tab or a line break inside a value, and at the start of a line (`first_column`), a
+/// spreadsheet splitting at `;` runs the cell on over our `,` into the next values, so every
+/// `=`, `@`, `+` and `-` gets its `'` there. Every other value is written exactly, so the file
+/// imports again to the same values; a neutralised one carries its `'` into the next import.
+pub fn neutralize_for_import(cell: &str, first_column: bool) -> Cow<'_, str> {
+    guard(cell, |rest, after| match rest.as_bytes().first() {
         Some(b'=' | b'@') => true,
-        Some(b'+' | b'-') => !rest
-            .chars()
-            .all(|c| c.is_ascii_digit() || c.is_whitespace() || "+-().,;/".contains(c)),
+        Some(b'+' | b'-') => {
+            let own_cell = match after {
+                None => !first_column,
+                Some(c) => c == ',',
+            };
+            let number = rest
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +-().,/".contains(c));
+            !(own_cell && number)
+        }
         _ => false,
     })
 }
 
 /// Inserts `'` at each place a spreadsheet may start a cell (the start, and after each of
 /// [`CELL_BREAKS`]) where `could_run` says the rest of the value (after spaces and quotes)
-/// could run as a formula.
-fn guard(cell: &str, could_run: impl Fn(&str) -> bool) -> Cow<'_, str> {
-    let starts = std::iter::once(0).chain(
+/// could run as a formula; it is told which break came before (`None` at the start).
+fn guard(cell: &str, could_run: impl Fn(&str, Option<char>) -> bool) -> Cow<'_, str> {
+    let starts = std::iter::once((0, None)).chain(
         cell.char_indices()
             .filter(|(_, c)| CELL_BREAKS.contains(c))
-            .map(|(i, c)| i + c.len_utf8()),
+            .map(|(i, c)| (i + c.len_utf8(), Some(c))),
     );
     let mut out: Option<String> = None;
     let mut copied = 0;
-    for start in starts {
-        if could_run(cell[start..].trim_start_matches([' ', '"'])) {
+    for (start, after) in starts {
+        if could_run(cell[start..].trim_start_matches([' ', '"']), after) {
             let out = out.get_or_insert_with(|| String::with_capacity(cell.len() + 4));
             out.push_str(&cell[copied..start]);
             out.push('\'');
@@ -244,11 +255,9 @@ pub async fn upload_rows(
         let mut count = 0u64;
         while let Some((e, f, l, p, c)) = rows.try_next().await? {
             let cells = [e, f, l, p, c];
-            w.write_record(
-                cells
-                    .iter()
-                    .map(|c| neutralize_for_import(c.as_deref().unwrap_or("")).into_owned()),
-            )
+            w.write_record(cells.iter().enumerate().map(|(i, c)| {
+                neutralize_for_import(c.as_deref().unwrap_or(""), i == 0).into_owned()
+            }))
             .expect("writing to memory");
             count += 1;
             if w.get_ref().len() >= 64 * 1024 {
@@ -305,35 +314,35 @@ mod tests {
         for keep in [
             "+47 22 33 44 55",
             "+1 (555) 010-0100",
+            "+47 123, +47 456",
             "-",
             "-5",
             "Smith; Jones",
             "a,b",
             "O'Neil",
-            "+7 999; +7 998",
             "line1\nline2",
             "",
         ] {
             assert!(
-                matches!(neutralize_for_import(keep), Cow::Borrowed(_)),
+                matches!(neutralize_for_import(keep, false), Cow::Borrowed(_)),
                 "{keep:?}"
             );
         }
-        assert_eq!(
-            neutralize_for_import("x;=cmd|' /C calc'!A0"),
-            "x;'=cmd|' /C calc'!A0"
-        );
-        assert_eq!(
-            neutralize_for_import("=HYPERLINK(\"x\")"),
-            "'=HYPERLINK(\"x\")"
-        );
-        assert_eq!(neutralize_for_import("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(neutralize_for_import("+cmd|x"), "'+cmd|x");
-        assert_eq!(neutralize_for_import("-1+A1"), "'-1+A1");
-        // A number, then a formula after a separator: the whole value is what a spreadsheet
-        // using `,` sees in the cell, so its start is neutralised too.
-        assert_eq!(neutralize_for_import("+1;-A1"), "'+1;'-A1");
-        assert_eq!(neutralize_for_import("a\r\n =b"), "a\r\n' =b");
+        let rows = |v| neutralize_for_import(v, false);
+        assert_eq!(rows("x;=cmd|' /C calc'!A0"), "x;'=cmd|' /C calc'!A0");
+        assert_eq!(rows("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(rows("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(rows("+cmd|x"), "'+cmd|x");
+        assert_eq!(rows("-1+A1"), "'-1+A1");
+        // The whole value is what a spreadsheet using `,` sees in the cell.
+        assert_eq!(rows("+1;-A1"), "'+1;'-A1");
+        assert_eq!(rows("a\r\n =b"), "a\r\n' =b");
+        // Where a `;` spreadsheet starts a cell, it runs on over our `,` into the next value:
+        // even a number there gets its `'`.
+        assert_eq!(rows("+7 999; +7 998"), "'+7 999;' +7 998");
+        assert_eq!(rows("a\n+1"), "a\n'+1");
+        assert_eq!(neutralize_for_import("+1", true), "'+1");
+        assert_eq!(neutralize_for_import("a@b.c", true), "a@b.c");
     }
 
     #[test]
