@@ -1,4 +1,4 @@
-//! The importer bounded by construction (DESIGN.md §8, issue 24), with the real importer
+//! The importer bounded by construction (docs/reliability.md, "Abuse"), with the real importer
 //! binary, Postgres and storage: its memory does not grow with the line breaks between two
 //! rows (blank lines, a quoted field of many lines) in any encoding; a gzip file expands at
 //! most `MAX_DECOMPRESSED_BYTES` / `MAX_DECOMPRESSION_RATIO` (`file_too_large`); a job stores
@@ -95,8 +95,8 @@ async fn stored_errors(env: &TestEnv, id: Uuid) -> Vec<(i64, String, [Option<Str
     .collect()
 }
 
-/// 32 MB of blank lines with one real row at the end, read as windows-1251 (DESIGN §8; issue
-/// 24 measured 493 MiB: the decoder kept a mark per line break until the next checkpoint).
+/// 32 MB of blank lines with one real row at the end, read as windows-1251 (issue 24
+/// measured 493 MiB: the decoder kept a mark per line break until the next checkpoint).
 /// The importer stays under 64 MiB and the row keeps its physical line.
 #[tokio::test]
 async fn thirty_two_megabytes_of_blank_lines_in_windows_1251_keep_the_importer_under_64_mib() {
