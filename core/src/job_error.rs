@@ -90,6 +90,18 @@ impl JobError {
         )
     }
 
+    /// A gzip upload decompressed past `limit` bytes (`MAX_DECOMPRESSED_BYTES`, or
+    /// `MAX_DECOMPRESSION_RATIO` times its stored size).
+    pub fn file_too_large(limit: u64) -> JobError {
+        JobError::new(
+            "file_too_large",
+            format!(
+                "the compressed file expands to more than {limit} bytes, the most this service \
+                 accepts for its size; the batches committed before stay loaded"
+            ),
+        )
+    }
+
     pub fn internal() -> JobError {
         JobError::new("internal_error", "the import failed on an internal error")
     }

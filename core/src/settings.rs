@@ -65,6 +65,15 @@ pub struct ImportTuning {
     /// `IMPORT_PAUSE_BEFORE_FINISH_MS`: a wait between the last batch and the report (and
     /// `done`), so that fault-injection tests can stop Postgres or storage exactly there.
     pub pause_before_finish: Duration,
+    /// `MAX_DECOMPRESSED_BYTES`: the most a gzip upload may decompress to (default 2 GiB,
+    /// what a plain upload may hold); past it the job fails `file_too_large`.
+    pub max_decompressed_bytes: u64,
+    /// `MAX_DECOMPRESSION_RATIO`: a gzip upload may decompress to at most this many times
+    /// its stored size (default 100); past it the job fails `file_too_large`.
+    pub max_decompression_ratio: u64,
+    /// `MAX_STORED_ERROR_ROWS`: bad rows whose record (line, code, values) a job stores,
+    /// the first in line order (default 100000); later ones are counted, not stored.
+    pub max_stored_error_rows: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +225,9 @@ vars! {
     "PROGRESS_EVERY", Value("1000"), [A, I], "rows between progress messages to Redis";
     "IMPORT_SLOW_MS", Value("0"), [A, I], "artificial delay per row, for demos and progress tests";
     "IMPORT_PAUSE_BEFORE_FINISH_MS", Value("0"), [A, I], "fault-injection aid: wait after the last batch, before the report and done";
+    "MAX_DECOMPRESSED_BYTES", Value("2147483648"), [I], "most a gzip upload may decompress to; past it the job fails file_too_large";
+    "MAX_DECOMPRESSION_RATIO", Value("100"), [I], "most a gzip upload may decompress to, as a multiple of its stored size (file_too_large)";
+    "MAX_STORED_ERROR_ROWS", Value("100000"), [I], "bad rows stored per job (report, rows file), the first in line order; later ones are only counted";
     "JOB_LEASE_SECONDS", Value("30"), [A, I], "how long an importer's claim on a job holds without renewal";
     "JOB_ACTIVE_DEADLINE_SECONDS", Value("3600"), [A, O], "longest an import may run (local mode and Kubernetes)";
     "EXECUTOR", Value("local"), [A], "local (child processes) or kubernetes (an ImportJob per upload)";
@@ -581,6 +593,10 @@ impl Settings {
                 pause_before_finish: Duration::from_millis(
                     env.parse("IMPORT_PAUSE_BEFORE_FINISH_MS")?,
                 ),
+                max_decompressed_bytes: env.positive("MAX_DECOMPRESSED_BYTES")?,
+                max_decompression_ratio: env.positive("MAX_DECOMPRESSION_RATIO")?,
+                max_stored_error_rows: env.positive("MAX_STORED_ERROR_ROWS")?.min(i64::MAX as u64)
+                    as i64,
             },
             kube_namespace: env.value("KUBE_NAMESPACE"),
             db_statement_timeout: env.seconds("DB_STATEMENT_TIMEOUT_SECONDS")?,
@@ -817,6 +833,22 @@ mod tests {
         assert_eq!(load(&[("BATCH_SIZE", "0")]).unwrap_err().var, "BATCH_SIZE");
         assert_eq!(load(&[("JWT_ALG", "none")]).unwrap_err().var, "JWT_ALG");
         assert_eq!(load(&[("STORAGE", "ftp")]).unwrap_err().var, "STORAGE");
+        for var in [
+            "MAX_DECOMPRESSED_BYTES",
+            "MAX_DECOMPRESSION_RATIO",
+            "MAX_STORED_ERROR_ROWS",
+        ] {
+            assert_eq!(load(&[(var, "0")]).unwrap_err().var, var);
+            assert_eq!(load(&[(var, "-1")]).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
+    fn importer_bounds_have_their_defaults() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.import.max_decompressed_bytes, 2 * 1024 * 1024 * 1024);
+        assert_eq!(s.import.max_decompression_ratio, 100);
+        assert_eq!(s.import.max_stored_error_rows, 100_000);
     }
 
     #[test]

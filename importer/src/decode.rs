@@ -9,10 +9,15 @@
 //!   at the end), so each one has a mark. A resumed import starts a fresh decoder at the
 //!   checkpoint: every encoding `encoding_rs` decodes is back in its initial state after a
 //!   line break (ISO-2022-JP only if the writer returned to ASCII before it, as encoders do).
+//!   Marks behind what the consumer has read are forgotten at each read, so that memory does
+//!   not grow with the line breaks (blank lines, a quoted field of many lines) between two
+//!   checkpoints: the consumer maps each checkpoint before it reads on ([`Transcode::map`]).
 //! - [`Gunzip`]: gzip (several members allowed) → the decompressed stream. Deflate cannot be
 //!   entered in the middle, so a resume decompresses from the start and skips to the
 //!   checkpoint ([`Gunzip::skip_to`]). It records, per read, how many compressed bytes were
-//!   consumed, which is what progress shows.
+//!   consumed, which is what progress shows (the last [`GUNZIP_MARKS`] reads: an older
+//!   position reads as a little further on). It stops with [`ExpansionLimit`] past the
+//!   decompressed size it is allowed ([`Gunzip::limit`]).
 
 use encoding_rs::{Decoder, Encoding, UTF_16BE, UTF_16LE};
 use std::{
@@ -124,7 +129,11 @@ impl<R: Read> Transcode<R> {
     }
 
     /// The input position of output position `pos`, which must lie just after a line break
-    /// (or at the start or the end). Positions must be asked for in increasing order.
+    /// (or at the start or the end). Positions must be asked for in increasing order, and
+    /// never for one before what had been handed out when `read` was last called: a call to
+    /// `read` says that everything handed out before has been consumed, and checkpoints in it
+    /// mapped (the CSV reader reads only once its buffer is consumed, and `read_batches` maps
+    /// the position after every record).
     pub fn map(&mut self, pos: u64) -> io::Result<u64> {
         while self.marks.front().is_some_and(|&(o, _)| o < pos) {
             self.marks.pop_front();
@@ -209,6 +218,12 @@ impl<R: Read> Transcode<R> {
 
 impl<R: Read> Read for Transcode<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // What was handed out is consumed (see `map`): its marks are never asked for again,
+        // except the one at its end. So at most a buffer's worth of marks is kept.
+        let handed = self.produced - (self.out.len() - self.out_start) as u64;
+        while self.marks.front().is_some_and(|&(o, _)| o < handed) {
+            self.marks.pop_front();
+        }
         loop {
             if self.out_start < self.out.len() {
                 let n = buf.len().min(self.out.len() - self.out_start);
@@ -257,6 +272,17 @@ impl<R: Read> Read for Counting<R> {
 
 /// Output handed out per read, so that the compressed position is known at this grain.
 const GUNZIP_GRAIN: usize = 16 * 1024;
+/// Reads whose compressed position is kept: 16 MiB of output at the full grain, far more than
+/// the layers above buffer, so progress stays exact unless a batch spans more than that.
+pub const GUNZIP_MARKS: usize = 1024;
+
+/// A gzip stream decompressed past the size it was allowed (`Gunzip::limit`): the job fails
+/// `file_too_large`.
+#[derive(Debug, thiserror::Error)]
+#[error("the decompressed file is larger than {limit} bytes")]
+pub struct ExpansionLimit {
+    pub limit: u64,
+}
 
 /// Decompresses a gzip object read from its start, recording the compressed bytes consumed
 /// for the decompressed positions it hands out.
@@ -264,6 +290,8 @@ pub struct Gunzip<R: Read> {
     dec: flate2::bufread::MultiGzDecoder<BufReader<Counting<R>>>,
     /// Decompressed position of the next byte.
     pos: u64,
+    /// Largest decompressed size allowed.
+    limit: u64,
     /// (decompressed position after a read, compressed bytes consumed by then).
     marks: VecDeque<(u64, u64)>,
     eof: bool,
@@ -276,9 +304,35 @@ impl<R: Read> Gunzip<R> {
         Gunzip {
             dec: flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(8 * 1024, counting)),
             pos: 0,
+            limit: u64::MAX,
             marks: VecDeque::from([(0, 0)]),
             eof: false,
         }
+    }
+
+    /// Fails reads with [`ExpansionLimit`] once more than `limit` bytes are decompressed.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Counts `n` more decompressed bytes, failing past the limit.
+    fn advance(&mut self, n: usize) -> io::Result<()> {
+        self.pos += n as u64;
+        if self.pos > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                ExpansionLimit { limit: self.limit },
+            ));
+        }
+        Ok(())
+    }
+
+    /// How much of a read of `len` bytes to ask for: one byte past the limit at most, which
+    /// is enough to see that it was passed.
+    fn room(&self, len: usize) -> usize {
+        let left = self.limit.saturating_sub(self.pos).saturating_add(1);
+        len.min(usize::try_from(left).unwrap_or(usize::MAX))
     }
 
     fn consumed(&self) -> u64 {
@@ -290,7 +344,7 @@ impl<R: Read> Gunzip<R> {
     pub fn skip_to(&mut self, target: u64) -> io::Result<()> {
         let mut scratch = vec![0u8; 64 * 1024];
         while self.pos < target {
-            let want = scratch.len().min((target - self.pos) as usize);
+            let want = self.room(scratch.len().min((target - self.pos) as usize));
             let n = self.dec.read(&mut scratch[..want])?;
             if n == 0 {
                 return Err(io::Error::new(
@@ -298,7 +352,7 @@ impl<R: Read> Gunzip<R> {
                     "the decompressed file ends before its checkpoint",
                 ));
             }
-            self.pos += n as u64;
+            self.advance(n)?;
         }
         self.marks.clear();
         self.marks.push_back((self.pos, self.consumed()));
@@ -322,13 +376,16 @@ impl<R: Read> Gunzip<R> {
 
 impl<R: Read> Read for Gunzip<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min(GUNZIP_GRAIN);
+        let want = self.room(buf.len().min(GUNZIP_GRAIN));
         let n = self.dec.read(&mut buf[..want])?;
         if n == 0 {
             self.eof = true;
         }
-        self.pos += n as u64;
+        self.advance(n)?;
         let consumed = self.consumed();
+        if self.marks.len() >= GUNZIP_MARKS {
+            self.marks.pop_front();
+        }
         self.marks.push_back((self.pos, consumed));
         Ok(n)
     }
@@ -442,6 +499,60 @@ mod tests {
             ends.push(r.source_mut().map(pos).unwrap());
         }
         assert_eq!(ends, [10, 20]);
+    }
+
+    #[test]
+    fn marks_are_forgotten_as_the_consumer_reads_on() {
+        // 4 MiB of line breaks (blank lines, or one quoted field of many lines): a reader
+        // consumes them without a checkpoint in between. What is kept is at most what one
+        // decoded chunk holds, not a mark per line break of the file.
+        for (enc, unit) in [
+            (encoding_rs::WINDOWS_1251, &b"\n"[..]),
+            (encoding_rs::WINDOWS_1251, &b"\r"[..]),
+            (UTF_16LE, &b"\r\0\n\0"[..]),
+        ] {
+            let input = unit.repeat(4 * 1024 * 1024 / unit.len());
+            let mut t = Transcode::new(&input[..], 0, enc, false).unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut most = 0;
+            while t.read(&mut buf).unwrap() > 0 {
+                most = most.max(t.marks.len());
+            }
+            assert!(most <= IN_CHUNK + 2, "{}: {most} marks kept", enc.name());
+            // The end is still where it was.
+            let end = t.produced;
+            assert_eq!(t.map(end).unwrap(), input.len() as u64);
+        }
+    }
+
+    #[test]
+    fn gunzip_fails_past_its_limit_and_keeps_a_bounded_number_of_marks() {
+        use flate2::{write::GzEncoder, Compression};
+        use std::io::Write;
+        let plain = vec![b'\n'; 8 * 1024 * 1024];
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(&plain).unwrap();
+        let gz = enc.finish().unwrap();
+        let mut all = vec![];
+        let mut g = Gunzip::new(&gz[..]).limit(plain.len() as u64);
+        let mut buf = vec![0u8; 1024];
+        loop {
+            let n = g.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            assert!(g.marks.len() <= GUNZIP_MARKS);
+        }
+        assert_eq!(all.len(), plain.len(), "exactly the limit is allowed");
+        let mut g = Gunzip::new(&gz[..]).limit(plain.len() as u64 - 1);
+        let e = io::copy(&mut g, &mut io::sink()).unwrap_err();
+        let past = e.get_ref().unwrap().downcast_ref::<ExpansionLimit>();
+        assert_eq!(past.unwrap().limit, plain.len() as u64 - 1);
+        // Resuming past the limit fails the same way.
+        let mut g = Gunzip::new(&gz[..]).limit(1000);
+        let e = g.skip_to(5000).unwrap_err();
+        assert!(e.get_ref().unwrap().is::<ExpansionLimit>());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod dedupe;
 pub mod dialect;
 pub mod dry_run;
+pub mod error_cap;
 pub mod load;
 pub mod publish;
 pub mod reader;

@@ -7,6 +7,7 @@
 use crate::{
     copy,
     dedupe::SeenEmails,
+    error_cap::{first_by_line, StoredErrors},
     validate::{Customer, ErrorCode, RowError},
 };
 use bulk_import_core::{
@@ -262,6 +263,8 @@ pub struct Loader {
     inflight: VecDeque<InFlight>,
     /// The job's `max_errors`.
     max_errors: Option<i64>,
+    /// `MAX_STORED_ERROR_ROWS`, and the job's error rows as of the last commit seen.
+    stored: StoredErrors,
     job_id: Uuid,
     /// The job's organization: the only one whose customers it reads and writes.
     org_id: i32,
@@ -386,14 +389,15 @@ impl<'c, 'b> Staged<'c, 'b> {
     /// Writes the batch's error rows into `import_errors`, in its transaction: once, after
     /// `classify`, when every one is known. In the pipeline that is while the batch before is
     /// still being applied, so that a dirty file's error rows are not written on the
-    /// critical path between one commit and the next.
-    async fn write_errors(&mut self, job_id: Uuid) -> Result<(), sqlx::Error> {
-        write_errors(
-            &mut self.tx,
-            job_id,
-            self.read_errors.iter().chain(&self.errors),
-        )
-        .await
+    /// critical path between one commit and the next. Only the first `room` in line order
+    /// are stored (`crate::error_cap`); all are counted.
+    async fn write_errors(&mut self, job_id: Uuid, room: usize) -> Result<(), sqlx::Error> {
+        let errors = first_by_line(self.read_errors.iter().chain(&self.errors), room);
+        write_errors(&mut self.tx, job_id, errors.into_iter()).await
+    }
+
+    fn error_count(&self) -> usize {
+        self.read_errors.len() + self.errors.len()
     }
 
     /// Writes the batch's counters and checkpoint (`finish_batch`; its error rows are
@@ -479,6 +483,7 @@ impl Loader {
             conns: [None, None],
             inflight: VecDeque::new(),
             max_errors: None,
+            stored: StoredErrors::unlimited(),
             job_id,
             org_id,
             mode,
@@ -622,6 +627,17 @@ impl Loader {
         self
     }
 
+    /// Stores at most `cap` error rows for the job, which has `committed` already
+    /// (`crate::error_cap`).
+    pub fn store_errors_at_most(mut self, cap: i64, committed: i64) -> Loader {
+        self.stored = StoredErrors {
+            cap,
+            committed,
+            in_flight: 0,
+        };
+        self
+    }
+
     fn over_max(&self, totals: &Totals) -> bool {
         self.max_errors.is_some_and(|max| totals.error_rows > max)
     }
@@ -652,6 +668,10 @@ impl Loader {
             from,
             dry_run: self.dry_run,
             max_errors: self.max_errors,
+            stored: StoredErrors {
+                in_flight: self.inflight.back().map_or(0, |b| b.batch.records() as i64),
+                ..self.stored
+            },
         };
         let conn = self.conns.iter_mut().find_map(Option::take);
         let limit = self.op_timeout;
@@ -707,6 +727,7 @@ impl Loader {
                 (self.apply(&oldest.batch).await?, rest)
             }
         };
+        self.stored.committed = totals.error_rows;
         if self.over_max(&totals) {
             return Err(LoadError::TooManyErrors(totals));
         }
@@ -738,7 +759,9 @@ impl Loader {
             {
                 Ok(mut s) => {
                     s.classify(None);
-                    s.write_errors(job_id).await?;
+                    // Alone: the batches before it have committed.
+                    let room = self.stored.room(self.stored.committed);
+                    s.write_errors(job_id, room).await?;
                     return s.commit(&claim, checkpoint, batch).await;
                 }
                 // An email already in the table (or committed by a concurrent job since the
@@ -829,6 +852,8 @@ struct Task {
     from: i64,
     dry_run: bool,
     max_errors: Option<i64>,
+    /// The cap on stored error rows and what is known of the errors before this batch.
+    stored: StoredErrors,
 }
 
 impl Task {
@@ -894,13 +919,26 @@ impl Task {
             None => staged.classify(None),
         }
         let _ = self.fates.send(Arc::new(std::mem::take(&mut staged.fates)));
-        staged.write_errors(job_id).await?;
-        if let Some(after) = after {
-            match after.await {
-                Ok(totals) if self.max_errors.is_none_or(|max| totals.error_rows <= max) => {}
+        // Near the cap on stored error rows, how many this batch may store is known only
+        // once the batch before has committed (`crate::error_cap`).
+        let early = self.stored.fit(staged.error_count());
+        if early {
+            staged.write_errors(job_id, usize::MAX).await?;
+        }
+        let before = match after {
+            Some(after) => match after.await {
+                Ok(totals) if self.max_errors.is_none_or(|max| totals.error_rows <= max) => {
+                    totals.error_rows
+                }
                 // Dropping the transaction rolls the batch back.
                 _ => return Ok(None),
-            }
+            },
+            None => self.stored.committed,
+        };
+        if !early {
+            staged
+                .write_errors(job_id, self.stored.room(before))
+                .await?;
         }
         let totals = staged.commit(&self.claim, self.from, batch).await?;
         Ok(Some(totals))

@@ -14,6 +14,7 @@
 //! - SIGTERM: the batch in flight is finished or rolled back, the claim given up (exit 143).
 
 use crate::{
+    decode::ExpansionLimit,
     dialect,
     load::{Batch, LoadError, Loader},
     publish::Publisher,
@@ -88,6 +89,8 @@ enum Stop {
     Regressed,
     /// More rows were bad than `max_errors` allows; the totals committed so far.
     TooManyErrors(Totals),
+    /// A gzip file decompressed past its limit (in bytes); the totals committed so far.
+    TooLarge(Totals, u64),
     /// A job-level failure already recorded in the job row (with its report).
     Recorded(JobError),
 }
@@ -174,7 +177,7 @@ pub async fn run_job(
             unclaim(&ctx, job.id).await;
             Ok(Outcome::Interrupted)
         }
-        Err(Stop::Regressed | Stop::TooManyErrors(_)) => {
+        Err(Stop::Regressed | Stop::TooManyErrors(_) | Stop::TooLarge(..)) => {
             unreachable!("process() handles these itself")
         }
         Err(Stop::Recorded(error)) => {
@@ -367,7 +370,19 @@ async fn process(
         let totals = match stream(ctx, &current, &dialect, size, publisher, cancel.clone()).await {
             Err(Stop::Regressed) => Err(Finish::Incomplete(Totals::default())),
             Err(Stop::TooManyErrors(totals)) => {
-                return Err(too_many_errors(ctx, job, totals).await?)
+                let error = JobError::new(
+                    "too_many_errors",
+                    format!(
+                        "more than {} rows were bad ({} in the rows read so far); the batches committed before stay loaded",
+                        job.max_errors.unwrap_or_default(),
+                        totals.error_rows
+                    ),
+                );
+                return Err(fail_mid_file(ctx, job, totals, error).await?);
+            }
+            Err(Stop::TooLarge(totals, limit)) => {
+                let error = JobError::file_too_large(limit);
+                return Err(fail_mid_file(ctx, job, totals, error).await?);
             }
             Err(other) => return Err(other),
             Ok(totals) => Ok(totals),
@@ -460,7 +475,7 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
             // row names errors.csv only once both are stored.
             tokio::try_join!(
                 report::upload_rows(&ctx.pool, &ctx.storage, job_id, &rows),
-                report::upload(&ctx.pool, &ctx.storage, job_id, &key),
+                report::upload(&ctx.pool, &ctx.storage, job_id, &key, totals.error_rows),
             )
             .map(|_| ())
         },
@@ -470,18 +485,16 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
     Ok(Some(key))
 }
 
-/// `max_errors` was crossed: the report of the errors so far, then `failed`
-/// (`too_many_errors`), by this owner. The committed batches stay.
-async fn too_many_errors(ctx: &Ctx<'_>, job: &Job, totals: Totals) -> Result<Stop, Stop> {
+/// The job stops part-way by a rule of its own (`max_errors` crossed: `too_many_errors`; a
+/// gzip file past its expansion limit: `file_too_large`): the report of the errors so far,
+/// then `failed`, by this owner. The committed batches stay.
+async fn fail_mid_file(
+    ctx: &Ctx<'_>,
+    job: &Job,
+    totals: Totals,
+    error: JobError,
+) -> Result<Stop, Stop> {
     let report = write_report(ctx, job.id, totals).await?;
-    let error = JobError::new(
-        "too_many_errors",
-        format!(
-            "more than {} rows were bad ({} in the rows read so far); the batches committed before stay loaded",
-            job.max_errors.unwrap_or_default(),
-            totals.error_rows
-        ),
-    );
     let changed = retry(
         "recording the failure",
         Policy::MINUTE,
@@ -564,6 +577,8 @@ async fn stream(
         org_id: job.org_id,
         dialect: dialect.clone(),
         size,
+        max_decompressed: settings.import.max_decompressed_bytes,
+        max_ratio: settings.import.max_decompression_ratio,
     };
     let start = Start {
         offset,
@@ -582,7 +597,8 @@ async fn stream(
         cancel.clone(),
     )
     .owned_by(ctx.owner, settings.job_lease, ctx.op_timeout)
-    .stop_after_errors(job.max_errors);
+    .stop_after_errors(job.max_errors)
+    .store_errors_at_most(settings.import.max_stored_error_rows, totals.error_rows);
     loader.dry_run = job.dry_run;
     let mut published = totals.processed_rows;
     // The reader is well ahead of the database: the loader applies two batches at a time,
@@ -601,9 +617,12 @@ async fn stream(
     }
     match reader.await {
         Ok(Ok(())) => Ok(totals),
-        // The reader retries storage itself; what is left is worth a later run, which
-        // decides again (a missing object is a permanent failure there).
-        Ok(Err(e)) => Err(Stop::Temporary(format!("reading the file failed: {e}"))),
+        Ok(Err(e)) => match e.get_ref().and_then(|e| e.downcast_ref::<ExpansionLimit>()) {
+            Some(past) => Err(Stop::TooLarge(totals, past.limit)),
+            // The reader retries storage itself; what is left is worth a later run, which
+            // decides again (a missing object is a permanent failure there).
+            None => Err(Stop::Temporary(format!("reading the file failed: {e}"))),
+        },
         Err(e) => Err(Stop::Temporary(format!("the reader stopped: {e}"))),
     }
 }

@@ -38,6 +38,19 @@ pub struct SourceConfig {
     pub dialect: Dialect,
     /// Size of the stored object.
     pub size: u64,
+    /// gzip: the most the file may decompress to (`MAX_DECOMPRESSED_BYTES`), and at most this
+    /// many times its stored size (`MAX_DECOMPRESSION_RATIO`); past either the job fails
+    /// `file_too_large`.
+    pub max_decompressed: u64,
+    pub max_ratio: u64,
+}
+
+impl SourceConfig {
+    /// The decompressed size a gzip file of this size may reach.
+    pub fn expansion_limit(&self) -> u64 {
+        self.max_decompressed
+            .min(self.size.saturating_mul(self.max_ratio))
+    }
 }
 
 /// Where reading starts: the job's checkpoint.
@@ -120,6 +133,7 @@ fn open_reader(
     key: String,
     start: Start,
     dialect: &Dialect,
+    expansion_limit: u64,
 ) -> io::Result<RecordReader<Input>> {
     let (encoding, _) = dialect::encoding_of(dialect, &[]);
     let utf8 = encoding == encoding_rs::UTF_8;
@@ -133,7 +147,7 @@ fn open_reader(
     };
     Ok(if dialect.is_gzip() {
         let stream = start.stream_offset.unwrap_or(0);
-        let mut g = Gunzip::new(at(0));
+        let mut g = Gunzip::new(at(0)).limit(expansion_limit);
         g.skip_to(stream)?;
         if utf8 {
             RecordReader::with_dialect(Input::Gzip(g), stream, start.line, stream == 0, delimiter)
@@ -254,7 +268,8 @@ pub fn read_batches(
     config: SourceConfig,
     tx: mpsc::Sender<Batch>,
 ) -> io::Result<()> {
-    let mut reader = open_reader(handle, storage, key, start, &config.dialect)?;
+    let limit = config.expansion_limit();
+    let mut reader = open_reader(handle, storage, key, start, &config.dialect, limit)?;
     let columns = columns_of(&config.dialect);
     let mut record = RawRecord::default();
     let mut skip_header = start.offset == 0;
@@ -269,6 +284,11 @@ pub fn read_batches(
     let mut last_offset = start.offset;
     loop {
         let more = reader.read(&mut record)?;
+        // Mapped after every record, before the reader reads on: the layers below forget
+        // positions behind what was read (`Transcode::map`), so that memory does not grow
+        // with what lies between two batch boundaries.
+        let (position, end_line) = reader.position();
+        let at = reader.source_mut().checkpoint(position, config.size)?;
         if more {
             if skip_header {
                 skip_header = false;
@@ -290,8 +310,6 @@ pub fn read_batches(
                 && batch.records() > 0
                 && opened.elapsed() >= FLUSH_INTERVAL);
         if full || !more {
-            let (position, end_line) = reader.position();
-            let at = reader.source_mut().checkpoint(position, config.size)?;
             if more && at.offset <= last_offset {
                 continue;
             }

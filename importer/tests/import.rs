@@ -78,7 +78,8 @@ fn expected_report() -> Vec<Vec<String>> {
         row(&[
             "8",
             "invalid_email",
-            "\"=HYPERLINK(\\\"http://x\\\")\" is not a valid email address",
+            // The value in quotes: a spreadsheet may take the quote for CSV's.
+            "'\"=HYPERLINK(\\\"http://x\\\")\" is not a valid email address",
             "'=HYPERLINK(\"http://x\")",
             "F",
             "L",
