@@ -13,6 +13,7 @@ pub mod error;
 pub mod executor;
 pub mod extract;
 pub mod metrics;
+pub mod progress_hub;
 pub mod quota;
 pub mod rate_limit;
 pub mod routes;
@@ -224,7 +225,7 @@ impl Application {
                 limits.events_max_per_user,
                 limits.events_max_concurrent,
             ),
-            progress: routes::events::ProgressHub::start(redis_for_hub),
+            progress: progress_hub::ProgressHub::start(redis_for_hub),
             export_permits: Arc::new(tokio::sync::Semaphore::new(exports)),
         };
         let metrics = metrics_listener.map(|l| {

@@ -4,8 +4,8 @@ use crate::{
     auth::{Hasher, Tokens},
     executor::Executor,
     metrics::Metrics,
+    progress_hub::ProgressHub,
     quota::Slots,
-    routes::events::ProgressHub,
 };
 use bulk_import_core::{Settings, Storage};
 use redis::aio::MultiplexedConnection;

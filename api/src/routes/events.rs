@@ -1,6 +1,6 @@
 //! `GET /imports/{id}/events`: Server-Sent Events with progress snapshots until the job
 //! ends. Snapshots come from the importer's Redis publications, received by one
-//! subscription per API process ([`ProgressHub`]) and fanned out to the streams; Postgres is
+//! subscription per API process ([`crate::progress_hub::ProgressHub`]) and fanned out to the streams; Postgres is
 //! polled as well (every five seconds while the hub is subscribed, twice a second when it is
 //! not) so that nothing is missed and the stream keeps working when Redis is down.
 //!
@@ -26,76 +26,14 @@ use axum::{
     routing::get,
     Router,
 };
-use bulk_import_core::{accounts, progress::channel, repo};
-use futures_util::{Stream, StreamExt};
-use std::{
-    convert::Infallible,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use bulk_import_core::{accounts, repo};
+use futures_util::Stream;
+use std::{convert::Infallible, time::Duration};
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/imports/{id}/events", get(events))
-}
-
-/// The API process's one Redis subscription to every job's progress channel; each message
-/// wakes the streams of that job.
-#[derive(Clone)]
-pub struct ProgressHub {
-    tx: broadcast::Sender<Uuid>,
-    subscribed: Arc<AtomicBool>,
-}
-
-impl ProgressHub {
-    /// Starts the subscription task (it reconnects every second while Redis is down).
-    pub fn start(client: Option<redis::Client>) -> ProgressHub {
-        let (tx, _) = broadcast::channel(1024);
-        let hub = ProgressHub {
-            tx,
-            subscribed: Arc::default(),
-        };
-        if let Some(client) = client {
-            tokio::spawn(hub.clone().run(client));
-        }
-        hub
-    }
-
-    async fn run(self, client: redis::Client) {
-        let pattern = channel(Uuid::nil()).replace(&Uuid::nil().to_string(), "*");
-        let prefix = pattern.trim_end_matches('*').to_string();
-        loop {
-            if let Ok(Ok(mut pubsub)) =
-                tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await
-            {
-                if pubsub.psubscribe(&pattern).await.is_ok() {
-                    self.subscribed.store(true, Ordering::SeqCst);
-                    tracing::debug!("progress hub subscribed");
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let id = msg
-                            .get_channel_name()
-                            .strip_prefix(&prefix)
-                            .and_then(|id| id.parse().ok());
-                        if let Some(id) = id {
-                            let _ = self.tx.send(id);
-                        }
-                    }
-                    self.subscribed.store(false, Ordering::SeqCst);
-                    tracing::warn!("progress hub lost its redis subscription; streams poll");
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    pub fn subscribed(&self) -> bool {
-        self.subscribed.load(Ordering::SeqCst)
-    }
 }
 
 /// Live progress as Server-Sent Events (`event: progress`, data: the job JSON) until the job
@@ -225,11 +163,5 @@ async fn relay(
             _ = tokio::time::sleep_until(expiry) => {},
             _ = tx.closed() => return,
         }
-    }
-}
-
-impl ProgressHub {
-    fn subscribe(&self) -> broadcast::Receiver<Uuid> {
-        self.tx.subscribe()
     }
 }
