@@ -88,8 +88,6 @@ pub async fn get(
     .await
 }
 
-/// The header of an export: the five standard columns, which an import reads back by name.
-pub const EXPORT_HEADER: &str = "email,first_name,last_name,phone,city";
 /// How long one export may stream before the server ends it.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 

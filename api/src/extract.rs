@@ -6,6 +6,7 @@ use axum::{
     http::StatusCode,
 };
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 
 /// Like `axum::Json`, but a malformed body is 400 `malformed_json`, a body of the wrong shape
 /// 422 `invalid_body`, and a wrong content type 415 `unsupported_media_type`.
@@ -32,4 +33,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
         }
     }
+}
+
+/// Query parameters, percent-decoded (`delimiter=%3B`, `delimiter=%09`).
+pub fn query_params(raw: Option<String>) -> HashMap<String, String> {
+    raw.map(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
 }

@@ -5,6 +5,7 @@ use crate::{
     auth::AuthUser,
     customers::{self, Customer, CustomerDetail},
     error::{ApiError, ApiResult},
+    extract::query_params,
     state::AppState,
 };
 use axum::{
@@ -18,7 +19,6 @@ use axum::{
 use bulk_import_core::Email;
 use futures_util::StreamExt;
 use serde::Serialize;
-use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,15 +36,6 @@ pub struct CustomerPage {
     pub next_after: Option<String>,
 }
 
-fn params(raw: Option<String>) -> HashMap<String, String> {
-    raw.map(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
 /// The organization's customers by email, a page at a time (keyset pagination).
 #[utoipa::path(get, path = "/customers", tag = "customers",
     params(("limit" = Option<i64>, Query, description = "1–1000, default 100"),
@@ -58,7 +49,7 @@ pub async fn list(
     user: AuthUser,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<CustomerPage>> {
-    let params = params(query);
+    let params = query_params(query);
     let limit = match params.get("limit").map(String::as_str) {
         None | Some("") => 100,
         Some(v) => v

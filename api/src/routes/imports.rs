@@ -12,6 +12,7 @@ use crate::{
     access::visible_job,
     auth::AuthUser,
     error::{ApiError, ApiResult},
+    extract::query_params,
     routes::downloads,
     state::AppState,
     upload_limits::{LimitedMultipart, UploadLimits},
@@ -56,16 +57,6 @@ pub fn router() -> Router<AppState> {
         )
         .route("/imports/{id}", get(show))
         .route("/imports/{id}/errors", get(errors_report))
-}
-
-/// Query parameters, percent-decoded (`delimiter=%3B`, `delimiter=%09`).
-fn query_params(raw: Option<String>) -> HashMap<String, String> {
-    raw.map(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 /// `dry_run`, `max_errors`, `delimiter` and `encoding` from the query (422 when invalid).

@@ -4,6 +4,7 @@
 //! admins (403 `forbidden` for members).
 
 use crate::{
+    access::path_id,
     auth::AuthUser,
     error::{ApiError, ApiResult},
     extract::Json,
@@ -98,7 +99,7 @@ pub async fn remove_member(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     user.must_manage()?;
-    let member: Uuid = id.parse().map_err(|_| ApiError::not_found())?;
+    let member = path_id(&id)?;
     match accounts::remove_member(&state.pool, user.org, user.id, user.role, member).await? {
         Removal::Removed => {
             tracing::info!(org_id = user.org, by = %user.id, %member, "member removed");
@@ -251,7 +252,7 @@ pub async fn revoke_invitation(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     user.must_manage()?;
-    let id: Uuid = id.parse().map_err(|_| ApiError::not_found())?;
+    let id = path_id(&id)?;
     if accounts::revoke_invitation(&state.pool, user.org, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
