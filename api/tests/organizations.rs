@@ -152,18 +152,10 @@ async fn a_stranger_can_neither_probe_nor_overwrite_another_organizations_custom
     );
     // Each reads its own.
     let mine: Value = app
-        .get(&mallory, &format!("/customers/{secret}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&mallory, &format!("/customers/{secret}"))
+        .await;
     assert_eq!(mine["last_name"], "Stranger");
-    let theirs: Value = app
-        .get(&alice, &format!("/customers/{secret}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.get_json(&alice, &format!("/customers/{secret}")).await;
     assert_eq!(theirs["last_name"], "Original");
     // Jobs: another organization's are 404, as unknown ones.
     let alices_job = job_of(&app, &alice).await;
@@ -172,18 +164,13 @@ async fn a_stranger_can_neither_probe_nor_overwrite_another_organizations_custom
         error_body(r).await,
         (StatusCode::NOT_FOUND, "not_found".into())
     );
-    let list: Value = app.get(&mallory, "/imports").await.json().await.unwrap();
+    let list: Value = app.get_json(&mallory, "/imports").await;
     assert_eq!(list["total"], 3, "only the stranger's own jobs: {list}");
 }
 
 /// The newest job of the caller's organization.
 async fn job_of(app: &TestApp, token: &str) -> String {
-    let list: Value = app
-        .get(token, "/imports?limit=1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json(token, "/imports?limit=1").await;
     list["items"][0]["id"].as_str().unwrap().to_string()
 }
 
@@ -220,12 +207,7 @@ async fn members_of_one_organization_share_customers_and_jobs() {
     assert_eq!(r.status(), StatusCode::OK);
     let seen: Value = r.json().await.unwrap();
     assert_eq!(seen["created_by"]["email"], owner_email.as_str());
-    let all: Value = app
-        .get(&owner_token, "/imports")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let all: Value = app.get_json(&owner_token, "/imports").await;
     assert_eq!(all["total"], 3);
     let starters: Vec<&str> = all["items"]
         .as_array()
@@ -234,12 +216,7 @@ async fn members_of_one_organization_share_customers_and_jobs() {
         .map(|j| j["created_by"]["email"].as_str().unwrap())
         .collect();
     assert!(starters.contains(&member_email.as_str()), "{starters:?}");
-    let mine: Value = app
-        .get(&owner_token, "/imports?mine=true")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = app.get_json(&owner_token, "/imports?mine=true").await;
     assert_eq!(mine["total"], 1);
     assert_eq!(mine["items"][0]["id"], first["id"]);
     // The member can cancel, retry, delete the owner's jobs like their own: delete one.
@@ -253,21 +230,11 @@ async fn members_of_one_organization_share_customers_and_jobs() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
     // The organization as each sees it: roles for the owner only.
-    let org: Value = app
-        .get(&owner_token, "/orgs/current")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let org: Value = app.get_json(&owner_token, "/orgs/current").await;
     assert_eq!(org["role"], "owner");
     assert_eq!(org["members"].as_array().unwrap().len(), 2);
     assert_eq!(org["members"][1]["role"], "member");
-    let org: Value = app
-        .get(&member_token, "/orgs/current")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let org: Value = app.get_json(&member_token, "/orgs/current").await;
     assert_eq!(org["role"], "member");
     assert_eq!(org["members"][0]["role"], Value::Null);
     // Members do not manage.
@@ -290,12 +257,7 @@ async fn a_removed_members_token_stops_working_at_once() {
         "email\nx@example.com\n",
     )
     .await;
-    let org: Value = app
-        .get(&owner_token, "/orgs/current")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let org: Value = app.get_json(&owner_token, "/orgs/current").await;
     let member_id = org["members"][1]["id"].as_str().unwrap().to_string();
     assert_eq!(
         app.get(&member_token, "/imports").await.status(),
@@ -328,12 +290,7 @@ async fn a_removed_members_token_stops_working_at_once() {
         .await
         .unwrap();
     assert_eq!(kept["created_by"]["email"], member_email.as_str());
-    let org: Value = app
-        .get(&owner_token, "/orgs/current")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let org: Value = app.get_json(&owner_token, "/orgs/current").await;
     assert_eq!(org["members"].as_array().unwrap().len(), 1);
     // The owner cannot be removed, not even by itself.
     let owner_id = org["members"][0]["id"].as_str().unwrap();
@@ -429,12 +386,7 @@ async fn invitations_are_single_use_expire_and_can_be_revoked() {
     assert_eq!(error_body(r).await.1, "invalid_invitation");
 
     // Listed while pending, gone once revoked, then unusable.
-    let list: Value = app
-        .get(&owner_token, "/orgs/invitations")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json(&owner_token, "/orgs/invitations").await;
     let ids: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
@@ -503,12 +455,7 @@ async fn with_signup_by_invitation_only_the_invited_register() {
     );
     let org_id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let owner_token = token(&app, &owner_email).await;
-    let org: Value = app
-        .get(&owner_token, "/orgs/current")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let org: Value = app.get_json(&owner_token, "/orgs/current").await;
     assert_eq!(
         (org["id"].as_i64(), org["name"].as_str()),
         (Some(org_id), Some("Acme"))
@@ -546,7 +493,7 @@ async fn customers_are_read_back_by_page_one_by_one_and_as_an_export_that_import
             Some(a) => format!("/customers?limit=10&after={a}"),
             None => "/customers?limit=10".into(),
         };
-        let page: Value = app.get(&token_a, &path).await.json().await.unwrap();
+        let page: Value = app.get_json(&token_a, &path).await;
         for c in page["items"].as_array().unwrap() {
             emails.push(c["email"].as_str().unwrap().to_string());
         }
@@ -560,19 +507,9 @@ async fn customers_are_read_back_by_page_one_by_one_and_as_an_export_that_import
     assert_eq!(emails, sorted);
     assert_eq!(emails.len(), 26);
     // A prefix, case-insensitive.
-    let page: Value = app
-        .get(&token_a, "/customers?q=C1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(&token_a, "/customers?q=C1").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 10);
-    let page: Value = app
-        .get(&token_a, "/customers?q=c_")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(&token_a, "/customers?q=c_").await;
     assert_eq!(
         page["items"].as_array().unwrap().len(),
         0,
@@ -583,12 +520,7 @@ async fn customers_are_read_back_by_page_one_by_one_and_as_an_export_that_import
         assert_eq!(error_body(r).await.1, "invalid_query", "{bad}");
     }
     // One customer, with where it came from.
-    let c: Value = app
-        .get(&token_a, "/customers/C03@Example.com")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let c: Value = app.get_json(&token_a, "/customers/C03@Example.com").await;
     assert_eq!(c["last_name"], "Last, 3");
     assert_eq!(c["last_import_id"], job["id"]);
     assert_eq!(c["last_import_line"], 5);
@@ -743,7 +675,7 @@ async fn an_installation_from_before_organizations_is_upgraded_without_losing_an
     // the customers they shared.
     let t1 = token(&app, "old-first@example.com").await;
     let t2 = token(&app, "old-second@example.com").await;
-    let org: Value = app.get(&t1, "/orgs/current").await.json().await.unwrap();
+    let org: Value = app.get_json(&t1, "/orgs/current").await;
     assert_eq!(
         (org["name"].as_str(), org["role"].as_str()),
         (Some("default"), Some("owner"))
@@ -757,7 +689,7 @@ async fn an_installation_from_before_organizations_is_upgraded_without_losing_an
             (Some("done"), Some(1))
         );
     }
-    let page: Value = app.get(&t2, "/customers").await.json().await.unwrap();
+    let page: Value = app.get_json(&t2, "/customers").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
     // And the organization's next import sees them.
     let job = import(&app, &t2, "mode=insert_only", "email\nold1@example.com\n").await;

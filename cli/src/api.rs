@@ -111,41 +111,35 @@ impl Api {
         Err(api_failure(status, &body))
     }
 
-    pub async fn get_json(&self, path: &str) -> Result<Value, Failure> {
-        let resp = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .map_err(|e| self.connection(e))?;
+    /// A request with an optional JSON body, answered with JSON (or the API's error).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let mut req = self.request(method, path);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| self.connection(e))?;
         self.json_of(resp).await
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value, Failure> {
+        self.send(reqwest::Method::GET, path, None).await
     }
 
     pub async fn post_json(&self, path: &str) -> Result<Value, Failure> {
-        let resp = self
-            .request(reqwest::Method::POST, path)
-            .send()
-            .await
-            .map_err(|e| self.connection(e))?;
-        self.json_of(resp).await
+        self.send(reqwest::Method::POST, path, None).await
     }
 
     pub async fn post_body(&self, path: &str, body: &Value) -> Result<Value, Failure> {
-        let resp = self
-            .request(reqwest::Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.connection(e))?;
-        self.json_of(resp).await
+        self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<Value, Failure> {
-        let resp = self
-            .request(reqwest::Method::DELETE, path)
-            .send()
-            .await
-            .map_err(|e| self.connection(e))?;
-        self.json_of(resp).await
+        self.send(reqwest::Method::DELETE, path, None).await
     }
 
     pub async fn register(
@@ -155,24 +149,18 @@ impl Api {
         invitation: Option<&str>,
         organization: Option<&str>,
     ) -> Result<(), Failure> {
-        let resp = self
-            .request(reqwest::Method::POST, "/auth/register")
-            .json(&json!({"email": email, "password": password,
-                          "invitation": invitation, "organization": organization}))
-            .send()
-            .await
-            .map_err(|e| self.connection(e))?;
-        self.json_of(resp).await.map(|_| ())
+        let body = json!({"email": email, "password": password,
+                          "invitation": invitation, "organization": organization});
+        self.post_body("/auth/register", &body).await.map(|_| ())
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Result<String, Failure> {
-        let resp = self
-            .request(reqwest::Method::POST, "/auth/token")
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .map_err(|e| self.connection(e))?;
-        let body = self.json_of(resp).await?;
+        let body = self
+            .post_body(
+                "/auth/token",
+                &json!({"email": email, "password": password}),
+            )
+            .await?;
         body["access_token"]
             .as_str()
             .map(str::to_string)
@@ -357,52 +345,14 @@ impl Api {
     }
 
     /// Streams an authenticated GET of `path` into the file `to` (or standard output for
-    /// `-`); its size. A file is written beside as `.part` and renamed when complete.
+    /// `-`); its size.
     pub async fn download(&self, path: &str, to: &Path) -> Result<u64, Failure> {
         let resp = self
             .request(reqwest::Method::GET, path)
             .send()
             .await
             .map_err(|e| self.connection(e))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(api_failure(status, &body));
-        }
-        let mut body = resp.bytes_stream();
-        let mut n = 0u64;
-        if to.as_os_str() == "-" {
-            let mut stdout = tokio::io::stdout();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| self.connection(e))?;
-                tokio::io::AsyncWriteExt::write_all(&mut stdout, &chunk)
-                    .await
-                    .map_err(|e| Failure::usage(format!("cannot write to standard output: {e}")))?;
-                n += chunk.len() as u64;
-            }
-            tokio::io::AsyncWriteExt::flush(&mut stdout)
-                .await
-                .map_err(|e| Failure::usage(format!("cannot write to standard output: {e}")))?;
-            return Ok(n);
-        }
-        let tmp = to.with_extension("part");
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.connection(e))?;
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
-                .await
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
-            n += chunk.len() as u64;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file)
-            .await
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
-        drop(file);
-        std::fs::rename(&tmp, to)
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", to.display())))?;
-        Ok(n)
+        save(resp, to, |e| self.connection(e)).await
     }
 
     /// Downloads errors.csv (or, with `rows`, the file of bad rows) to `path`; its size.
@@ -423,34 +373,61 @@ impl Api {
         let resp = self.plain.get(&url).send().await.map_err(|e| {
             Failure::usage(format!("cannot download the report: {}", root_cause(&e)))
         })?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(api_failure(status, &body));
-        }
-        let tmp = path.with_extension("part");
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
-        let mut body = resp.bytes_stream();
-        let mut n = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                Failure::usage(format!("cannot download the report: {}", root_cause(&e)))
-            })?;
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
-                .await
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
-            n += chunk.len() as u64;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file)
-            .await
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", tmp.display())))?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
-        Ok(n)
+        save(resp, path, |e| {
+            Failure::usage(format!("cannot download the report: {}", root_cause(&e)))
+        })
+        .await
     }
+}
+
+/// Streams a 2xx answer's body into `to` (standard output for `-`), its size; any other
+/// answer is the API's failure. A file is written beside as `.part` and renamed when
+/// complete. `broken` says what a failure of the stream is.
+async fn save(
+    resp: Response,
+    to: &Path,
+    broken: impl Fn(reqwest::Error) -> Failure,
+) -> Result<u64, Failure> {
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        return Err(api_failure(status, &body));
+    }
+    if to.as_os_str() == "-" {
+        let cannot = "cannot write to standard output";
+        return copy_body(resp, &mut tokio::io::stdout(), cannot, &broken).await;
+    }
+    let tmp = to.with_extension("part");
+    let cannot = format!("cannot write {}", tmp.display());
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| Failure::usage(format!("{cannot}: {e}")))?;
+    let n = copy_body(resp, &mut file, &cannot, &broken).await?;
+    drop(file);
+    std::fs::rename(&tmp, to)
+        .map_err(|e| Failure::usage(format!("cannot write {}: {e}", to.display())))?;
+    Ok(n)
+}
+
+/// Copies a body into `out` and flushes it; its size. `cannot` starts a write failure's
+/// message.
+async fn copy_body(
+    resp: Response,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    cannot: &str,
+    broken: &impl Fn(reqwest::Error) -> Failure,
+) -> Result<u64, Failure> {
+    use tokio::io::AsyncWriteExt;
+    let write_failed = |e: std::io::Error| Failure::usage(format!("{cannot}: {e}"));
+    let mut body = resp.bytes_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(broken)?;
+        out.write_all(&chunk).await.map_err(write_failed)?;
+        n += chunk.len() as u64;
+    }
+    out.flush().await.map_err(write_failed)?;
+    Ok(n)
 }
 
 enum StreamEnd {

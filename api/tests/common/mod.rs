@@ -232,6 +232,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The JSON body of a GET with `token`.
+    pub async fn get_json(&self, token: &str, path: &str) -> Value {
+        self.get(token, path).await.json().await.unwrap()
+    }
+
     /// The link `GET /imports/{id}/errors{query}` answers (`query`: "" or "?format=rows").
     pub async fn report_url(&self, token: &str, id: &str, query: &str) -> String {
         let link: serde_json::Value = self
