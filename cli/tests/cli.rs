@@ -261,6 +261,75 @@ async fn a_wrong_password_and_an_unreachable_api_are_one_line_errors_with_exit_2
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }
 
+/// The organization's customers and members through the CLI: list, get, export (to a file
+/// and to standard output), and an invitation that another CLI user registers with.
+#[tokio::test]
+async fn customers_and_the_organization_from_the_command_line() {
+    let app = TestApp::spawn(Backend::Fs).await;
+    let owner = User::new(&app);
+    owner.register().await;
+    let file = owner.file(
+        "c.csv",
+        b"email,first_name,last_name,phone,city\nann@example.com,Ann,Lee,,Oslo\nbob@example.com,Bob,,,\n",
+    );
+    let out = owner.run(&["import", &file, "--wait"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    let out = owner
+        .run(&["--json", "customers", "list", "--q", "AN", "--limit", "10"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let page: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["email"], "ann@example.com");
+
+    let out = owner.run(&["customers", "get", "Ann@Example.com"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("Oslo"), "{}", show(&out));
+    let out = owner.run(&["customers", "get", "nobody@example.com"]).await;
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+
+    let out = owner
+        .run(&["customers", "export", "-o", "export.csv"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let saved = std::fs::read_to_string(owner.home.path().join("export.csv")).unwrap();
+    assert!(
+        saved.starts_with("email,first_name,last_name,phone,city\n"),
+        "{saved}"
+    );
+    assert_eq!(saved.lines().count(), 3);
+    let out = owner.run(&["customers", "export", "-o", "-"]).await;
+    assert_eq!(stdout(&out), saved, "{}", show(&out));
+
+    // An invitation, used by a second CLI user, who then sees the same customers.
+    let out = owner.run(&["--json", "org", "invite"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let invitation: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let member = User::new(&app);
+    let out = member
+        .run(&[
+            "register",
+            "--email",
+            &member.email,
+            "--invitation",
+            invitation["token"].as_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = member.run(&["--json", "customers", "list"]).await;
+    let page: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{}", show(&out));
+    let out = owner.run(&["--json", "org", "show"]).await;
+    let org: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        org["members"].as_array().unwrap().len(),
+        2,
+        "{}",
+        show(&out)
+    );
+}
+
 #[tokio::test]
 async fn a_cancelled_import_exits_1() {
     let app = TestApp::spawn_with(Backend::S3, &[("IMPORT_SLOW_MS", "20")]).await;
