@@ -67,21 +67,16 @@ async fn member(app: &TestApp, inviter: &str) -> (String, String) {
     (email.clone(), token(app, &email).await)
 }
 
-/// Uploads `csv` with `query` (e.g. `mode=upsert&dry_run=true`) and waits for the job's end.
+/// Uploads `csv` with `query` (`mode=…`, then other options, e.g.
+/// `mode=upsert&dry_run=true`) and waits for the job's end.
 async fn import(app: &TestApp, token: &str, query: &str, csv: &str) -> Value {
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(csv.as_bytes().to_vec()).file_name("c.csv"),
-    );
+    let mode_and_options = query
+        .strip_prefix("mode=")
+        .expect("the query starts with mode=");
+    let key = Uuid::new_v4().to_string();
     let r = app
-        .client
-        .post(app.url(&format!("/imports?{query}")))
-        .bearer_auth(token)
-        .header("Idempotency-Key", Uuid::new_v4().to_string())
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .upload(token, Some(&key), mode_and_options, csv.as_bytes())
+        .await;
     assert_eq!(
         r.status(),
         StatusCode::CREATED,
