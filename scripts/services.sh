@@ -78,8 +78,20 @@ install_missing() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
   fi
   if [ "${1:-}" != no-garage ] && ! command -v garage >/dev/null; then
-    log "installing garage with cargo install (about 10 minutes the first time)"
-    cargo install garage --locked --no-default-features --features bundled-libs,sqlite
+    # One install at a time on the machine: a second checkout (a git worktree, a parallel
+    # test run) waits for the first instead of compiling Garage again beside it.
+    local lock="${CARGO_HOME:-$HOME/.cargo}/.bulk-import-garage-install.lock"
+    mkdir -p "$(dirname "$lock")"
+    exec 9>"$lock"
+    if ! flock -n 9; then
+      log "garage: another checkout is installing it; waiting"
+      flock 9
+    fi
+    if ! command -v garage >/dev/null; then
+      log "installing garage with cargo install (about 10 minutes the first time)"
+      cargo install garage --locked --no-default-features --features bundled-libs,sqlite
+    fi
+    exec 9>&-
   fi
 }
 

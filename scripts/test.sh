@@ -28,6 +28,9 @@ echo "dropped $(wc -w <<<"$leftovers") database(s)"
 step "sqlx offline query data against the migrations (scripts/sqlx-prepare.sh --check)"
 bash scripts/sqlx-prepare.sh --check
 
+step "programs the tests run (scripts/test-tools.sh: tmux, script, pgrep, kill, runuser)"
+bash scripts/test-tools.sh
+
 step "browser for the web page tests (scripts/browser.sh: chromium, chromium-driver)"
 bash scripts/browser.sh
 

@@ -44,3 +44,24 @@ pub fn query_params(raw: Option<String>) -> HashMap<String, String> {
     })
     .unwrap_or_default()
 }
+
+/// The largest page a keyset-paginated list answers.
+pub const MAX_PAGE: i64 = 1000;
+
+/// The `limit` query parameter of a paginated list: 1–[`MAX_PAGE`], 100 when absent; anything
+/// else is 422 `invalid_query`.
+pub fn page_limit(params: &HashMap<String, String>) -> Result<i64, ApiError> {
+    match params.get("limit").map(String::as_str) {
+        None | Some("") => Ok(100),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_query",
+                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
+                )
+            }),
+    }
+}

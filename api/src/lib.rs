@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod customers;
 pub mod error;
+pub mod error_rows;
 pub mod executor;
 pub mod extract;
 pub mod metrics;

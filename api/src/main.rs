@@ -40,6 +40,9 @@ enum Command {
         #[arg(long, value_name = "EMAIL")]
         owner_email: String,
     },
+    /// Print the OpenAPI document (the one served at /openapi.json; docs/openapi.json holds
+    /// a copy) and exit. Needs no configuration.
+    Openapi,
 }
 
 /// glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, after
@@ -65,6 +68,10 @@ fn main() {
 
 async fn run() {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", bulk_import_api::routes::docs::openapi_json());
+        return;
+    }
     telemetry::init("info,sqlx=warn,tower_http=info");
     let settings = match Settings::from_env() {
         Ok(s) => s,
@@ -79,6 +86,7 @@ async fn run() {
             create_organization(&settings, &name, &owner_email).await
         }
         None | Some(Command::Serve) => serve(settings).await,
+        Some(Command::Openapi) => unreachable!("printed above"),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

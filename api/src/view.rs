@@ -27,8 +27,10 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Job-level failure reason (`failed` jobs).
+    /// Job-level failure reason (`failed` jobs): `"<code>: <message>"`.
     pub error: Option<String>,
+    /// The stable code of `error` alone (`failed` jobs), e.g. `deadline_exceeded`.
+    pub error_code: Option<String>,
     /// Whether `GET /imports/{id}/errors` has a report to hand out.
     pub errors_report_available: bool,
     /// A dry run: every check, no customer row written.
@@ -117,6 +119,7 @@ impl From<&Job> for JobView {
             started_at: j.started_at,
             finished_at: j.finished_at,
             error: j.error.clone(),
+            error_code: j.error_code.clone(),
             errors_report_available: j.report_object.is_some(),
             dry_run: j.dry_run,
             max_errors: j.max_errors,

@@ -2,7 +2,9 @@
 //! - every binary answers `--help` (its subcommands and every environment variable it reads,
 //!   with the default) and `--version` (that the variables and defaults they list are exactly
 //!   the ones `docs/configuration.md` documents is checked by `docs/tests/test_docs.py`);
-//! - no SQL on `import_jobs` outside the job repository (`core/src/repo.rs`).
+//! - no SQL on `import_jobs` outside the job repository (`core/src/repo.rs`);
+//! - the committed OpenAPI document (`docs/openapi.json`) is what the API serves
+//!   (`bulk-import-api openapi`); `charts/tests` validates it against the OpenAPI schema.
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
@@ -117,5 +119,34 @@ fn only_the_job_repository_writes_sql_on_import_jobs() {
         offenders.is_empty(),
         "SQL on import_jobs outside core/src/repo.rs:\n{}",
         offenders.join("\n")
+    );
+}
+
+/// docs/openapi.json is what the binary serves, so a client generated from the repository
+/// matches the API (drift-tested like the CRD).
+#[test]
+fn the_committed_openapi_document_is_the_served_one() {
+    let served = run(&bin("bulk-import-api"), "openapi");
+    let rel = "docs/openapi.json";
+    let committed = std::fs::read_to_string(root().join(rel)).unwrap_or_default();
+    if committed != served {
+        let line = committed
+            .lines()
+            .zip(served.lines())
+            .position(|(a, b)| a != b)
+            .map_or(committed.lines().count().min(served.lines().count()), |i| i)
+            + 1;
+        panic!(
+            "{rel} differs from the document the API serves (from line {line}).\n\
+             Regenerate it: cargo run -p bulk-import-api -- openapi > {rel}"
+        );
+    }
+    let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
+    let code = &doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"];
+    assert!(code.as_array().is_some_and(|c| c.len() > 20), "{code}");
+    let status = &doc["components"]["schemas"]["JobView"]["properties"]["status"]["enum"];
+    assert_eq!(
+        status,
+        &serde_json::json!(["pending", "processing", "done", "failed", "cancelled"])
     );
 }

@@ -412,9 +412,15 @@ async fn upload_rules_and_idempotency() {
     let file = csv_rows(20);
     let first = app.upload(&token, Some("k-1"), "upsert", &file).await;
     assert_eq!(first.status(), StatusCode::CREATED);
+    let location = first.headers()[reqwest::header::LOCATION].clone();
     let first: Value = first.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/imports/{}", first["id"].as_str().unwrap())
+    );
     let again = app.upload(&token, Some("k-1"), "upsert", &file).await;
     assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()[reqwest::header::LOCATION], location);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["id"], first["id"]);
 
@@ -1080,4 +1086,66 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// `GET /imports/{id}/errors?format=json`: the bad rows a page at a time by line, with their
+/// code, message and values as read; the organization's jobs only.
+#[tokio::test]
+async fn bad_rows_as_json_pages() {
+    let app = TestApp::spawn(Backend::Fs).await;
+    let token = app.user().await;
+    let file = b"email,first_name,last_name,phone,city\n\
+        a@example.com,Ann,A,1,X\n\
+        not-an-email,Bob,B,2,Y\n\
+        b@example.com,Cat,C,3,Z\n\
+        a@example.com,Dup,D,4,W\n\
+        ,Eve,E,5,V\n";
+    let job: Value = app
+        .upload(&token, Some("json-errors"), "insert_only", file)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = app.wait_finished(&token, &id).await;
+    assert_eq!(done["error_rows"], 3, "{done}");
+
+    let path = format!("/imports/{id}/errors?format=json&limit=2");
+    let first = app.get_json(&token, &path).await;
+    assert_eq!(first["error_rows"], 3);
+    let lines: Vec<i64> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 5]);
+    assert_eq!(first["items"][0]["values"]["email"], "not-an-email");
+    assert_eq!(first["items"][0]["values"]["first_name"], "Bob");
+    assert!(first["items"][0]["code"].is_string() && first["items"][0]["message"].is_string());
+    assert_eq!(first["items"][1]["code"], "duplicate_in_file");
+    assert_eq!(first["next_after"], 5);
+    let second = app.get_json(&token, &format!("{path}&after=5")).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert_eq!(second["items"][0]["line"], 6);
+    assert_eq!(second["next_after"], Value::Null);
+
+    for bad in ["limit=0", "limit=1001", "after=-1", "after=x"] {
+        let r = app
+            .get(&token, &format!("/imports/{id}/errors?format=json&{bad}"))
+            .await;
+        assert_eq!(
+            error_body(r).await,
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query".into()),
+            "{bad}"
+        );
+    }
+    let stranger = app.user().await;
+    let r = app
+        .get(&stranger, &format!("/imports/{id}/errors?format=json"))
+        .await;
+    assert_eq!(
+        error_body(r).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
 }

@@ -181,6 +181,8 @@ async fn two_local_api_replicas_apply_each_job_once() {
         .unwrap()
         .port();
     second.insert("BIND_ADDR".into(), format!("127.0.0.1:{port}"));
+    // The replica's importer logs "waiting" on the live claim at info.
+    second.insert("RUST_LOG".into(), "info".into());
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut replica = std::process::Command::new(env!("CARGO_BIN_EXE_bulk-import-api"))
         .env_clear()
@@ -190,14 +192,33 @@ async fn two_local_api_replicas_apply_each_job_once() {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
-    // The replica resumes the job at start: a second importer for the same job.
+    // The replica resumes the job at start: a second importer for the same job, seen while
+    // the first still runs (a job that ends first would prove nothing, so it fails the test).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while importer_pids(&id).len() < 2 && app.job(&id).await.status() != JobStatus::Done {
+    while importer_pids(&id).len() < 2 {
+        assert_ne!(
+            app.job(&id).await.status(),
+            JobStatus::Done,
+            "the job ended before the replica's importer started"
+        );
         assert!(
             Instant::now() < deadline,
             "the replica did not resume the job"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and that importer met the first one's live claim and waited instead of writing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        if text.contains("another importer holds the job; waiting") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica's importer never met the live claim:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     done_without_failing(&app, &id, 120).await;
     assert_exact(&app, &token, &id, rows as i64).await;
@@ -277,6 +298,8 @@ async fn a_local_import_past_its_deadline_fails_with_a_clear_reason() {
     let id = job["id"].as_str().unwrap().to_string();
     let done = app.wait_finished(&token, &id).await;
     assert_eq!(done["status"], "failed", "{done}");
+    // The job JSON carries the code alone too, for clients that branch on it.
+    assert_eq!(done["error_code"], "deadline_exceeded", "{done}");
     let job = app.job(&id).await;
     assert_eq!(job.error_code.as_deref(), Some("deadline_exceeded"));
     assert!(job.error.unwrap().contains("deadline of 3 s"));

@@ -164,6 +164,9 @@ async fn batches_lost_after_the_last_one_are_redone_before_done() {
     assert_eq!(outcome(&env, id).await, want);
 }
 
+/// The second importer must be seen waiting on the first one's live claim before Postgres
+/// goes down (its log says so), and the crash must hit the first one mid-import (it exits
+/// "try later" at least once); otherwise the test would only prove a plain run.
 #[tokio::test]
 async fn postgres_restart_while_a_second_importer_waits_applies_every_batch_once() {
     let file = generated_csv(3_000);
@@ -186,20 +189,47 @@ async fn postgres_restart_while_a_second_importer_waits_applies_every_batch_once
         (env.job(id).await.processed_rows >= 500).then_some(())
     })
     .await;
+    let log = tempfile::NamedTempFile::new().unwrap();
     let second = tokio::spawn(run_like_an_executor(
         {
             let env_cmd = env.importer_command(id);
-            move || clone_command(&env_cmd)
+            let log = log.reopen().unwrap();
+            move || {
+                let mut cmd = clone_command(&env_cmd);
+                // "waiting" is logged at info.
+                cmd.env("RUST_LOG", "info");
+                cmd.stderr(log.try_clone().unwrap());
+                cmd
+            }
         },
         240,
     ));
-    // Let the second importer find the live claim and wait for it.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually(
+        Duration::from_secs(60),
+        "the second importer waiting on the live claim",
+        || async {
+            let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+            text.contains("another importer holds the job; waiting")
+                .then_some(())
+        },
+    )
+    .await;
+    let before = env.job(id).await;
+    assert_ne!(
+        before.status(),
+        JobStatus::Done,
+        "the import ended before the crash"
+    );
     pg.crash();
     pg.start_server();
-    let (a, _) = first.await.unwrap();
-    let (b, _) = second.await.unwrap();
+    let (a, first_runs) = first.await.unwrap();
+    let (b, second_runs) = second.await.unwrap();
     assert!(a.success() && b.success(), "{a} {b}");
+    assert!(
+        first_runs >= 2,
+        "the crash did not interrupt the first importer (it ran {first_runs} time(s))"
+    );
+    assert!(second_runs >= 1);
     assert_eq!(outcome(&env, id).await, want);
 }
 

@@ -93,13 +93,26 @@ async fn garage_env(garage: &PrivateGarage, rows: usize) -> (TestEnv, Uuid) {
 async fn garage_killed_mid_import_and_back_resumes_exactly() {
     let mut garage = PrivateGarage::start();
     let (env, id) = garage_env(&garage, ROWS).await;
-    let mut child = env.importer_command(id).spawn().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = env
+        .importer_command(id)
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
     wait_rows(&env, id, &mut child, 1_000).await;
     garage.stop();
+    // The outage itself lasts 2 s: this sleep is the fault, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(2)).await;
     garage.start_server();
     let status = wait_exit(&mut child, 120).await;
     assert!(status.success(), "{status}");
+    // The fault happened: the stream broke and was reopened at its offset (not a file read
+    // whole before the outage).
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.contains("storage read failed, reopening"),
+        "the importer never lost its stream:\n{text}"
+    );
     let got = outcome(&env, id).await;
     let rows = ROWS as i64;
     assert_eq!(

@@ -5,7 +5,7 @@ use crate::{
     auth::AuthUser,
     customers::{self, Customer, CustomerDetail},
     error::{ApiError, ApiResult},
-    extract::query_params,
+    extract::{page_limit, query_params},
     state::AppState,
 };
 use axum::{
@@ -26,8 +26,6 @@ pub fn router() -> Router<AppState> {
         .route("/customers/export", get(export))
         .route("/customers/{email}", get(show))
 }
-
-pub const MAX_PAGE: i64 = 1000;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CustomerPage {
@@ -50,19 +48,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<CustomerPage>> {
     let params = query_params(query);
-    let limit = match params.get("limit").map(String::as_str) {
-        None | Some("") => 100,
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::unprocessable(
-                    "invalid_query",
-                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
-                )
-            })?,
-    };
+    let limit = page_limit(&params)?;
     let text = |name: &str| -> ApiResult<Option<String>> {
         match params.get(name).map(String::as_str) {
             None | Some("") => Ok(None),

@@ -26,8 +26,8 @@ use utoipa_swagger_ui::SwaggerUi;
     ),
     components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::Registration, auth::UserView, auth::OrganizationRef, crate::view::CreatedBy,
         orgs::OrganizationView, orgs::MemberView, orgs::InvitationRequest, orgs::InvitationView, orgs::NewInvitationView, orgs::InvitationList,
-        customers::CustomerPage, crate::customers::Customer, crate::customers::CustomerDetail, auth::TokenView, imports::ReportLink, imports::UploadForm)),
-    modifiers(&BearerAuth),
+        customers::CustomerPage, crate::customers::Customer, crate::error_rows::ErrorRowPage, crate::error_rows::ErrorRow, crate::error_rows::RowValues, crate::customers::CustomerDetail, auth::TokenView, imports::ReportLink, imports::UploadForm)),
+    modifiers(&BearerAuth, &Enums),
 )]
 pub struct ApiDoc;
 
@@ -44,6 +44,57 @@ impl Modify for BearerAuth {
             ))])),
         );
     }
+}
+
+/// The closed sets of strings as enums in the document: error codes (from `error::CODES`),
+/// job statuses and modes (from the core types).
+struct Enums;
+
+impl Modify for Enums {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use bulk_import_core::{ImportMode, JobStatus};
+        let statuses = [
+            JobStatus::Pending,
+            JobStatus::Processing,
+            JobStatus::Done,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
+        .map(JobStatus::as_str);
+        let modes = [ImportMode::InsertOnly, ImportMode::Upsert].map(ImportMode::as_str);
+        let codes: Vec<&str> = crate::error::CODES.iter().map(|(c, _)| *c).collect();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        set_enum(components, "ErrorBody", "code", &codes);
+        set_enum(components, "JobView", "status", &statuses);
+        set_enum(components, "JobView", "mode", &modes);
+    }
+}
+
+/// Makes `schema.property` a string enum of `values`, keeping its description and example.
+fn set_enum(
+    components: &mut utoipa::openapi::Components,
+    schema: &str,
+    property: &str,
+    values: &[&str],
+) {
+    use utoipa::openapi::{schema::Schema, RefOr};
+    let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) else {
+        panic!("no object schema {schema}");
+    };
+    let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property) else {
+        panic!("no property {schema}.{property}");
+    };
+    field.enum_values = Some(values.iter().map(|v| (*v).into()).collect());
+}
+
+/// The OpenAPI document as served at `/openapi.json` (pretty-printed, with a final newline):
+/// what `bulk-import-api openapi` prints and `docs/openapi.json` holds.
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
 }
 
 pub fn router() -> Router<AppState> {

@@ -12,7 +12,8 @@ use crate::{
     access::visible_job,
     auth::AuthUser,
     error::{ApiError, ApiResult},
-    extract::query_params,
+    error_rows::{self, ErrorRowPage},
+    extract::{page_limit, query_params},
     routes::downloads,
     state::AppState,
     upload_limits::{LimitedMultipart, UploadLimits},
@@ -21,6 +22,7 @@ use crate::{
 use axum::{
     extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State},
     http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -237,7 +239,8 @@ pub struct UploadForm {
            ("encoding" = Option<String>, Query, description = "override encoding detection: a WHATWG label such as utf-8, windows-1251, windows-1252, utf-16le"),
            ("Idempotency-Key" = String, Header, description = "any non-empty string, unique per user; the same key with a different file, mode or options is 422")),
     request_body(content = UploadForm, content_type = "multipart/form-data", description = "field `file`: the CSV"),
-    responses((status = 201, body = JobView, description = "new job"), (status = 200, body = JobView, description = "same key, same file and mode"),
+    responses((status = 201, body = JobView, description = "new job; `Location: /imports/{id}`", headers(("Location" = String, description = "the job's address"))),
+              (status = 200, body = JobView, description = "same key, same file and mode (with `Location` too)"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
               (status = 408, body = crate::error::ErrorBody, description = "nothing sent, or the file part not reached, within UPLOAD_IDLE_TIMEOUT_SECONDS"),
               (status = 409, body = crate::error::ErrorBody, description = "the first request with this key is still uploading"),
@@ -251,15 +254,18 @@ pub async fn create(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     multipart: Result<LimitedMultipart, ApiError>,
-) -> ApiResult<(StatusCode, Json<JobView>)> {
+) -> ApiResult<(StatusCode, [(header::HeaderName, String); 1], Json<JobView>)> {
     use tracing::Instrument;
     // The work runs on a task of its own: a client that hangs up right after its last byte
     // (hyper then drops this handler) still gets its job created and run. A client that
     // hangs up earlier breaks the body stream, and the task releases the key.
     let work = create_job(state, user, query, headers, multipart).in_current_span();
-    tokio::spawn(work)
+    let (status, job) = tokio::spawn(work)
         .await
-        .unwrap_or_else(|e| Err(ApiError::internal(e)))
+        .unwrap_or_else(|e| Err(ApiError::internal(e)))?;
+    // The job's own address, on a new job and on a replay alike.
+    let location = format!("/imports/{}", job.id);
+    Ok((status, [(header::LOCATION, location)], job))
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %caller.id, org_id = caller.org))]
@@ -625,11 +631,14 @@ pub struct ReportLink {
 }
 
 /// A download URL for the job's errors.csv, or (`format=rows`) for a file of just the bad
-/// rows in the five standard columns, to fix and upload again.
+/// rows in the five standard columns, to fix and upload again; or (`format=json`) the bad rows
+/// themselves, a page at a time.
 #[utoipa::path(get, path = "/imports/{id}/errors", tag = "imports",
     params(("id" = Uuid, Path),
-           ("format" = Option<String>, Query, description = "`report` (default): errors.csv with line, code, message and the values; `rows`: just the bad rows, header `email,first_name,last_name,phone,city`, values as read, re-importable")),
-    responses((status = 200, body = ReportLink), (status = 404, body = crate::error::ErrorBody, description = "no report: no error rows, or the job failed before writing one"),
+           ("format" = Option<String>, Query, description = "`report` (default): errors.csv with line, code, message and the values; `rows`: just the bad rows, header `email,first_name,last_name,phone,city`, values as read, re-importable; `json`: the bad rows themselves, a page at a time (`ErrorRowPage`), at any time"),
+           ("limit" = Option<i64>, Query, description = "`format=json`: 1–1000, default 100"),
+           ("after" = Option<i64>, Query, description = "`format=json`: the `next_after` of the page before (rows after this line)")),
+    responses((status = 200, body = ReportLink, description = "a download link; with `format=json` an `ErrorRowPage` instead"), (status = 404, body = crate::error::ErrorBody, description = "no report: no error rows, or the job failed before writing one"),
               (status = 409, body = crate::error::ErrorBody, description = "the job has not finished"),
               (status = 422, body = crate::error::ErrorBody, description = "unknown format")),
     security(("bearer" = [])))]
@@ -638,14 +647,16 @@ pub async fn errors_report(
     user: AuthUser,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<ReportLink>> {
-    let rows = match query_params(query).get("format").map(String::as_str) {
+) -> ApiResult<Response> {
+    let params = query_params(query);
+    let rows = match params.get("format").map(String::as_str) {
         None | Some("" | "report") => false,
         Some("rows") => true,
+        Some("json") => return error_rows_page(&state, &user, &id, &params).await,
         Some(other) => {
             return Err(ApiError::unprocessable(
                 "invalid_format",
-                format!("format must be report or rows, not {other:?}"),
+                format!("format must be report, rows or json, not {other:?}"),
             ))
         }
     };
@@ -706,7 +717,36 @@ pub async fn errors_report(
     Ok(Json(ReportLink {
         url,
         expires_in: ttl.as_secs(),
-    }))
+    })
+    .into_response())
+}
+
+/// `format=json`: a page of the job's stored bad rows, by line (`after`, `limit`), at any
+/// point of the job's life (rows committed so far while it runs).
+async fn error_rows_page(
+    state: &AppState,
+    user: &AuthUser,
+    id: &str,
+    params: &HashMap<String, String>,
+) -> ApiResult<Response> {
+    let limit = page_limit(params)?;
+    let after = match params.get("after").map(String::as_str) {
+        None | Some("") => 0,
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::unprocessable("invalid_query", "after must be a line number")
+        })?,
+    };
+    let job = visible_job(state, user, id).await?;
+    let items = error_rows::page(&state.pool, job.id, after, limit).await?;
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|r| r.line))
+        .flatten();
+    Ok(Json(ErrorRowPage {
+        items,
+        next_after,
+        error_rows: job.error_rows,
+    })
+    .into_response())
 }
 
 #[cfg(test)]

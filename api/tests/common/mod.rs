@@ -308,12 +308,31 @@ pub fn csv_rows(n: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The status and code of an error answer, checking that it is a whole problem document
+/// (RFC 9457, docs/api.md#errors): its media type, `type` naming the code, `status` equal to
+/// the HTTP status, `detail` and `message` the same text.
 pub async fn error_body(r: Response) -> (StatusCode, String) {
     let status = r.status();
+    let media = r
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body: Value = r.json().await.unwrap_or(Value::Null);
     assert!(
         body["message"].is_string(),
         "error bodies carry a message: {body}"
     );
-    (status, body["code"].as_str().unwrap_or("").to_string())
+    let code = body["code"].as_str().unwrap_or("").to_string();
+    assert_eq!(media, "application/problem+json", "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:bulk-import:error:{code}"),
+        "{body}"
+    );
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["detail"], body["message"], "{body}");
+    assert!(body["title"].is_string(), "{body}");
+    (status, code)
 }
