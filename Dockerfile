@@ -36,7 +36,11 @@ FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57
 COPY --from=builder /out/ /usr/local/bin/
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
-ENV BIND_ADDR=0.0.0.0:8000 \
+# APP_ENV=prod: a bare `docker run` refuses to start without JWT_SECRET (at least 32
+# characters, not the development value) and PUBLIC_API_URL, instead of signing tokens with
+# the public development secret. Compose and scripts/run-local.sh set APP_ENV=dev.
+ENV APP_ENV=prod \
+    BIND_ADDR=0.0.0.0:8000 \
     OPERATOR_BIND_ADDR=0.0.0.0:8080 \
     LOG_FORMAT=json
 EXPOSE 8000 8080

@@ -15,7 +15,7 @@
 # their env, e.g. .local/env, is already exported), a database
 # and key prefixes of its own (dropped at the end), the release binaries and the default
 # limits, except UPLOAD_IDLE_TIMEOUT_SECONDS=5 (the stall case waits for it) and
-# TRUSTED_PROXIES=127.0.0.1. The importer cases (300 rows with a 1,000,000-character field;
+# TRUSTED_PROXIES=127.0.0.1. The API cases include 150 stalled 2 MB auth bodies. The importer cases (300 rows with a 1,000,000-character field;
 # 32 MB of blank lines in windows-1251; a gzip of 5M repeats; 300,000 bad rows; a formula
 # after a `;`) run the importer binary on their own and need that database, so they only run
 # then (their files are stored in a directory of the run, STORAGE=fs, removed at the end).
@@ -187,6 +187,38 @@ again = c.getresponse().status
 rows.append((f"headers + first boundary line, then nothing (UPLOAD_IDLE_TIMEOUT_SECONDS={IDLE})",
              f"{resp.split(b' ')[1].decode() if resp else 'no answer'} after {stalled:.2f} s; the same key at once: {again}", "—"))
 
+# 5b. 150 connections each send 1.9 MB of a declared 2 MB JSON body to POST /auth/token and
+# stall (issue 24: 15 → 309 MiB before JSON_BODY_MAX_BYTES); a real login meanwhile. Each plays
+# its own address (X-Forwarded-For), so that MAX_CONNECTIONS_PER_ADDR does not refuse them first.
+before = rss(); s = Sampler()
+prefix = b'{"email":"x@example.com","password":"'
+payload = prefix + b"a" * (1_900_000 - len(prefix))
+def stall(i):
+    sock = socket.create_connection((HOST, PORT))
+    try:
+        sock.sendall((f"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"X-Forwarded-For: 203.0.113.{i % 250 + 1}\r\nContent-Length: 2000000\r\n\r\n").encode())
+        sock.sendall(payload)
+    except OSError:
+        pass
+    sock.settimeout(30)
+    try:
+        resp = sock.recv(4096)
+    except OSError:
+        resp = b""
+    return sock, resp.split(b" ")[1].decode() if resp.startswith(b"HTTP/") else "cut"
+with ThreadPoolExecutor(150) as ex:
+    held = list(ex.map(stall, range(150)))
+t0 = time.time()
+st = req("POST", "/auth/token", {"email": warm, "password": "pass12345"}, xff(0))[0]
+login_took = time.time() - t0
+peak = s.done()
+for sock, _ in held: sock.close()
+after = settle(before, 3)
+rows.append(("150 connections each send 1.9 MB of a declared 2 MB JSON body to `POST /auth/token` and stall; a real login meanwhile",
+             f"{counts([a for _, a in held])} (cut: reset before the client read its 413); the login: {st} after {login_took:.2f} s",
+             f"{mb(before)} / {mb(peak)} / {mb(after)}"))
+
 # 6. The importer: 300 rows with a 1,000,000-character field.
 if os.environ["OWN_API"] == "1":
     path = os.path.join(os.environ["WORK"], "hostile.csv")
@@ -296,7 +328,8 @@ mkdir -p "$(dirname "$OUT")"
   echo "the importer under 64 MiB. Issue 24: the importer under 64 MiB on 32 MB of blank lines and"
   echo "on a gzip of 5M repeats, which fails \`file_too_large\` (MAX_DECOMPRESSION_RATIO=100); at"
   echo "most MAX_STORED_ERROR_ROWS=100000 error rows stored per job; no cell of either report file"
-  echo "starts a formula when read with \`;\` as the separator."
+  echo "starts a formula when read with \`;\` as the separator. The API under 100 MiB through"
+  echo "150 stalled 2 MB auth bodies (JSON_BODY_MAX_BYTES=8192), a login answered meanwhile."
   echo
   cat "$work/cases.md"
 } >"$OUT"

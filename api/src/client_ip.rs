@@ -5,6 +5,10 @@
 //! itself and are never believed. `Forwarded` (RFC 7239) is used when present, else
 //! `X-Forwarded-For`. An entry that is not an address (`unknown`, an obfuscated name, garbage)
 //! stops the walk at the last address reached.
+//!
+//! Per-address limits (logins, registrations, open connections) count a client under
+//! [`limit_key`]: its IPv4 address, or the /64 of its IPv6 address — one subscriber's
+//! network, in which an attacker picks any of 2^64 addresses at will.
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -79,6 +83,18 @@ pub fn client_ip(proxies: &[IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr
     client
 }
 
+/// What per-address limits count a client under: an IPv4 address as it is, an IPv6
+/// address's /64 (printed `2001:db8:1:2::/64`).
+pub fn limit_key(ip: IpAddr) -> IpNet {
+    let prefix = match canonical(ip) {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 64,
+    };
+    IpNet::new(canonical(ip), prefix)
+        .expect("a valid prefix length")
+        .trunc()
+}
+
 /// An IPv4 address seen through an IPv6 socket (`::ffff:a.b.c.d`) is that IPv4 address.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -134,6 +150,28 @@ mod tests {
         assert_eq!(
             client_ip(&proxies, ip("10.1.1.1"), &HeaderMap::new()),
             ip("10.1.1.1")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_64_and_ipv4_per_address() {
+        let a = limit_key(ip("2001:db8:1:2:aaaa::1"));
+        let b = limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        let other = limit_key(ip("2001:db8:1:3::1"));
+        assert_eq!(a, b, "one /64, one key");
+        assert_ne!(a, other, "the next /64 is another client");
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_ne!(limit_key(ip("192.0.2.1")), limit_key(ip("192.0.2.2")));
+        assert_eq!(limit_key(ip("192.0.2.1")).to_string(), "192.0.2.1/32");
+        // An IPv4 client seen through an IPv6 socket is that IPv4 address, not a /64 of
+        // every IPv4 client.
+        assert_eq!(
+            limit_key(ip("::ffff:192.0.2.1")),
+            limit_key(ip("192.0.2.1"))
+        );
+        assert_ne!(
+            limit_key(ip("::ffff:192.0.2.1")),
+            limit_key(ip("::ffff:192.0.2.2"))
         );
     }
 

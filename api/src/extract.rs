@@ -1,6 +1,6 @@
 //! Extractors that reject bad input in the API's own error format.
 
-use crate::error::ApiError;
+use crate::{error::ApiError, request_limits};
 use axum::{
     extract::{rejection::JsonRejection, FromRequest, Request},
     http::StatusCode,
@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 
 /// Like `axum::Json`, but a malformed body is 400 `malformed_json`, a body of the wrong shape
-/// 422 `invalid_body`, and a wrong content type 415 `unsupported_media_type`.
+/// 422 `invalid_body`, a wrong content type 415 `unsupported_media_type`, and a body over
+/// `JSON_BODY_MAX_BYTES` or late past `REQUEST_TIMEOUT_SECONDS` 413 `body_too_large` or 408
+/// `request_timeout` (`request_limits`).
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
@@ -18,6 +20,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(e) if request_limits::cause(&e).is_some() => {
+                Err(request_limits::cause(&e).expect("checked").into())
+            }
             Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(
                 "malformed_json",
                 format!("malformed JSON: {}", e.body_text()),

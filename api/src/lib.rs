@@ -8,6 +8,7 @@
 pub mod access;
 pub mod auth;
 pub mod client_ip;
+pub mod connections;
 pub mod customers;
 pub mod error;
 pub mod error_rows;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod progress_hub;
 pub mod quota;
 pub mod rate_limit;
+pub mod request_limits;
 pub mod routes;
 pub mod state;
 pub mod sweeper;
@@ -90,9 +92,6 @@ async fn access_log(
     response
 }
 
-/// A client must send its request headers within this time.
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 pub fn app(state: AppState) -> Router {
     let security = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -115,6 +114,11 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::docs::router())
         .merge(routes::web::router())
         .fallback(|| async { error::ApiError::not_found() })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_limits::bound_body,
+        ))
+        .layer(middleware::from_fn(connections::per_client_requests))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
@@ -145,6 +149,8 @@ pub struct Application {
     /// `METRICS_BIND_ADDR`: `/metrics` on a listener of its own.
     metrics: Option<(TcpListener, Router)>,
     sweeper: (sweeper::Sweeper, std::time::Duration),
+    /// The connection and request bounds `run_until` applies.
+    state_limits: bulk_import_core::limits::Limits,
 }
 
 impl Application {
@@ -241,6 +247,7 @@ impl Application {
             executor,
             metrics,
             sweeper: (sweeper, sweep_every),
+            state_limits: limits,
         })
     }
 
@@ -258,8 +265,9 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains in-flight requests (at most 30 s) and
     /// stops the executor's importers at a batch boundary. HTTP/1.1, where hyper enforces a
     /// header-read timeout: a client must send its request headers within
-    /// `HEADER_READ_TIMEOUT` (slowloris). Request bodies are bounded where they are read (the
-    /// upload's idle timeout).
+    /// `REQUEST_TIMEOUT_SECONDS` (slowloris). Connections are capped in total and per client
+    /// address and their writes must make progress (`connections`); request bodies are
+    /// bounded by `request_limits` (the upload's by `upload_limits`).
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -271,9 +279,12 @@ impl Application {
         };
         use tower::Layer;
         let mut builder = hyper::server::conn::http1::Builder::new();
+        let limits = &self.state_limits;
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(limits.request_timeout);
+        let send_timeout = limits.send_timeout;
+        let connection_limits = connections::ConnectionLimits::new(limits);
         let graceful = GracefulShutdown::new();
         let metrics = self.metrics.map(|(listener, router)| {
             tokio::spawn(async move {
@@ -299,12 +310,23 @@ impl Application {
                 },
                 _ = &mut shutdown => break,
             };
-            let service =
-                axum::Extension(axum::extract::ConnectInfo(addr)).layer(self.router.clone());
-            let connection =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let admitted = match connection_limits.admit(addr.ip()) {
+                Ok(admitted) => admitted,
+                Err(why) => {
+                    connections::refuse(stream, why);
+                    continue;
+                }
+            };
+            let service = (
+                axum::Extension(axum::extract::ConnectInfo(addr)),
+                axum::Extension(connection_limits.clone()),
+            )
+                .layer(self.router.clone());
+            let io = TokioIo::new(connections::SendDeadline::new(stream, send_timeout));
+            let connection = builder.serve_connection(io, TowerToHyperService::new(service));
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
+                let _admitted = admitted;
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }

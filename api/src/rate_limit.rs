@@ -18,14 +18,16 @@
 //! **Registrations**: at most `REGISTER_MAX_PER_ADDR` per client address per
 //! `REGISTER_WINDOW_SECONDS`, counted before the (slow, memory-hungry) password hash.
 //!
-//! Keys are `{REDIS_KEY_PREFIX}login:email:<sha256(email)>`, `…login:addr:<ip>`,
-//! `…login:device:<id>`, `…register:addr:<ip>`: an email never becomes a key as such. Windows
+//! Keys are `{REDIS_KEY_PREFIX}login:email:<sha256(email)>`, `…login:addr:<net>`,
+//! `…login:device:<id>`, `…register:addr:<net>`, where `<net>` is the client's
+//! [`limit_key`](crate::client_ip::limit_key) (an IPv4 address, an IPv6 /64): an email never
+//! becomes a key as such. Windows
 //! start at the first attempt and are set with plain `EXPIRE` when a key has no TTL (no
 //! `EXPIRE … NX`), so this works on Redis 6 and 7. When Redis is down the limiter fails open
 //! (logins and registrations keep working, unlimited) and says so in the logs: refusing
 //! every login because the cache is down would lock all users out.
 
-use crate::state::AppState;
+use crate::{client_ip::limit_key, state::AppState};
 use sha2::{Digest, Sha256};
 use std::{net::IpAddr, sync::LazyLock};
 
@@ -107,7 +109,7 @@ impl LoginAttempt {
             },
             None => LoginAttempt {
                 counter: format!("{prefix}login:email:{email_hash}"),
-                addr_set: Some(format!("{prefix}login:addr:{addr}")),
+                addr_set: Some(format!("{prefix}login:addr:{}", limit_key(addr))),
                 email_hash: email_hash.to_string(),
             },
         }
@@ -157,8 +159,9 @@ pub async fn register_attempt(state: &AppState, addr: IpAddr) -> Option<u64> {
     let l = &state.settings.limits;
     let mut inv = REGISTER.prepare_invoke();
     inv.key(format!(
-        "{}register:addr:{addr}",
-        state.settings.redis_key_prefix
+        "{}register:addr:{}",
+        state.settings.redis_key_prefix,
+        limit_key(addr)
     ))
     .arg(l.register_window.as_secs())
     .arg(l.register_max_per_addr);

@@ -1,11 +1,11 @@
 //! The API (with its local executor and the real importer) while what it depends on fails.
 //! Services that are stopped are private instances (`importer/tests/services/mod.rs`).
 //!
-//! - Redis stopped: /ready says so; register, login (the limiter fails open, as documented)
+//! - Redis stopped: /ready says so (200 `degraded`: the pod keeps serving); register, login (the limiter fails open, as documented)
 //!   and imports keep working; live progress falls back to polling Postgres; with Redis back,
 //!   login limiting works again.
 //! - Garage stopped: uploads get 503 `service_unavailable` (also when it dies mid-upload),
-//!   /ready names storage, nothing is left half-written (no object, no job, the key is free);
+//!   /ready names storage (200 `degraded`), nothing is left half-written (no object, no job, the key is free);
 //!   with Garage back the same key uploads and imports.
 //! - 50 concurrent imports while the API and its importers are SIGKILLed at random points
 //!   (seeded): every job ends `done` with exact counts, no row applied twice.
@@ -70,8 +70,10 @@ async fn redis_stopped_imports_logins_and_live_progress_keep_working() {
     assert_eq!(ready(&app).await.0, StatusCode::OK);
 
     redis.stop();
+    // Degraded, not unready: the pod stays in the Service.
     let (status, body) = ready(&app).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "degraded");
     assert_eq!(body["checks"]["redis"], "down");
     assert_eq!(body["checks"]["postgres"], "up");
     assert_eq!(body["checks"]["storage"], "up");
@@ -114,7 +116,7 @@ async fn redis_stopped_imports_logins_and_live_progress_keep_working() {
     // Redis back: ready again, and limiting is on again.
     redis.start_server();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ready(&app).await.0 != StatusCode::OK {
+    while ready(&app).await.1["status"] != "ready" {
         assert!(Instant::now() < deadline, "not ready after Redis came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -186,7 +188,8 @@ async fn garage_stopped_uploads_get_503_and_nothing_is_half_written() {
         )
     );
     let (status, body) = ready(&app).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["degraded"], serde_json::json!(["storage"]));
     assert_eq!(body["checks"]["storage"], "down");
     assert_eq!(body["checks"]["postgres"], "up");
     assert_eq!(job_count(&app).await, 0, "no job row left behind");
@@ -196,7 +199,7 @@ async fn garage_stopped_uploads_get_503_and_nothing_is_half_written() {
         app.storage.list("").await.unwrap().is_empty(),
         "no object left behind"
     );
-    assert_eq!(ready(&app).await.0, StatusCode::OK);
+    assert_eq!(ready(&app).await.1["status"], "ready");
     // The keys were released: the same keys now upload and import.
     for key in ["mid-upload", "down"] {
         let id = upload_id(&app, &token, key, &file).await;

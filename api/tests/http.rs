@@ -2,6 +2,8 @@
 //! real importer binary behind the API's local executor.
 
 mod common;
+#[path = "../../importer/tests/services/mod.rs"]
+mod services;
 
 use common::{csv_rows, error_body, Backend, TestApp};
 use futures_util::StreamExt;
@@ -79,7 +81,7 @@ async fn health_ready_docs_metrics_and_headers() {
 }
 
 #[tokio::test]
-async fn ready_names_what_is_down() {
+async fn ready_with_redis_and_storage_down_is_200_degraded() {
     // Nothing listens on port 1.
     let app = TestApp::spawn_with(
         Backend::S3,
@@ -89,14 +91,37 @@ async fn ready_names_what_is_down() {
         ],
     )
     .await;
+    // Redis and storage down degrade features; the pod still serves (Postgres is up).
     let r = app.client.get(app.url("/ready")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     assert_eq!(
         body["checks"],
         json!({"postgres": "up", "redis": "down", "storage": "down"})
     );
-    assert_eq!(body["message"], "unavailable: redis, storage");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["degraded"], json!(["redis", "storage"]));
+    // Logins work without Redis (the limiter fails open).
+    let email = format!("d{}@example.com", uuid::Uuid::new_v4().simple());
+    assert_eq!(app.register(&email, "pass12345").await.status(), 201);
+    assert_eq!(app.login(&email, "pass12345").await.status(), 200);
+}
+
+#[tokio::test]
+async fn ready_is_503_only_without_postgres() {
+    // A private Postgres, crashed once the API runs.
+    let pg = services::PrivatePostgres::start();
+    let db_url = pg.create_database().await;
+    let app = TestApp::spawn_with(Backend::Fs, &[("DATABASE_URL", &db_url)]).await;
+    let r = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["degraded"], json!([]));
+    pg.crash();
+    let r = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["postgres"], "down");
+    assert_eq!(body["code"], "not_ready");
 }
 
 #[tokio::test]

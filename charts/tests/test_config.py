@@ -165,6 +165,19 @@ def test_defaults_match_the_agreed_values():
     assert {"name": "OPERATOR_BIND_ADDR", "value": "0.0.0.0:8080"} in operator_c["env"]
 
 
+def api_env(r: Rendered) -> dict[str, str]:
+    api = r.get("Deployment", "bulk-import-api")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in api["env"]}
+
+
+def test_trusted_proxies_are_set_from_the_values():
+    from conftest import render_scenario, render_values
+
+    assert api_env(render_scenario("default"))["TRUSTED_PROXIES"] == "", "none by default"
+    r = render_values({"api": {"trustedProxies": ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]}})
+    assert api_env(r)["TRUSTED_PROXIES"] == "10.0.0.0/8,fd00::/8,192.0.2.7"
+
+
 def test_importer_image_can_differ_from_the_chart_image():
     from conftest import render_scenario
 

@@ -77,6 +77,15 @@ def test_dockerfile_runtime_is_slim_and_non_root():
     assert "COPY --from=builder /out/ /usr/local/bin/" in runtime
 
 
+def test_the_image_defaults_to_prod():
+    """Issue 24: a bare `docker run` of the image must not sign tokens with the public
+    development secret; APP_ENV=prod makes the API refuse to start without JWT_SECRET and
+    PUBLIC_API_URL (api/tests/bounds.rs starts the binary that way)."""
+    text = DOCKERFILE.read_text()
+    runtime = text[text.rfind("FROM "):]
+    assert re.search(r"^ENV APP_ENV=prod\b", runtime, re.M)
+
+
 def test_one_http_and_tls_stack():
     """Issue 12: aws-sdk-s3's default features pulled hyper 0.14 and rustls 0.21 (its legacy
     client) and aws-lc-rs beside ring. Cargo.lock must hold one hyper, one rustls and ring as

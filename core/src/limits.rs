@@ -49,6 +49,20 @@ pub struct Limits {
     pub events_max_concurrent: usize,
     /// `METRICS_BIND_ADDR`: when set, `/metrics` is served only there (not on `BIND_ADDR`).
     pub metrics_bind_addr: Option<String>,
+    /// `JSON_BODY_MAX_BYTES`: the largest request body of every route but the upload (JSON
+    /// bodies of a few hundred bytes; routes without a body take none at all).
+    pub json_body_max_bytes: u64,
+    /// `REQUEST_TIMEOUT_SECONDS`: a request's head must arrive within this time, and its body
+    /// within this time of the head (every route but the upload, which has its own).
+    pub request_timeout: Duration,
+    /// `SEND_TIMEOUT_SECONDS`: a write to a client (a download, an export, an event) that
+    /// makes no progress for this long ends the connection.
+    pub send_timeout: Duration,
+    /// `MAX_CONNECTIONS`: connections open at once in one API process.
+    pub max_connections: usize,
+    /// `MAX_CONNECTIONS_PER_ADDR`: connections (behind a trusted proxy: requests) open at
+    /// once per client address (an IPv6 client's /64).
+    pub max_connections_per_addr: usize,
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -118,6 +132,11 @@ impl Limits {
             events_max_per_user: positive(lookup, "EVENTS_MAX_PER_USER")?,
             events_max_concurrent: positive(lookup, "EVENTS_MAX_CONCURRENT")?,
             metrics_bind_addr: get(lookup, "METRICS_BIND_ADDR"),
+            json_body_max_bytes: positive(lookup, "JSON_BODY_MAX_BYTES")?,
+            request_timeout: secs(lookup, "REQUEST_TIMEOUT_SECONDS")?,
+            send_timeout: secs(lookup, "SEND_TIMEOUT_SECONDS")?,
+            max_connections: positive(lookup, "MAX_CONNECTIONS")?,
+            max_connections_per_addr: positive(lookup, "MAX_CONNECTIONS_PER_ADDR")?,
         })
     }
 }
@@ -141,6 +160,9 @@ mod tests {
         assert!(l.trusted_proxies.is_empty());
         assert_eq!(l.login_max_per_email, 5);
         assert_eq!(l.hash_concurrency, 2);
+        assert_eq!(l.json_body_max_bytes, 8192);
+        assert_eq!(l.request_timeout, Duration::from_secs(15));
+        assert_eq!((l.max_connections, l.max_connections_per_addr), (1024, 64));
         let l = load(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1 ,::1")]).unwrap();
         assert_eq!(l.trusted_proxies.len(), 3);
         assert!(l.trusted_proxies[0].contains(&"10.1.2.3".parse::<IpAddr>().unwrap()));

@@ -260,6 +260,11 @@ vars! {
     "JOBS_MAX_UNFINISHED_PER_USER", Value("10"), [A], "a user's jobs not yet finished";
     "EVENTS_MAX_PER_USER", Value("4"), [A], "event streams of one user open at once";
     "EVENTS_MAX_CONCURRENT", Value("512"), [A], "event streams open at once in one API process";
+    "JSON_BODY_MAX_BYTES", Value("8192"), [A], "largest request body of every route but the upload (413 body_too_large)";
+    "REQUEST_TIMEOUT_SECONDS", Value("15"), [A], "a request's head, then its body, must arrive within this time (every route but the upload; 408 request_timeout)";
+    "SEND_TIMEOUT_SECONDS", Value("30"), [A], "a write to a client that makes no progress for this long ends the connection";
+    "MAX_CONNECTIONS", Value("1024"), [A], "connections open at once in one API process";
+    "MAX_CONNECTIONS_PER_ADDR", Value("64"), [A], "connections (behind a trusted proxy: requests) open at once per client address or IPv6 /64";
     "METRICS_BIND_ADDR", Described("none (/metrics on BIND_ADDR)"), [A], "serve /metrics only on this address";
     "LOG_FORMAT", Described("text"), [A, I, O], "json for JSON lines";
     "RUST_LOG", Described("info"), [A, I, O], "log filter";

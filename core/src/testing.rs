@@ -162,6 +162,8 @@ pub async fn test_vars(backend: Backend, dir: &Path) -> TestVars {
     );
     // Tests register many users from 127.0.0.1; `api/tests/abuse.rs` tests the default limit.
     vars.insert("REGISTER_MAX_PER_ADDR".into(), "100000".into());
+    // Likewise every connection: `api/tests/bounds.rs` tests the per-address connection cap.
+    vars.insert("MAX_CONNECTIONS_PER_ADDR".into(), "100000".into());
     match backend {
         Backend::S3 => {
             vars.insert("STORAGE".into(), "s3".into());

@@ -209,7 +209,10 @@ pub async fn token(
     let (email, password) = if is_form {
         let Form(f) = Form::<PasswordForm>::from_request(req, &state)
             .await
-            .map_err(|e| ApiError::unprocessable("invalid_body", e.body_text()))?;
+            .map_err(|e| match crate::request_limits::cause(&e) {
+                Some(limit) => limit.into(),
+                None => ApiError::unprocessable("invalid_body", e.body_text()),
+            })?;
         (f.username, f.password)
     } else {
         let Json(c) = Json::<Credentials>::from_request(req, &state).await?;

@@ -77,6 +77,10 @@ async fn download(State(state): State<AppState>, Path(token): Path<String>) -> A
         .await
         .map_err(|e| match e {
             bulk_import_core::storage::StorageError::NotFound(_) => ApiError::not_found(),
+            other if other.is_transient() => {
+                tracing::error!(error = %other, "storage unavailable");
+                ApiError::unavailable("storage")
+            }
             other => ApiError::internal(other),
         })?;
     Ok((

@@ -1,4 +1,12 @@
-//! `/health` (liveness), `/ready` (Postgres, Redis and storage answer) and `/metrics`.
+//! `/health` (liveness), `/ready` (Postgres answers; Redis and storage reported) and
+//! `/metrics`.
+//!
+//! Readiness answers for what the pod needs to serve: without Postgres no route but
+//! `/health` works, so `/ready` is 503 and the pod leaves the Service. Redis and storage are
+//! shared by every pod: taking all of them out of the Service for an outage of either would
+//! turn a degraded feature into a total outage. So `/ready` stays 200 then, with
+//! `"status": "degraded"` and a `degraded` list naming them (docs/api.md says which routes
+//! answer 503 meanwhile).
 
 use crate::state::AppState;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
@@ -30,60 +38,76 @@ pub async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: 200 when Postgres, Redis and storage answer; 503 naming those that do not.
+/// Readiness: 200 when Postgres answers (`"status": "ready"`, or `"degraded"` with the list of
+/// Redis and storage when they do not); 503 when Postgres does not.
 #[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, description = "a dependency is down")))]
+    responses((status = 200, description = "ready, or degraded: `degraded` names Redis or storage when they do not answer"),
+              (status = 503, description = "Postgres does not answer")))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let timeout = Duration::from_secs(2);
-    let db = async {
-        matches!(
-            tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await,
-            Ok(Ok(_))
-        )
-    };
-    let redis = async {
-        let Some(mut conn) = state.redis_conn().await else {
-            return false;
-        };
-        let ok = matches!(
-            tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
-                .await,
-            Ok(Ok(_))
-        );
-        if !ok {
-            state.shared_redis.broken().await;
-        }
-        ok
-    };
-    let storage = async {
-        matches!(
-            tokio::time::timeout(timeout, state.storage.check()).await,
-            Ok(Ok(()))
-        )
-    };
-    let (db, redis, storage) = tokio::join!(db, redis, storage);
+    let (db, redis, storage) =
+        tokio::join!(postgres_up(&state), redis_up(&state), storage_up(&state));
     let checks = json!({"postgres": up(db), "redis": up(redis), "storage": up(storage)});
-    let failed: Vec<&str> = [("postgres", db), ("redis", redis), ("storage", storage)]
+    let degraded: Vec<&str> = [("redis", redis), ("storage", storage)]
         .iter()
         .filter(|(_, ok)| !ok)
         .map(|(n, _)| *n)
         .collect();
-    if failed.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "checks": checks})),
-        )
-    } else {
-        (
+    if !db {
+        let mut down = vec!["postgres"];
+        down.extend(&degraded);
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "status": "unavailable",
                 "code": "not_ready",
-                "message": format!("unavailable: {}", failed.join(", ")),
+                "message": format!("unavailable: {}", down.join(", ")),
                 "checks": checks,
             })),
-        )
+        );
     }
+    let status = if degraded.is_empty() {
+        "ready"
+    } else {
+        "degraded"
+    };
+    (
+        StatusCode::OK,
+        Json(json!({"status": status, "degraded": degraded, "checks": checks})),
+    )
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn postgres_up(state: &AppState) -> bool {
+    matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool)).await,
+        Ok(Ok(_))
+    )
+}
+
+async fn redis_up(state: &AppState) -> bool {
+    let Some(mut conn) = state.redis_conn().await else {
+        return false;
+    };
+    let ok = matches!(
+        tokio::time::timeout(
+            CHECK_TIMEOUT,
+            redis::cmd("PING").query_async::<String>(&mut conn)
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    if !ok {
+        state.shared_redis.broken().await;
+    }
+    ok
+}
+
+async fn storage_up(state: &AppState) -> bool {
+    matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, state.storage.check()).await,
+        Ok(Ok(()))
+    )
 }
 
 fn up(ok: bool) -> &'static str {
