@@ -12,24 +12,55 @@
 //! long as nothing else writes the same emails in between.
 
 use crate::{
-    load::Batch,
-    validate::{Customer, ErrorCode, RowError},
+    batch::Batch,
+    validate::{Customer, RowError},
 };
 use bulk_import_core::ImportMode;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// The batch's row work in a dry run: (errors, inserted, updated), as the real run's.
-pub async fn stage(
+/// The batch's row work in a dry run, as the real run's: its errors (the reader's too), and
+/// how many rows would be inserted and updated. Records the emails that would be written.
+pub(super) async fn record_rows(
     tx: &mut PgConnection,
     (job_id, org_id): (Uuid, i32),
     mode: ImportMode,
     batch: &Batch,
 ) -> Result<(Vec<RowError>, i64, i64), sqlx::Error> {
+    let known = known_emails(tx, (job_id, org_id), batch).await?;
+    let mut errors = batch.errors.clone();
+    let written: Vec<&Customer>;
+    let (inserted, updated);
+    match mode {
+        ImportMode::InsertOnly => {
+            written = insert_only(batch, &known, &mut errors);
+            inserted = written.len() as i64;
+            updated = 0;
+        }
+        ImportMode::Upsert => {
+            let new = batch
+                .rows
+                .iter()
+                .filter(|c| !known.contains_key(c.email()))
+                .count() as i64;
+            inserted = new;
+            updated = batch.valid_rows() as i64 - new;
+            written = batch.rows.iter().collect();
+        }
+    }
+    remember(tx, job_id, &written).await?;
+    Ok((errors, inserted, updated))
+}
+
+/// Where each email of the batch already is: `None` = in the organization's customers
+/// (before the job), `Some(line)` = written by this dry run at that line.
+async fn known_emails(
+    tx: &mut PgConnection,
+    (job_id, org_id): (Uuid, i32),
+    batch: &Batch,
+) -> Result<HashMap<String, Option<i64>>, sqlx::Error> {
     let emails: Vec<&str> = batch.rows.iter().map(|c| c.email()).collect();
-    // Where each email already is: `None` = in the organization's customers (before the
-    // job), `Some(line)` = written by this dry run at that line.
     let mut known: HashMap<String, Option<i64>> = sqlx::query_as::<_, (String,)>(
         "SELECT email FROM customers WHERE org_id = $2 AND email = ANY($1)",
     )
@@ -50,71 +81,59 @@ pub async fn stage(
     for (email, line) in mine {
         known.entry(email).or_insert(Some(line));
     }
-    let mut errors = batch.errors.clone();
-    let written: Vec<&Customer>;
-    let (inserted, updated);
-    match mode {
-        ImportMode::InsertOnly => {
-            let mut keep = vec![];
-            for c in &batch.rows {
-                match known.get(c.email()) {
-                    None => keep.push(c),
-                    Some(Some(line)) => errors.push(duplicate(c, Some(*line))),
-                    Some(None) => errors.push(duplicate(c, None)),
-                }
-            }
-            for (c, first) in batch.repeats() {
-                errors.push(match known.get(c.email()) {
-                    Some(found) => duplicate(c, *found),
-                    None => duplicate(c, Some(*first)),
-                });
-            }
-            inserted = keep.len() as i64;
-            updated = 0;
-            written = keep;
-        }
-        ImportMode::Upsert => {
-            let new = batch
-                .rows
-                .iter()
-                .filter(|c| !known.contains_key(c.email()))
-                .count() as i64;
-            inserted = new;
-            updated = batch.valid_rows() as i64 - new;
-            written = batch.rows.iter().collect();
+    Ok(known)
+}
+
+/// insert_only: the rows that would be inserted; the others' errors pushed onto `errors`.
+fn insert_only<'b>(
+    batch: &'b Batch,
+    known: &HashMap<String, Option<i64>>,
+    errors: &mut Vec<RowError>,
+) -> Vec<&'b Customer> {
+    let mut keep = vec![];
+    for c in &batch.rows {
+        match known.get(c.email()) {
+            None => keep.push(c),
+            Some(found) => errors.push(duplicate(c, *found)),
         }
     }
-    if !written.is_empty() {
-        let emails: Vec<&str> = written.iter().map(|c| c.email()).collect();
-        let lines: Vec<i64> = written.iter().map(|c| c.line).collect();
-        sqlx::query(
-            "INSERT INTO import_dry_run_rows (job_id, email, line) \
-             SELECT $1, e, l FROM unnest($2::text[], $3::int8[]) AS s(e, l) \
-             ON CONFLICT (job_id, email) DO NOTHING",
-        )
-        .bind(job_id)
-        .bind(&emails)
-        .bind(&lines)
-        .execute(&mut *tx)
-        .await?;
+    for (c, first) in batch.repeats() {
+        errors.push(match known.get(c.email()) {
+            Some(found) => duplicate(c, *found),
+            None => duplicate(c, Some(*first)),
+        });
     }
-    Ok((errors, inserted, updated))
+    keep
+}
+
+/// Records the emails the real run would have written, with their lines.
+async fn remember(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    written: &[&Customer],
+) -> Result<(), sqlx::Error> {
+    if written.is_empty() {
+        return Ok(());
+    }
+    let emails: Vec<&str> = written.iter().map(|c| c.email()).collect();
+    let lines: Vec<i64> = written.iter().map(|c| c.line).collect();
+    sqlx::query(
+        "INSERT INTO import_dry_run_rows (job_id, email, line) \
+         SELECT $1, e, l FROM unnest($2::text[], $3::int8[]) AS s(e, l) \
+         ON CONFLICT (job_id, email) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(&emails)
+    .bind(&lines)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 fn duplicate(c: &Customer, first: Option<i64>) -> RowError {
     match first {
-        Some(line) => RowError {
-            line: c.line,
-            code: ErrorCode::DuplicateInFile,
-            message: format!("email {} already appears on line {line}", c.email()),
-            fields: c.raw_fields(),
-        },
-        None => RowError {
-            line: c.line,
-            code: ErrorCode::DuplicateInDb,
-            message: format!("email {} already exists", c.email()),
-            fields: c.raw_fields(),
-        },
+        Some(line) => RowError::duplicate_in_file(c, line),
+        None => RowError::duplicate_in_db(c),
     }
 }
 
