@@ -140,7 +140,7 @@ text_enum!(JobStatus);
 
 /// One row of `import_jobs`, as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Job {
+pub struct JobRow {
     pub id: Uuid,
     /// The organization the job belongs to (`crate::accounts`): its members share it.
     pub org_id: i32,
@@ -197,7 +197,7 @@ pub struct Totals {
 /// A job-level failure: a stable code and a safe message (`crate::job_error`).
 pub use crate::job_error::JobError;
 
-impl Job {
+impl JobRow {
     pub fn mode(&self) -> ImportMode {
         self.mode
     }

@@ -25,6 +25,8 @@ pub mod telemetry;
 pub mod testing;
 
 pub use email::Email;
-pub use job::{ImportMode, Job, JobStatus};
+/// The former name of [`JobRow`], kept while the api and cli crates move to the new one.
+pub use job::JobRow as Job;
+pub use job::{ImportMode, JobRow, JobStatus};
 pub use settings::Settings;
 pub use storage::Storage;

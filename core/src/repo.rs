@@ -20,7 +20,7 @@
 //! holds the job's advisory lock, which a live importer keeps for its whole run). A Postgres
 //! restart drops advisory locks, never the row, so it cannot make two writers.
 
-use crate::job::{ImportMode, Job, JobError, JobStatus, Totals};
+use crate::job::{ImportMode, JobError, JobRow, JobStatus, Totals};
 use crate::options::ImportOptions;
 use sqlx::{PgConnection, PgExecutor};
 use std::time::Duration;
@@ -28,11 +28,11 @@ use uuid::Uuid;
 
 pub type Result<T> = std::result::Result<T, sqlx::Error>;
 
-/// `SELECT <every column of Job> FROM import_jobs <tail>`, checked at compile time.
+/// `SELECT <every column of JobRow> FROM import_jobs <tail>`, checked at compile time.
 macro_rules! select_jobs {
     ($tail:tt $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
-            Job,
+            JobRow,
             r#"SELECT id, org_id, user_id,
                  (SELECT u.email FROM users u WHERE u.id = import_jobs.user_id) AS created_by_email,
                  idempotency_key, request_fingerprint, mode AS "mode: ImportMode",
@@ -53,13 +53,13 @@ fn secs(d: Duration) -> f64 {
 
 // --- reads ------------------------------------------------------------------------------
 
-pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Job>> {
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobRow>> {
     select_jobs!("WHERE id = $1", id).fetch_optional(db).await
 }
 
 /// A job as the members of its organization may see it: `uploading` reservations are
 /// invisible, and another organization's job is indistinguishable from a missing one.
-pub async fn get_visible(db: impl PgExecutor<'_>, id: Uuid, org_id: i32) -> Result<Option<Job>> {
+pub async fn get_visible(db: impl PgExecutor<'_>, id: Uuid, org_id: i32) -> Result<Option<JobRow>> {
     select_jobs!(
         "WHERE id = $1 AND org_id = $2 AND status <> 'uploading'",
         id,
@@ -77,7 +77,7 @@ pub async fn list_visible(
     started_by: Option<Uuid>,
     limit: i64,
     offset: i64,
-) -> Result<(Vec<Job>, i64)> {
+) -> Result<(Vec<JobRow>, i64)> {
     let jobs = select_jobs!(
         "WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status <> 'uploading' \
          ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
@@ -99,14 +99,18 @@ pub async fn list_visible(
     Ok((jobs, total))
 }
 
-pub async fn find_by_key(db: impl PgExecutor<'_>, user_id: Uuid, key: &str) -> Result<Option<Job>> {
+pub async fn find_by_key(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<JobRow>> {
     select_jobs!("WHERE user_id = $1 AND idempotency_key = $2", user_id, key)
         .fetch_optional(db)
         .await
 }
 
 /// Jobs that still have to run (`pending`, `processing`), oldest first.
-pub async fn list_unfinished(db: impl PgExecutor<'_>) -> Result<Vec<Job>> {
+pub async fn list_unfinished(db: impl PgExecutor<'_>) -> Result<Vec<JobRow>> {
     select_jobs!("WHERE status IN ('pending', 'processing') ORDER BY created_at")
         .fetch_all(db)
         .await
@@ -114,7 +118,7 @@ pub async fn list_unfinished(db: impl PgExecutor<'_>) -> Result<Vec<Job>> {
 
 /// Jobs nobody runs: `pending` for longer than `age`, or `processing` under a claim whose
 /// lease expired more than `age` ago (its importer died with no one to restart it).
-pub async fn list_orphaned(db: impl PgExecutor<'_>, age: Duration) -> Result<Vec<Job>> {
+pub async fn list_orphaned(db: impl PgExecutor<'_>, age: Duration) -> Result<Vec<JobRow>> {
     select_jobs!(
         "WHERE (status = 'pending' AND updated_at < now() - make_interval(secs => $1)) \
             OR (status = 'processing' AND (lease_expires_at IS NULL \
@@ -272,7 +276,7 @@ pub async fn finish_upload(
     db: impl PgExecutor<'_> + Copy,
     id: Uuid,
     file: &UploadedFile<'_>,
-) -> Result<Option<Job>> {
+) -> Result<Option<JobRow>> {
     let updated = sqlx::query!(
         "UPDATE import_jobs SET status = 'pending', request_fingerprint = $2, file_name = $3, \
            file_size = $4, updated_at = now() \
@@ -345,7 +349,7 @@ pub enum Takeover {
 #[derive(Debug)]
 pub enum Claim {
     /// `processing`, owned by the caller until its lease expires.
-    Claimed(Box<Job>),
+    Claimed(Box<JobRow>),
     /// Another importer holds a live claim: try later.
     Busy {
         owner: Uuid,

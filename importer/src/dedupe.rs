@@ -3,7 +3,7 @@
 //! a look-up in `customers`, which stays the source of truth; a "no" is certain.
 //!
 //! Each email is hashed once (foldhash, seeded at random per run), on the reader thread (`SeenEmails::hash`); the filter and the
-//! check of a batch against the one before it (`crate::load::PreviousEmails`) both work
+//! check of a batch against the one before it (`crate::batch::PreviousEmails`) both work
 //! from that hash.
 
 use fastbloom::BloomFilter;

@@ -5,19 +5,19 @@
 //! checkpoint is at the end of the file. Exit codes are `bulk_import_core::exit`. See
 //! docs/import-semantics.md for the rules.
 
+pub mod batch;
 pub mod copy;
 pub mod decode;
 pub mod dedupe;
 pub mod dialect;
-pub mod dry_run;
 pub mod error_cap;
 pub mod load;
+pub mod local_file;
 pub mod publish;
 pub mod reader;
 pub mod report;
 pub mod run;
 pub mod source;
-pub mod submit;
 pub mod validate;
 
 pub use run::{run_job, Outcome, RunError};

@@ -6,7 +6,7 @@ use bulk_import_core::{
     settings::{env_help, Component},
     telemetry, ImportMode, Settings,
 };
-use bulk_import_importer::{exit, run_job, submit, Outcome};
+use bulk_import_importer::{exit, local_file, run_job, Outcome};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,7 @@ enum Command {
         #[arg(long, default_value = "insert_only")]
         mode: ImportMode,
         /// Email of the user that owns the job (created without a usable password if new).
-        #[arg(long, default_value = submit::DEFAULT_OWNER)]
+        #[arg(long, default_value = local_file::DEFAULT_OWNER)]
         owner: String,
         /// Validate and report only; write no customer row.
         #[arg(long)]
@@ -99,7 +99,8 @@ fn main() {
                 };
                 let result = async {
                     let pool = settings.pool(2).await?;
-                    submit::submit_with(&settings, &pool, &file, mode, &owner, &options).await
+                    local_file::create_job_with(&settings, &pool, &file, mode, &owner, &options)
+                        .await
                 }
                 .await;
                 match result {

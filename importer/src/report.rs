@@ -4,7 +4,7 @@
 //! cell, and wherever a spreadsheet may start a new cell inside one (see [`neutralize`]).
 
 use crate::validate::RowError;
-use bulk_import_core::Storage;
+use bulk_import_core::{db, storage::StorageError, Storage};
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
 use std::borrow::Cow;
@@ -162,6 +162,43 @@ impl ReportWriter {
     }
 }
 
+/// Why a report could not be written, by kind: the caller retries only what may pass.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("reading the error rows: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("storing the report: {0}")]
+    Storage(#[source] StorageError),
+    /// The stream between the rows read and the object written broke (the other side
+    /// stopped).
+    #[error("streaming the report: {0}")]
+    Stream(#[source] std::io::Error),
+}
+
+impl ReportError {
+    /// Whether trying again may succeed: the database or storage unreachable, a broken
+    /// stream. A missing bucket, a refused write, a query that cannot run are permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReportError::Database(e) => db::is_transient(e),
+            ReportError::Storage(e) => e.is_transient(),
+            ReportError::Stream(_) => true,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ReportError {
+    fn from(e: sqlx::Error) -> Self {
+        ReportError::Database(e)
+    }
+}
+
+impl From<std::io::Error> for ReportError {
+    fn from(e: std::io::Error) -> Self {
+        ReportError::Stream(e)
+    }
+}
+
 type ErrorRow = (
     i64,
     String,
@@ -184,7 +221,7 @@ pub async fn upload(
     job_id: Uuid,
     key: &str,
     error_rows: i64,
-) -> anyhow::Result<u64> {
+) -> Result<u64, ReportError> {
     let (mut tx, rx) = tokio::io::duplex(256 * 1024);
     let produce = async move {
         let mut rows = sqlx::query_as::<_, ErrorRow>(
@@ -208,13 +245,13 @@ pub async fn upload(
         }
         tx.write_all(&w.take()).await?;
         tx.shutdown().await?;
-        anyhow::Ok(count)
+        Ok::<_, ReportError>(count)
     };
     let store = async {
         storage
             .put_stream(key, rx)
             .await
-            .map_err(anyhow::Error::from)
+            .map_err(ReportError::Storage)
     };
     let (count, _) = tokio::try_join!(produce, store)?;
     Ok(count)
@@ -234,7 +271,7 @@ pub async fn upload_rows(
     storage: &Storage,
     job_id: Uuid,
     key: &str,
-) -> anyhow::Result<u64> {
+) -> Result<u64, ReportError> {
     type Cells = (
         Option<String>,
         Option<String>,
@@ -270,13 +307,13 @@ pub async fn upload_rows(
         tx.write_all(&w.into_inner().expect("writing to memory"))
             .await?;
         tx.shutdown().await?;
-        anyhow::Ok(count)
+        Ok::<_, ReportError>(count)
     };
     let store = async {
         storage
             .put_stream(key, rx)
             .await
-            .map_err(anyhow::Error::from)
+            .map_err(ReportError::Storage)
     };
     let (count, _) = tokio::try_join!(produce, store)?;
     Ok(count)

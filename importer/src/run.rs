@@ -14,11 +14,12 @@
 //! - SIGTERM: the batch in flight is finished or rolled back, the claim given up (exit 143).
 
 use crate::{
+    batch::Batch,
     decode::ExpansionLimit,
     dialect,
-    load::{Batch, LoadError, Loader},
+    load::{dry_run, LoadError, Loader},
     publish::Publisher,
-    report,
+    report::{self, ReportError},
     source::{read_batches, SourceConfig, Start},
 };
 use bulk_import_core::{
@@ -29,7 +30,7 @@ use bulk_import_core::{
     repo::{self, Claim, Finish, Takeover},
     retry::{retry, Policy},
     storage::StorageError,
-    Job, JobStatus, Settings, Storage,
+    JobRow, JobStatus, Settings, Storage,
 };
 use sqlx::{postgres::PgConnectOptions, PgPool};
 use std::time::{Duration, Instant};
@@ -59,12 +60,16 @@ pub enum RunError {
     /// Another importer holds a live claim on the job (or took it over from this one).
     #[error("job {0} is being run by another importer")]
     Busy(Uuid),
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration: {what}: {source}")]
+    Config {
+        what: &'static str,
+        #[source]
+        source: Cause,
+    },
     /// Postgres or storage could not be reached past retries, or the report could not be
     /// written: the job is left for a later run.
     #[error("temporarily unable to run the job: {0}")]
-    Temporary(String),
+    Temporary(#[from] Temporary),
     #[error("database unavailable: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -72,15 +77,46 @@ pub enum RunError {
 impl RunError {
     /// Whether running the importer again later may succeed.
     pub fn is_temporary(&self) -> bool {
-        !matches!(self, RunError::NotFound(_) | RunError::Config(_))
+        !matches!(self, RunError::NotFound(_) | RunError::Config { .. })
     }
+}
+
+/// The cause of a failure, kept as its source (never flattened to text).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a run stopped for now (exit 75): what it was doing, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum Temporary {
+    #[error("{what}: {source}")]
+    Failed {
+        what: &'static str,
+        #[source]
+        source: Cause,
+    },
+    #[error("the database kept losing committed batches")]
+    BatchesLost,
+}
+
+fn temporary(what: &'static str, source: impl Into<Cause>) -> Stop {
+    Stop::Temporary(Temporary::Failed {
+        what,
+        source: source.into(),
+    })
+}
+
+/// What claiming a job ends with when it does not fail.
+enum Acquired {
+    /// The job, and the connection holding its advisory lock for the whole run.
+    Claimed(Box<JobRow>, sqlx::PgConnection),
+    /// Nothing to run: the job had ended before.
+    AlreadyFinished(JobStatus),
 }
 
 /// Why a run stopped before `done`.
 #[derive(Debug)]
 enum Stop {
     Failed(JobError),
-    Temporary(String),
+    Temporary(Temporary),
     Interrupted,
     /// The job is no longer ours: it ended elsewhere, or another importer took it over.
     Ended(JobStatus),
@@ -103,7 +139,7 @@ impl From<LoadError> for Stop {
             LoadError::Ended(status) => Stop::Ended(status),
             LoadError::LostClaim => Stop::Lost,
             LoadError::TooManyErrors(totals) => Stop::TooManyErrors(totals),
-            other => Stop::Temporary(other.to_string()),
+            other => temporary("applying a batch", other),
         }
     }
 }
@@ -124,35 +160,12 @@ pub async fn run_job(
     job_id: Uuid,
     cancel: CancellationToken,
 ) -> Result<Outcome, RunError> {
-    let options = db::connect_options(
-        settings.database_url(),
-        "bulk-import-importer",
-        settings.db_statement_timeout,
-    )
-    .map_err(|e| RunError::Config(format!("DATABASE_URL: {e}")))?;
-    let storage = Storage::from_settings(settings).map_err(|e| RunError::Config(e.to_string()))?;
-    // Three: the two report uploads at once (`write_report`) leave one for the heartbeat.
-    // The loader's two connections are its own.
-    let pool = retry(
-        "connecting to Postgres",
-        Policy::MINUTE,
-        db::is_transient,
-        || db::pool_options(3).connect_with(options.clone()),
-    )
-    .await?;
-    let ctx = Ctx {
-        settings,
-        pool,
-        options,
-        storage,
-        owner: Uuid::new_v4(),
-        op_timeout: settings.db_statement_timeout + Duration::from_secs(10),
-    };
+    let ctx = context(settings).await?;
     // Held for the whole run: a live importer keeps the job's advisory lock, so a successor
     // that gets it knows the previous owner is gone and need not wait for its lease.
     let (job, _lock) = match acquire(&ctx, job_id).await? {
-        Ok(claimed) => claimed,
-        Err(outcome) => return Ok(outcome),
+        Acquired::Claimed(job, lock) => (*job, lock),
+        Acquired::AlreadyFinished(status) => return Ok(Outcome::AlreadyFinished(status)),
     };
     tracing::info!(
         job_id = %job.id, mode = %job.mode(), offset = job.checkpoint_offset, attempt = job.attempts,
@@ -167,14 +180,63 @@ pub async fn run_job(
     let publisher = Publisher::spawn(settings.redis_url());
     let result = process(&ctx, &job, &publisher, cancel).await;
     heartbeat.abort();
-    let outcome = match result {
+    let outcome = conclude(&ctx, &job, result).await;
+    if let Ok(Some(row)) = db::with_timeout(ctx.op_timeout, repo::get(&ctx.pool, job.id)).await {
+        publisher.publish(snapshot(&row));
+    }
+    publisher.finish().await;
+    outcome
+}
+
+/// The run's connections and storage client.
+async fn context(settings: &Settings) -> Result<Ctx<'_>, RunError> {
+    let options = db::connect_options(
+        settings.database_url(),
+        "bulk-import-importer",
+        settings.db_statement_timeout,
+    )
+    .map_err(|e| RunError::Config {
+        what: "DATABASE_URL",
+        source: e.into(),
+    })?;
+    let storage = Storage::from_settings(settings).map_err(|e| RunError::Config {
+        what: "storage",
+        source: e.into(),
+    })?;
+    // Three: the two report uploads at once (`write_report`) leave one for the heartbeat.
+    // The loader's two connections are its own.
+    let pool = retry(
+        "connecting to Postgres",
+        Policy::MINUTE,
+        db::is_transient,
+        || db::pool_options(3).connect_with(options.clone()),
+    )
+    .await?;
+    Ok(Ctx {
+        settings,
+        pool,
+        options,
+        storage,
+        owner: Uuid::new_v4(),
+        op_timeout: settings.db_statement_timeout + Duration::from_secs(10),
+    })
+}
+
+/// What the run's end means for the job and the exit: a failure is recorded in the job row,
+/// a stop for now gives the claim up.
+async fn conclude(
+    ctx: &Ctx<'_>,
+    job: &JobRow,
+    result: Result<Totals, Stop>,
+) -> Result<Outcome, RunError> {
+    match result {
         Ok(totals) => {
             tracing::info!(job_id = %job.id, ?totals, "import done");
             Ok(Outcome::Done(totals))
         }
         Err(Stop::Interrupted) => {
             tracing::warn!(job_id = %job.id, "import interrupted; it resumes from its checkpoint");
-            unclaim(&ctx, job.id).await;
+            unclaim(ctx, job.id).await;
             Ok(Outcome::Interrupted)
         }
         Err(Stop::Regressed | Stop::TooManyErrors(_) | Stop::TooLarge(..)) => {
@@ -194,47 +256,36 @@ pub async fn run_job(
         }
         Err(Stop::Failed(error)) => {
             error.log(job.id);
-            let recorded = retry(
+            retry(
                 "recording the failure",
                 Policy::MINUTE,
                 db::is_transient,
                 || repo::fail(&ctx.pool, job.id, &error),
             )
-            .await;
-            match recorded {
-                Ok(_) => Ok(Outcome::Failed(error)),
-                Err(e) => Err(RunError::Database(e)),
-            }
+            .await?;
+            Ok(Outcome::Failed(error))
         }
         Err(Stop::Temporary(reason)) => {
             tracing::error!(job_id = %job.id, %reason, "import stopped for now; a later run resumes it");
-            unclaim(&ctx, job.id).await;
+            unclaim(ctx, job.id).await;
             Err(RunError::Temporary(reason))
         }
-    };
-    if let Ok(Some(row)) = db::with_timeout(ctx.op_timeout, repo::get(&ctx.pool, job.id)).await {
-        publisher.publish(snapshot(&row));
     }
-    publisher.finish().await;
-    outcome
 }
 
 /// Claims the job, waiting up to its lease (plus a margin) for a live owner to finish or
-/// die. Returns the claimed job and the connection holding its advisory lock, or the
-/// outcome when there is nothing to run.
-async fn acquire(
-    ctx: &Ctx<'_>,
-    job_id: Uuid,
-) -> Result<Result<(Job, sqlx::PgConnection), Outcome>, RunError> {
+/// die. Returns the claimed job and the connection holding its advisory lock, or that the
+/// job had already ended.
+async fn acquire(ctx: &Ctx<'_>, job_id: Uuid) -> Result<Acquired, RunError> {
     let deadline = Instant::now() + ctx.settings.job_lease + Duration::from_secs(5);
     let mut lock: Option<sqlx::PgConnection> = None;
     loop {
         match try_claim(ctx, job_id, &mut lock).await {
             Ok(Claim::Claimed(job)) => {
                 let lock = lock.expect("a claim attempt holds a lock connection");
-                return Ok(Ok((*job, lock)));
+                return Ok(Acquired::Claimed(job, lock));
             }
-            Ok(Claim::Finished(status)) => return Ok(Err(Outcome::AlreadyFinished(status))),
+            Ok(Claim::Finished(status)) => return Ok(Acquired::AlreadyFinished(status)),
             Ok(Claim::NotFound) => return Err(RunError::NotFound(job_id)),
             Ok(Claim::NotReady) => return Err(RunError::NotReady(job_id)),
             Ok(Claim::Busy { owner }) => {
@@ -320,26 +371,76 @@ async fn unclaim(ctx: &Ctx<'_>, job_id: Uuid) {
     }
 }
 
-fn storage_stop(what: &str, e: StorageError) -> Stop {
+fn storage_stop(what: &'static str, e: StorageError) -> Stop {
     match e {
         StorageError::NotFound(key) => {
             Stop::Failed(JobError::source_missing().with_detail(format!("object {key}")))
         }
-        e if e.is_transient() => Stop::Temporary(format!("{what}: {e}")),
+        e if e.is_transient() => temporary(what, e),
         e => Stop::Failed(JobError::storage_unavailable().with_detail(format!("{what}: {e}"))),
     }
 }
 
-fn db_stop(what: &str, e: sqlx::Error) -> Stop {
-    Stop::Temporary(format!("{what}: {e}"))
+fn db_stop(what: &'static str, e: sqlx::Error) -> Stop {
+    temporary(what, e)
 }
 
+/// The import from the checkpoint to `done`: stream every batch, then the report and the
+/// finish; a job that stops part-way by a rule of its own is failed here.
 async fn process(
     ctx: &Ctx<'_>,
-    job: &Job,
+    job: &JobRow,
     publisher: &Publisher,
     cancel: CancellationToken,
 ) -> Result<Totals, Stop> {
+    let (size, dialect) = prepare(ctx, job).await?;
+    // A database crash can lose the last batches (asynchronous commits), and `finish` then
+    // finds the checkpoint short of the end: start over from the checkpoint that survived, a
+    // few times at most.
+    let mut current = job.clone();
+    let mut restarts = 0;
+    loop {
+        let finished = match stream(ctx, &current, &dialect, size, publisher, cancel.clone()).await
+        {
+            Ok(totals) => match finish(ctx, job, totals).await? {
+                Finish::Done => return Ok(totals),
+                other => other,
+            },
+            Err(Stop::Regressed) => Finish::Incomplete(Totals::default()),
+            Err(Stop::TooManyErrors(totals)) => {
+                let error = too_many_errors(job, &totals);
+                return Err(fail_mid_file(ctx, job, totals, error).await);
+            }
+            Err(Stop::TooLarge(totals, limit)) => {
+                let error = JobError::file_too_large(limit);
+                return Err(fail_mid_file(ctx, job, totals, error).await);
+            }
+            Err(other) => return Err(other),
+        };
+        match finished {
+            Finish::Done => unreachable!("returned above"),
+            Finish::Incomplete(_) if restarts < 3 => {
+                restarts += 1;
+                tracing::warn!(job_id = %job.id, "batches were lost by the database; resuming from the stored checkpoint");
+                current = still_ours(ctx, job.id).await?;
+            }
+            Finish::Incomplete(_) => return Err(Stop::Temporary(Temporary::BatchesLost)),
+            Finish::Inconsistent(t) => {
+                tracing::error!(job_id = %job.id, totals = ?t, "the job's counters do not add up");
+                return Err(Stop::Failed(
+                    JobError::internal().with_detail(format!("counters do not add up: {t:?}")),
+                ));
+            }
+            Finish::NotOwner(Some(s)) if s.status != JobStatus::Processing => {
+                return Err(Stop::Ended(s.status))
+            }
+            Finish::NotOwner(_) => return Err(Stop::Lost),
+        }
+    }
+}
+
+/// The object's size (recorded in the job row) and the file's dialect (detected once).
+async fn prepare(ctx: &Ctx<'_>, job: &JobRow) -> Result<(u64, Dialect), Stop> {
     let size = retry(
         "reading the object size",
         Policy::MINUTE,
@@ -361,105 +462,69 @@ async fn process(
         None => detect_dialect(ctx, job).await?,
     };
     tracing::info!(job_id = %job.id, ?dialect, "dialect");
-    // A database crash can lose the last batches (asynchronous commits), and `finish` then
-    // finds the checkpoint short of the end: start over from the checkpoint that survived, a
-    // few times at most.
-    let mut current = job.clone();
-    let mut restarts = 0;
-    loop {
-        let totals = match stream(ctx, &current, &dialect, size, publisher, cancel.clone()).await {
-            Err(Stop::Regressed) => Err(Finish::Incomplete(Totals::default())),
-            Err(Stop::TooManyErrors(totals)) => {
-                let error = JobError::new(
-                    "too_many_errors",
-                    format!(
-                        "more than {} rows were bad ({} in the rows read so far); the batches committed before stay loaded",
-                        job.max_errors.unwrap_or_default(),
-                        totals.error_rows
-                    ),
-                );
-                return Err(fail_mid_file(ctx, job, totals, error).await?);
-            }
-            Err(Stop::TooLarge(totals, limit)) => {
-                let error = JobError::file_too_large(limit);
-                return Err(fail_mid_file(ctx, job, totals, error).await?);
-            }
-            Err(other) => return Err(other),
-            Ok(totals) => Ok(totals),
-        };
-        let finished = match totals {
-            Ok(totals) => {
-                tracing::info!(job_id = %job.id, ?totals, "every batch is committed");
-                let pause = ctx.settings.import.pause_before_finish;
-                if !pause.is_zero() {
-                    tracing::info!(job_id = %job.id, ?pause, "pausing before the report and done");
-                    tokio::time::sleep(pause).await;
-                }
-                let report = write_report(ctx, job.id, totals).await?;
-                let finished = retry(
-                    "finishing the job",
-                    Policy::MINUTE,
-                    db::is_transient,
-                    || {
-                        db::with_timeout(
-                            ctx.op_timeout,
-                            repo::finish(&ctx.pool, job.id, ctx.owner, report.as_deref()),
-                        )
-                    },
-                )
-                .await
-                .map_err(|e| db_stop("finishing the job", e))?;
-                match finished {
-                    Finish::Done => {
-                        if job.dry_run {
-                            forget_dry_run(ctx, job.id).await;
-                        }
-                        return Ok(totals);
-                    }
-                    other => other,
-                }
-            }
-            Err(incomplete) => incomplete,
-        };
-        match finished {
-            Finish::Done => unreachable!("returned above"),
-            Finish::Incomplete(_) if restarts < 3 => {
-                restarts += 1;
-                tracing::warn!(job_id = %job.id, "batches were lost by the database; resuming from the stored checkpoint");
-                current = db::with_timeout(ctx.op_timeout, repo::get(&ctx.pool, job.id))
-                    .await
-                    .map_err(|e| db_stop("reading the job", e))?
-                    .ok_or(Stop::Ended(JobStatus::Failed))?;
-                if current.owner_id != Some(ctx.owner) || current.status != JobStatus::Processing {
-                    return Err(if current.status == JobStatus::Processing {
-                        Stop::Lost
-                    } else {
-                        Stop::Ended(current.status)
-                    });
-                }
-            }
-            Finish::Incomplete(_) => {
-                return Err(Stop::Temporary(
-                    "the database kept losing committed batches".into(),
-                ))
-            }
-            Finish::Inconsistent(t) => {
-                tracing::error!(job_id = %job.id, totals = ?t, "the job's counters do not add up");
-                return Err(Stop::Failed(
-                    JobError::internal().with_detail(format!("counters do not add up: {t:?}")),
-                ));
-            }
-            Finish::NotOwner(Some(s)) if s.status != JobStatus::Processing => {
-                return Err(Stop::Ended(s.status))
-            }
-            Finish::NotOwner(_) => return Err(Stop::Lost),
-        }
+    Ok((size, dialect))
+}
+
+/// Every batch is committed: the report, then `done` (`repo::finish`, which says why not
+/// when the checkpoint is short of the end or the job is no longer this importer's).
+async fn finish(ctx: &Ctx<'_>, job: &JobRow, totals: Totals) -> Result<Finish, Stop> {
+    tracing::info!(job_id = %job.id, ?totals, "every batch is committed");
+    let pause = ctx.settings.import.pause_before_finish;
+    if !pause.is_zero() {
+        tracing::info!(job_id = %job.id, ?pause, "pausing before the report and done");
+        tokio::time::sleep(pause).await;
     }
+    let report = write_report(ctx, job.id, totals).await?;
+    let finished = retry(
+        "finishing the job",
+        Policy::MINUTE,
+        db::is_transient,
+        || {
+            db::with_timeout(
+                ctx.op_timeout,
+                repo::finish(&ctx.pool, job.id, ctx.owner, report.as_deref()),
+            )
+        },
+    )
+    .await
+    .map_err(|e| db_stop("finishing the job", e))?;
+    if matches!(finished, Finish::Done) && job.dry_run {
+        forget_dry_run(ctx, job.id).await;
+    }
+    Ok(finished)
+}
+
+/// The job row again, when it is still this importer's running job (after the database
+/// lost batches: where to resume from).
+async fn still_ours(ctx: &Ctx<'_>, job_id: Uuid) -> Result<JobRow, Stop> {
+    let current = db::with_timeout(ctx.op_timeout, repo::get(&ctx.pool, job_id))
+        .await
+        .map_err(|e| db_stop("reading the job", e))?
+        .ok_or(Stop::Ended(JobStatus::Failed))?;
+    if current.status != JobStatus::Processing {
+        return Err(Stop::Ended(current.status));
+    }
+    if current.owner_id != Some(ctx.owner) {
+        return Err(Stop::Lost);
+    }
+    Ok(current)
+}
+
+fn too_many_errors(job: &JobRow, totals: &Totals) -> JobError {
+    JobError::new(
+        "too_many_errors",
+        format!(
+            "more than {} rows were bad ({} in the rows read so far); the batches committed before stay loaded",
+            job.max_errors.unwrap_or_default(),
+            totals.error_rows
+        ),
+    )
 }
 
 /// errors.csv, rebuilt from `import_errors` on every attempt (so a run that resumed after
-/// every row was loaded still writes the whole report). Storage trouble is temporary: the
-/// rows are loaded, a later run writes the report and finishes.
+/// every row was loaded still writes the whole report). Transient trouble (storage or the
+/// database unreachable) is retried for about a minute; past that, or on a permanent error,
+/// the run stops for now: the rows are loaded, a later run writes the report and finishes.
 async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Option<String>, Stop> {
     if totals.error_rows == 0 {
         return Ok(None);
@@ -469,7 +534,7 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
     retry(
         "writing errors.csv",
         Policy::MINUTE,
-        |_| true,
+        ReportError::is_transient,
         || async {
             // Both at once (each reads import_errors on a connection of its own); the job
             // row names errors.csv only once both are stored.
@@ -481,20 +546,19 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
         },
     )
     .await
-    .map_err(|e| Stop::Temporary(format!("writing errors.csv: {e}")))?;
+    .map_err(|e| temporary("writing errors.csv", e))?;
     Ok(Some(key))
 }
 
 /// The job stops part-way by a rule of its own (`max_errors` crossed: `too_many_errors`; a
 /// gzip file past its expansion limit: `file_too_large`): the report of the errors so far,
-/// then `failed`, by this owner. The committed batches stay.
-async fn fail_mid_file(
-    ctx: &Ctx<'_>,
-    job: &Job,
-    totals: Totals,
-    error: JobError,
-) -> Result<Stop, Stop> {
-    let report = write_report(ctx, job.id, totals).await?;
+/// then `failed`, by this owner. The committed batches stay. Returns why the run stops:
+/// `Recorded` once the failure is in the job row, otherwise what kept it from being written.
+async fn fail_mid_file(ctx: &Ctx<'_>, job: &JobRow, totals: Totals, error: JobError) -> Stop {
+    let report = match write_report(ctx, job.id, totals).await {
+        Ok(report) => report,
+        Err(stop) => return stop,
+    };
     let changed = retry(
         "recording the failure",
         Policy::MINUTE,
@@ -506,21 +570,23 @@ async fn fail_mid_file(
             )
         },
     )
-    .await
-    .map_err(|e| db_stop("recording the failure", e))?;
-    if !changed {
-        return Ok(Stop::Lost);
+    .await;
+    match changed {
+        Err(e) => db_stop("recording the failure", e),
+        Ok(false) => Stop::Lost,
+        Ok(true) => {
+            if job.dry_run {
+                forget_dry_run(ctx, job.id).await;
+            }
+            Stop::Recorded(error)
+        }
     }
-    if job.dry_run {
-        forget_dry_run(ctx, job.id).await;
-    }
-    Ok(Stop::Recorded(error))
 }
 
 /// A dry run's bookkeeping, once the job has ended (left for the job's deletion if this
 /// fails: it is only ever read by the same job).
 async fn forget_dry_run(ctx: &Ctx<'_>, job_id: Uuid) {
-    let forgot = db::with_timeout(ctx.op_timeout, crate::dry_run::forget(&ctx.pool, job_id)).await;
+    let forgot = db::with_timeout(ctx.op_timeout, dry_run::forget(&ctx.pool, job_id)).await;
     if let Err(e) = forgot {
         tracing::warn!(%job_id, error = %e, "could not delete the dry run's rows");
     }
@@ -529,14 +595,14 @@ async fn forget_dry_run(ctx: &Ctx<'_>, job_id: Uuid) {
 /// Detects the file's dialect from its first bytes (honouring the job's overrides) and
 /// records it in the job row, so that every later attempt reads the file the same way. A
 /// header without an email column fails the job (`missing_email_column`).
-async fn detect_dialect(ctx: &Ctx<'_>, job: &Job) -> Result<Dialect, Stop> {
+async fn detect_dialect(ctx: &Ctx<'_>, job: &JobRow) -> Result<Dialect, Stop> {
     let (s, key) = (ctx.storage.clone(), job.source_object.clone());
     let handle = tokio::runtime::Handle::current();
     let (sample, whole, gzip) =
         tokio::task::spawn_blocking(move || crate::source::sample(handle, s, key))
             .await
-            .map_err(|e| Stop::Temporary(format!("the reader stopped: {e}")))?
-            .map_err(|e| Stop::Temporary(format!("reading the file failed: {e}")))?;
+            .map_err(|e| temporary("the reader stopped", e))?
+            .map_err(|e| temporary("reading the file failed", e))?;
     let found = dialect::detect(&sample, whole, gzip, &job.options())
         .map_err(|e| Stop::Failed(e.job_error()))?;
     let json = serde_json::to_string(&found).expect("a dialect serialises");
@@ -553,42 +619,22 @@ async fn detect_dialect(ctx: &Ctx<'_>, job: &Job) -> Result<Dialect, Stop> {
 /// committed totals.
 async fn stream(
     ctx: &Ctx<'_>,
-    job: &Job,
+    job: &JobRow,
     dialect: &Dialect,
     size: u64,
     publisher: &Publisher,
     cancel: CancellationToken,
 ) -> Result<Totals, Stop> {
     let mut totals = job.totals();
-    let offset = job.checkpoint_offset as u64;
     if job.max_errors.is_some_and(|max| totals.error_rows > max) {
         return Err(Stop::TooManyErrors(totals));
     }
-    if offset >= size {
+    if job.checkpoint_offset as u64 >= size {
         return Ok(totals);
     }
     let settings = ctx.settings;
     let (tx, mut rx) = mpsc::channel(2);
-    let config = SourceConfig {
-        batch_size: settings.import.batch_size,
-        slow_per_row: settings.import.slow,
-        mode: job.mode(),
-        job_id: job.id,
-        org_id: job.org_id,
-        dialect: dialect.clone(),
-        size,
-        max_decompressed: settings.import.max_decompressed_bytes,
-        max_ratio: settings.import.max_decompression_ratio,
-    };
-    let start = Start {
-        offset,
-        stream_offset: job.checkpoint_stream_offset.map(|o| o as u64),
-        line: job.checkpoint_line as u64,
-    };
-    let (s, key) = (ctx.storage.clone(), job.source_object.clone());
-    let handle = tokio::runtime::Handle::current();
-    let reader =
-        tokio::task::spawn_blocking(move || read_batches(handle, s, key, start, config, tx));
+    let reader = spawn_reader(ctx, job, dialect, size, tx);
     let mut loader = Loader::new(
         ctx.options.clone(),
         (job.id, job.org_id),
@@ -621,10 +667,41 @@ async fn stream(
             Some(past) => Err(Stop::TooLarge(totals, past.limit)),
             // The reader retries storage itself; what is left is worth a later run, which
             // decides again (a missing object is a permanent failure there).
-            None => Err(Stop::Temporary(format!("reading the file failed: {e}"))),
+            None => Err(temporary("reading the file failed", e)),
         },
-        Err(e) => Err(Stop::Temporary(format!("the reader stopped: {e}"))),
+        Err(e) => Err(temporary("the reader stopped", e)),
     }
+}
+
+/// Starts the reading thread (`crate::source`) from the job's checkpoint; it sends batches
+/// on `tx`.
+fn spawn_reader(
+    ctx: &Ctx<'_>,
+    job: &JobRow,
+    dialect: &Dialect,
+    size: u64,
+    tx: mpsc::Sender<Batch>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let settings = ctx.settings;
+    let config = SourceConfig {
+        batch_size: settings.import.batch_size,
+        slow_per_row: settings.import.slow,
+        mode: job.mode(),
+        job_id: job.id,
+        org_id: job.org_id,
+        dialect: dialect.clone(),
+        size,
+        max_decompressed: settings.import.max_decompressed_bytes,
+        max_ratio: settings.import.max_decompression_ratio,
+    };
+    let start = Start {
+        offset: job.checkpoint_offset as u64,
+        stream_offset: job.checkpoint_stream_offset.map(|o| o as u64),
+        line: job.checkpoint_line as u64,
+    };
+    let (s, key) = (ctx.storage.clone(), job.source_object.clone());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || read_batches(handle, s, key, start, config, tx))
 }
 
 /// The reader's next batch (`None` at the end), or `Interrupted` once SIGTERM has come.
@@ -639,7 +716,7 @@ async fn next_batch(
     }
 }
 
-fn progress(job: &Job, status: JobStatus, t: &Totals, size: i64) -> ProgressSnapshot {
+fn progress(job: &JobRow, status: JobStatus, t: &Totals, size: i64) -> ProgressSnapshot {
     ProgressSnapshot {
         job_id: job.id,
         status,
@@ -653,7 +730,7 @@ fn progress(job: &Job, status: JobStatus, t: &Totals, size: i64) -> ProgressSnap
     }
 }
 
-fn snapshot(row: &Job) -> ProgressSnapshot {
+fn snapshot(row: &JobRow) -> ProgressSnapshot {
     ProgressSnapshot {
         progress_percent: row.progress_percent(),
         ..progress(row, row.status(), &row.totals(), row.file_size)

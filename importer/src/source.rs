@@ -4,9 +4,9 @@
 //! that parsing overlaps the database work and memory stays bounded.
 
 use crate::{
+    batch::{Batch, PreviousEmails},
     decode::{Gunzip, Transcode},
     dialect,
-    load::{Batch, PreviousEmails},
     reader::{RawRecord, RecordReader},
     validate::{validate_with, Columns, Row, COLUMNS},
 };
@@ -259,7 +259,8 @@ impl Read for ResumableRead {
 
 /// Reads from `start` to the end of the object, sending batches; the last batch (possibly
 /// empty) carries the end-of-file checkpoint. Returns early, without error, when the
-/// receiver is gone (the loader stopped).
+/// receiver is gone (the loader stopped). One piece: the loop's state (the batch open, its
+/// timer, the last checkpoint) is shared by every step of a record.
 pub fn read_batches(
     handle: Handle,
     storage: Storage,

@@ -645,7 +645,7 @@ async fn three_hundred_rows_with_a_megabyte_field_keep_the_importer_under_64_mib
         }
         f.write_all(b"good@example.com,Good,,,\n").unwrap();
     }
-    let id = bulk_import_importer::submit::submit(
+    let id = bulk_import_importer::local_file::create_job(
         &env.settings,
         &env.pool,
         &path,

@@ -16,20 +16,21 @@
 
 use crate::{
     config::{OperatorConfig, Retention},
-    job_template::{build_job, job_name, keys_of_the_job, InvalidSpec, INSTANCE_LABEL},
+    job_template::{importer_job as job_for, job_name, keys_of_the_job, validate, INSTANCE_LABEL},
     metrics::Metrics,
-    status::{conditions, failed_create, from_row, job_finished, observe, Observed, Phase},
+    plan::{mirror, plan, Mirror, Plan, Seen, Then, MIRROR_EVERY},
+    status::{conditions, from_row, job_finished, Observed, Phase},
     Error, Result,
 };
 use bulk_import_core::job::JobError;
 use bulk_import_core::{
     crd::{resource_name, ImportJob, ImportJobStatus, JOB_ID_LABEL, OPERATOR_MANAGER},
     retry::Policy,
-    Job as Row, Storage,
+    JobRow, Storage,
 };
 use futures_util::StreamExt;
 use k8s_openapi::api::{
-    batch::v1::Job,
+    batch::v1::Job as KubeJob,
     core::v1::{Event as CoreEvent, Pod},
 };
 use kube::{
@@ -51,11 +52,10 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use uuid::Uuid;
 
 pub const FINALIZER: &str = "bulkimport.dev/cleanup";
 const MANAGED: &str = "app.kubernetes.io/managed-by=bulk-import-operator";
-/// How often a running import's progress is mirrored from Postgres (at most).
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a reconcile waits for the Job and pod caches' first list.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -63,7 +63,7 @@ const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// them instead of the API).
 #[derive(Clone)]
 pub struct Caches {
-    pub jobs: Store<Job>,
+    pub jobs: Store<KubeJob>,
     pub pods: Store<Pod>,
 }
 
@@ -161,7 +161,7 @@ fn delete_params() -> DeleteParams {
     }
 }
 
-async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
+async fn delete_job(jobs: &Api<KubeJob>, name: &str) -> Result<()> {
     match jobs.delete(name, &delete_params()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -170,7 +170,7 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<()> {
 }
 
 /// The import's row, when the operator has a database.
-async fn read_row(ctx: &Context, id: uuid::Uuid) -> Result<Option<Row>> {
+async fn read_row(ctx: &Context, id: Uuid) -> Result<Option<JobRow>> {
     match &ctx.db {
         Some(db) => Ok(bulk_import_core::repo::get(db, id).await?),
         None => Ok(None),
@@ -179,7 +179,7 @@ async fn read_row(ctx: &Context, id: uuid::Uuid) -> Result<Option<Row>> {
 
 /// The Job of this ImportJob in the cache (a Job of the same name owned by an earlier
 /// ImportJob is not it).
-fn cached_job(ctx: &Context, ij: &ImportJob, ns: &str) -> Option<Arc<Job>> {
+fn cached_job(ctx: &Context, ij: &ImportJob, ns: &str) -> Option<Arc<KubeJob>> {
     let job = ctx
         .caches
         .jobs
@@ -242,152 +242,139 @@ async fn failed_create_message(ctx: &Context, ns: &str, job: &str) -> Result<Opt
         .and_then(|e| e.message))
 }
 
+/// Reads what the reconcile needs (the caches, then the row), decides ([`plan`]), and
+/// carries the plan out.
 async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
-    let name = job_name(ij);
-    let status = ij.status.clone().unwrap_or_default();
-    let previous = status.phase.as_deref().and_then(Phase::parse);
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let retries = ij.spec.retries.unwrap_or(0);
-    if retries > status.retries.unwrap_or(0) && ij.spec.cancel_requested != Some(true) {
-        return retry(ij, ctx, retries, &jobs).await;
-    }
-    if previous.is_some_and(Phase::is_terminal) {
-        // Finished. A Job still running (a fatal failure or a cancel whose status write
-        // succeeded but whose Job deletion did not) is stopped; otherwise there is nothing to
-        // do (the Job may already be gone after ttlSecondsAfterFinished) but the ImportJob's
-        // own TTL.
-        caches_ready(ctx).await?;
-        if cached_job(ctx, ij, &ns).is_some_and(|j| !job_finished(&j)) {
-            delete_job(&jobs, &name).await?;
-        }
-        return expire(ij, ctx, &status).await;
-    }
-    let desired = match build_job(ij, &ctx.config) {
-        Err(InvalidSpec(why)) => {
-            let observed = Observed {
-                phase: Phase::Invalid,
-                reason: "InvalidSpec".into(),
-                message: why,
-            };
-            write_status(ij, ctx, &observed, None, None).await?;
-            return Ok(Action::await_change());
-        }
-        Ok(desired) => desired,
-    };
-    let id: uuid::Uuid = ij.spec.job_id.parse().expect("validated by build_job");
+    let jobs: Api<KubeJob> = Api::namespaced(ctx.client.clone(), &ns);
+    // The spec's job id, parsed and checked once for the whole reconcile.
+    let id = validate(ij);
     caches_ready(ctx).await?;
-    if ij.spec.cancel_requested == Some(true) {
-        return cancel(ij, ctx, id, &jobs).await;
-    }
     let cached = cached_job(ctx, ij, &ns);
-    // Read after the caches: the row is at least as new as what they show.
-    let row = read_row(ctx, id).await?;
-    let (job, created) = match cached {
-        Some(job) => ((*job).clone(), false),
-        None => {
-            if let Some(ended) = row
-                .as_ref()
-                .and_then(|r| from_row(r.status(), r.error.as_deref()))
-            {
-                // The Job is gone but the import has ended: never run it again.
-                write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
-                return Ok(just_finished(ctx));
-            }
-            match jobs.create(&PostParams::default(), &desired).await {
-                Ok(created) => {
-                    publish(
-                        ctx,
-                        ij,
-                        EventType::Normal,
-                        "JobCreated",
-                        format!("created Job {name}"),
-                    )
-                    .await;
-                    (created, true)
-                }
-                // Created meanwhile (our cache lags, or a previous leader): the Job watch
-                // brings it into the cache and triggers the next reconcile; nothing to read.
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    return Ok(Action::requeue(PROGRESS_EVERY))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
+    let name = job_name(ij);
     let pods = cached_pods(ctx, &ns, &ij.spec.job_id, &name);
-    let mut observed = observe(Some(&job), &pods);
-    let idle = job.status.as_ref().and_then(|s| s.active).unwrap_or(0) == 0;
-    if observed.phase == Phase::Pending && pods.is_empty() && idle && !created {
-        if let Some(message) = failed_create_message(ctx, &ns, &name).await? {
-            observed = failed_create(&message);
+    // Read after the caches: the row is at least as new as what they show.
+    let row = match &id {
+        Ok(id) => read_row(ctx, *id).await?,
+        Err(_) => None,
+    };
+    match plan(ij, &id, cached.as_deref(), &pods, row.as_ref()) {
+        Plan::Retry(retries) => retry(ij, ctx, id.ok(), retries, &jobs).await,
+        Plan::Finished { stop_job } => {
+            if stop_job {
+                delete_job(&jobs, &name).await?;
+            }
+            expire(ij, ctx).await
+        }
+        Plan::Invalid(why) => {
+            let observed = Observed::new(Phase::Invalid, "InvalidSpec", why);
+            write_status(ij, ctx, &observed, None, None).await?;
+            Ok(Action::await_change())
+        }
+        Plan::Cancel(id) => {
+            cancel(
+                ij,
+                ctx,
+                id,
+                cached.is_some_and(|j| !job_finished(&j)),
+                &jobs,
+            )
+            .await
+        }
+        Plan::ShowEnded(ended) => {
+            write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
+            Ok(just_finished(ctx))
+        }
+        Plan::Create(id) => {
+            let Some(created) = create(ij, ctx, id, &jobs).await? else {
+                return Ok(Action::requeue(MIRROR_EVERY));
+            };
+            let m = mirror(ij, id, &created, &pods, row.as_ref(), Seen::Created);
+            carry_out(ij, ctx, m, &name, row, &jobs).await
+        }
+        Plan::Mirror(mut m) => {
+            if m.look_for_failed_create {
+                if let Some(message) = failed_create_message(ctx, &ns, &name).await? {
+                    let job = cached.as_deref().expect("mirroring a cached Job");
+                    let seen = Seen::FailedCreate(&message);
+                    m = mirror(ij, m.id, job, &pods, row.as_ref(), seen);
+                }
+            }
+            carry_out(ij, ctx, m, &name, row, &jobs).await
         }
     }
-    if previous == Some(Phase::Running) && observed.phase == Phase::Pending {
-        // Its pod went (evicted, deleted) and the next is not there yet: still under way.
-        // The phase never goes back.
-        observed = Observed {
-            phase: Phase::Running,
-            reason: "Rescheduling".into(),
-            message: format!("waiting for the next importer pod ({})", observed.reason),
-        };
+}
+
+/// Creates the ImportJob's Kubernetes Job; `None` when it was created meanwhile (our cache
+/// lags, or a previous leader): the Job watch brings it into the cache and triggers the
+/// next reconcile; nothing to read.
+async fn create(
+    ij: &ImportJob,
+    ctx: &Context,
+    id: Uuid,
+    jobs: &Api<KubeJob>,
+) -> Result<Option<KubeJob>> {
+    let desired = job_for(ij, id, &ctx.config);
+    match jobs.create(&PostParams::default(), &desired).await {
+        Ok(created) => {
+            let note = format!("created Job {}", job_name(ij));
+            publish(ctx, ij, EventType::Normal, "JobCreated", note).await;
+            Ok(Some(created))
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    if row
-        .as_ref()
-        .is_some_and(|r| r.status() == bulk_import_core::JobStatus::Cancelled)
-    {
-        // Cancelled in Postgres (the API's cancel route): whatever the Job shows, the import
-        // is cancelled, and a Job still running is stopped below.
-        observed = crate::status::cancelled();
+}
+
+/// Mirrors a Job: a failure recorded in the row first, then the status, then the Job
+/// stopped: if the status write fails, the retry still finds the Job and decides again;
+/// once the status is Failed, a leftover Job is deleted.
+async fn carry_out(
+    ij: &ImportJob,
+    ctx: &Context,
+    m: Mirror,
+    name: &str,
+    mut row: Option<JobRow>,
+    jobs: &Api<KubeJob>,
+) -> Result<Action> {
+    if let Some(error) = &m.record_failure {
+        record_failure(ctx, Some(m.id), error).await?;
+        row = read_row(ctx, m.id).await?;
     }
-    let fatal = (observed.phase == Phase::Failed
-        && crate::status::FATAL_WAITING.contains(&observed.reason.as_str()))
-        || observed.phase == Phase::Cancelled;
-    let mut row = row;
-    if observed.phase == Phase::Failed {
-        let error = JobError::new(
-            "pod_failed",
-            format!("{}: {}", observed.reason, observed.message),
-        );
-        record_failure(ctx, &ij.spec.job_id, &error).await?;
-        row = read_row(ctx, id).await?;
+    write_status(ij, ctx, &m.observed, Some(name), row.as_ref()).await?;
+    if m.stop_job {
+        delete_job(jobs, name).await?;
     }
-    // The status first, then the Job is stopped: if the write fails, the retry still finds
-    // the Job and decides again; once the status is Failed, a leftover Job is deleted.
-    write_status(ij, ctx, &observed, Some(&name), row.as_ref()).await?;
-    if fatal && !job_finished(&job) {
-        // It would only sit there until its deadline (or run on, cancelled): stop it now.
-        delete_job(&jobs, &name).await?;
-    }
-    Ok(match observed.phase {
-        Phase::Complete | Phase::Failed | Phase::Cancelled => just_finished(ctx),
-        Phase::Invalid => Action::await_change(),
-        Phase::Running => Action::requeue(PROGRESS_EVERY),
-        Phase::Pending => Action::requeue(Duration::from_secs(15)),
+    Ok(match m.then {
+        Then::Finished => just_finished(ctx),
+        Then::AwaitChange => Action::await_change(),
+        Then::Requeue(after) => Action::requeue(after),
     })
 }
 
 /// `spec.cancelRequested`: the row is cancelled first (the importer's next batch commit is
-/// refused and it stops), then the status says `Cancelled`, then the Job is stopped (its
-/// pod gets SIGTERM and stops at a batch boundary). An import that ended before the cancel
-/// keeps its outcome.
-async fn cancel(ij: &ImportJob, ctx: &Context, id: uuid::Uuid, jobs: &Api<Job>) -> Result<Action> {
+/// refused and it stops), then the status says `Cancelled`, then the Job is stopped
+/// (`stop_job`: it is still running; its pod gets SIGTERM and stops at a batch boundary).
+/// An import that ended before the cancel keeps its outcome.
+async fn cancel(
+    ij: &ImportJob,
+    ctx: &Context,
+    id: Uuid,
+    stop_job: bool,
+    jobs: &Api<KubeJob>,
+) -> Result<Action> {
     if let Some(db) = &ctx.db {
         bulk_import_core::repo::cancel(db, id).await?;
     }
     let row = read_row(ctx, id).await?;
-    let observed = match row.as_ref() {
-        Some(r) => {
-            from_row(r.status(), r.error.as_deref()).unwrap_or_else(crate::status::cancelled)
-        }
-        None => crate::status::cancelled(),
-    };
+    let observed = row
+        .as_ref()
+        .and_then(|r| from_row(r.status(), r.error.as_deref()))
+        .unwrap_or_else(crate::status::cancelled);
     let name = job_name(ij);
     write_status(ij, ctx, &observed, Some(&name), row.as_ref()).await?;
-    if let Some(job) = cached_job(ctx, ij, &ij.namespace().unwrap_or_default()) {
-        if !job_finished(&job) {
-            delete_job(jobs, &name).await?;
-        }
+    if stop_job {
+        delete_job(jobs, &name).await?;
     }
     Ok(if observed.phase.is_terminal() {
         just_finished(ctx)
@@ -404,10 +391,15 @@ async fn cancel(ij: &ImportJob, ctx: &Context, id: uuid::Uuid, jobs: &Api<Job>) 
 /// checkpoint). Every step can be repeated, so a failure anywhere is retried as a whole.
 /// A raise while the import is not `Failed` (running, complete, cancelled) is acknowledged
 /// in `status.retries` and ignored, with a Warning Event.
-async fn retry(ij: &ImportJob, ctx: &Context, retries: u32, jobs: &Api<Job>) -> Result<Action> {
+async fn retry(
+    ij: &ImportJob,
+    ctx: &Context,
+    id: Option<Uuid>,
+    retries: u32,
+    jobs: &Api<KubeJob>,
+) -> Result<Action> {
     let status = ij.status.clone().unwrap_or_default();
     let phase = status.phase.as_deref().and_then(Phase::parse);
-    let id = ij.spec.job_id.parse::<uuid::Uuid>().ok();
     let failed = phase == Some(Phase::Failed);
     // With a database and a valid id, the row decides: failed → pending (a no-op when the
     // API has done it already), then it must be pending.
@@ -433,38 +425,7 @@ async fn retry(ij: &ImportJob, ctx: &Context, retries: u32, jobs: &Api<Job>) -> 
     let new_status = acted.status.get_or_insert_with(Default::default);
     new_status.retries = Some(retries);
     if !runnable {
-        let shown = phase.unwrap_or(Phase::Pending);
-        let observed = Observed::new(
-            shown,
-            status.reason.as_deref().unwrap_or(shown.as_str()),
-            status.message.clone().unwrap_or_default(),
-        );
-        let now = row.as_ref().map(|r| r.status().public().to_string());
-        publish(
-            ctx,
-            ij,
-            EventType::Warning,
-            "RetryIgnored",
-            format!(
-                "retry {retries} ignored: only a Failed import runs again (the ImportJob is {}, the import {})",
-                shown.as_str(),
-                now.as_deref().unwrap_or("unknown")
-            ),
-        )
-        .await;
-        write_status(
-            &acted,
-            ctx,
-            &observed,
-            status.job_name.as_deref(),
-            row.as_ref(),
-        )
-        .await?;
-        return Ok(if shown.is_terminal() {
-            just_finished(ctx)
-        } else {
-            Action::requeue(PROGRESS_EVERY)
-        });
+        return ignore_retry(&acted, ctx, retries, phase, row.as_ref()).await;
     }
     if let Some(old) = status.job_name.as_deref() {
         delete_job(jobs, old).await?;
@@ -490,6 +451,43 @@ async fn retry(ij: &ImportJob, ctx: &Context, retries: u32, jobs: &Api<Job>) -> 
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
+/// A retry raised while the import is not `Failed`: acknowledged in `status.retries`
+/// (`acted` carries it), the rest of the status kept, a Warning Event.
+async fn ignore_retry(
+    acted: &ImportJob,
+    ctx: &Context,
+    retries: u32,
+    phase: Option<Phase>,
+    row: Option<&JobRow>,
+) -> Result<Action> {
+    let status = acted.status.clone().unwrap_or_default();
+    let shown = phase.unwrap_or(Phase::Pending);
+    let observed = Observed::new(
+        shown,
+        status.reason.as_deref().unwrap_or(shown.as_str()),
+        status.message.clone().unwrap_or_default(),
+    );
+    let now = row.map(|r| r.status().public().to_string());
+    publish(
+        ctx,
+        acted,
+        EventType::Warning,
+        "RetryIgnored",
+        format!(
+            "retry {retries} ignored: only a Failed import runs again (the ImportJob is {}, the import {})",
+            shown.as_str(),
+            now.as_deref().unwrap_or("unknown")
+        ),
+    )
+    .await;
+    write_status(acted, ctx, &observed, status.job_name.as_deref(), row).await?;
+    Ok(if shown.is_terminal() {
+        just_finished(ctx)
+    } else {
+        Action::requeue(MIRROR_EVERY)
+    })
+}
+
 /// After the status said the import ended (its own write triggers no reconcile): come back
 /// when the ImportJob's TTL is up.
 fn just_finished(ctx: &Context) -> Action {
@@ -501,11 +499,12 @@ fn just_finished(ctx: &Context) -> Action {
 
 /// A finished ImportJob is deleted `IMPORTJOB_TTL_SECONDS_AFTER_FINISHED` after it ended
 /// (its finalizer cleans up as for any deletion); until then the reconcile comes back then.
-async fn expire(ij: &ImportJob, ctx: &Context, status: &ImportJobStatus) -> Result<Action> {
+async fn expire(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ttl = ctx.config.importjob_ttl_seconds_after_finished;
-    let finished = status
-        .finished_at
-        .as_deref()
+    let finished = ij
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_deref())
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
     let (true, Some(finished)) = (ttl > 0, finished) else {
         return Ok(Action::await_change());
@@ -513,7 +512,7 @@ async fn expire(ij: &ImportJob, ctx: &Context, status: &ImportJobStatus) -> Resu
     let due = finished + chrono::Duration::seconds(ttl as i64);
     let left = due.signed_duration_since(chrono::Utc::now());
     if left > chrono::Duration::zero() {
-        return Ok(Action::requeue(left.to_std().unwrap_or(PROGRESS_EVERY)));
+        return Ok(Action::requeue(left.to_std().unwrap_or(MIRROR_EVERY)));
     }
     let api: Api<ImportJob> = Api::namespaced(
         ctx.client.clone(),
@@ -534,7 +533,7 @@ pub fn desired_status(
     ij: &ImportJob,
     observed: &Observed,
     job_name: Option<&str>,
-    row: Option<&Row>,
+    row: Option<&JobRow>,
     now: &str,
 ) -> ImportJobStatus {
     let status = ij.status.clone().unwrap_or_default();
@@ -547,7 +546,7 @@ pub fn desired_status(
         .phase
         .is_terminal()
         .then(|| status.finished_at.clone().unwrap_or_else(|| now.into()));
-    let counters = |f: fn(&Row) -> i64, old: Option<i64>| row.map(f).or(old);
+    let counters = |f: fn(&JobRow) -> i64, old: Option<i64>| row.map(f).or(old);
     let seconds = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
     let duration = match (started.as_deref(), finished.as_deref()) {
         (Some(s), Some(f)) => seconds(s)
@@ -569,7 +568,9 @@ pub fn desired_status(
         inserted_rows: counters(|r| r.inserted_rows, status.inserted_rows),
         updated_rows: counters(|r| r.updated_rows, status.updated_rows),
         error_rows: counters(|r| r.error_rows, status.error_rows),
-        progress_percent: row.map(Row::progress_percent).or(status.progress_percent),
+        progress_percent: row
+            .map(JobRow::progress_percent)
+            .or(status.progress_percent),
         conditions: Some(conds),
     }
 }
@@ -581,7 +582,7 @@ async fn write_status(
     ctx: &Context,
     observed: &Observed,
     job_name: Option<&str>,
-    row: Option<&Row>,
+    row: Option<&JobRow>,
 ) -> Result<()> {
     let status = ij.status.clone().unwrap_or_default();
     let now = now();
@@ -653,8 +654,8 @@ async fn publish(ctx: &Context, ij: &ImportJob, type_: EventType, reason: &str, 
 /// Marks the Postgres row failed unless it already ended (the importer's own record wins).
 /// The messages are the operator's own words about the pod (OOMKilled, image pull,
 /// deadline), never driver text.
-async fn record_failure(ctx: &Context, job_id: &str, error: &JobError) -> Result<()> {
-    let (Some(db), Ok(id)) = (&ctx.db, job_id.parse::<uuid::Uuid>()) else {
+async fn record_failure(ctx: &Context, id: Option<Uuid>, error: &JobError) -> Result<()> {
+    let (Some(db), Some(id)) = (&ctx.db, id) else {
         return Ok(());
     };
     bulk_import_core::repo::fail(db, id, error).await?;
@@ -667,13 +668,13 @@ async fn record_failure(ctx: &Context, job_id: &str, error: &JobError) -> Result
 /// validation let through).
 async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs: Api<KubeJob> = Api::namespaced(ctx.client.clone(), &ns);
     delete_job(&jobs, &job_name(ij)).await?;
     let error = JobError::new(
         "importjob_deleted",
         "the ImportJob was deleted before the import finished",
     );
-    record_failure(ctx, &ij.spec.job_id, &error).await?;
+    record_failure(ctx, ij.spec.job_id.parse().ok(), &error).await?;
     if ctx.config.retention == Retention::Delete {
         // Keys that are not this job's name no object of this import (the spec never ran):
         // nothing is deleted, and the ImportJob is not kept from being deleted either.
@@ -715,7 +716,8 @@ fn selector(base: Option<&str>, instance: Option<&str>) -> Option<String> {
     }
 }
 
-/// Runs the controller until `shutdown` resolves. `store` receives the controller's cache of
+/// Runs the controller until `shutdown` resolves. One piece: the watches, their caches and
+/// the controller are one builder chain, read top to bottom. `store` receives the controller's cache of
 /// ImportJobs, from which `/metrics` counts them by phase without API calls.
 pub async fn run(
     client: Client,
@@ -733,7 +735,7 @@ pub async fn run(
         None => watcher::Config::default(),
     };
     let importjobs: Api<ImportJob> = Api::namespaced(client.clone(), &ns);
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let jobs: Api<KubeJob> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
     let (ij_reader, ij_writer) = reflector::store();

@@ -80,6 +80,9 @@ pub fn validate(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
             "the name is longer than 63 characters (it names the Job)".into(),
         ));
     }
+    if ij.metadata.uid.is_none() {
+        return Err(InvalidSpec("the ImportJob has no uid yet".into()));
+    }
     Ok(id)
 }
 
@@ -154,14 +157,46 @@ pub fn job_name(ij: &ImportJob) -> String {
     }
 }
 
+/// The Job for an ImportJob, once its spec is checked (`validate`).
 pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, InvalidSpec> {
     let job_id = validate(ij)?;
-    let name = job_name(ij);
+    Ok(importer_job(ij, job_id, config))
+}
+
+/// The Job for a valid ImportJob (`validate` gave `job_id`).
+pub fn importer_job(ij: &ImportJob, job_id: uuid::Uuid, config: &OperatorConfig) -> Job {
     let labels = labels(&job_id.to_string(), config.instance.as_deref());
     let owner = ij
         .controller_owner_ref(&())
-        .ok_or_else(|| InvalidSpec("the ImportJob has no uid yet".into()))?;
+        .expect("validate checked that the ImportJob has a uid");
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(ij)),
+            namespace: ij.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(config.backoff_limit),
+            active_deadline_seconds: Some(config.active_deadline_seconds),
+            ttl_seconds_after_finished: Some(config.ttl_seconds_after_finished),
+            pod_failure_policy: Some(pod_failure_policy()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(config, container(ij, job_id, config))),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
 
+/// The importer's environment: the secrets by reference, the spec's tuning as values.
+fn env_vars(ij: &ImportJob, config: &OperatorConfig) -> Vec<EnvVar> {
     let mut env_vars: Vec<EnvVar> = SECRET_KEYS
         .iter()
         .map(|key| EnvVar {
@@ -188,14 +223,18 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
             env_vars.push(env("IMPORT_SLOW_MS", v.to_string()));
         }
     }
+    env_vars
+}
 
-    let container = Container {
+/// The importer container: restricted, its secrets by reference, `--job-id`.
+fn container(ij: &ImportJob, job_id: uuid::Uuid, config: &OperatorConfig) -> Container {
+    Container {
         name: CONTAINER.into(),
         image: Some(config.image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         command: Some(vec!["bulk-import-importer".into()]),
         args: Some(vec!["--job-id".into(), job_id.to_string()]),
-        env: Some(env_vars),
+        env: Some(env_vars(ij, config)),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: config.configmap_name.clone(),
@@ -230,59 +269,39 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
             ..Default::default()
         }]),
         ..Default::default()
-    };
+    }
+}
 
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: ij.namespace(),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(config.backoff_limit),
-            active_deadline_seconds: Some(config.active_deadline_seconds),
-            ttl_seconds_after_finished: Some(config.ttl_seconds_after_finished),
-            pod_failure_policy: Some(pod_failure_policy()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    service_account_name: Some(config.service_account.clone()),
-                    // The importer calls no Kubernetes API (the operator mirrors its progress
-                    // from Postgres): no token in the pod that parses untrusted files.
-                    automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(USER_ID),
-                        run_as_group: Some(USER_ID),
-                        fs_group: Some(USER_ID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("64Mi".into())),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-            },
+/// The importer pod: one container, no Kubernetes token, a small writable /tmp.
+fn pod_spec(config: &OperatorConfig, container: Container) -> PodSpec {
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(config.service_account.clone()),
+        // The importer calls no Kubernetes API (the operator mirrors its progress
+        // from Postgres): no token in the pod that parses untrusted files.
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(USER_ID),
+            run_as_group: Some(USER_ID),
+            fs_group: Some(USER_ID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
         ..Default::default()
-    })
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod job_template;
 pub mod leader;
 pub mod metrics;
+pub mod plan;
 pub mod status;
 
 #[cfg(test)]

@@ -53,6 +53,9 @@ async fn main() {
     }
 }
 
+/// The process's life in order: settings, probes, leadership, the controller while the
+/// Lease holds, then the Lease released. One piece: each step hands the next the tokens
+/// (`stop`, `lost`) that end it, which reads best in one place.
 async fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = Settings::from_env_without_jwt()?;

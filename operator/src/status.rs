@@ -149,6 +149,9 @@ fn job_condition<'a>(
         .find(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// What the Job and its pods say. One piece on purpose: the order of the checks is the
+/// precedence of the observations (complete, failed, a fatal waiting reason, unschedulable,
+/// running, disrupted, retrying, pending), which reads best as one ladder.
 pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
     let Some(job) = job else {
         return Observed::new(

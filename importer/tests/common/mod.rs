@@ -12,7 +12,7 @@ use bulk_import_core::{
     testing::{settings_from, test_vars, TestVars},
     ImportMode, Job, JobStatus, Settings, Storage,
 };
-use bulk_import_importer::{run_job, submit, Outcome};
+use bulk_import_importer::{local_file, run_job, Outcome};
 use sqlx::PgPool;
 use std::{path::PathBuf, process::Command, time::Duration};
 use tokio_util::sync::CancellationToken;
@@ -67,9 +67,10 @@ impl TestEnv {
     pub async fn submit_with(&self, csv: &[u8], mode: ImportMode, options: &ImportOptions) -> Uuid {
         let path: PathBuf = self._dir.path().join(format!("{}.csv", Uuid::new_v4()));
         tokio::fs::write(&path, csv).await.unwrap();
-        let id = submit::submit_with(&self.settings, &self.pool, &path, mode, OWNER, options)
-            .await
-            .unwrap();
+        let id =
+            local_file::create_job_with(&self.settings, &self.pool, &path, mode, OWNER, options)
+                .await
+                .unwrap();
         tokio::fs::remove_file(&path).await.ok();
         id
     }

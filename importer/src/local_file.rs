@@ -1,5 +1,6 @@
-//! `bulk-import-importer submit`: uploads a local file to storage and creates a pending job
-//! for it, without the API — for operators, scripts and the benchmark.
+//! A job from a local file (`bulk-import-importer submit`): uploads the file to storage and
+//! creates a pending job for it, without the API — for operators, scripts and the
+//! benchmark. (Not the API's "submit", which hands a pending job to the executor.)
 
 use bulk_import_core::{
     accounts,
@@ -19,18 +20,18 @@ use uuid::Uuid;
 /// organization.
 pub const DEFAULT_OWNER: &str = "cli@bulk-import.invalid";
 
-pub async fn submit(
+pub async fn create_job(
     settings: &Settings,
     pool: &PgPool,
     file: &Path,
     mode: ImportMode,
     owner: &str,
 ) -> anyhow::Result<Uuid> {
-    submit_with(settings, pool, file, mode, owner, &ImportOptions::default()).await
+    create_job_with(settings, pool, file, mode, owner, &ImportOptions::default()).await
 }
 
-/// `submit` with options (dry run, error limit, dialect overrides).
-pub async fn submit_with(
+/// `create_job` with options (dry run, error limit, dialect overrides).
+pub async fn create_job_with(
     settings: &Settings,
     pool: &PgPool,
     file: &Path,
