@@ -104,10 +104,11 @@ impl Refused {
 
     /// The answer as raw HTTP/1.1 bytes, written to a connection that is not served.
     fn raw(self) -> Vec<u8> {
-        let body = serde_json::json!({"code": "too_many_connections", "message": self.message()})
-            .to_string();
+        let error =
+            crate::error::ApiError::new(self.status(), "too_many_connections", self.message());
+        let body = serde_json::to_string(&error.body()).expect("an error body serialises");
         format!(
-            "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+            "HTTP/1.1 {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\
              retry-after: 1\r\nconnection: close\r\n\r\n{body}",
             self.status(),
             body.len()

@@ -15,6 +15,7 @@ use serde::Serialize;
 /// refuses (in debug builds) a code missing here, the OpenAPI document's `code` enum is built
 /// from it, and a test checks docs/api.md's table against it.
 pub const CODES: &[(&str, &str)] = &[
+    ("body_too_large", "the request body is larger than the route takes (`JSON_BODY_MAX_BYTES`)"),
     ("email_taken", "an open account already uses this email"),
     ("forbidden", "the caller's role may not do this"),
     (
@@ -82,6 +83,7 @@ pub const CODES: &[(&str, &str)] = &[
         "no such resource, or not the caller's organization's",
     ),
     ("report_not_ready", "the report is not written yet"),
+    ("request_timeout", "the request body did not arrive within `REQUEST_TIMEOUT_SECONDS`"),
     (
         "server_busy",
         "too much work queued; retry after the `Retry-After` seconds",
@@ -93,6 +95,10 @@ pub const CODES: &[(&str, &str)] = &[
     (
         "too_many_attempts",
         "too many attempts; retry after the `Retry-After` seconds",
+    ),
+    (
+        "too_many_connections",
+        "too many open connections, in all or from this address",
     ),
     ("too_many_exports", "too many customer exports at once"),
     ("too_many_invitations", "too many pending invitations"),
@@ -201,6 +207,18 @@ impl ApiError {
         )
     }
 
+    /// The problem document this error answers with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            problem_type: format!("urn:bulk-import:error:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: self.message.clone(),
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
+
     /// Logs `cause` and answers 500 without details.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
@@ -224,15 +242,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            problem_type: format!("urn:bulk-import:error:{}", self.code),
-            title: self.status.canonical_reason().unwrap_or("Error"),
-            status: self.status.as_u16(),
-            detail: self.message.clone(),
-            code: self.code,
-            message: self.message,
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if self.status == StatusCode::UNAUTHORIZED {
