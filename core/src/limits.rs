@@ -49,6 +49,52 @@ pub struct Limits {
     pub events_max_concurrent: usize,
     /// `METRICS_BIND_ADDR`: when set, `/metrics` is served only there (not on `BIND_ADDR`).
     pub metrics_bind_addr: Option<String>,
+    /// Fair shares (docs/configuration.md, Limits): the upload's rate and deadline, and what
+    /// one organization may hold, create and keep.
+    pub fair: FairLimits,
+}
+
+/// What keeps a handful of accounts from taking what everybody shares.
+#[derive(Debug, Clone)]
+pub struct FairLimits {
+    /// `UPLOAD_MIN_BYTES_PER_SECOND` over each `UPLOAD_RATE_WINDOW_SECONDS`.
+    pub upload_min_bytes_per_second: u64,
+    pub upload_rate_window: Duration,
+    /// `UPLOAD_TIMEOUT_SECONDS`: the whole upload request.
+    pub upload_timeout: Duration,
+    /// `UPLOADS_MAX_PER_ORG`, `UPLOADS_RESERVED`.
+    pub uploads_max_per_org: usize,
+    pub uploads_reserved: usize,
+    /// `EVENTS_MAX_PER_ORG`, `EVENTS_RESERVED`.
+    pub events_max_per_org: usize,
+    pub events_reserved: usize,
+    /// `JOBS_MAX_UNFINISHED_PER_ORG`.
+    pub jobs_max_unfinished_per_org: i64,
+    /// `JOBS_CREATED_MAX_PER_ORG` per `JOBS_CREATED_WINDOW_SECONDS`.
+    pub jobs_created_max_per_org: i32,
+    pub jobs_created_window: Duration,
+    /// `ORG_STORAGE_QUOTA_BYTES`.
+    pub org_storage_quota_bytes: u64,
+}
+
+impl FairLimits {
+    fn from_lookup(lookup: Lookup) -> Result<FairLimits, ConfigError> {
+        let env = crate::settings::Env::new(lookup);
+        let fair = FairLimits {
+            upload_min_bytes_per_second: env.parse("UPLOAD_MIN_BYTES_PER_SECOND")?,
+            upload_rate_window: secs(lookup, "UPLOAD_RATE_WINDOW_SECONDS")?,
+            upload_timeout: secs(lookup, "UPLOAD_TIMEOUT_SECONDS")?,
+            uploads_max_per_org: positive(lookup, "UPLOADS_MAX_PER_ORG")?,
+            uploads_reserved: env.parse("UPLOADS_RESERVED")?,
+            events_max_per_org: positive(lookup, "EVENTS_MAX_PER_ORG")?,
+            events_reserved: env.parse("EVENTS_RESERVED")?,
+            jobs_max_unfinished_per_org: positive(lookup, "JOBS_MAX_UNFINISHED_PER_ORG")?,
+            jobs_created_max_per_org: positive(lookup, "JOBS_CREATED_MAX_PER_ORG")?,
+            jobs_created_window: secs(lookup, "JOBS_CREATED_WINDOW_SECONDS")?,
+            org_storage_quota_bytes: positive(lookup, "ORG_STORAGE_QUOTA_BYTES")?,
+        };
+        Ok(fair)
+    }
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -118,7 +164,34 @@ impl Limits {
             events_max_per_user: positive(lookup, "EVENTS_MAX_PER_USER")?,
             events_max_concurrent: positive(lookup, "EVENTS_MAX_CONCURRENT")?,
             metrics_bind_addr: get(lookup, "METRICS_BIND_ADDR"),
+            fair: FairLimits::from_lookup(lookup)?,
         })
+        .and_then(Limits::reserves_fit)
+    }
+
+    /// A reserve must leave a shared part: it is smaller than its total.
+    fn reserves_fit(self) -> Result<Limits, ConfigError> {
+        let checks = [
+            (
+                "UPLOADS_RESERVED",
+                self.fair.uploads_reserved,
+                self.uploads_max_concurrent,
+            ),
+            (
+                "EVENTS_RESERVED",
+                self.fair.events_reserved,
+                self.events_max_concurrent,
+            ),
+        ];
+        for (var, reserved, total) in checks {
+            if reserved >= total {
+                return Err(ConfigError {
+                    var,
+                    reason: format!("must be smaller than the total it is part of ({total})"),
+                });
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -155,6 +228,18 @@ mod tests {
         assert_eq!(
             load(&[("UPLOAD_MAX_PARTS", "many")]).unwrap_err().var,
             "UPLOAD_MAX_PARTS"
+        );
+        let fair = load(&[]).unwrap().fair;
+        assert_eq!(fair.upload_min_bytes_per_second, 8192);
+        assert_eq!(fair.uploads_reserved, 4);
+        assert_eq!(fair.org_storage_quota_bytes, 10 * 1024 * 1024 * 1024);
+        assert_eq!(
+            load(&[("UPLOADS_RESERVED", "16")]).unwrap_err().var,
+            "UPLOADS_RESERVED"
+        );
+        assert!(
+            load(&[("UPLOAD_MIN_BYTES_PER_SECOND", "0")]).is_ok(),
+            "0: no minimum"
         );
     }
 }

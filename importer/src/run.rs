@@ -403,7 +403,7 @@ async fn process(
                     || {
                         db::with_timeout(
                             ctx.op_timeout,
-                            repo::finish(&ctx.pool, job.id, ctx.owner, report.as_deref()),
+                            repo::finish(&ctx.pool, job.id, ctx.owner, report.as_ref()),
                         )
                     },
                 )
@@ -415,6 +415,12 @@ async fn process(
                             forget_dry_run(ctx, job.id).await;
                         }
                         return Ok(totals);
+                    }
+                    Finish::NotOwner(standing) => {
+                        if report.is_some() {
+                            remove_orphaned_report(ctx, job.id, standing.as_ref()).await;
+                        }
+                        Finish::NotOwner(standing)
                     }
                     other => other,
                 }
@@ -460,13 +466,17 @@ async fn process(
 /// errors.csv, rebuilt from `import_errors` on every attempt (so a run that resumed after
 /// every row was loaded still writes the whole report). Storage trouble is temporary: the
 /// rows are loaded, a later run writes the report and finishes.
-async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Option<String>, Stop> {
+async fn write_report(
+    ctx: &Ctx<'_>,
+    job_id: Uuid,
+    totals: Totals,
+) -> Result<Option<repo::Report>, Stop> {
     if totals.error_rows == 0 {
         return Ok(None);
     }
     let key = report_key(job_id);
     let rows = rows_report_key(job_id);
-    retry(
+    let (rows_size, report_size) = retry(
         "writing errors.csv",
         Policy::MINUTE,
         |_| true,
@@ -477,12 +487,41 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
                 report::upload_rows(&ctx.pool, &ctx.storage, job_id, &rows),
                 report::upload(&ctx.pool, &ctx.storage, job_id, &key, totals.error_rows),
             )
-            .map(|_| ())
         },
     )
     .await
     .map_err(|e| Stop::Temporary(format!("writing errors.csv: {e}")))?;
-    Ok(Some(key))
+    Ok(Some(repo::Report {
+        object: key,
+        size: (rows_size + report_size) as i64,
+    }))
+}
+
+/// The report just written belongs to a job that was cancelled or deleted meanwhile (its
+/// `finish` was refused): nothing will ever name it — a cancelled job has no report, a
+/// deleted one no row — and a deletion that ran while it was being written found nothing to
+/// delete. Removed here, so that no report object outlives its job. A job another importer
+/// took over (still `processing`) keeps the objects: that importer writes the same keys.
+async fn remove_orphaned_report(ctx: &Ctx<'_>, job_id: Uuid, standing: Option<&repo::Standing>) {
+    if standing.is_some_and(|s| s.status != JobStatus::Cancelled) {
+        return;
+    }
+    for key in [report_key(job_id), rows_report_key(job_id)] {
+        let removed = retry(
+            "removing an orphaned report",
+            Policy::BRIEF,
+            StorageError::is_transient,
+            || ctx.storage.delete(&key),
+        )
+        .await;
+        match removed {
+            Ok(()) | Err(StorageError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(%job_id, %key, error = %e, "could not remove the report of a cancelled or deleted job")
+            }
+        }
+    }
+    tracing::info!(%job_id, "the job was cancelled or deleted while its report was written; report removed");
 }
 
 /// The job stops part-way by a rule of its own (`max_errors` crossed: `too_many_errors`; a
@@ -502,13 +541,20 @@ async fn fail_mid_file(
         || {
             db::with_timeout(
                 ctx.op_timeout,
-                repo::fail_with_report(&ctx.pool, job.id, ctx.owner, &error, report.as_deref()),
+                repo::fail_with_report(&ctx.pool, job.id, ctx.owner, &error, report.as_ref()),
             )
         },
     )
     .await
     .map_err(|e| db_stop("recording the failure", e))?;
     if !changed {
+        if report.is_some() {
+            let standing = db::with_timeout(ctx.op_timeout, repo::standing(&ctx.pool, job.id))
+                .await
+                .ok()
+                .flatten();
+            remove_orphaned_report(ctx, job.id, standing.as_ref()).await;
+        }
         return Ok(Stop::Lost);
     }
     if job.dry_run {
