@@ -386,7 +386,7 @@ async fn an_upload_cancel_delete_loop_stops_at_the_organizations_new_jobs_per_wi
 
 #[tokio::test]
 async fn an_organizations_stored_bytes_stop_at_its_quota_reports_included() {
-    let app = TestApp::spawn_with(Backend::S3, &[("ORG_STORAGE_QUOTA_BYTES", "12000")]).await;
+    let app = TestApp::spawn_with(Backend::Fs, &[("ORG_STORAGE_QUOTA_BYTES", "12000")]).await;
     let (token, other) = (app.user().await, app.user().await);
     // About 7 KB with 20 bad rows: the upload and its two reports are stored.
     let file = csv_rows(200);
@@ -536,7 +536,7 @@ fn importer_pids(id: &str) -> Vec<String> {
 async fn a_job_cancelled_or_deleted_while_its_report_is_written_leaves_no_report_object() {
     // The importer waits 3 s after its last batch, before it writes the report and `done`:
     // the cancel (and the delete) land there.
-    let app = TestApp::spawn_with(Backend::S3, &[("IMPORT_PAUSE_BEFORE_FINISH_MS", "3000")]).await;
+    let app = TestApp::spawn_with(Backend::Fs, &[("IMPORT_PAUSE_BEFORE_FINISH_MS", "3000")]).await;
     let token = app.user().await;
     let mut ids = vec![];
     for key in ["deleted", "cancelled"] {
