@@ -169,28 +169,16 @@ impl Limits {
         .and_then(Limits::reserves_fit)
     }
 
-    /// A reserve must leave a shared part: it is smaller than its total.
-    fn reserves_fit(self) -> Result<Limits, ConfigError> {
-        let checks = [
-            (
-                "UPLOADS_RESERVED",
-                self.fair.uploads_reserved,
-                self.uploads_max_concurrent,
-            ),
-            (
-                "EVENTS_RESERVED",
-                self.fair.events_reserved,
-                self.events_max_concurrent,
-            ),
-        ];
-        for (var, reserved, total) in checks {
-            if reserved >= total {
-                return Err(ConfigError {
-                    var,
-                    reason: format!("must be smaller than the total it is part of ({total})"),
-                });
-            }
-        }
+    /// A reserve leaves a shared part: at most its total less one (a deployment that lowered
+    /// the total below the default reserve keeps working, with a smaller reserve).
+    fn reserves_fit(mut self) -> Result<Limits, ConfigError> {
+        let fair = &mut self.fair;
+        fair.uploads_reserved = fair
+            .uploads_reserved
+            .min(self.uploads_max_concurrent.saturating_sub(1));
+        fair.events_reserved = fair
+            .events_reserved
+            .min(self.events_max_concurrent.saturating_sub(1));
         Ok(self)
     }
 }
@@ -233,10 +221,8 @@ mod tests {
         assert_eq!(fair.upload_min_bytes_per_second, 8192);
         assert_eq!(fair.uploads_reserved, 4);
         assert_eq!(fair.org_storage_quota_bytes, 10 * 1024 * 1024 * 1024);
-        assert_eq!(
-            load(&[("UPLOADS_RESERVED", "16")]).unwrap_err().var,
-            "UPLOADS_RESERVED"
-        );
+        let small = load(&[("UPLOADS_MAX_CONCURRENT", "2")]).unwrap().fair;
+        assert_eq!(small.uploads_reserved, 1, "a reserve leaves a shared slot");
         assert!(
             load(&[("UPLOAD_MIN_BYTES_PER_SECOND", "0")]).is_ok(),
             "0: no minimum"
