@@ -15,7 +15,9 @@
 # their env, e.g. .local/env, is already exported), a database
 # and key prefixes of its own (dropped at the end), the release binaries and the default
 # limits, except UPLOAD_IDLE_TIMEOUT_SECONDS=5 (the stall case waits for it) and
-# TRUSTED_PROXIES=127.0.0.1. The API cases include 150 stalled 2 MB auth bodies. The importer cases (300 rows with a 1,000,000-character field;
+# TRUSTED_PROXIES=127.0.0.1. The API cases include 150 stalled 2 MB auth bodies. The fair-share
+# cases (16 trickling uploads of 8 accounts and a new user's upload meanwhile; 40 slow replays of
+# one key) run against any API. The importer cases (300 rows with a 1,000,000-character field;
 # 32 MB of blank lines in windows-1251; a gzip of 5M repeats; 300,000 bad rows; a formula
 # after a `;`) run the importer binary on their own and need that database, so they only run
 # then (their files are stored in a directory of the run, STORAGE=fs, removed at the end).
@@ -218,6 +220,94 @@ after = settle(before, 3)
 rows.append(("150 connections each send 1.9 MB of a declared 2 MB JSON body to `POST /auth/token` and stall; a real login meanwhile",
              f"{counts([a for _, a in held])} (cut: reset before the client read its 413); the login: {st} after {login_took:.2f} s",
              f"{mb(before)} / {mb(peak)} / {mb(after)}"))
+# 5c. Fair shares (issue 24): 16 trickling uploads from 8 accounts, then a new user's upload;
+# 40 parallel slow replays of one key by one user.
+def open_upload(tok, key, length):
+    s = socket.create_connection((HOST, PORT))
+    s.sendall((f"POST /imports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n"
+               f"Idempotency-Key: {key}\r\nContent-Type: multipart/form-data; boundary=XYZ\r\n"
+               f"Content-Length: {length}\r\n\r\n--XYZ\r\nContent-Disposition: form-data; "
+               "name=\"file\"; filename=\"t.csv\"\r\n\r\n").encode())
+    return s
+
+def answer(s):
+    resp = b""
+    while b"\r\n\r\n" not in resp:
+        chunk = s.recv(4096)
+        if not chunk: return "closed", ""
+        resp += chunk
+    head, _, body = resp.partition(b"\r\n\r\n")
+    length = int(next((l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), b"0"))
+    while len(body) < length: body += s.recv(4096)
+    return head.split(b" ")[1].decode(), json.loads(body or b"{}").get("code", "")
+
+def login(i):
+    e = email("fair")
+    req("POST", "/auth/register", {"email": e, "password": "pass12345"}, xff(100 + i))
+    return json.loads(req("POST", "/auth/token", {"email": e, "password": "pass12345"}, xff(100 + i))[2])["access_token"]
+
+accounts = [login(i) for i in range(8)]
+newcomer = login(8)
+answers, lock = {}, threading.Lock()
+def trickle(idx, tok, key):
+    s = open_upload(tok, key, 10_000_000); s.sendall(b"email,first_name,last_name,phone,city\n")
+    s.settimeout(1)
+    t0 = time.time()
+    while True:
+        try:
+            st = answer(s); break
+        except socket.timeout:
+            try: s.sendall(b"a@b.c,,,,\n")
+            except OSError: st = ("reset", ""); break
+    with lock: answers[idx] = (st, time.time() - t0)
+    s.close()
+threads = [threading.Thread(target=trickle, args=(2 * i + j, tok, f"trickle-{i}-{j}"), daemon=True)
+           for i, tok in enumerate(accounts) for j in range(2)]
+for t in threads: t.start()
+time.sleep(3)
+refused_early = sum(1 for st, _ in answers.values() if st[0] == "429")
+c = http.client.HTTPConnection(HOST, PORT, timeout=30)
+body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n"
+        b"email,first_name,last_name,phone,city\nnew@example.com,,,,\n\r\n--B--\r\n")
+t0 = time.time()
+c.request("POST", "/imports", body, {"Authorization": f"Bearer {newcomer}", "Idempotency-Key": "newcomer",
+          "Content-Type": "multipart/form-data; boundary=B"})
+new_status = c.getresponse().status; new_took = time.time() - t0
+for t in threads: t.join(IDLE + 90)
+cut = [a for (st, a) in answers.values() if st[0] == "408"]
+codes = counts([f"{st[0]} {st[1]}" for st, _ in answers.values()])
+c = http.client.HTTPConnection(HOST, PORT, timeout=30)
+c.request("POST", "/imports", body, {"Authorization": f"Bearer {accounts[0]}", "Idempotency-Key": "trickle-0-0",
+          "Content-Type": "multipart/form-data; boundary=B"})
+again = c.getresponse().status
+rows.append(("16 uploads from 8 accounts, each sending a few bytes every second; then a new user's upload",
+             f"{16 - refused_early} trickles held a slot, {refused_early} × 429 at once; the new user: {new_status} after {new_took:.2f} s; "
+             f"the trickles ended: {codes}" + (f", cut after {min(cut):.0f}–{max(cut):.0f} s" if cut else "")
+             + f"; a cut trickle's key again: {again}", "—"))
+
+tok = accounts[1]
+csv_body = b"email,first_name,last_name,phone,city\n" + b"".join(b"r%d@example.com,F,L,,C\n" % i for i in range(200))
+full = (b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.csv\"\r\n\r\n" + csv_body + b"\r\n--XYZ--\r\n")
+c = http.client.HTTPConnection(HOST, PORT, timeout=30)
+c.request("POST", "/imports", full, {"Authorization": f"Bearer {tok}", "Idempotency-Key": "replayed",
+          "Content-Type": "multipart/form-data; boundary=XYZ"})
+first = c.getresponse().status
+head_len = full.index(b"\r\n\r\n") + 4
+def slow_replay(_):
+    s = open_upload(tok, "replayed", len(full)); rest = full[head_len:]
+    step = -(-len(rest) // 20)
+    def pump():
+        for k in range(0, len(rest), step):
+            time.sleep(0.1)
+            try: s.sendall(rest[k:k + step])
+            except OSError: return
+    w = threading.Thread(target=pump, daemon=True); w.start()
+    s.settimeout(60); st = answer(s); s.close(); return st[0]
+t0 = time.time()
+with ThreadPoolExecutor(40) as ex:
+    replays = list(ex.map(slow_replay, range(40)))
+rows.append(("40 parallel slow replays (2 s each) of one key by one user",
+             f"first upload {first}; replays: {counts(replays)}; {time.time() - t0:.1f} s", "—"))
 
 # 6. The importer: 300 rows with a 1,000,000-character field.
 if os.environ["OWN_API"] == "1":
@@ -329,7 +419,11 @@ mkdir -p "$(dirname "$OUT")"
   echo "on a gzip of 5M repeats, which fails \`file_too_large\` (MAX_DECOMPRESSION_RATIO=100); at"
   echo "most MAX_STORED_ERROR_ROWS=100000 error rows stored per job; no cell of either report file"
   echo "starts a formula when read with \`;\` as the separator. The API under 100 MiB through"
-  echo "150 stalled 2 MB auth bodies (JSON_BODY_MAX_BYTES=8192), a login answered meanwhile."
+  echo "150 stalled 2 MB auth bodies (JSON_BODY_MAX_BYTES=8192), a login answered meanwhile. Fair shares: a new user's upload"
+  echo "answered while 16 trickling uploads of 8 accounts are open (at most 14 hold a slot: 4 of"
+  echo "16 reserved for organizations holding none), the trickles cut 408 \`upload_too_slow\` after"
+  echo "UPLOAD_RATE_WINDOW_SECONDS (30) and their keys free; of 40 slow replays of one key, all but"
+  echo "the user's 2 upload slots answered 429."
   echo
   cat "$work/cases.md"
 } >"$OUT"

@@ -93,6 +93,10 @@ pub const CODES: &[(&str, &str)] = &[
         "a service the route needs is down; retry later",
     ),
     (
+        "storage_quota_exceeded",
+        "the organization's stored bytes would pass `ORG_STORAGE_QUOTA_BYTES`",
+    ),
+    (
         "too_many_attempts",
         "too many attempts; retry after the `Retry-After` seconds",
     ),
@@ -102,6 +106,10 @@ pub const CODES: &[(&str, &str)] = &[
     ),
     ("too_many_exports", "too many customer exports at once"),
     ("too_many_invitations", "too many pending invitations"),
+    (
+        "too_many_new_jobs",
+        "the organization created `JOBS_CREATED_MAX_PER_ORG` jobs in the window",
+    ),
     ("too_many_parts", "the multipart body has too many parts"),
     ("too_many_streams", "too many event streams open"),
     ("too_many_unfinished_jobs", "too many unfinished jobs"),
@@ -122,11 +130,12 @@ pub const CODES: &[(&str, &str)] = &[
         "upload_in_progress",
         "an upload with this key is still arriving",
     ),
-    ("upload_timeout", "the upload stalled or was too slow"),
+    ("upload_timeout", "the upload stalled, or took longer than `UPLOAD_TIMEOUT_SECONDS`"),
     (
         "upload_too_large",
         "the file is larger than `MAX_UPLOAD_BYTES`",
     ),
+    ("upload_too_slow", "the upload arrived below `UPLOAD_MIN_BYTES_PER_SECOND`"),
     ("weak_password", "the password does not meet the rule"),
 ];
 

@@ -224,14 +224,18 @@ impl Application {
             storage,
             executor: executor.clone(),
             metrics: metrics::Metrics::default(),
-            upload_slots: quota::Slots::new(
-                limits.uploads_max_per_user,
-                limits.uploads_max_concurrent,
-            ),
-            event_slots: quota::Slots::new(
-                limits.events_max_per_user,
-                limits.events_max_concurrent,
-            ),
+            upload_slots: quota::Slots::new(quota::Caps {
+                per_user: limits.uploads_max_per_user,
+                per_org: limits.fair.uploads_max_per_org,
+                total: limits.uploads_max_concurrent,
+                reserved: limits.fair.uploads_reserved,
+            }),
+            event_slots: quota::Slots::new(quota::Caps {
+                per_user: limits.events_max_per_user,
+                per_org: limits.fair.events_max_per_org,
+                total: limits.events_max_concurrent,
+                reserved: limits.fair.events_reserved,
+            }),
             progress: progress_hub::ProgressHub::start(redis_for_hub),
             export_permits: Arc::new(tokio::sync::Semaphore::new(exports)),
         };

@@ -8,7 +8,9 @@
 //! - removes `uploading` reservations whose upload stopped heartbeating (`STALE_UPLOAD`)
 //!   with their partial objects, so their keys can be used again;
 //! - aborts multipart uploads (S3) or removes temporary files (fs) under this deployment's
-//!   key prefix that were left unfinished for more than an hour.
+//!   key prefix that stopped moving: started more than an hour ago and with nothing written
+//!   for an hour (the newest part of a multipart upload, the temporary file's modification
+//!   time). An upload older than that whose bytes still arrive is left alone.
 
 use crate::{executor::Executor, routes::imports::STALE_UPLOAD};
 use bulk_import_core::{repo, Storage};
@@ -16,7 +18,8 @@ use sqlx::PgPool;
 use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
-/// An unfinished multipart upload older than this has no writer left.
+/// An unfinished multipart upload that has not moved (no part stored) for this long has no
+/// writer left.
 pub const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 /// A `pending` job untouched, or a claim expired, for this long has nobody running it.
 pub const ORPHAN_AGE: Duration = Duration::from_secs(60);

@@ -10,9 +10,21 @@
 //! - at most `UPLOAD_MAX_PARTS` parts up to and including `file` (413 `too_many_parts`).
 //!
 //! From the file's data on, each read must arrive within `UPLOAD_IDLE_TIMEOUT_SECONDS` (408)
-//! and the file is capped by `MAX_UPLOAD_BYTES` as it streams (413). The route answers at once
-//! and releases the Idempotency-Key on any of these; the rest of the body is then read and
-//! discarded for at most 2 s and 8 MiB (a lingering close) so that the client sees the answer.
+//! and the file is capped by `MAX_UPLOAD_BYTES` as it streams (413). A client that keeps
+//! sending, but slowly, is cut too:
+//! - the file's data must arrive at `UPLOAD_MIN_BYTES_PER_SECOND` or faster, averaged over
+//!   each `UPLOAD_RATE_WINDOW_SECONDS` spent waiting for the client (408 `upload_too_slow`).
+//!   Only the time this process waits for the client's bytes counts, not the time it spends
+//!   writing them to storage (while it does, the client cannot send), so a slow bucket never
+//!   cuts a fast client;
+//! - the whole request must end within `UPLOAD_TIMEOUT_SECONDS` of its start (408
+//!   `upload_timeout`), however it sends.
+//!
+//! So an upload holds its slot at most `UPLOAD_TIMEOUT_SECONDS`, and a trickle of a few bytes
+//! now and then (each resetting the idle timer) is cut at the end of its first window. The
+//! route answers at once and releases the Idempotency-Key on any of these; the rest of the
+//! body is then read and discarded for at most 2 s and 8 MiB (a lingering close) so that the
+//! client sees the answer.
 
 use crate::{
     error::{ApiError, ApiResult},
@@ -39,6 +51,8 @@ const SLICE: usize = 8 * 1024;
 
 const TOO_LARGE: u8 = 1;
 const TIMED_OUT: u8 = 2;
+const TOO_SLOW: u8 = 3;
+const DEADLINE: u8 = 4;
 
 #[derive(Default)]
 struct Shared {
@@ -59,6 +73,54 @@ pub struct UploadLimits {
     idle: Duration,
     head_max: u64,
     max_parts: usize,
+    rate: MinRate,
+    /// `UPLOAD_TIMEOUT_SECONDS`.
+    total: Duration,
+}
+
+/// `UPLOAD_MIN_BYTES_PER_SECOND` over windows of `UPLOAD_RATE_WINDOW_SECONDS` of waiting.
+#[derive(Clone, Copy, Debug)]
+pub struct MinRate {
+    pub bytes_per_second: u64,
+    pub window: Duration,
+}
+
+/// The file's transfer rate, measured over the time spent waiting for the client.
+#[derive(Debug)]
+struct RateMeter {
+    rate: MinRate,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl RateMeter {
+    fn new(rate: MinRate) -> RateMeter {
+        RateMeter {
+            rate,
+            waited: Duration::ZERO,
+            bytes: 0,
+        }
+    }
+
+    /// How much longer the current window may wait for the client.
+    fn left(&self) -> Duration {
+        self.rate.window.saturating_sub(self.waited)
+    }
+
+    /// Counts a wait of `waited` that brought `bytes`; false when a window ended below the
+    /// rate. A window that ended at the rate starts the next one.
+    fn record(&mut self, waited: Duration, bytes: u64) -> bool {
+        self.waited += waited;
+        self.bytes += bytes;
+        if self.waited < self.rate.window {
+            return true;
+        }
+        let needed = self.rate.bytes_per_second as f64 * self.waited.as_secs_f64();
+        let fast_enough = self.bytes as f64 >= needed;
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
+        fast_enough
+    }
 }
 
 impl UploadLimits {
@@ -99,6 +161,23 @@ impl UploadLimits {
                     self.idle.as_secs()
                 ),
             )),
+            TOO_SLOW => Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_too_slow",
+                format!(
+                    "the upload sent less than {} bytes per second over {} s",
+                    self.rate.bytes_per_second,
+                    self.rate.window.as_secs()
+                ),
+            )),
+            DEADLINE => Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_timeout",
+                format!(
+                    "the upload did not end within {} s",
+                    self.total.as_secs()
+                ),
+            )),
             _ => None,
         }
     }
@@ -111,8 +190,11 @@ struct Reader {
     eof: bool,
     limits: UploadLimits,
     head_deadline: Instant,
+    /// `UPLOAD_TIMEOUT_SECONDS` from the request's start.
+    deadline: Instant,
     head_bytes: u64,
     pending: Bytes,
+    meter: RateMeter,
 }
 
 impl Reader {
@@ -130,20 +212,8 @@ impl Reader {
         }
         let in_file = self.limits.shared.file_started.load(Ordering::SeqCst);
         if self.pending.is_empty() {
-            let deadline = if in_file {
-                Instant::now() + self.limits.idle
-            } else {
-                self.head_deadline
-            };
-            let inner = self.inner.as_mut()?;
-            match tokio::time::timeout_at(deadline, inner.next()).await {
-                Err(_) => return self.trip(TIMED_OUT, "upload timed out"),
-                Ok(None) => {
-                    self.eof = true;
-                    return None;
-                }
-                Ok(Some(Err(e))) => return Some(Err(std::io::Error::other(e))),
-                Ok(Some(Ok(chunk))) => self.pending = chunk,
+            if let Some(stop) = self.refill(in_file).await {
+                return stop;
             }
         }
         if in_file {
@@ -156,6 +226,53 @@ impl Reader {
             return self.trip(TOO_LARGE, "upload head too large");
         }
         Some(Ok(piece))
+    }
+}
+
+impl Reader {
+    /// Waits for the next chunk into `pending`, within the idle timeout (or the head's
+    /// deadline), the request's deadline and, in the file, the rate window. `Some` ends the
+    /// stream: the body ended, broke, or a limit tripped.
+    async fn refill(&mut self, in_file: bool) -> Option<Option<Result<Bytes, std::io::Error>>> {
+        loop {
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Some(self.trip(DEADLINE, "upload deadline passed"));
+            }
+            let (mut limit, mut why) = (self.head_deadline, TIMED_OUT);
+            if in_file {
+                (limit, why) = (now + self.limits.idle, TIMED_OUT);
+                if now + self.meter.left() < limit {
+                    (limit, why) = (now + self.meter.left(), TOO_SLOW);
+                }
+            }
+            if self.deadline < limit {
+                (limit, why) = (self.deadline, DEADLINE);
+            }
+            let inner = self.inner.as_mut()?;
+            let got = tokio::time::timeout_at(limit, inner.next()).await;
+            let bytes = match &got {
+                Ok(Some(Ok(chunk))) => chunk.len() as u64,
+                _ => 0,
+            };
+            if in_file && !self.meter.record(now.elapsed(), bytes) {
+                return Some(self.trip(TOO_SLOW, "upload too slow"));
+            }
+            return match got {
+                // The rate window ended at the rate: wait on in the next one.
+                Err(_) if why == TOO_SLOW => continue,
+                Err(_) => Some(self.trip(why, "upload timed out")),
+                Ok(None) => {
+                    self.eof = true;
+                    Some(None)
+                }
+                Ok(Some(Err(e))) => Some(Some(Err(std::io::Error::other(e)))),
+                Ok(Some(Ok(chunk))) => {
+                    self.pending = chunk;
+                    None
+                }
+            };
+        }
     }
 }
 
@@ -207,20 +324,29 @@ impl FromRequest<AppState> for LimitedMultipart {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let l = &state.settings.limits;
+        let rate = MinRate {
+            bytes_per_second: l.fair.upload_min_bytes_per_second,
+            window: l.fair.upload_rate_window,
+        };
         let limits = UploadLimits {
             shared: Arc::default(),
             idle: state.settings.api.upload_idle_timeout,
             head_max: l.upload_head_max_bytes,
             max_parts: l.upload_max_parts,
+            rate,
+            total: l.fair.upload_timeout,
         };
         let (parts, body) = req.into_parts();
+        let start = Instant::now();
         let reader = Reader {
             inner: Some(body.into_data_stream()),
             eof: false,
             limits: limits.clone(),
-            head_deadline: Instant::now() + state.settings.api.upload_idle_timeout,
+            head_deadline: start + state.settings.api.upload_idle_timeout,
+            deadline: start + l.fair.upload_timeout,
             head_bytes: 0,
             pending: Bytes::new(),
+            meter: RateMeter::new(rate),
         };
         let stream = futures_util::stream::unfold(reader, |mut r| async move {
             r.next().await.map(|item| (item, r))
@@ -230,5 +356,32 @@ impl FromRequest<AppState> for LimitedMultipart {
             .await
             .map_err(|e| ApiError::unprocessable("invalid_multipart", e.body_text()))?;
         Ok(LimitedMultipart { multipart, limits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_judged_per_window_of_waiting() {
+        let mut m = RateMeter::new(MinRate {
+            bytes_per_second: 100,
+            window: Duration::from_secs(10),
+        });
+        // 999 bytes over a 10 s window: below 100 per second.
+        assert!(m.record(Duration::from_secs(4), 500));
+        assert_eq!(m.left(), Duration::from_secs(6));
+        assert!(!m.record(Duration::from_secs(6), 499));
+        // A fresh window: 1,000 bytes in 10 s is enough, and the next window starts.
+        assert!(m.record(Duration::from_secs(9), 0));
+        assert!(m.record(Duration::from_secs(1), 1000));
+        assert_eq!(m.left(), Duration::from_secs(10));
+        // A few bytes now and then never are.
+        let mut trickle = true;
+        for _ in 0..3 {
+            trickle &= m.record(Duration::from_secs(5), 3);
+        }
+        assert!(!trickle);
     }
 }

@@ -293,6 +293,12 @@ async fn fifty_concurrent_imports_survive_random_kills_of_the_api_and_importers(
             ("UPLOADS_MAX_PER_USER", "50"),
             ("UPLOADS_MAX_CONCURRENT", "50"),
             ("JOBS_MAX_UNFINISHED_PER_USER", "50"),
+            // …and the organization's (fairness.rs tests them); uploads retried after a kill
+            // count as new jobs again.
+            ("UPLOADS_MAX_PER_ORG", "50"),
+            ("UPLOADS_RESERVED", "0"),
+            ("JOBS_MAX_UNFINISHED_PER_ORG", "50"),
+            ("JOBS_CREATED_MAX_PER_ORG", "100000"),
         ],
     )
     .await;

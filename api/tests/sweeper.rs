@@ -1,7 +1,8 @@
 //! The sweeper against the real Postgres and Garage: stale `uploading` reservations go with
 //! their partial objects (fresh ones stay), unfinished work nobody runs is handed to the
 //! executor again (fresh work is not), and an incomplete multipart upload is aborted once it
-//! is older than the limit, not before.
+//! is older than the limit, not before, and only when no part arrived within the limit
+//! either (an old upload still moving is left alone).
 
 use bulk_import_api::{executor::Executor, sweeper::Sweeper};
 use bulk_import_core::{
@@ -165,4 +166,75 @@ async fn a_sweep_cleans_up_stale_reservations_resubmits_orphans_and_aborts_old_u
     let swept = sweeper.sweep(minute, minute, Duration::ZERO).await;
     assert_eq!(swept.aborted_uploads, 1);
     assert_eq!(unfinished().await, 0);
+}
+
+#[tokio::test]
+async fn a_sweep_aborts_a_stalled_multipart_upload_and_leaves_a_moving_one_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = test_vars(Backend::S3, dir.path()).await;
+    let settings = settings_from(&vars);
+    let pool = db::connect(settings.database_url(), 2).await.unwrap();
+    let storage = Storage::from_settings(&settings).unwrap();
+    let StorageBackend::S3(s3) = storage.backend() else {
+        panic!("S3 backend expected")
+    };
+    let prefix = settings.key_prefix.clone();
+    let (client, bucket) = (s3.client(), s3.bucket());
+    // Two multipart uploads, a part each.
+    let mut uploads = vec![];
+    for name in ["moving", "stalled"] {
+        let key = format!("{prefix}uploads/{}/{name}.csv", Uuid::new_v4());
+        let id = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_string();
+        uploads.push((key, id));
+    }
+    let part = |(key, id): &(String, String), n: i32| {
+        client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .body(vec![b'x'; 1024].into())
+            .send()
+    };
+    part(&uploads[0], 1).await.unwrap();
+    part(&uploads[1], 1).await.unwrap();
+    // Both grow older than the age (5 s: the sweep below runs well within 5 s of the moving
+    // upload's new part even on a loaded machine); then a part arrives for one of them.
+    let age = Duration::from_secs(5);
+    tokio::time::sleep(age + Duration::from_secs(1)).await;
+    part(&uploads[0], 2).await.unwrap();
+    let sweeper = Sweeper {
+        pool,
+        storage: storage.clone(),
+        executor: Arc::new(Recording::default()),
+    };
+    let minute = Duration::from_secs(60);
+    let swept = sweeper.sweep(minute, minute, age).await;
+    let left: Vec<String> = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .prefix(prefix.as_str())
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_string))
+        .collect();
+    assert_eq!(swept.aborted_uploads, 1, "only the stalled upload");
+    assert_eq!(
+        left,
+        vec![uploads[0].0.clone()],
+        "the moving upload is left alone"
+    );
 }

@@ -14,6 +14,7 @@ pub mod job;
 pub mod job_error;
 pub mod limits;
 pub mod options;
+pub mod org_quota;
 pub mod phase;
 pub mod progress;
 pub mod repo;

@@ -63,6 +63,52 @@ pub struct Limits {
     /// `MAX_CONNECTIONS_PER_ADDR`: connections (behind a trusted proxy: requests) open at
     /// once per client address (an IPv6 client's /64).
     pub max_connections_per_addr: usize,
+    /// Fair shares (docs/configuration.md, Limits): the upload's rate and deadline, and what
+    /// one organization may hold, create and keep.
+    pub fair: FairLimits,
+}
+
+/// What keeps a handful of accounts from taking what everybody shares.
+#[derive(Debug, Clone)]
+pub struct FairLimits {
+    /// `UPLOAD_MIN_BYTES_PER_SECOND` over each `UPLOAD_RATE_WINDOW_SECONDS`.
+    pub upload_min_bytes_per_second: u64,
+    pub upload_rate_window: Duration,
+    /// `UPLOAD_TIMEOUT_SECONDS`: the whole upload request.
+    pub upload_timeout: Duration,
+    /// `UPLOADS_MAX_PER_ORG`, `UPLOADS_RESERVED`.
+    pub uploads_max_per_org: usize,
+    pub uploads_reserved: usize,
+    /// `EVENTS_MAX_PER_ORG`, `EVENTS_RESERVED`.
+    pub events_max_per_org: usize,
+    pub events_reserved: usize,
+    /// `JOBS_MAX_UNFINISHED_PER_ORG`.
+    pub jobs_max_unfinished_per_org: i64,
+    /// `JOBS_CREATED_MAX_PER_ORG` per `JOBS_CREATED_WINDOW_SECONDS`.
+    pub jobs_created_max_per_org: i32,
+    pub jobs_created_window: Duration,
+    /// `ORG_STORAGE_QUOTA_BYTES`.
+    pub org_storage_quota_bytes: u64,
+}
+
+impl FairLimits {
+    fn from_lookup(lookup: Lookup) -> Result<FairLimits, ConfigError> {
+        let env = crate::settings::Env::new(lookup);
+        let fair = FairLimits {
+            upload_min_bytes_per_second: env.parse("UPLOAD_MIN_BYTES_PER_SECOND")?,
+            upload_rate_window: secs(lookup, "UPLOAD_RATE_WINDOW_SECONDS")?,
+            upload_timeout: secs(lookup, "UPLOAD_TIMEOUT_SECONDS")?,
+            uploads_max_per_org: positive(lookup, "UPLOADS_MAX_PER_ORG")?,
+            uploads_reserved: env.parse("UPLOADS_RESERVED")?,
+            events_max_per_org: positive(lookup, "EVENTS_MAX_PER_ORG")?,
+            events_reserved: env.parse("EVENTS_RESERVED")?,
+            jobs_max_unfinished_per_org: positive(lookup, "JOBS_MAX_UNFINISHED_PER_ORG")?,
+            jobs_created_max_per_org: positive(lookup, "JOBS_CREATED_MAX_PER_ORG")?,
+            jobs_created_window: secs(lookup, "JOBS_CREATED_WINDOW_SECONDS")?,
+            org_storage_quota_bytes: positive(lookup, "ORG_STORAGE_QUOTA_BYTES")?,
+        };
+        Ok(fair)
+    }
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -137,7 +183,22 @@ impl Limits {
             send_timeout: secs(lookup, "SEND_TIMEOUT_SECONDS")?,
             max_connections: positive(lookup, "MAX_CONNECTIONS")?,
             max_connections_per_addr: positive(lookup, "MAX_CONNECTIONS_PER_ADDR")?,
+            fair: FairLimits::from_lookup(lookup)?,
         })
+        .and_then(Limits::reserves_fit)
+    }
+
+    /// A reserve leaves a shared part: at most its total less one (a deployment that lowered
+    /// the total below the default reserve keeps working, with a smaller reserve).
+    fn reserves_fit(mut self) -> Result<Limits, ConfigError> {
+        let fair = &mut self.fair;
+        fair.uploads_reserved = fair
+            .uploads_reserved
+            .min(self.uploads_max_concurrent.saturating_sub(1));
+        fair.events_reserved = fair
+            .events_reserved
+            .min(self.events_max_concurrent.saturating_sub(1));
+        Ok(self)
     }
 }
 
@@ -177,6 +238,16 @@ mod tests {
         assert_eq!(
             load(&[("UPLOAD_MAX_PARTS", "many")]).unwrap_err().var,
             "UPLOAD_MAX_PARTS"
+        );
+        let fair = load(&[]).unwrap().fair;
+        assert_eq!(fair.upload_min_bytes_per_second, 8192);
+        assert_eq!(fair.uploads_reserved, 4);
+        assert_eq!(fair.org_storage_quota_bytes, 10 * 1024 * 1024 * 1024);
+        let small = load(&[("UPLOADS_MAX_CONCURRENT", "2")]).unwrap().fair;
+        assert_eq!(small.uploads_reserved, 1, "a reserve leaves a shared slot");
+        assert!(
+            load(&[("UPLOAD_MIN_BYTES_PER_SECOND", "0")]).is_ok(),
+            "0: no minimum"
         );
     }
 }

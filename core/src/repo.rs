@@ -130,23 +130,51 @@ pub async fn list_orphaned(db: impl PgExecutor<'_>, age: Duration) -> Result<Vec
     .await
 }
 
-/// How many of a user's jobs are not finished (uploading, pending, processing), and whether
-/// `key` is already one of theirs (a replay, which the quota lets through).
+/// A user's and their organization's unfinished jobs (uploading, pending, processing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfinished {
+    pub user: i64,
+    pub org: i64,
+    /// `key` is already one of the user's (a replay, which the quotas let through).
+    pub replay: bool,
+}
+
+/// How many of a user's and of their organization's jobs are not finished, and whether `key`
+/// is already one of the user's.
 pub async fn unfinished_of(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
+    org_id: i32,
     key: &str,
-) -> Result<(i64, bool)> {
+) -> Result<Unfinished> {
     let row = sqlx::query!(
-        r#"SELECT count(*) FILTER (WHERE status IN ('uploading', 'pending', 'processing')) AS "unfinished!",
-                coalesce(bool_or(idempotency_key = $2), false) AS "replay!"
-           FROM import_jobs WHERE user_id = $1"#,
+        r#"SELECT count(*) FILTER (WHERE user_id = $1 AND status IN ('uploading', 'pending', 'processing')) AS "user!",
+                count(*) FILTER (WHERE org_id = $2 AND status IN ('uploading', 'pending', 'processing')) AS "org!",
+                coalesce(bool_or(user_id = $1 AND idempotency_key = $3), false) AS "replay!"
+           FROM import_jobs WHERE user_id = $1 OR org_id = $2"#,
         user_id,
+        org_id,
         key
     )
     .fetch_one(db)
     .await?;
-    Ok((row.unfinished, row.replay))
+    Ok(Unfinished {
+        user: row.user,
+        org: row.org,
+        replay: row.replay,
+    })
+}
+
+/// The bytes an organization keeps in storage: the uploads and reports of its jobs that are
+/// not deleted (uploads still arriving count from when they are stored).
+pub async fn stored_bytes(db: impl PgExecutor<'_>, org_id: i32) -> Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT coalesce(sum(file_size + report_size), 0)::bigint AS "bytes!"
+           FROM import_jobs WHERE org_id = $1"#,
+        org_id
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Job counts by status (for `/metrics`).
@@ -527,6 +555,17 @@ pub async fn standing(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Standi
     }))
 }
 
+/// A job's report as stored: errors.csv's key and the bytes of both report files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub object: String,
+    pub size: i64,
+}
+
+fn report_columns(report: Option<&Report>) -> (Option<&str>, i64) {
+    report.map_or((None, 0), |r| (Some(r.object.as_str()), r.size))
+}
+
 #[derive(Debug)]
 pub enum Finish {
     Done,
@@ -546,17 +585,19 @@ pub async fn finish(
     db: &sqlx::PgPool,
     id: Uuid,
     owner: Uuid,
-    report_object: Option<&str>,
+    report: Option<&Report>,
 ) -> Result<Finish> {
+    let (report_object, report_size) = report_columns(report);
     let done = sqlx::query!(
-        "UPDATE import_jobs SET status = 'done', report_object = $3, finished_at = now(), \
-           updated_at = now(), owner_id = NULL, lease_expires_at = NULL \
+        "UPDATE import_jobs SET status = 'done', report_object = $3, report_size = $4, \
+           finished_at = now(), updated_at = now(), owner_id = NULL, lease_expires_at = NULL \
          WHERE id = $1 AND owner_id = $2 AND status = 'processing' \
            AND checkpoint_offset = file_size \
            AND processed_rows = inserted_rows + updated_rows + error_rows",
         id,
         owner,
-        report_object
+        report_object,
+        report_size
     )
     .execute(db)
     .await?;
@@ -622,17 +663,20 @@ pub async fn fail_with_report(
     id: Uuid,
     owner: Uuid,
     error: &JobError,
-    report_object: Option<&str>,
+    report: Option<&Report>,
 ) -> Result<bool> {
+    let (report_object, report_size) = report_columns(report);
     let done = sqlx::query!(
         "UPDATE import_jobs SET status = 'failed', error_code = $3, error = $4, report_object = $5, \
-           finished_at = now(), updated_at = now(), owner_id = NULL, lease_expires_at = NULL \
+           report_size = $6, finished_at = now(), updated_at = now(), owner_id = NULL, \
+           lease_expires_at = NULL \
          WHERE id = $1 AND owner_id = $2 AND status = 'processing'",
         id,
         owner,
         error.code,
         error.stored(),
-        report_object
+        report_object,
+        report_size
     )
     .execute(db)
     .await?;
@@ -686,11 +730,14 @@ pub async fn delete_finished(
     }))
 }
 
-/// `failed → pending`: a failed job resumes from its checkpoint as a new attempt.
+/// `failed → pending`: a failed job resumes from its checkpoint as a new attempt. Its
+/// `started_at` is cleared, so the retry's first claim starts a fresh deadline
+/// (`JOB_ACTIVE_DEADLINE_SECONDS` counts from it): a job failed `deadline_exceeded` would
+/// otherwise fail again at once.
 pub async fn retry(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool> {
     let done = sqlx::query!(
         "UPDATE import_jobs SET status = 'pending', error_code = NULL, error = NULL, \
-           finished_at = NULL, updated_at = now() \
+           finished_at = NULL, started_at = NULL, updated_at = now() \
          WHERE id = $1 AND status = 'failed'",
         id
     )

@@ -265,6 +265,17 @@ vars! {
     "SEND_TIMEOUT_SECONDS", Value("30"), [A], "a write to a client that makes no progress for this long ends the connection";
     "MAX_CONNECTIONS", Value("1024"), [A], "connections open at once in one API process";
     "MAX_CONNECTIONS_PER_ADDR", Value("64"), [A], "connections (behind a trusted proxy: requests) open at once per client address or IPv6 /64";
+    "UPLOAD_MIN_BYTES_PER_SECOND", Value("8192"), [A], "slowest an upload's file may arrive, averaged over each rate window (408 upload_too_slow)";
+    "UPLOAD_RATE_WINDOW_SECONDS", Value("30"), [A], "window of the upload's minimum rate (time spent waiting for the client)";
+    "UPLOAD_TIMEOUT_SECONDS", Value("3600"), [A], "longest a whole upload request may take (408 upload_timeout)";
+    "UPLOADS_MAX_PER_ORG", Value("4"), [A], "uploads of one organization streaming at once";
+    "UPLOADS_RESERVED", Value("4"), [A], "of UPLOADS_MAX_CONCURRENT, slots only an organization holding none may take";
+    "EVENTS_MAX_PER_ORG", Value("32"), [A], "event streams of one organization open at once";
+    "EVENTS_RESERVED", Value("64"), [A], "of EVENTS_MAX_CONCURRENT, streams only an organization holding none may open";
+    "JOBS_MAX_UNFINISHED_PER_ORG", Value("20"), [A], "an organization's jobs not yet finished";
+    "JOBS_CREATED_MAX_PER_ORG", Value("100"), [A], "new jobs (uploads of a new key) per organization per window (429 too_many_new_jobs)";
+    "JOBS_CREATED_WINDOW_SECONDS", Value("3600"), [A], "window of JOBS_CREATED_MAX_PER_ORG";
+    "ORG_STORAGE_QUOTA_BYTES", Value("10737418240"), [A], "bytes an organization may keep stored: uploads and reports of jobs not deleted (413 storage_quota_exceeded)";
     "METRICS_BIND_ADDR", Described("none (/metrics on BIND_ADDR)"), [A], "serve /metrics only on this address";
     "LOG_FORMAT", Described("text"), [A, I, O], "json for JSON lines";
     "RUST_LOG", Described("info"), [A, I, O], "log filter";

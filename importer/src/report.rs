@@ -210,7 +210,7 @@ type ErrorRow = (
     Option<String>,
 );
 
-/// Streams the job's error rows from Postgres into `key` in storage; returns the row count.
+/// Streams the job's error rows from Postgres into `key` in storage; returns the bytes stored.
 /// When the job counted more bad rows (`error_rows`) than it stored, a last row says how
 /// many were not stored. The object is only complete when this returns `Ok`; a failed
 /// attempt is overwritten by the next one, and the job row names the report only after
@@ -253,8 +253,8 @@ pub async fn upload(
             .await
             .map_err(ReportError::Storage)
     };
-    let (count, _) = tokio::try_join!(produce, store)?;
-    Ok(count)
+    let (_, stored) = tokio::try_join!(produce, store)?;
+    Ok(stored)
 }
 
 /// Header of the re-importable file of bad rows: the five standard columns.
@@ -265,7 +265,7 @@ pub const ROWS_HEADER: [&str; 5] = ["email", "first_name", "last_name", "phone",
 /// again. Values are as read except text that could run as a formula
 /// ([`neutralize_for_import`]): the file is opened in spreadsheets to be fixed, and imports
 /// again to the same values. Only stored rows are in it (`MAX_STORED_ERROR_ROWS`), and no
-/// summary row (it would be imported as data). Returns the row count.
+/// summary row (it would be imported as data). Returns the bytes stored.
 pub async fn upload_rows(
     pool: &PgPool,
     storage: &Storage,
@@ -315,8 +315,8 @@ pub async fn upload_rows(
             .await
             .map_err(ReportError::Storage)
     };
-    let (count, _) = tokio::try_join!(produce, store)?;
-    Ok(count)
+    let (_, stored) = tokio::try_join!(produce, store)?;
+    Ok(stored)
 }
 
 #[cfg(test)]

@@ -482,7 +482,7 @@ async fn finish(ctx: &Ctx<'_>, job: &JobRow, totals: Totals) -> Result<Finish, S
         || {
             db::with_timeout(
                 ctx.op_timeout,
-                repo::finish(&ctx.pool, job.id, ctx.owner, report.as_deref()),
+                repo::finish(&ctx.pool, job.id, ctx.owner, report.as_ref()),
             )
         },
     )
@@ -490,6 +490,9 @@ async fn finish(ctx: &Ctx<'_>, job: &JobRow, totals: Totals) -> Result<Finish, S
     .map_err(|e| db_stop("finishing the job", e))?;
     if matches!(finished, Finish::Done) && job.dry_run {
         forget_dry_run(ctx, job.id).await;
+    }
+    if let (Finish::NotOwner(standing), Some(_)) = (&finished, &report) {
+        remove_orphaned_report(ctx, job.id, standing.as_ref()).await;
     }
     Ok(finished)
 }
@@ -525,13 +528,17 @@ fn too_many_errors(job: &JobRow, totals: &Totals) -> JobError {
 /// every row was loaded still writes the whole report). Transient trouble (storage or the
 /// database unreachable) is retried for about a minute; past that, or on a permanent error,
 /// the run stops for now: the rows are loaded, a later run writes the report and finishes.
-async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Option<String>, Stop> {
+async fn write_report(
+    ctx: &Ctx<'_>,
+    job_id: Uuid,
+    totals: Totals,
+) -> Result<Option<repo::Report>, Stop> {
     if totals.error_rows == 0 {
         return Ok(None);
     }
     let key = report_key(job_id);
     let rows = rows_report_key(job_id);
-    retry(
+    let (rows_size, report_size) = retry(
         "writing errors.csv",
         Policy::MINUTE,
         ReportError::is_transient,
@@ -542,12 +549,41 @@ async fn write_report(ctx: &Ctx<'_>, job_id: Uuid, totals: Totals) -> Result<Opt
                 report::upload_rows(&ctx.pool, &ctx.storage, job_id, &rows),
                 report::upload(&ctx.pool, &ctx.storage, job_id, &key, totals.error_rows),
             )
-            .map(|_| ())
         },
     )
     .await
     .map_err(|e| temporary("writing errors.csv", e))?;
-    Ok(Some(key))
+    Ok(Some(repo::Report {
+        object: key,
+        size: (rows_size + report_size) as i64,
+    }))
+}
+
+/// The report just written belongs to a job that was cancelled or deleted meanwhile (its
+/// `finish` was refused): nothing will ever name it — a cancelled job has no report, a
+/// deleted one no row — and a deletion that ran while it was being written found nothing to
+/// delete. Removed here, so that no report object outlives its job. A job another importer
+/// took over (still `processing`) keeps the objects: that importer writes the same keys.
+async fn remove_orphaned_report(ctx: &Ctx<'_>, job_id: Uuid, standing: Option<&repo::Standing>) {
+    if standing.is_some_and(|s| s.status != JobStatus::Cancelled) {
+        return;
+    }
+    for key in [report_key(job_id), rows_report_key(job_id)] {
+        let removed = retry(
+            "removing an orphaned report",
+            Policy::BRIEF,
+            StorageError::is_transient,
+            || ctx.storage.delete(&key),
+        )
+        .await;
+        match removed {
+            Ok(()) | Err(StorageError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(%job_id, %key, error = %e, "could not remove the report of a cancelled or deleted job")
+            }
+        }
+    }
+    tracing::info!(%job_id, "the job was cancelled or deleted while its report was written; report removed");
 }
 
 /// The job stops part-way by a rule of its own (`max_errors` crossed: `too_many_errors`; a
@@ -566,14 +602,23 @@ async fn fail_mid_file(ctx: &Ctx<'_>, job: &JobRow, totals: Totals, error: JobEr
         || {
             db::with_timeout(
                 ctx.op_timeout,
-                repo::fail_with_report(&ctx.pool, job.id, ctx.owner, &error, report.as_deref()),
+                repo::fail_with_report(&ctx.pool, job.id, ctx.owner, &error, report.as_ref()),
             )
         },
     )
     .await;
     match changed {
         Err(e) => db_stop("recording the failure", e),
-        Ok(false) => Stop::Lost,
+        Ok(false) => {
+            if report.is_some() {
+                let standing = db::with_timeout(ctx.op_timeout, repo::standing(&ctx.pool, job.id))
+                    .await
+                    .ok()
+                    .flatten();
+                remove_orphaned_report(ctx, job.id, standing.as_ref()).await;
+            }
+            Stop::Lost
+        }
         Ok(true) => {
             if job.dry_run {
                 forget_dry_run(ctx, job.id).await;

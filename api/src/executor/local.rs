@@ -13,7 +13,8 @@
 //!
 //! Each job gets the deadline a Kubernetes Job gets (`JOB_ACTIVE_DEADLINE_SECONDS`, counted
 //! from the job's first start as recorded in the row, so a restarted API keeps it): past it
-//! the child is stopped and the job failed with `deadline_exceeded`.
+//! the child is stopped and the job failed with `deadline_exceeded`. A retry clears the
+//! recorded start (`repo::retry`), so a retried job starts a fresh deadline.
 //!
 //! Two API replicas with `EXECUTOR=local` on one database are safe: both may start an
 //! importer for the same job, but only the one holding the claim writes; the other waits and

@@ -29,7 +29,10 @@ use axum::{
     routing::{delete, post},
     Json, Router,
 };
-use bulk_import_core::{job::rows_report_key, repo, JobStatus};
+use bulk_import_core::{
+    job::{report_key, rows_report_key},
+    repo, JobStatus,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -139,9 +142,14 @@ pub async fn remove(
     };
     // The row is gone first, so nothing can hand these objects out any more; a storage
     // failure here leaves an orphan object, never a job pointing at a missing one.
-    let mut keys = vec![gone.source_object];
-    keys.extend(gone.report_object);
-    keys.push(rows_report_key(job.id));
+    // Both report keys by name, whatever the row said: a cancelled job's importer may have
+    // written them without naming them (it removes them itself once it sees the job gone).
+    let mut keys = vec![
+        gone.source_object,
+        report_key(job.id),
+        rows_report_key(job.id),
+    ];
+    keys.extend(gone.report_object.filter(|k| *k != report_key(job.id)));
     for key in keys {
         if let Err(e) = state.storage.delete(&key).await {
             tracing::error!(job_id = %job.id, error = %e, "could not delete an object of a deleted import");

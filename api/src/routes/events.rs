@@ -4,8 +4,10 @@
 //! polled as well (every five seconds while the hub is subscribed, twice a second when it is
 //! not) so that nothing is missed and the stream keeps working when Redis is down.
 //!
-//! Bounds (docs/configuration.md, Limits): at most `EVENTS_MAX_PER_USER` streams per user and
-//! `EVENTS_MAX_CONCURRENT` in all per API process (429 `too_many_streams` past them). A
+//! Bounds (docs/configuration.md, Limits): at most `EVENTS_MAX_PER_USER` streams per user,
+//! `EVENTS_MAX_PER_ORG` per organization and `EVENTS_MAX_CONCURRENT` in all per API process,
+//! of which `EVENTS_RESERVED` only for organizations holding none ([`crate::quota`]); 429
+//! `too_many_streams` past them. A
 //! stream ends after the job's final snapshot (status `done` or `failed`), or with a final
 //! `event: end` (`{"reason": "token_expired"}`, `{"reason": "membership_ended"}` or
 //! `{"reason": "database_unavailable"}`) when the caller's token expires, the caller is
@@ -51,13 +53,16 @@ pub async fn events(
     let job = visible_job(&state, &session.user, &id).await?;
     let slot = state
         .event_slots
-        .try_acquire(session.user.id)
+        .try_acquire(session.user.id, session.user.org)
         .map_err(|full| {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 match full {
                     Full::User => "you have too many event streams open; close one first",
+                    Full::Org => {
+                        "your organization has too many event streams open; close one first"
+                    }
                     Full::Process => "the server has too many event streams open; retry shortly",
                 },
             );

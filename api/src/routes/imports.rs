@@ -7,6 +7,12 @@
 //! 422 when they do not. A failed upload (too large, client gone, storage down) releases the
 //! key and leaves no object behind. A reservation whose upload stopped heartbeating (the API
 //! died mid-upload) is taken over after a minute.
+//!
+//! Fair shares (docs/configuration.md, Limits): every request that streams a file — a new
+//! upload or a replay, which hashes the whole file — holds an upload slot ([`crate::quota`]);
+//! a new key also needs room in the organization's storage quota (413
+//! `storage_quota_exceeded`) and a place in its window of new jobs (429 `too_many_new_jobs`),
+//! and the user and the organization must be under their unfinished-jobs caps.
 
 use crate::{
     access::visible_job,
@@ -30,6 +36,7 @@ use bulk_import_core::{
     hashing::HashingReader,
     job::{fingerprint, rows_report_key, upload_key},
     options::{self, ImportOptions},
+    org_quota,
     repo::{self, NewReservation, UploadedFile},
     storage::{StorageError, StreamStop},
     ImportMode, Job, JobStatus,
@@ -242,11 +249,11 @@ pub struct UploadForm {
     responses((status = 201, body = JobView, description = "new job; `Location: /imports/{id}`", headers(("Location" = String, description = "the job's address"))),
               (status = 200, body = JobView, description = "same key, same file and mode (with `Location` too)"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-              (status = 408, body = crate::error::ErrorBody, description = "nothing sent, or the file part not reached, within UPLOAD_IDLE_TIMEOUT_SECONDS"),
+              (status = 408, body = crate::error::ErrorBody, description = "upload_timeout: nothing sent, or the file part not reached, within UPLOAD_IDLE_TIMEOUT_SECONDS, or the request not over within UPLOAD_TIMEOUT_SECONDS; upload_too_slow: under UPLOAD_MIN_BYTES_PER_SECOND over a window"),
               (status = 409, body = crate::error::ErrorBody, description = "the first request with this key is still uploading"),
-              (status = 413, body = crate::error::ErrorBody, description = "upload_too_large, upload_head_too_large, too_many_parts"),
+              (status = 413, body = crate::error::ErrorBody, description = "upload_too_large, upload_head_too_large, too_many_parts, storage_quota_exceeded (the organization's ORG_STORAGE_QUOTA_BYTES)"),
               (status = 422, body = crate::error::ErrorBody),
-              (status = 429, body = crate::error::ErrorBody, description = "too_many_uploads, too_many_unfinished_jobs (with Retry-After)")),
+              (status = 429, body = crate::error::ErrorBody, description = "too_many_uploads (replays count), too_many_unfinished_jobs, too_many_new_jobs (with Retry-After)")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -291,14 +298,14 @@ async fn create_job(
         mut multipart,
         limits,
     } = multipart?;
-    let user = caller.id;
-    unfinished_jobs_quota(&state, user, &key).await?;
+    let (user, org) = (caller.id, caller.org);
+    unfinished_jobs_quota(&state, user, org, &key).await?;
 
     let job_id = Uuid::new_v4();
     let object = upload_key(user, job_id);
     let reservation = NewReservation {
         id: job_id,
-        org_id: caller.org,
+        org_id: org,
         user_id: user,
         idempotency_key: &key,
         mode,
@@ -306,30 +313,22 @@ async fn create_job(
         options: &options,
     };
     if let Some(existing) = reserve_or_find(&state, &reservation).await? {
-        let idle = state.settings.api.upload_idle_timeout;
         let asked = (mode, &options);
-        return replay(&existing, asked, &mut multipart, &limits, limit, idle).await;
+        return replay(&state, &caller, &existing, asked, &mut multipart, &limits).await;
     }
-    // This request owns the key. Quotas (docs/configuration.md, Limits): uploads storing a file at once, per
-    // user and per process, held until this request ends (replays only hash, and are not
-    // counted).
-    let _slot = match state.upload_slots.try_acquire(user) {
-        Ok(slot) => slot,
-        Err(full) => {
+    // This request owns the key. Quotas (docs/configuration.md, Limits): an upload slot (per
+    // user, per organization, per process, held until this request ends), then the
+    // organization's stored bytes and new jobs per window.
+    let admitted = match upload_slot(&state, user, org) {
+        Ok(slot) => admit_new_job(&state, org, declared)
+            .await
+            .map(|room| (slot, room)),
+        Err(e) => Err(e),
+    };
+    let (_slot, room) = match admitted {
+        Ok(admitted) => admitted,
+        Err(e) => {
             release(&state, job_id, &object).await;
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_uploads",
-                match full {
-                    crate::quota::Full::User => {
-                        "you have too many uploads in progress; retry when one has finished"
-                    }
-                    crate::quota::Full::Process => {
-                        "the server has too many uploads in progress; retry shortly"
-                    }
-                },
-            );
-            e.retry_after = Some(5);
             return Err(e);
         }
     };
@@ -339,7 +338,7 @@ async fn create_job(
         &object,
         (mode, &options),
         &mut multipart,
-        &limits,
+        (&limits, room),
     )
     .await?;
     tracing::info!(%job_id, size = job.file_size, %mode, "import created");
@@ -429,12 +428,10 @@ async fn upload(
     object: &str,
     (mode, options): (ImportMode, &ImportOptions),
     multipart: &mut Multipart,
-    limits: &UploadLimits,
+    (limits, room): (&UploadLimits, u64),
 ) -> ApiResult<Job> {
-    let (limit, idle) = (
-        state.settings.max_upload_bytes,
-        state.settings.api.upload_idle_timeout,
-    );
+    let max = state.settings.max_upload_bytes;
+    let (limit, idle) = (max.min(room), state.settings.api.upload_idle_timeout);
     let mut guard = Reservation {
         state: Some((state.clone(), job_id, object.to_string())),
     };
@@ -460,6 +457,12 @@ async fn upload(
         Err(e) => {
             guard.disarm();
             release(state, job_id, object).await;
+            // Cut at the organization's free room rather than at MAX_UPLOAD_BYTES.
+            if e.code == "upload_too_large" && limit < max {
+                return Err(quota_exceeded(
+                    state.settings.limits.fair.org_storage_quota_bytes,
+                ));
+            }
             return Err(e);
         }
     };
@@ -488,31 +491,105 @@ async fn upload(
     }
 }
 
-/// 429 when the user already has `JOBS_MAX_UNFINISHED_PER_USER` jobs not done or failed —
-/// unless `key` is already one of theirs (a replay answers with its job, not 429).
-async fn unfinished_jobs_quota(state: &AppState, user: Uuid, key: &str) -> ApiResult<()> {
-    let max = state.settings.limits.jobs_max_unfinished_per_user;
-    let (unfinished, replay) = repo::unfinished_of(&state.pool, user, key).await?;
-    if unfinished >= max && !replay {
+/// 429 when the user already has `JOBS_MAX_UNFINISHED_PER_USER` jobs not done or failed, or
+/// their organization `JOBS_MAX_UNFINISHED_PER_ORG` — unless `key` is already one of theirs
+/// (a replay answers with its job, not 429).
+async fn unfinished_jobs_quota(state: &AppState, user: Uuid, org: i32, key: &str) -> ApiResult<()> {
+    let l = &state.settings.limits;
+    let (max_user, max_org) = (
+        l.jobs_max_unfinished_per_user,
+        l.fair.jobs_max_unfinished_per_org,
+    );
+    let n = repo::unfinished_of(&state.pool, user, org, key).await?;
+    let message = if n.replay {
+        return Ok(());
+    } else if n.user >= max_user {
+        format!("you have {} imports not finished yet (at most {max_user}); retry when one has finished", n.user)
+    } else if n.org >= max_org {
+        format!("your organization has {} imports not finished yet (at most {max_org}); retry when one has finished", n.org)
+    } else {
+        return Ok(());
+    };
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_unfinished_jobs",
+        message,
+    );
+    e.retry_after = Some(30);
+    Err(e)
+}
+
+/// An upload slot for the request (a new upload or a replay), or 429 `too_many_uploads`.
+fn upload_slot(state: &AppState, user: Uuid, org: i32) -> ApiResult<crate::quota::Slot> {
+    use crate::quota::Full;
+    state.upload_slots.try_acquire(user, org).map_err(|full| {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_unfinished_jobs",
-            format!("you have {unfinished} imports not finished yet (at most {max}); retry when one has finished"),
+            "too_many_uploads",
+            match full {
+                Full::User => "you have too many uploads in progress; retry when one has finished",
+                Full::Org => {
+                    "your organization has too many uploads in progress; retry when one has finished"
+                }
+                Full::Process => "the server has too many uploads in progress; retry shortly",
+            },
         );
-        e.retry_after = Some(30);
+        e.retry_after = Some(5);
+        e
+    })
+}
+
+fn quota_exceeded(quota: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "storage_quota_exceeded",
+        format!(
+            "your organization's imports would keep more than {quota} bytes in storage \
+             (uploads and reports of imports not deleted); delete finished imports to make room"
+        ),
+    )
+}
+
+/// A new job for the organization: 413 `storage_quota_exceeded` when its uploads and reports
+/// leave no room for this file (`declared`: its Content-Length), 429 `too_many_new_jobs` past
+/// `JOBS_CREATED_MAX_PER_ORG` in the window. Returns the room left, which caps the upload as it
+/// streams. Uploads of one organization that run at once each see the room left at their
+/// start (at most `UPLOADS_MAX_PER_ORG` of them).
+async fn admit_new_job(state: &AppState, org: i32, declared: Option<u64>) -> ApiResult<u64> {
+    let fair = &state.settings.limits.fair;
+    let stored = repo::stored_bytes(&state.pool, org).await?.max(0) as u64;
+    let room = fair.org_storage_quota_bytes.saturating_sub(stored);
+    // The declared length includes the multipart framing: a little slack for it.
+    if room == 0 || declared.is_some_and(|n| n > room.saturating_add(64 * 1024)) {
+        return Err(quota_exceeded(fair.org_storage_quota_bytes));
+    }
+    let counted = org_quota::count_new_job(&state.pool, org, fair.jobs_created_window).await?;
+    if counted.created > fair.jobs_created_max_per_org {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_new_jobs",
+            format!(
+                "your organization started {} imports in {} s (at most {}); retry later",
+                fair.jobs_created_max_per_org,
+                fair.jobs_created_window.as_secs(),
+                fair.jobs_created_max_per_org
+            ),
+        );
+        e.retry_after = Some(counted.window_left as u64);
         return Err(e);
     }
-    Ok(())
+    Ok(room)
 }
 
 /// Same key again: same mode and same file bytes give the existing job; anything else is 422.
+/// The file is hashed in full, so a replay takes an upload slot like an upload.
 async fn replay(
+    state: &AppState,
+    caller: &AuthUser,
     existing: &Job,
     (mode, options): (ImportMode, &ImportOptions),
     multipart: &mut Multipart,
     limits: &UploadLimits,
-    limit: u64,
-    idle: Duration,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let reused = |what: &str| {
         ApiError::unprocessable(
@@ -526,6 +603,11 @@ async fn replay(
     if existing.options() != *options {
         return Err(reused("options"));
     }
+    let _slot = upload_slot(state, caller.id, caller.org)?;
+    let (limit, idle) = (
+        state.settings.max_upload_bytes,
+        state.settings.api.upload_idle_timeout,
+    );
     let received = receive(multipart, limits, limit, idle, Sink::Discard).await?;
     if fingerprint(&received.sha256, mode, options) != existing.request_fingerprint {
         return Err(reused("file"));

@@ -300,9 +300,10 @@ impl S3Store {
         Ok(keys)
     }
 
-    /// Aborts multipart uploads under `prefix` started more than `age` ago (their writer died
-    /// before it could complete or abort them: the parts would be kept, and billed, for
-    /// ever); returns how many.
+    /// Aborts multipart uploads under `prefix` that stopped moving: started more than `age`
+    /// ago and with no part stored within `age` either (their writer died before it could
+    /// complete or abort them: the parts would be kept, and billed, for ever); returns how
+    /// many. An old upload whose bytes still arrive (a part stored recently) is left alone.
     pub async fn abort_stale_uploads(&self, prefix: &str, age: Duration) -> Result<usize> {
         let cutoff = std::time::SystemTime::now() - age;
         let mut aborted = 0;
@@ -329,6 +330,13 @@ impl S3Store {
                 if started.is_none_or(|t| t > cutoff) {
                     continue;
                 }
+                if self
+                    .last_part_at(key, id)
+                    .await?
+                    .is_some_and(|t| t > cutoff)
+                {
+                    continue; // still moving
+                }
                 self.client
                     .abort_multipart_upload()
                     .bucket(&self.bucket)
@@ -346,6 +354,38 @@ impl S3Store {
             upload_marker = page.next_upload_id_marker().map(str::to_string);
             if key_marker.is_none() {
                 return Ok(aborted);
+            }
+        }
+    }
+
+    /// When the newest part of a multipart upload was stored (`None`: no part yet).
+    async fn last_part_at(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<std::time::SystemTime>> {
+        let mut newest = None;
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| classify(key, e))?;
+            for part in page.parts() {
+                let at = part
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                newest = newest.max(at);
+            }
+            marker = page.next_part_number_marker().map(str::to_string);
+            if page.is_truncated() != Some(true) || marker.is_none() {
+                return Ok(newest);
             }
         }
     }
