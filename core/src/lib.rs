@@ -23,6 +23,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod view;
 
 pub use email::Email;
 pub use job::{ImportMode, Job, JobStatus};
