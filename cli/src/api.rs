@@ -1,8 +1,11 @@
-//! The HTTP calls to the API.
+//! The HTTP calls to the API. Connection errors, 5xx, 408 and 429 are temporary failures
+//! (exit 75), 401 and 403 authentication failures (exit 4): see `failure`.
 
-use crate::{config, output::Out};
+use crate::{config, failure::Failure, output::Out};
+use bulk_import_types::JobView;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::{multipart, Body, Client, Response, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::{
@@ -11,27 +14,48 @@ use std::{
 };
 use tokio::io::AsyncReadExt;
 
-/// Why a command stopped, and its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub exit: u8,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            exit: 2,
-            message: message.into(),
-        }
-    }
-}
-
+/// What `import` asks for besides the file.
 pub struct ImportOptions {
     pub mode: &'static str,
     pub dry_run: bool,
     pub max_errors: Option<u64>,
+    pub delimiter: Option<String>,
+    pub encoding: Option<String>,
 }
+
+impl ImportOptions {
+    /// The query string of `POST /imports`.
+    fn query(&self) -> String {
+        let mut query = format!("/imports?mode={}", self.mode);
+        if self.dry_run {
+            query.push_str("&dry_run=true");
+        }
+        if let Some(n) = self.max_errors {
+            query.push_str(&format!("&max_errors={n}"));
+        }
+        if let Some(d) = &self.delimiter {
+            query.push_str(&format!("&delimiter={}", encoded(d)));
+        }
+        if let Some(e) = &self.encoding {
+            query.push_str(&format!("&encoding={}", encoded(e)));
+        }
+        query
+    }
+}
+
+/// A path segment or query value, percent-encoded.
+pub fn encoded(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A successful login: the token, and the device cookie the API set (`bi_device=…`).
+pub struct Login {
+    pub token: String,
+    pub device: Option<String>,
+}
+
+/// The name of the API's device cookie (see `config`).
+const DEVICE_COOKIE: &str = "bi_device=";
 
 pub struct Api {
     base: String,
@@ -43,7 +67,7 @@ pub struct Api {
 
 /// The innermost cause of an error, which says what went wrong on the wire ("Connection
 /// refused (os error 111)") where the outer ones only say "error sending request".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
@@ -74,18 +98,18 @@ impl Api {
         Ok(self)
     }
 
-    fn connection(&self, e: reqwest::Error) -> Failure {
+    pub fn connection(&self, e: reqwest::Error) -> Failure {
         if e.is_timeout() {
-            return Failure::usage(format!("the API at {} did not answer in time", self.base));
+            return Failure::temporary(format!("the API at {} did not answer in time", self.base));
         }
-        Failure::usage(format!(
+        Failure::temporary(format!(
             "cannot reach the API at {}: {}",
             self.base,
             root_cause(&e)
         ))
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.client.request(method, format!("{}{path}", self.base));
         match &self.token {
             Some(t) => req.bearer_auth(t),
@@ -93,31 +117,36 @@ impl Api {
         }
     }
 
-    /// The body of a 2xx answer, or the API's `{code, message}` as a failure.
-    async fn json_of(&self, resp: Response) -> Result<Value, Failure> {
+    /// The body of a 2xx answer (`null` when empty), or the API's `{code, message}` as a
+    /// failure.
+    async fn json_of<T: DeserializeOwned>(&self, resp: Response) -> Result<T, Failure> {
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| self.connection(e))?;
-        if status.is_success() {
-            if body.is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&body).map_err(|e| {
-                Failure::usage(format!(
-                    "the API at {} answered {status} with no JSON: {e}",
-                    self.base
-                ))
-            });
+        if !status.is_success() {
+            return Err(Failure::from_answer(status, &body));
         }
-        Err(api_failure(status, &body))
+        let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+        serde_json::from_slice(body).map_err(|e| {
+            // A proxy's HTML page or a body cut short: the API itself always answers JSON.
+            let kind = if status.is_server_error() {
+                Failure::temporary
+            } else {
+                Failure::usage
+            };
+            kind(format!(
+                "the API at {} answered {status} with unexpected JSON: {e}",
+                self.base
+            ))
+        })
     }
 
     /// A request with an optional JSON body, answered with JSON (or the API's error).
-    async fn send(
+    async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, Failure> {
+    ) -> Result<T, Failure> {
         let mut req = self.request(method, path);
         if let Some(body) = body {
             req = req.json(body);
@@ -126,20 +155,31 @@ impl Api {
         self.json_of(resp).await
     }
 
-    pub async fn get_json(&self, path: &str) -> Result<Value, Failure> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    pub async fn post_json(&self, path: &str) -> Result<Value, Failure> {
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         self.send(reqwest::Method::POST, path, None).await
     }
 
-    pub async fn post_body(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+    pub async fn post_body<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, Failure> {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
-    pub async fn delete(&self, path: &str) -> Result<Value, Failure> {
-        self.send(reqwest::Method::DELETE, path, None).await
+    pub async fn delete(&self, path: &str) -> Result<(), Failure> {
+        self.send::<Value>(reqwest::Method::DELETE, path, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /imports/{id}`.
+    pub async fn job(&self, id: &str) -> Result<JobView, Failure> {
+        self.get(&format!("/imports/{}", encoded(id))).await
     }
 
     pub async fn register(
@@ -151,20 +191,42 @@ impl Api {
     ) -> Result<(), Failure> {
         let body = json!({"email": email, "password": password,
                           "invitation": invitation, "organization": organization});
-        self.post_body("/auth/register", &body).await.map(|_| ())
+        self.post_body::<Value>("/auth/register", &body)
+            .await
+            .map(|_| ())
     }
 
-    pub async fn login(&self, email: &str, password: &str) -> Result<String, Failure> {
-        let body = self
-            .post_body(
-                "/auth/token",
-                &json!({"email": email, "password": password}),
-            )
-            .await?;
-        body["access_token"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| Failure::usage("the API answered the login without a token"))
+    /// `POST /auth/token`, presenting `device` (a saved `bi_device=…` cookie) if any.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        device: Option<&str>,
+    ) -> Result<Login, Failure> {
+        #[derive(serde::Deserialize)]
+        struct TokenView {
+            access_token: String,
+        }
+        let mut req = self
+            .request(reqwest::Method::POST, "/auth/token")
+            .json(&json!({"email": email, "password": password}));
+        if let Some(cookie) = device {
+            req = req.header(reqwest::header::COOKIE, cookie);
+        }
+        let resp = req.send().await.map_err(|e| self.connection(e))?;
+        let device = resp
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .find(|pair| pair.trim().starts_with(DEVICE_COOKIE))
+            .map(|pair| pair.trim().to_string());
+        let body: TokenView = self.json_of(resp).await?;
+        Ok(Login {
+            token: body.access_token,
+            device,
+        })
     }
 
     /// Uploads the file (a byte progress bar on terminals). Returns the job and whether it is
@@ -172,21 +234,12 @@ impl Api {
     pub async fn upload(
         &self,
         file: &Path,
+        name: &str,
         opts: &ImportOptions,
         key: &str,
         out: &Out,
-    ) -> Result<(Value, bool), Failure> {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "upload.csv".into());
-        let mut query = format!("/imports?mode={}", opts.mode);
-        if opts.dry_run {
-            query.push_str("&dry_run=true");
-        }
-        if let Some(n) = opts.max_errors {
-            query.push_str(&format!("&max_errors={n}"));
-        }
+    ) -> Result<(JobView, bool), Failure> {
+        let query = opts.query();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let handle = tokio::fs::File::open(file)
@@ -202,7 +255,7 @@ impl Api {
             let stream = tokio_util::io::ReaderStream::with_capacity(handle, 64 * 1024)
                 .inspect_ok(move |chunk| counted.inc(chunk.len() as u64));
             let part = multipart::Part::stream_with_length(Body::wrap_stream(stream), len)
-                .file_name(name.clone())
+                .file_name(name.to_string())
                 .mime_str("text/csv")
                 .expect("a valid mime type");
             let form = multipart::Form::new().part("file", part);
@@ -239,109 +292,11 @@ impl Api {
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                return Err(api_failure(status, &body));
+                return Err(Failure::from_answer(status, &body));
             }
             let created = status == StatusCode::CREATED;
             return Ok((self.json_of(resp).await?, created));
         }
-    }
-
-    /// Follows a job until it ends: the event stream, and polling when the stream cannot be
-    /// had or stops early. Returns the final job.
-    pub async fn follow(&self, id: &str, out: &Out) -> Result<Value, Failure> {
-        let bar = out.import_bar();
-        let mut rate = Rate::default();
-        let mut last = self.get_json(&format!("/imports/{id}")).await?;
-        show(&bar, &last, &mut rate);
-        if finished(&last) {
-            bar.finish_and_clear();
-            return Ok(last);
-        }
-        match self.stream(id, &bar, &mut rate, &mut last).await {
-            Ok(StreamEnd::Finished) => {
-                bar.finish_and_clear();
-                return Ok(last);
-            }
-            Ok(StreamEnd::TokenExpired) => {
-                bar.finish_and_clear();
-                return Err(Failure::usage(
-                    "the token expired while following the job: log in again",
-                ));
-            }
-            Ok(StreamEnd::Early) | Err(_) => {}
-        }
-        // Polling: the stream was refused (e.g. too_many_streams), broke, or ended early.
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            last = self.get_json(&format!("/imports/{id}")).await?;
-            show(&bar, &last, &mut rate);
-            if finished(&last) {
-                bar.finish_and_clear();
-                return Ok(last);
-            }
-        }
-    }
-
-    /// Reads `GET /imports/{id}/events` until the final snapshot or the stream's end.
-    async fn stream(
-        &self,
-        id: &str,
-        bar: &indicatif::ProgressBar,
-        rate: &mut Rate,
-        last: &mut Value,
-    ) -> Result<StreamEnd, Failure> {
-        let resp = self
-            .request(reqwest::Method::GET, &format!("/imports/{id}/events"))
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| self.connection(e))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(api_failure(status, &body));
-        }
-        let mut body = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut event = String::new();
-        let mut data = String::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.connection(e))?;
-            buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if line.is_empty() {
-                    if event == "end" {
-                        let reason: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                        if reason["reason"] == "token_expired" {
-                            return Ok(StreamEnd::TokenExpired);
-                        }
-                        return Ok(StreamEnd::Early);
-                    }
-                    if !data.is_empty() && (event.is_empty() || event == "progress") {
-                        if let Ok(job) = serde_json::from_str::<Value>(&data) {
-                            show(bar, &job, rate);
-                            *last = job;
-                            if finished(last) {
-                                return Ok(StreamEnd::Finished);
-                            }
-                        }
-                    }
-                    event.clear();
-                    data.clear();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-        }
-        Ok(StreamEnd::Early)
     }
 
     /// Streams an authenticated GET of `path` into the file `to` (or standard output for
@@ -358,25 +313,24 @@ impl Api {
     /// Downloads errors.csv (or, with `rows`, the file of bad rows) to `path`; its size.
     pub async fn download_report(&self, id: &str, rows: bool, path: &Path) -> Result<u64, Failure> {
         let query = if rows { "?format=rows" } else { "" };
-        let link = self
-            .get_json(&format!("/imports/{id}/errors{query}"))
+        #[derive(serde::Deserialize)]
+        struct Link {
+            url: String,
+        }
+        let link: Link = self
+            .get(&format!("/imports/{}/errors{query}", encoded(id)))
             .await?;
-        let url = link["url"]
-            .as_str()
-            .ok_or_else(|| Failure::usage("the API answered without a report URL"))?;
-        let url = if url.starts_with('/') {
-            format!("{}{url}", self.base)
+        let url = if link.url.starts_with('/') {
+            format!("{}{}", self.base, link.url)
         } else {
-            url.to_string()
+            link.url
+        };
+        let broken = |e: reqwest::Error| {
+            Failure::temporary(format!("cannot download the report: {}", root_cause(&e)))
         };
         // The link is its own credential: the bearer token is not sent with it.
-        let resp = self.plain.get(&url).send().await.map_err(|e| {
-            Failure::usage(format!("cannot download the report: {}", root_cause(&e)))
-        })?;
-        save(resp, path, |e| {
-            Failure::usage(format!("cannot download the report: {}", root_cause(&e)))
-        })
-        .await
+        let resp = self.plain.get(&url).send().await.map_err(broken)?;
+        save(resp, path, broken).await
     }
 }
 
@@ -391,7 +345,7 @@ async fn save(
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
-        return Err(api_failure(status, &body));
+        return Err(Failure::from_answer(status, &body));
     }
     if to.as_os_str() == "-" {
         let cannot = "cannot write to standard output";
@@ -430,73 +384,6 @@ async fn copy_body(
     Ok(n)
 }
 
-enum StreamEnd {
-    Finished,
-    TokenExpired,
-    Early,
-}
-
-fn api_failure(status: StatusCode, body: &[u8]) -> Failure {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let code = parsed.as_ref().and_then(|v| v["code"].as_str());
-    let message = parsed.as_ref().and_then(|v| v["message"].as_str());
-    let text = match (code, message) {
-        (Some(c), Some(m)) => format!("{m} ({c}, HTTP {})", status.as_u16()),
-        (Some(c), None) => format!("{c} (HTTP {})", status.as_u16()),
-        _ => format!("the API answered HTTP {}", status),
-    };
-    Failure::usage(text)
-}
-
-fn finished(job: &Value) -> bool {
-    matches!(
-        job["status"].as_str(),
-        Some("done" | "failed" | "cancelled")
-    )
-}
-
-/// Rows per second and the time left, measured from the first snapshot that showed the job
-/// running (this machine's clock only: no skew with the server's).
-#[derive(Default)]
-struct Rate {
-    /// When, how many rows, what percent of the file.
-    start: Option<(Instant, i64, f64)>,
-}
-
-fn show(bar: &indicatif::ProgressBar, job: &Value, rate: &mut Rate) {
-    let rows = job["processed_rows"].as_i64().unwrap_or(0);
-    let bad = job["error_rows"].as_i64().unwrap_or(0);
-    let status = job["status"].as_str().unwrap_or("?");
-    let percent = job["progress_percent"]
-        .as_f64()
-        .unwrap_or(0.0)
-        .clamp(0.0, 100.0);
-    if status == "processing" && rate.start.is_none() {
-        rate.start = Some((Instant::now(), rows, percent));
-    }
-    let mut message = format!("{status}: {rows} rows, {bad} bad");
-    if let Some((t, r0, p0)) = rate.start {
-        let secs = t.elapsed().as_secs_f64();
-        if secs >= 0.5 && rows > r0 {
-            message.push_str(&format!(", {:.0} rows/s", (rows - r0) as f64 / secs));
-        }
-        if secs >= 0.5 && percent > p0 && status == "processing" {
-            let left = secs * (100.0 - percent) / (percent - p0);
-            let left = left.round() as u64;
-            let eta = if left < 60 {
-                format!("{left}s")
-            } else if left < 3600 {
-                format!("{}m{:02}s", left / 60, left % 60)
-            } else {
-                format!("{}h{:02}m", left / 3600, left % 3600 / 60)
-            };
-            message.push_str(&format!(", ETA {eta}"));
-        }
-    }
-    bar.set_position((percent * 10.0) as u64);
-    bar.set_message(message);
-}
-
 /// The default Idempotency-Key: the same file with the same options always gives the same
 /// key, so a command run again after a network failure finds its job instead of making a
 /// second one.
@@ -509,6 +396,13 @@ pub async fn default_key(file: &Path, opts: &ImportOptions) -> Result<String, Fa
         "bulk-import-cli key v1\nmode={}\ndry_run={}\nmax_errors={:?}\n",
         opts.mode, opts.dry_run, opts.max_errors
     ));
+    // Only when given, so the keys of commands without them stay what they were.
+    if let Some(d) = &opts.delimiter {
+        hash.update(format!("delimiter={d:?}\n"));
+    }
+    if let Some(e) = &opts.encoding {
+        hash.update(format!("encoding={e:?}\n"));
+    }
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = handle

@@ -2,8 +2,9 @@
 //! stderr (an error is one line), progress bars on stderr only when both stdout and stderr
 //! are terminals and `--json` is not given.
 
+use crate::failure::Failure;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
+use serde::Serialize;
 use std::io::IsTerminal;
 
 pub struct Out {
@@ -23,9 +24,12 @@ impl Out {
         }
     }
 
-    pub fn result(&self, text: &str, json: &Value) {
+    pub fn result(&self, text: &str, json: &impl Serialize) {
         if self.json {
-            println!("{json}");
+            println!(
+                "{}",
+                serde_json::to_string(json).expect("serialisable as JSON")
+            );
         } else if self.color {
             println!("\x1b[1m{text}\x1b[0m");
         } else {
@@ -37,6 +41,15 @@ impl Out {
     pub fn note(&self, text: &str) {
         if !self.json {
             eprintln!("{text}");
+        }
+    }
+
+    /// A failure: one line on stderr, or with `--json` one JSON object (`Failure::to_json`).
+    pub fn failure(&self, failure: &Failure) {
+        if self.json {
+            eprintln!("{}", failure.to_json());
+        } else {
+            self.error(&failure.message);
         }
     }
 

@@ -204,31 +204,57 @@ async fn the_same_command_twice_makes_one_job_and_json_is_parsable() {
     assert_eq!(status["processed_rows"], 50);
 }
 
-#[tokio::test]
-async fn a_wrong_password_and_an_unreachable_api_are_one_line_errors_with_exit_2() {
-    let app = TestApp::spawn(Backend::S3).await;
-    let user = User::new(&app);
-    user.register().await;
-
-    let out = user
-        .command(&["login", "--email", &user.email])
-        .env("BULK_IMPORT_PASSWORD", "wrong-password")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: wrong email or password"), "{err}");
-    assert!(stdout(&out).is_empty());
-
-    // Nothing listens on this port.
+/// A port nothing listens on.
+fn unreachable_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let gone = format!("http://127.0.0.1:{port}");
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The one JSON error `--json` prints on stderr.
+fn json_error(out: &Output) -> Value {
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "{}", show(out));
+    serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {}", show(out)))
+}
+
+/// Exit codes a script can act on: 4 log in again, 75 try again later, 2 fix the command;
+/// one line on stderr, or one JSON object with `--json`.
+#[tokio::test]
+async fn a_wrong_password_exits_4_an_unreachable_api_75_and_usage_2() {
+    let app = TestApp::spawn(Backend::Fs).await;
+    let user = User::new(&app);
+    user.register().await;
+
+    let wrong = |args: &[&str]| {
+        let mut cmd = user.command(args);
+        cmd.env("BULK_IMPORT_PASSWORD", "wrong-password");
+        cmd
+    };
+    let out = wrong(&["login", "--email", &user.email])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: wrong email or password"), "{err}");
+    assert!(stdout(&out).is_empty());
+    let out = wrong(&["login", "--email", &user.email, "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+    let err = json_error(&out);
+    assert_eq!(err["error"]["exit_code"], 4, "{err}");
+    assert_eq!(err["error"]["kind"], "authentication", "{err}");
+    assert_eq!(err["error"]["http_status"], 401, "{err}");
+    assert!(stdout(&out).is_empty());
+
+    let gone = unreachable_url();
     for args in [
         vec!["login", "--url", &gone, "--email", &user.email],
         vec!["list", "--url", &gone],
@@ -239,7 +265,7 @@ async fn a_wrong_password_and_an_unreachable_api_are_one_line_errors_with_exit_2
             .output()
             .await
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert_eq!(out.status.code(), Some(75), "{}", show(&out));
         let err = stderr(&out);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
@@ -247,18 +273,49 @@ async fn a_wrong_password_and_an_unreachable_api_are_one_line_errors_with_exit_2
             "{err}"
         );
     }
+    let out = user
+        .command(&["status", "x", "--url", &gone, "--json"])
+        .env("BULK_IMPORT_TOKEN", "t")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", show(&out));
+    assert_eq!(json_error(&out)["error"]["kind"], "temporary");
 
-    // Not logged in; a usage error.
+    // Not logged in: authentication. A bad token likewise.
     let stranger = User::new(&app);
     let out = stranger.run(&["list"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
     assert!(
         stderr(&out).starts_with("error: not logged in"),
         "{}",
         show(&out)
     );
+    let out = stranger
+        .command(&["list"])
+        .env("BULK_IMPORT_TOKEN", "not-a-token")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+
+    // Usage: a missing argument (clap), and with --json a JSON error; a request the API
+    // refuses as asked (an unknown job).
     let out = user.run(&["import"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = user.run(&["import", "--json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = json_error(&out);
+    assert_eq!(err["error"]["kind"], "usage", "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("<FILE>"),
+        "{err}"
+    );
+    let out = user
+        .run(&["status", &Uuid::new_v4().to_string(), "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(json_error(&out)["error"]["http_status"], 404);
 }
 
 /// The organization's customers and members through the CLI: list, get, export (to a file
@@ -534,4 +591,304 @@ fn help_lists_the_commands_and_variables_and_version_works() {
         run("--version").trim(),
         format!("bulk-import {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// The job id in `--json` output.
+fn job_id(out: &Output) -> String {
+    let job: Value =
+        serde_json::from_str(stdout(out).trim()).unwrap_or_else(|e| panic!("{e}: {}", show(out)));
+    job["id"].as_str().expect("a job id").to_string()
+}
+
+/// `import -` reads standard input; `--delimiter` and `--encoding` reach the API; `errors
+/// -o -` writes the report on standard output and nothing else; `retry` runs a failed job
+/// again (and refuses a done one); `delete` removes a job.
+#[tokio::test]
+async fn stdin_import_options_errors_to_stdout_retry_and_delete() {
+    let app = TestApp::spawn(Backend::Fs).await;
+    let user = User::new(&app);
+    user.register().await;
+
+    let mut cmd = user.command(&["import", "-", "--name", "piped.csv", "--wait", "--json"]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(WITH_BAD_ROWS).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let job: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(job["file_name"], "piped.csv", "{job}");
+    assert_eq!(job["file_size"], WITH_BAD_ROWS.len(), "{job}");
+    assert_eq!(job["inserted_rows"], 3, "{job}");
+    let id = job["id"].as_str().unwrap();
+
+    let out = user.run(&["errors", id, "-o", "-"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report = stdout(&out);
+    assert!(report.starts_with("line,"), "{report}");
+    assert!(report.contains("invalid_email"), "{report}");
+    assert!(report.contains("duplicate_in_file"), "{report}");
+    assert!(!report.contains("bytes written"), "{report}");
+    let out = user.run(&["errors", id, "-o", "-", "--rows"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        stdout(&out).starts_with("email,first_name,last_name,phone,city"),
+        "{}",
+        show(&out)
+    );
+
+    // The options reach the API: the encoding read is the one asked for (detection would
+    // say UTF-8 for this ASCII file), and a delimiter it does not take is refused (exit 2).
+    let file = user.file("semi.csv", b"email;first_name\nsemi@example.com;Semi\n");
+    let out = user
+        .run(&[
+            "import",
+            &file,
+            "--delimiter",
+            ";",
+            "--encoding",
+            "windows-1251",
+            "--wait",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let job: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(job["dialect"]["encoding"], "windows-1251", "{job}");
+    assert_eq!(job["dialect"]["delimiter"], ";", "{job}");
+    assert_eq!(job["inserted_rows"], 1, "{job}");
+    let out = user
+        .run(&["import", &file, "--delimiter", "x", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(json_error(&out)["error"]["code"], "invalid_delimiter");
+
+    // A job that fails (more bad rows than allowed), retried.
+    let file = user.file("bad.csv", WITH_BAD_ROWS);
+    let out = user
+        .run(&["import", &file, "--max-errors", "1", "--wait", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let failed = job_id(&out);
+    let out = user.run(&["retry", &failed, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let job: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(
+        job["status"] == "pending" || job["status"] == "processing",
+        "{job}"
+    );
+    // It fails again the same way: the retry ran.
+    let out = user.run(&["watch", &failed, "--timeout", "120"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stdout(&out).contains("too_many_errors"), "{}", show(&out));
+    // A done job is not retried: the API's 409, a usage error.
+    let out = user.run(&["retry", id, "--json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(json_error(&out)["error"]["code"], "not_failed");
+
+    let out = user.run(&["delete", &failed]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(stdout(&out).contains("deleted"), "{}", show(&out));
+    let out = user.run(&["status", &failed]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = user.run(&["list", "--json"]).await;
+    let list: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(list["total"], 2, "{list}");
+}
+
+/// `--timeout` gives up following a job that is still running (exit 75; the job goes on);
+/// with the API stopped, commands exit 75 and `watch` retries until the API is back.
+#[tokio::test]
+async fn timeout_is_honoured_and_watch_rides_out_an_api_restart() {
+    let mut app = TestApp::spawn_with(Backend::Fs, &[("IMPORT_SLOW_MS", "20")]).await;
+    let user = User::new(&app);
+    user.register().await;
+    let slow = user.file("slow.csv", &common::csv_rows(2000));
+    let out = user.run(&["import", &slow, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let running = job_id(&out);
+
+    // 2000 rows at 20 ms a row take 40 s: the job is still running after 2 s.
+    let started = std::time::Instant::now();
+    let out = user.run(&["watch", &running, "--timeout", "2s"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(75), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("after --timeout 2 s"),
+        "{}",
+        show(&out)
+    );
+    // At least the timeout; at most a generous bound for a loaded 2-core machine (the
+    // process start and one request).
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let out = user.run(&["cancel", &running]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    let file = user.file("small.csv", &good_rows(3));
+    let out = user.run(&["import", &file, "--wait", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let done = job_id(&out);
+
+    app.kill();
+    let out = user.run(&["status", &done]).await;
+    assert_eq!(out.status.code(), Some(75), "{}", show(&out));
+    let started = std::time::Instant::now();
+    let out = user.run(&["watch", &done, "--timeout", "3"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(75), "{}", show(&out));
+    assert!(stderr(&out).contains("retrying"), "{}", show(&out));
+    assert!(took >= std::time::Duration::from_secs(3), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+
+    // A watch that starts while the API is down, and ends once it is back.
+    let mut watch = user.command(&["watch", &done, "--timeout", "120"]);
+    watch
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut watcher = watch.spawn().unwrap();
+    let mut errors = tokio::io::BufReader::new(watcher.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            errors.read_line(&mut line),
+        )
+        .await
+        .expect("a retry note within 30 s")
+        .unwrap();
+        assert!(n > 0, "watch ended before retrying: {seen}");
+        seen.push_str(&line);
+        if line.contains("retrying") {
+            break;
+        }
+    }
+    app.start().await;
+    let out = watcher.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{seen}", show(&out));
+    assert!(stdout(&out).contains(" done "), "{}", show(&out));
+}
+
+/// `--password-stdin`, and the API's device cookie kept beside the token and sent on the
+/// next login: an account locked by wrong passwords from elsewhere still logs in from here.
+#[tokio::test]
+async fn password_stdin_and_the_device_cookie_survive_a_lock_out() {
+    let app = TestApp::spawn(Backend::Fs).await;
+    let user = User::new(&app);
+    let with_stdin = |args: &[&str], input: &'static [u8]| {
+        let mut cmd = user.command(args);
+        // The environment's password is wrong: only standard input can be used.
+        cmd.env("BULK_IMPORT_PASSWORD", "not-this-one")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input).await.unwrap();
+            drop(stdin);
+            child.wait_with_output().await.unwrap()
+        }
+    };
+    let out = with_stdin(
+        &["register", "--email", &user.email, "--password-stdin"],
+        b"pass12345\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    let devices = user.home.path().join("config/bulk-import/devices.json");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&devices).unwrap()).unwrap();
+    let cookie = saved[format!("{} {}", user.url, user.email)]
+        .as_str()
+        .expect("the device cookie for this URL and email")
+        .to_string();
+    assert!(cookie.starts_with("bi_device="), "{cookie}");
+    let mode = std::fs::metadata(&devices).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // Someone else guesses the password until the account is locked for clients without
+    // its device cookie (LOGIN_MAX_PER_EMAIL, 5 by default).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = app.login(&user.email, "a-wrong-guess").await;
+        if r.status() == 429 {
+            break;
+        }
+        assert_eq!(r.status(), 401);
+        assert!(std::time::Instant::now() < deadline, "never limited");
+    }
+    assert_eq!(app.login(&user.email, PASSWORD).await.status(), 429);
+
+    // The CLI presents its device cookie: the right password still logs in...
+    let out = with_stdin(
+        &["login", "--email", &user.email, "--password-stdin"],
+        b"pass12345\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = user.run(&["list"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // ...and a wrong one read from stdin is a wrong password (exit 4), not the lock-out.
+    let out = with_stdin(
+        &["login", "--email", &user.email, "--password-stdin"],
+        b"nope-nope\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", show(&out));
+
+    // The same account on another machine (no device cookie): locked out, a temporary
+    // failure (429, exit 75).
+    let elsewhere = User {
+        home: tempfile::tempdir().unwrap(),
+        url: user.url.clone(),
+        email: user.email.clone(),
+    };
+    let out = elsewhere.run(&["login", "--email", &user.email]).await;
+    assert_eq!(out.status.code(), Some(75), "{}", show(&out));
+    assert!(stderr(&out).contains("HTTP 429"), "{}", show(&out));
+
+    // `logout` forgets the token and keeps the device cookie.
+    let out = user.run(&["logout"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(devices.exists());
+    assert_eq!(user.run(&["list"]).await.status.code(), Some(4));
+}
+
+/// Shell completions and the man page come out of the same command line definition.
+#[tokio::test]
+async fn completions_and_the_man_page_are_printed() {
+    let user = User {
+        home: tempfile::tempdir().unwrap(),
+        url: "http://127.0.0.1:9".into(),
+        email: "nobody@example.com".into(),
+    };
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = user.run(&["completions", shell]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let text = stdout(&out);
+        assert!(text.contains("bulk-import"), "{shell}: {text}");
+        assert!(
+            text.contains("retry") && text.contains("password-stdin"),
+            "{shell}"
+        );
+    }
+    let out = user.run(&["man"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let page = stdout(&out);
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("bulk\\-import"), "{page}");
+    let out = user.run(&["completions", "tcsh"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }

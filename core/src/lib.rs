@@ -24,6 +24,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod view;
 
 pub use email::Email;
 /// The former name of [`JobRow`], kept while the api and cli crates move to the new one.

@@ -1,0 +1,239 @@
+//! The commands about imports: `import`, `status`, `list`, `watch`, `errors`, `cancel`,
+//! `retry`, `delete`, and how a job is shown.
+
+use crate::{
+    api::{self, encoded, Api},
+    args::{FollowArgs, ImportArgs},
+    failure::{self, Failure},
+    follow::follow,
+    output::Out,
+};
+use bulk_import_types::{JobPage, JobView, Status};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+pub async fn import(api: &Api, args: ImportArgs, out: &Out) -> Result<u8, Failure> {
+    if args.follow.timeout.is_some() && !args.wait {
+        return Err(Failure::usage("--timeout needs --wait"));
+    }
+    let opts = api::ImportOptions {
+        mode: args.mode.as_str(),
+        dry_run: args.dry_run,
+        max_errors: args.max_errors,
+        delimiter: args.delimiter,
+        encoding: args.encoding,
+    };
+    // Standard input is spooled to a temporary file first: the default key hashes the whole
+    // file before the upload, and an upload the API asks to repeat (429, 503) is sent again.
+    let (_spool, file, name) = if args.file.as_os_str() == "-" {
+        let spool = spool_stdin().await?;
+        let path = spool.path().to_path_buf();
+        (Some(spool), path, args.name)
+    } else {
+        let name = args
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "upload.csv".into());
+        (None, args.file, name)
+    };
+    let key = match args.key {
+        Some(k) => k,
+        None => api::default_key(&file, &opts).await?,
+    };
+    let (job, created) = api.upload(&file, &name, &opts, &key, out).await?;
+    let id = job.id.to_string();
+    if !args.wait {
+        let verb = if created { "created" } else { "already exists" };
+        out.result(&format!("job {id} {verb} ({})", job_line(&job)), &job);
+        return Ok(failure::DONE);
+    }
+    if !created {
+        out.note(&format!("job {id} already exists (same file and options)"));
+    }
+    let job = follow(api, &id, args.follow.timeout, out).await?;
+    finish(api, &job, args.report.as_deref(), out).await
+}
+
+/// Standard input in a temporary file (removed when dropped).
+async fn spool_stdin() -> Result<tempfile::NamedTempFile, Failure> {
+    let fail = |e: std::io::Error| Failure::usage(format!("cannot read standard input: {e}"));
+    let spool = tempfile::NamedTempFile::new().map_err(fail)?;
+    let mut file = tokio::fs::File::create(spool.path()).await.map_err(fail)?;
+    tokio::io::copy(&mut tokio::io::stdin(), &mut file)
+        .await
+        .map_err(fail)?;
+    file.sync_all().await.map_err(fail)?;
+    Ok(spool)
+}
+
+pub async fn status(api: &Api, id: &str, out: &Out) -> Result<u8, Failure> {
+    let job = api.job(id).await?;
+    out.result(&describe(&job), &job);
+    Ok(failure::DONE)
+}
+
+pub async fn list(
+    api: &Api,
+    limit: u32,
+    offset: u32,
+    mine: bool,
+    out: &Out,
+) -> Result<u8, Failure> {
+    let page: JobPage = api
+        .get(&format!(
+            "/imports?limit={limit}&offset={offset}&mine={mine}"
+        ))
+        .await?;
+    let mut lines: Vec<String> = page
+        .items
+        .iter()
+        .map(|job| {
+            format!(
+                "{}  {:<10}  {}  {}",
+                job.id,
+                job.status,
+                job.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                job_line(job)
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push("no jobs".into());
+    }
+    let shown = page.offset + page.items.len() as i64;
+    if page.total > shown {
+        lines.push(format!("… {} in all (--offset {shown})", page.total));
+    }
+    out.result(&lines.join("\n"), &page);
+    Ok(failure::DONE)
+}
+
+pub async fn watch(api: &Api, id: &str, follow_args: FollowArgs, out: &Out) -> Result<u8, Failure> {
+    let job = follow(api, id, follow_args.timeout, out).await?;
+    finish(api, &job, None, out).await
+}
+
+pub async fn errors(
+    api: &Api,
+    id: &str,
+    output: PathBuf,
+    rows: bool,
+    out: &Out,
+) -> Result<u8, Failure> {
+    let bytes = api.download_report(id, rows, &output).await?;
+    // On standard output the report is the result: nothing else is printed there.
+    if output.as_os_str() != "-" {
+        out.result(
+            &format!("{bytes} bytes written to {}", output.display()),
+            &json!({"id": id, "path": output, "bytes": bytes}),
+        );
+    }
+    Ok(failure::DONE)
+}
+
+pub async fn cancel(api: &Api, id: &str, out: &Out) -> Result<u8, Failure> {
+    let job: JobView = api
+        .post(&format!("/imports/{}/cancel", encoded(id)))
+        .await?;
+    out.result(&format!("job {id} cancelled ({})", job_line(&job)), &job);
+    Ok(failure::DONE)
+}
+
+pub async fn retry(
+    api: &Api,
+    id: &str,
+    wait: bool,
+    follow_args: FollowArgs,
+    out: &Out,
+) -> Result<u8, Failure> {
+    if follow_args.timeout.is_some() && !wait {
+        return Err(Failure::usage("--timeout needs --wait"));
+    }
+    let job: JobView = api.post(&format!("/imports/{}/retry", encoded(id))).await?;
+    if !wait {
+        out.result(
+            &format!("job {id} {} again ({})", job.status, job_line(&job)),
+            &job,
+        );
+        return Ok(failure::DONE);
+    }
+    let job = follow(api, id, follow_args.timeout, out).await?;
+    finish(api, &job, None, out).await
+}
+
+pub async fn delete(api: &Api, id: &str, out: &Out) -> Result<u8, Failure> {
+    api.delete(&format!("/imports/{}", encoded(id))).await?;
+    out.result(
+        &format!("job {id} deleted"),
+        &json!({"id": id, "deleted": true}),
+    );
+    Ok(failure::DONE)
+}
+
+/// The summary of a finished job, the report download, and the exit code.
+async fn finish(api: &Api, job: &JobView, report: Option<&Path>, out: &Out) -> Result<u8, Failure> {
+    let bad = job.error_rows;
+    let mut text = describe(job);
+    let mut json = serde_json::to_value(job).expect("serialisable");
+    if job.status == Status::Done && bad > 0 {
+        let id = job.id.to_string();
+        match report {
+            Some(path) => {
+                let bytes = api.download_report(&id, false, path).await?;
+                text.push_str(&format!(
+                    "\nerror report: {} ({bytes} bytes)",
+                    path.display()
+                ));
+                json["report_path"] = json!(path);
+            }
+            None => text.push_str(&format!(
+                "\nerror report: bulk-import errors {id} -o errors.csv"
+            )),
+        }
+    }
+    out.result(&text, &json);
+    Ok(match job.status {
+        Status::Done if bad > 0 => failure::DONE_WITH_BAD_ROWS,
+        Status::Done => failure::DONE,
+        _ => failure::FAILED,
+    })
+}
+
+fn job_line(job: &JobView) -> String {
+    let mut s = format!(
+        "{}: {} rows, {} inserted, {} updated, {} bad",
+        job.file_name, job.processed_rows, job.inserted_rows, job.updated_rows, job.error_rows,
+    );
+    if job.dry_run {
+        s.push_str(", dry run");
+    }
+    s
+}
+
+fn describe(job: &JobView) -> String {
+    let mut s = format!(
+        "job {} {} ({:.0} %)\n  {}",
+        job.id,
+        job.status,
+        job.progress_percent,
+        job_line(job)
+    );
+    if let Some(d) = &job.dialect {
+        s.push_str(&format!(
+            "\n  read as: delimiter {:?}, {}, {}",
+            d.delimiter, d.encoding, d.header
+        ));
+    }
+    if let Some(e) = &job.error {
+        s.push_str(&format!("\n  error: {e}"));
+    }
+    // The server's own clock at both ends: no skew with this machine's.
+    if let (Some(start), Some(end)) = (job.started_at, job.finished_at) {
+        let secs = ((end - start).num_milliseconds().max(1) as f64) / 1000.0;
+        let rows = job.processed_rows as f64;
+        s.push_str(&format!("\n  took {secs:.1} s ({:.0} rows/s)", rows / secs));
+    }
+    s
+}
