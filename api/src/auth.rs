@@ -51,7 +51,7 @@ pub fn check_password_strength(password: &str) -> Result<(), &'static str> {
 /// `HASH_QUEUE_TIMEOUT_SECONDS` for a slot gets 503 `server_busy` with `Retry-After`. The
 /// memory is given back after each hash: `main` fixes glibc's mmap threshold (1 MiB), so a
 /// hash's blocks are mapped for it and unmapped when it ends instead of staying in the
-/// allocator's arenas after a burst (measured in `api/tests/abuse.rs`). A slot is held until
+/// allocator's arenas after a burst (measured in `api/tests/it/abuse.rs`). A slot is held until
 /// the hash finishes even if the client goes away.
 #[derive(Clone)]
 pub struct Hasher {

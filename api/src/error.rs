@@ -15,7 +15,10 @@ use serde::Serialize;
 /// refuses (in debug builds) a code missing here, the OpenAPI document's `code` enum is built
 /// from it, and a test checks docs/api.md's table against it.
 pub const CODES: &[(&str, &str)] = &[
-    ("body_too_large", "the request body is larger than the route takes (`JSON_BODY_MAX_BYTES`)"),
+    (
+        "body_too_large",
+        "the request body is larger than the route takes (`JSON_BODY_MAX_BYTES`)",
+    ),
     ("email_taken", "an open account already uses this email"),
     ("forbidden", "the caller's role may not do this"),
     (
@@ -83,7 +86,10 @@ pub const CODES: &[(&str, &str)] = &[
         "no such resource, or not the caller's organization's",
     ),
     ("report_not_ready", "the report is not written yet"),
-    ("request_timeout", "the request body did not arrive within `REQUEST_TIMEOUT_SECONDS`"),
+    (
+        "request_timeout",
+        "the request body did not arrive within `REQUEST_TIMEOUT_SECONDS`",
+    ),
     (
         "server_busy",
         "too much work queued; retry after the `Retry-After` seconds",
@@ -130,12 +136,18 @@ pub const CODES: &[(&str, &str)] = &[
         "upload_in_progress",
         "an upload with this key is still arriving",
     ),
-    ("upload_timeout", "the upload stalled, or took longer than `UPLOAD_TIMEOUT_SECONDS`"),
+    (
+        "upload_timeout",
+        "the upload stalled, or took longer than `UPLOAD_TIMEOUT_SECONDS`",
+    ),
     (
         "upload_too_large",
         "the file is larger than `MAX_UPLOAD_BYTES`",
     ),
-    ("upload_too_slow", "the upload arrived below `UPLOAD_MIN_BYTES_PER_SECOND`"),
+    (
+        "upload_too_slow",
+        "the upload arrived below `UPLOAD_MIN_BYTES_PER_SECOND`",
+    ),
     ("weak_password", "the password does not meet the rule"),
 ];
 

@@ -80,7 +80,7 @@ def test_dockerfile_runtime_is_slim_and_non_root():
 def test_the_image_defaults_to_prod():
     """Issue 24: a bare `docker run` of the image must not sign tokens with the public
     development secret; APP_ENV=prod makes the API refuse to start without JWT_SECRET and
-    PUBLIC_API_URL (api/tests/bounds.rs starts the binary that way)."""
+    PUBLIC_API_URL (api/tests/it/bounds.rs starts the binary that way)."""
     text = DOCKERFILE.read_text()
     runtime = text[text.rfind("FROM "):]
     assert re.search(r"^ENV APP_ENV=prod\b", runtime, re.M)

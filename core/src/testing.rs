@@ -160,9 +160,9 @@ pub async fn test_vars(backend: Backend, dir: &Path) -> TestVars {
         "REDIS_KEY_PREFIX".into(),
         format!("test-{}:", Uuid::new_v4().simple()),
     );
-    // Tests register many users from 127.0.0.1; `api/tests/abuse.rs` tests the default limit.
+    // Tests register many users from 127.0.0.1; `api/tests/it/abuse.rs` tests the default limit.
     vars.insert("REGISTER_MAX_PER_ADDR".into(), "100000".into());
-    // Likewise every connection: `api/tests/bounds.rs` tests the per-address connection cap.
+    // Likewise every connection: `api/tests/it/bounds.rs` tests the per-address connection cap.
     vars.insert("MAX_CONNECTIONS_PER_ADDR".into(), "100000".into());
     match backend {
         Backend::S3 => {

@@ -1,5 +1,5 @@
 """docs/openapi.json, the committed OpenAPI document (kept equal to what the API serves by
-api/tests/contracts.rs), is a valid OpenAPI 3.1 document, and its closed sets of strings are
+api/tests/it/contracts.rs), is a valid OpenAPI 3.1 document, and its closed sets of strings are
 enums a client generator can use."""
 
 import json

@@ -1,5 +1,5 @@
 //! The invariants the fuzz targets check. Shared by `fuzz_targets/*` (libFuzzer) and by
-//! `importer/tests/properties.rs`, which replays the committed corpus (`fuzz/corpus/`) and
+//! `importer/tests/it/properties.rs`, which replays the committed corpus (`fuzz/corpus/`) and
 //! proptest-generated inputs through the same functions in the ordinary test suite.
 //!
 //! Every function panics (an `assert!`) on a broken invariant, which is what a fuzzer reports.

@@ -3,7 +3,7 @@
 //! running beside them and must never be disturbed. Each instance lives in a temporary
 //! directory and is stopped when dropped. Waits poll with deadlines.
 //!
-//! Used by `importer/tests/faults.rs` and, through `#[path]`, by the API's fault and
+//! Used by `importer/tests/it/faults.rs` and, through `#[path]`, by the API's fault and
 //! security tests.
 
 #![allow(dead_code)]

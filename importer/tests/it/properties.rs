@@ -15,11 +15,7 @@
 //!
 //! `PROPTEST_CASES` raises the number of cases (default: 24 imports, 256 for the pure ones).
 
-mod common;
-
-#[path = "../../fuzz/src/checks.rs"]
-mod checks;
-
+use crate::{checks, common};
 use bulk_import_core::{ImportMode, JobStatus};
 use bulk_import_importer::{report::neutralize, run_job, Outcome};
 use common::{Backend, TestEnv};

@@ -3,8 +3,7 @@
 //! it), against the real API in local mode. `WEB_SCREENSHOT=path` saves a screenshot of the
 //! finished page (docs/web-page.png was made so).
 
-mod common;
-
+use crate::common;
 use base64::Engine;
 use common::{Backend, TestApp};
 use reqwest::Client;

@@ -3,8 +3,7 @@
 //! was missing from storage (ends `done` with exact counts), delete (the objects and rows it
 //! should, and no others), and the 409s.
 
-mod common;
-
+use crate::common;
 use bulk_import_core::{job::rows_report_key, storage::StorageError};
 use common::{csv_rows, error_body, Backend, TestApp};
 use reqwest::{multipart, Response, StatusCode};

@@ -16,10 +16,7 @@
 //!   `PUBLIC_API_URL` required in prod, `/metrics` on its own address, a CSP fitting the
 //!   Swagger UI.
 
-mod common;
-#[path = "../../importer/tests/services/mod.rs"]
-mod services;
-
+use crate::{common, services};
 use common::{csv_rows, error_body, Backend, TestApp};
 use futures_util::StreamExt;
 use reqwest::{header, StatusCode};

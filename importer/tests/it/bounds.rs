@@ -6,8 +6,7 @@
 //! is killed and resumed; and neither report file holds a formula a spreadsheet would run,
 //! whether its list separator is `,` or `;`, while rows.csv imports again to the same values.
 
-mod common;
-
+use crate::common;
 use bulk_import_core::{job::rows_report_key, options::ImportOptions, ImportMode, JobStatus};
 use bulk_import_importer::report::{neutralize_for_import, NOT_STORED};
 use common::{parse_csv, Backend, TestEnv};

@@ -2,8 +2,7 @@
 //! importer lives on, two replicas in local mode, a client hanging up after its upload,
 //! stopped with SIGTERM, and its memory while a 1 GiB upload streams through it.
 
-mod common;
-
+use crate::common;
 use bulk_import_core::JobStatus;
 use common::{csv_rows, Backend, TestApp};
 use serde_json::Value;

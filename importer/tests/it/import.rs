@@ -1,8 +1,7 @@
 //! Import semantics against real Postgres, Redis and Garage (and the directory backend):
 //! error codes and line numbers, both modes, duplicates, odd files, the report, progress.
 
-mod common;
-
+use crate::common;
 use bulk_import_core::{ImportMode, JobStatus};
 use bulk_import_importer::{
     validate::{cut_marker, MAX_REPORTED_FIELD_BYTES},

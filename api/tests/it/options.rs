@@ -2,8 +2,7 @@
 //! `delimiter` and `encoding` on `POST /imports` (and their 422s), the job JSON's `dialect`,
 //! `GET /imports/{id}/errors?format=rows`, and the OpenAPI document describing them.
 
-mod common;
-
+use crate::common;
 use common::{error_body, Backend, TestApp};
 use reqwest::{multipart, Response, StatusCode};
 use serde_json::Value;

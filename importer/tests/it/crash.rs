@@ -2,8 +2,7 @@
 //! large file, or stopped with SIGTERM, then restarted — the customers, the counters and
 //! errors.csv must equal those of an uninterrupted run of the same file.
 
-mod common;
-
+use crate::common;
 use bulk_import_core::{ImportMode, Job, JobStatus};
 use common::{eventually, generated_csv, Backend, Customer, TestEnv};
 use std::{process::Child, time::Duration};

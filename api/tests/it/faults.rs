@@ -10,10 +10,7 @@
 //! - 50 concurrent imports while the API and its importers are SIGKILLed at random points
 //!   (seeded): every job ends `done` with exact counts, no row applied twice.
 
-mod common;
-#[path = "../../importer/tests/services/mod.rs"]
-mod services;
-
+use crate::{common, services};
 use common::{csv_rows, error_body, Backend, TestApp};
 use futures_util::StreamExt;
 use reqwest::StatusCode;

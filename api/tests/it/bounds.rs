@@ -11,8 +11,7 @@
 //! - `APP_ENV=prod` (the image's default) refuses to start without `JWT_SECRET` or
 //!   `PUBLIC_API_URL`.
 
-mod common;
-
+use crate::common;
 use common::{csv_rows, error_body, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,10 +1,7 @@
 //! The HTTP contract (docs/api.md) over real HTTP, with real Postgres, Redis, Garage and the
 //! real importer binary behind the API's local executor.
 
-mod common;
-#[path = "../../importer/tests/services/mod.rs"]
-mod services;
-
+use crate::{common, services};
 use common::{csv_rows, error_body, Backend, TestApp};
 use futures_util::StreamExt;
 use jsonwebtoken::{encode, EncodingKey, Header};

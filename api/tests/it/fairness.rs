@@ -14,8 +14,7 @@
 //! - a job cancelled, or cancelled and deleted, while its report is being written leaves no
 //!   report object.
 
-mod common;
-
+use crate::common;
 use common::{csv_rows, error_body, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::Value;

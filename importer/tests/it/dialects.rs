@@ -6,8 +6,7 @@
 //! UTF-8 file with one invalid byte; every encoding resumed from a mid-file checkpoint. Also
 //! the dry run against the real run, `max_errors`, and the re-importable file of bad rows.
 
-mod common;
-
+use crate::common;
 use bulk_import_core::{
     job::rows_report_key,
     options::{Dialect, HeaderKind, ImportOptions},

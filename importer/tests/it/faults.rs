@@ -9,9 +9,7 @@
 //!   then exits 75 ("try later"), leaving the job `processing` with whole batches committed
 //!   and its claim given up; once Garage is back, the next run resumes and ends exact.
 
-mod common;
-mod services;
-
+use crate::{common, services};
 use bulk_import_core::{ImportMode, JobStatus};
 use common::{generated_csv, outcome, uninterrupted, wait_exit, Backend, TestEnv};
 use services::{PrivateGarage, PrivatePostgres};

@@ -13,9 +13,7 @@
 //!
 //! Importers are run as an executor runs them: again after exit code 75.
 
-mod common;
-mod services;
-
+use crate::{common, services};
 use bulk_import_core::{exit, ImportMode, JobStatus};
 use common::{eventually, generated_csv, outcome, uninterrupted, wait_exit, Backend, TestEnv};
 use services::{PrivateGarage, PrivatePostgres};

@@ -12,10 +12,7 @@
 //! - another user's Idempotency-Key never replays their job;
 //! - security headers are on error responses too; logins are limited per client address.
 
-mod common;
-#[path = "../../importer/tests/services/mod.rs"]
-mod services;
-
+use crate::{common, services};
 use common::{csv_rows, error_body, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -3,8 +3,7 @@
 //! else's; members share them; invitations, removal and `SIGNUP=invitation`; reading the
 //! customers back; and the upgrade of a database from before organizations.
 
-mod common;
-
+use crate::common;
 use common::{error_body, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
