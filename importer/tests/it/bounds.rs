@@ -23,7 +23,7 @@ const MIB: i64 = 1024;
 /// while it runs: the high-water mark of its own address space. Not `ru_maxrss`: the kernel
 /// counts into that the address space the child had before its `exec`, which is this test
 /// process's (tests of one binary share it, and hold files of tens of MB).
-async fn run_measured(env: &TestEnv, id: Uuid) -> (i32, i64) {
+pub(crate) async fn run_measured(env: &TestEnv, id: Uuid) -> (i32, i64) {
     let mut child = env.importer_command(id).spawn().unwrap();
     let status_path = format!("/proc/{}/status", child.id());
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
