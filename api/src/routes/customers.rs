@@ -35,7 +35,7 @@ pub struct CustomerPage {
 }
 
 /// The organization's customers by email, a page at a time (keyset pagination).
-#[utoipa::path(get, path = "/customers", tag = "customers",
+#[utoipa::path(get, path = "/customers", operation_id = "list_customers", tag = "customers",
     params(("limit" = Option<i64>, Query, description = "1–1000, default 100"),
            ("after" = Option<String>, Query, description = "the `next_after` of the page before: customers after this email"),
            ("q" = Option<String>, Query, description = "only emails starting with this (case-insensitive)")),
@@ -75,7 +75,7 @@ pub async fn list(
 }
 
 /// One customer, with the import and line that last wrote it.
-#[utoipa::path(get, path = "/customers/{email}", tag = "customers", params(("email" = String, Path)),
+#[utoipa::path(get, path = "/customers/{email}", operation_id = "show_customer", tag = "customers", params(("email" = String, Path)),
     responses((status = 200, body = CustomerDetail), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(

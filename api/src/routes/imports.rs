@@ -649,7 +649,7 @@ impl Drop for Reservation {
 }
 
 /// The organization's jobs (with `mine=true`, only the caller's), newest first.
-#[utoipa::path(get, path = "/imports", tag = "imports",
+#[utoipa::path(get, path = "/imports", operation_id = "list_imports", tag = "imports",
     params(("limit" = Option<i64>, Query, description = "1–100, default 20"), ("offset" = Option<i64>, Query, description = "default 0"),
            ("mine" = Option<bool>, Query, description = "true: only the jobs the caller started")),
     responses((status = 200, body = JobPage), (status = 401, body = crate::error::ErrorBody)), security(("bearer" = [])))]
@@ -695,7 +695,7 @@ pub async fn list(
 }
 
 /// One job: status, counters and progress.
-#[utoipa::path(get, path = "/imports/{id}", tag = "imports", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/imports/{id}", operation_id = "show_import", tag = "imports", params(("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,

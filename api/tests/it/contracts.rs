@@ -142,6 +142,18 @@ fn the_committed_openapi_document_is_the_served_one() {
         );
     }
     let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
+    // Client generators name a function per operation id: each is unique.
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids repeat: {ids:?}");
     let code = &doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"];
     assert!(code.as_array().is_some_and(|c| c.len() > 20), "{code}");
     let status = &doc["components"]["schemas"]["JobView"]["properties"]["status"]["enum"];
