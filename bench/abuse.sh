@@ -45,6 +45,8 @@ if [ -z "${BASE:-}" ]; then
   fi
   log "building the release binaries"
   cargo build --release -q -p bulk-import-api -p bulk-import-importer
+  # Where cargo put them (CARGO_TARGET_DIR is honoured, as cargo does).
+  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release"
   run_id=$(date +%s)-$$
   db=bi_abuse_${run_id//-/_}
   admin_url="${DATABASE_URL%/*}/postgres"
@@ -54,9 +56,9 @@ if [ -z "${BASE:-}" ]; then
   export APP_ENV=test DATABASE_URL="${DATABASE_URL%/*}/$db" STORAGE_KEY_PREFIX="abuse-$run_id/"
   export REDIS_KEY_PREFIX="abuse-$run_id:" BIND_ADDR="127.0.0.1:$port" RUST_LOG=warn
   export JWT_SECRET="abuse-$run_id-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  export IMPORTER_BIN="$REPO/target/release/bulk-import-importer"
+  export IMPORTER_BIN="$BIN/bulk-import-importer"
   export TRUSTED_PROXIES=127.0.0.1 UPLOAD_IDLE_TIMEOUT_SECONDS=5
-  target/release/bulk-import-api >"$work/api.log" 2>&1 &
+  "$BIN/bulk-import-api" >"$work/api.log" 2>&1 &
   api_pid=$!
   API_PID=$api_pid
   for _ in $(seq 1 150); do curl -fs "$BASE/health" >/dev/null && break; sleep 0.2; done
@@ -70,7 +72,7 @@ IDLE=${UPLOAD_IDLE_TIMEOUT_SECONDS:-30}
 
 log "running the cases against $BASE (pid $API_PID)"
 BASE=$BASE API_PID=$API_PID IDLE=$IDLE OWN_API=$OWN_API WORK=$work \
-  IMPORTER="$REPO/target/release/bulk-import-importer" python3 - >"$work/cases.md" <<'PY'
+  IMPORTER="${BIN:-$REPO/target/release}/bulk-import-importer" python3 - >"$work/cases.md" <<'PY'
 import http.client, json, os, socket, threading, time, uuid, subprocess
 from concurrent.futures import ThreadPoolExecutor
 
