@@ -7,7 +7,7 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
 };
-use bulk_import_core::{repo, Job};
+use bulk_import_core::{repo, JobRow};
 use uuid::Uuid;
 
 /// An id from a path: one that is not a UUID names nothing (404, as an unknown one).
@@ -17,7 +17,7 @@ pub fn path_id(id: &str) -> ApiResult<Uuid> {
 
 /// The job `id` (as the path gave it) if it belongs to the caller's organization; 404
 /// otherwise.
-pub async fn visible_job(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<Job> {
+pub async fn visible_job(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<JobRow> {
     let id = path_id(id)?;
     repo::get_visible(&state.pool, id, user.org)
         .await?

@@ -310,7 +310,7 @@ pub async fn kube_client() -> Result<kube::Client, kube::Error> {
 
 /// The ImportJob for an import job row; `instance` (the release, `INSTANCE`) labels it for
 /// the operator of the same release.
-pub fn import_job_for(job: &crate::Job, instance: Option<&str>) -> ImportJob {
+pub fn import_job_for(job: &crate::JobRow, instance: Option<&str>) -> ImportJob {
     let mut ij = ImportJob::new(
         &resource_name(job.id),
         ImportJobSpec {

@@ -27,8 +27,6 @@ pub mod testing;
 pub mod view;
 
 pub use email::Email;
-/// The former name of [`JobRow`], kept while the api and cli crates move to the new one.
-pub use job::JobRow as Job;
 pub use job::{ImportMode, JobRow, JobStatus};
 pub use settings::Settings;
 pub use storage::Storage;

@@ -3,7 +3,7 @@
 
 use crate::{
     options::{Dialect, HeaderKind},
-    ImportMode, Job, JobStatus,
+    ImportMode, JobRow, JobStatus,
 };
 use bulk_import_types::{ColumnView, CreatedBy, DialectView, JobView, Mode, Status};
 
@@ -54,8 +54,8 @@ impl From<Dialect> for DialectView {
     }
 }
 
-impl From<&Job> for JobView {
-    fn from(j: &Job) -> Self {
+impl From<&JobRow> for JobView {
+    fn from(j: &JobRow) -> Self {
         JobView {
             id: j.id,
             status: j.status().into(),

@@ -15,7 +15,7 @@ mod kubelet;
 
 use bulk_import_core::{
     crd::{resource_name, ImportJob, ImportJobStatus},
-    Job as Row,
+    JobRow,
 };
 use harness::{assert_same_outcome, csv, outcome, reference_run, Options, Stack, NS};
 use kube::{
@@ -62,7 +62,7 @@ fn condition<'a>(st: &'a ImportJobStatus, type_: &str) -> &'a bulk_import_core::
 struct Observation {
     ij: ImportJob,
     http: Value,
-    row: Row,
+    row: JobRow,
 }
 
 async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
@@ -84,7 +84,7 @@ async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
         "updated_rows",
         "error_rows",
     ] {
-        let value = |j: &Row| match f {
+        let value = |j: &JobRow| match f {
             "processed_rows" => j.processed_rows,
             "inserted_rows" => j.inserted_rows,
             "updated_rows" => j.updated_rows,
@@ -210,7 +210,7 @@ fn assert_resumed_from_a_checkpoint(log: &str) {
 
 /// A cancelled import of `rows` rows stopped before the end at a batch boundary, and its Job
 /// and pod are gone.
-async fn stopped_mid_file_and_cleared(stack: &Stack, id: Uuid, row: &Row, rows: i64) {
+async fn stopped_mid_file_and_cleared(stack: &Stack, id: Uuid, row: &JobRow, rows: i64) {
     assert!(row.processed_rows < rows, "stopped before the end");
     assert_eq!(
         row.processed_rows,

@@ -12,7 +12,7 @@ use bulk_import_core::{
     phase::Phase,
     repo,
     retry::Policy,
-    Job, JobStatus,
+    JobRow, JobStatus,
 };
 use futures_util::future::BoxFuture;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -38,7 +38,7 @@ struct Target {
 const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
-async fn create(target: &Target, job: &Job) -> anyhow::Result<()> {
+async fn create(target: &Target, job: &JobRow) -> anyhow::Result<()> {
     let ij = import_job_for(job, target.instance.as_deref());
     let api = &target.api;
     match tokio::time::timeout(CREATE_TIMEOUT, api.create(&PostParams::default(), &ij)).await {
@@ -73,7 +73,7 @@ async fn merge_patch(
 /// (`spec.retries` above `status.retries`) or the ImportJob has not failed. The patch carries
 /// the resourceVersion it was computed from, so two raises at once cannot collapse into one
 /// or count twice: the loser re-reads.
-async fn rerun_if_failed(target: &Target, job: &Job) -> anyhow::Result<()> {
+async fn rerun_if_failed(target: &Target, job: &JobRow) -> anyhow::Result<()> {
     if job.status() != JobStatus::Pending {
         return Ok(());
     }
@@ -127,7 +127,7 @@ impl KubernetesExecutor {
 
     /// Keeps trying in the background while the job waits (the API server restarting or
     /// throttling): a job must not wait for the next restart of this process.
-    fn retry_later(&self, job: Job) {
+    fn retry_later(&self, job: JobRow) {
         let (api, pool) = (self.api.clone(), self.pool.clone());
         tokio::spawn(async move {
             let delays = Policy::forever(Duration::from_secs(1), RETRY_AT_MOST_EVERY);

@@ -39,7 +39,7 @@ use bulk_import_core::{
     org_quota,
     repo::{self, NewReservation, UploadedFile},
     storage::{StorageError, StreamStop},
-    ImportMode, Job, JobStatus,
+    ImportMode, JobRow, JobStatus,
 };
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -392,7 +392,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
 async fn reserve_or_find(
     state: &AppState,
     reservation: &NewReservation<'_>,
-) -> ApiResult<Option<Job>> {
+) -> ApiResult<Option<JobRow>> {
     loop {
         if repo::reserve(&state.pool, reservation).await? {
             return Ok(None);
@@ -429,7 +429,7 @@ async fn upload(
     (mode, options): (ImportMode, &ImportOptions),
     multipart: &mut Multipart,
     (limits, room): (&UploadLimits, u64),
-) -> ApiResult<Job> {
+) -> ApiResult<JobRow> {
     let max = state.settings.max_upload_bytes;
     let (limit, idle) = (max.min(room), state.settings.api.upload_idle_timeout);
     let mut guard = Reservation {
@@ -586,7 +586,7 @@ async fn admit_new_job(state: &AppState, org: i32, declared: Option<u64>) -> Api
 async fn replay(
     state: &AppState,
     caller: &AuthUser,
-    existing: &Job,
+    existing: &JobRow,
     (mode, options): (ImportMode, &ImportOptions),
     multipart: &mut Multipart,
     limits: &UploadLimits,

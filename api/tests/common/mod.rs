@@ -8,7 +8,7 @@ pub use bulk_import_core::testing::Backend;
 use bulk_import_core::{
     db, repo,
     testing::{settings_from, test_vars, TestVars},
-    Job, Storage,
+    JobRow, Storage,
 };
 use reqwest::{multipart, Client, Response, StatusCode};
 use serde_json::{json, Value};
@@ -260,7 +260,7 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn job(&self, id: &str) -> Job {
+    pub async fn job(&self, id: &str) -> JobRow {
         repo::get(&self.pool, id.parse().unwrap())
             .await
             .unwrap()

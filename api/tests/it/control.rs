@@ -226,7 +226,7 @@ async fn delete_removes_the_job_its_objects_and_error_rows_and_nothing_else() {
         assert_eq!(app.wait_finished(&token, id).await["status"], "done");
     }
     let (a, b) = (app.job(&first).await, app.job(&other).await);
-    let objects = |j: &bulk_import_core::Job| {
+    let objects = |j: &bulk_import_core::JobRow| {
         vec![
             j.source_object.clone(),
             j.report_object.clone().unwrap(),

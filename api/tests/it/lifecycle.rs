@@ -82,7 +82,7 @@ async fn api_and_importer_killed_mid_import_then_restarted() {
 }
 
 /// Polls the job until it is done, asserting at every poll that it never went `failed`.
-async fn done_without_failing(app: &TestApp, id: &str, secs: u64) -> bulk_import_core::Job {
+async fn done_without_failing(app: &TestApp, id: &str, secs: u64) -> bulk_import_core::JobRow {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let job = app.job(id).await;

@@ -10,7 +10,7 @@ use bulk_import_core::{
     options::ImportOptions,
     repo,
     testing::{settings_from, test_vars, TestVars},
-    ImportMode, Job, JobStatus, Settings, Storage,
+    ImportMode, JobRow, JobStatus, Settings, Storage,
 };
 use bulk_import_importer::{local_file, run_job, Outcome};
 use sqlx::PgPool;
@@ -82,7 +82,7 @@ impl TestEnv {
             .expect("importer ran")
     }
 
-    pub async fn import(&self, csv: &[u8], mode: ImportMode) -> (Job, Outcome) {
+    pub async fn import(&self, csv: &[u8], mode: ImportMode) -> (JobRow, Outcome) {
         self.import_with(csv, mode, &ImportOptions::default()).await
     }
 
@@ -91,7 +91,7 @@ impl TestEnv {
         csv: &[u8],
         mode: ImportMode,
         options: &ImportOptions,
-    ) -> (Job, Outcome) {
+    ) -> (JobRow, Outcome) {
         let id = self.submit_with(csv, mode, options).await;
         let outcome = self.run(id).await;
         (self.job(id).await, outcome)
@@ -108,7 +108,7 @@ impl TestEnv {
         cmd
     }
 
-    pub async fn job(&self, id: Uuid) -> Job {
+    pub async fn job(&self, id: Uuid) -> JobRow {
         repo::get(&self.pool, id)
             .await
             .unwrap()
@@ -126,13 +126,13 @@ impl TestEnv {
     }
 
     /// The job's errors.csv as records (header included), read back from storage.
-    pub async fn report(&self, job: &Job) -> Vec<Vec<String>> {
+    pub async fn report(&self, job: &JobRow) -> Vec<Vec<String>> {
         let key = job.report_object.as_ref().expect("the job has a report");
         let bytes = self.storage.read_to_vec(key).await.unwrap();
         parse_csv(&bytes)
     }
 
-    pub async fn report_bytes(&self, job: &Job) -> Vec<u8> {
+    pub async fn report_bytes(&self, job: &JobRow) -> Vec<u8> {
         self.storage
             .read_to_vec(job.report_object.as_ref().expect("report"))
             .await

@@ -342,8 +342,9 @@ async fn stored_error_rows_are_capped_exactly_also_when_the_importer_is_killed()
     let id = capped.submit(&file, ImportMode::InsertOnly).await;
     assert!(capped.importer_command(id).status().unwrap().success());
     let job = capped.job(id).await;
-    let counters =
-        |j: &bulk_import_core::Job| (j.status(), j.processed_rows, j.inserted_rows, j.error_rows);
+    let counters = |j: &bulk_import_core::JobRow| {
+        (j.status(), j.processed_rows, j.inserted_rows, j.error_rows)
+    };
     assert_eq!(counters(&job), counters(&full));
     let stored = stored_errors(&capped, id).await;
     assert_eq!(stored, all[..250], "the first 250 in line order");

@@ -3,7 +3,7 @@
 //! errors.csv must equal those of an uninterrupted run of the same file.
 
 use crate::common;
-use bulk_import_core::{ImportMode, Job, JobStatus};
+use bulk_import_core::{ImportMode, JobRow, JobStatus};
 use common::{eventually, generated_csv, Backend, Customer, TestEnv};
 use std::{process::Child, time::Duration};
 use uuid::Uuid;
@@ -12,7 +12,7 @@ const ROWS: usize = 40_000;
 const VARS: &[(&str, &str)] = &[("BATCH_SIZE", "200")];
 
 struct Result {
-    job: Job,
+    job: JobRow,
     customers: Vec<(Customer, Option<i64>)>,
     report: Vec<u8>,
 }
@@ -47,7 +47,7 @@ async fn uninterrupted(file: &[u8], mode: ImportMode) -> Result {
 /// After a kill, everything committed must be whole batches: the counters agree with each
 /// other and with the tables. One statement, so one snapshot: the killed importer's server
 /// session may still be committing its last batch while we look.
-async fn assert_consistent(env: &TestEnv, id: Uuid) -> Job {
+async fn assert_consistent(env: &TestEnv, id: Uuid) -> JobRow {
     let (processed, inserted, updated, errors, customers, error_records): (i64, i64, i64, i64, i64, i64) =
         sqlx::query_as(
             "SELECT processed_rows, inserted_rows, updated_rows, error_rows, \
@@ -82,7 +82,7 @@ async fn wait_for_rows(env: &TestEnv, id: Uuid, child: &mut Child, rows: i64) {
 }
 
 fn assert_same(got: &Result, want: &Result) {
-    let counters = |j: &Job| {
+    let counters = |j: &JobRow| {
         (
             j.status(),
             j.processed_rows,

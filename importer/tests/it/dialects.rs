@@ -10,7 +10,7 @@ use crate::common;
 use bulk_import_core::{
     job::rows_report_key,
     options::{Dialect, HeaderKind, ImportOptions},
-    ImportMode, Job, JobStatus,
+    ImportMode, JobRow, JobStatus,
 };
 use bulk_import_importer::Outcome;
 use common::{parse_csv, Backend, Customer, TestEnv};
@@ -44,7 +44,7 @@ const REPORT_HEADER: [&str; 8] = [
     "city",
 ];
 
-fn dialect(job: &Job) -> Dialect {
+fn dialect(job: &JobRow) -> Dialect {
     job.dialect().expect("the job records its dialect")
 }
 
@@ -68,7 +68,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-fn counters(j: &Job) -> (JobStatus, i64, i64, i64, i64) {
+fn counters(j: &JobRow) -> (JobStatus, i64, i64, i64, i64) {
     (
         j.status(),
         j.processed_rows,
@@ -436,7 +436,7 @@ fn russian_rows(n: usize) -> String {
 }
 
 struct Run {
-    job: Job,
+    job: JobRow,
     customers: Vec<Customer>,
     report: Vec<u8>,
 }

@@ -25,7 +25,7 @@ use bulk_import_core::{
     crd::{resource_name, ImportJob, JOB_ID_LABEL},
     db, repo,
     testing::{settings_from, test_vars, Backend, TestVars},
-    Job, Storage,
+    JobRow, Storage,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PostParams};
@@ -589,7 +589,7 @@ impl Stack {
             .unwrap()
     }
 
-    pub async fn row(&self, id: Uuid) -> Job {
+    pub async fn row(&self, id: Uuid) -> JobRow {
         repo::get(&self.pool, id).await.unwrap().expect("job row")
     }
 
