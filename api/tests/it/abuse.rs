@@ -32,7 +32,7 @@ use std::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 /// A field of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
 fn proc_status(pid: u32, field: &str) -> u64 {
@@ -45,18 +45,18 @@ fn proc_status(pid: u32, field: &str) -> u64 {
     kib * 1024
 }
 
-fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     proc_status(pid, "VmRSS")
 }
 
 /// Samples the process's RSS every 10 ms until dropped; `peak()` is the largest seen.
-struct RssSampler {
+pub(crate) struct RssSampler {
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
+    pub(crate) fn start(pid: u32) -> RssSampler {
         let peak = Arc::new(AtomicU64::new(rss(pid)));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (peak.clone(), stop.clone());
@@ -77,7 +77,7 @@ impl RssSampler {
         RssSampler { peak, stop }
     }
 
-    fn peak(&self) -> u64 {
+    pub(crate) fn peak(&self) -> u64 {
         self.peak.load(Ordering::SeqCst)
     }
 }
@@ -88,7 +88,7 @@ impl Drop for RssSampler {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 

@@ -17,10 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::{
@@ -29,51 +26,8 @@ use tokio::{
 };
 use uuid::Uuid;
 
-const MIB: u64 = 1024 * 1024;
-
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// The largest RSS of `pid` seen every 10 ms until dropped.
-struct RssSampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
-        let peak = Arc::new(AtomicU64::new(rss(pid)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                p.fetch_max(rss(pid), Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        RssSampler { peak, stop }
-    }
-
-    fn peak(&self) -> u64 {
-        self.peak.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / MIB as f64
-}
+// The RSS sampler of the abuse tests (one binary: its module is at hand).
+use crate::abuse::{mib, rss, RssSampler, MIB};
 
 fn addr(app: &TestApp) -> SocketAddr {
     app.base.trim_start_matches("http://").parse().unwrap()
