@@ -32,6 +32,7 @@ use axum::{
 };
 use bulk_import_core::{db, settings::Executor as ExecutorKind, Settings, Storage};
 use executor::{Executor, KubernetesExecutor, LocalExecutor};
+use sqlx::PgPool;
 use state::AppState;
 use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -153,6 +154,24 @@ pub struct Application {
     state_limits: bulk_import_core::limits::Limits,
 }
 
+/// The executor `EXECUTOR` names: child processes, or an ImportJob per upload.
+async fn executor_for(settings: &Settings, pool: &PgPool) -> anyhow::Result<Arc<dyn Executor>> {
+    Ok(match settings.executor {
+        ExecutorKind::Local => Arc::new(LocalExecutor::new(settings, pool.clone())),
+        ExecutorKind::Kubernetes => {
+            let client = bulk_import_core::crd::kube_client().await.context(
+                "EXECUTOR=kubernetes: no Kubernetes configuration (in-cluster or KUBECONFIG)",
+            )?;
+            Arc::new(KubernetesExecutor::new(
+                client,
+                &settings.kube_namespace,
+                settings.instance.clone(),
+                pool.clone(),
+            ))
+        }
+    })
+}
+
 impl Application {
     /// Connects to Postgres (and applies migrations), storage and Redis, resumes unfinished
     /// jobs and binds `BIND_ADDR` (port 0 picks a free port).
@@ -173,20 +192,7 @@ impl Application {
             .context("applying migrations")?;
         let storage = Storage::from_settings(&settings).context("storage")?;
         let redis = redis::Client::open(settings.redis_url()).ok();
-        let executor: Arc<dyn Executor> = match settings.executor {
-            ExecutorKind::Local => Arc::new(LocalExecutor::new(&settings, pool.clone())),
-            ExecutorKind::Kubernetes => {
-                let client = bulk_import_core::crd::kube_client().await.context(
-                    "EXECUTOR=kubernetes: no Kubernetes configuration (in-cluster or KUBECONFIG)",
-                )?;
-                Arc::new(KubernetesExecutor::new(
-                    client,
-                    &settings.kube_namespace,
-                    settings.instance.clone(),
-                    pool.clone(),
-                ))
-            }
-        };
+        let executor = executor_for(&settings, &pool).await?;
         let resumed = executor.resume().await?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished imports");
@@ -203,42 +209,13 @@ impl Application {
             None => None,
         };
         let limits = settings.limits.clone();
-        let redis_for_hub = redis.clone();
         let sweeper = sweeper::Sweeper {
             pool: pool.clone(),
             storage: storage.clone(),
             executor: executor.clone(),
         };
         let sweep_every = settings.api.sweep_interval;
-        let exports = settings.api.exports_max_concurrent;
-        let state = AppState {
-            tokens: auth::Tokens::new(&settings),
-            hasher: auth::Hasher::new(
-                settings.limits.hash_concurrency,
-                settings.limits.hash_queue_timeout,
-            ),
-            settings: Arc::new(settings),
-            pool,
-            shared_redis: state::SharedRedis::new(redis.clone()),
-            redis,
-            storage,
-            executor: executor.clone(),
-            metrics: metrics::Metrics::default(),
-            upload_slots: quota::Slots::new(quota::Caps {
-                per_user: limits.uploads_max_per_user,
-                per_org: limits.fair.uploads_max_per_org,
-                total: limits.uploads_max_concurrent,
-                reserved: limits.fair.uploads_reserved,
-            }),
-            event_slots: quota::Slots::new(quota::Caps {
-                per_user: limits.events_max_per_user,
-                per_org: limits.fair.events_max_per_org,
-                total: limits.events_max_concurrent,
-                reserved: limits.fair.events_reserved,
-            }),
-            progress: progress_hub::ProgressHub::start(redis_for_hub),
-            export_permits: Arc::new(tokio::sync::Semaphore::new(exports)),
-        };
+        let state = AppState::new(settings, pool, redis, storage, executor.clone());
         let metrics = metrics_listener.map(|l| {
             (
                 l,
@@ -276,20 +253,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use hyper_util::{
-            rt::{TokioIo, TokioTimer},
-            server::graceful::GracefulShutdown,
-            service::TowerToHyperService,
-        };
-        use tower::Layer;
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        let limits = &self.state_limits;
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.request_timeout);
-        let send_timeout = limits.send_timeout;
-        let connection_limits = connections::ConnectionLimits::new(limits);
-        let graceful = GracefulShutdown::new();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let metrics = self.metrics.map(|(listener, router)| {
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
@@ -300,42 +264,14 @@ impl Application {
         let stop_sweeping = tokio_util::sync::CancellationToken::new();
         let (sweeper, every) = self.sweeper;
         tokio::spawn(sweeper.run(every, stop_sweeping.clone()));
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, addr) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            let admitted = match connection_limits.admit(addr.ip()) {
-                Ok(admitted) => admitted,
-                Err(why) => {
-                    connections::refuse(stream, why);
-                    continue;
-                }
-            };
-            let service = (
-                axum::Extension(axum::extract::ConnectInfo(addr)),
-                axum::Extension(connection_limits.clone()),
-            )
-                .layer(self.router.clone());
-            let io = TokioIo::new(connections::SendDeadline::new(stream, send_timeout));
-            let connection = builder.serve_connection(io, TowerToHyperService::new(service));
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                let _admitted = admitted;
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
+        accept_until(
+            &self.listener,
+            &self.router,
+            &self.state_limits,
+            &graceful,
+            shutdown,
+        )
+        .await;
         drop(self.listener);
         stop_sweeping.cancel();
         tokio::select! {
@@ -349,6 +285,64 @@ impl Application {
         }
         self.executor.shutdown().await;
         Ok(())
+    }
+}
+
+/// Accepts connections until `shutdown` resolves: each is admitted by the connection limits
+/// (or refused), its writes bounded by `SEND_TIMEOUT_SECONDS`, and served by hyper under
+/// `graceful`.
+async fn accept_until(
+    listener: &TcpListener,
+    router: &axum::Router,
+    limits: &bulk_import_core::limits::Limits,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        service::TowerToHyperService,
+    };
+    use tower::Layer;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout);
+    let connection_limits = connections::ConnectionLimits::new(limits);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let admitted = match connection_limits.admit(addr.ip()) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                connections::refuse(stream, why);
+                continue;
+            }
+        };
+        let service = (
+            axum::Extension(axum::extract::ConnectInfo(addr)),
+            axum::Extension(connection_limits.clone()),
+        )
+            .layer(router.clone());
+        let io = TokioIo::new(connections::SendDeadline::new(stream, limits.send_timeout));
+        let connection = builder.serve_connection(io, TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
     }
 }
 

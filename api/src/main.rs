@@ -5,9 +5,9 @@
 use anyhow::Context;
 use bulk_import_api::{shutdown_signal, Application};
 use bulk_import_core::{
-    db,
-    settings::{env_help, Component},
-    telemetry, Settings,
+    db, telemetry,
+    vars::{env_help, Component},
+    Settings,
 };
 use clap::{Parser, Subcommand};
 

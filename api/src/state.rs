@@ -5,7 +5,7 @@ use crate::{
     executor::Executor,
     metrics::Metrics,
     progress_hub::ProgressHub,
-    quota::Slots,
+    quota::{Caps, Slots},
 };
 use bulk_import_core::{Settings, Storage};
 use redis::aio::MultiplexedConnection;
@@ -32,6 +32,53 @@ pub struct AppState {
     pub progress: ProgressHub,
     /// Customer exports streaming now (`EXPORTS_MAX_CONCURRENT`).
     pub export_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// The state of a process: its settings and connections, and the bounds (slots, permits)
+    /// the limits configure.
+    pub fn new(
+        settings: Settings,
+        pool: PgPool,
+        redis: Option<redis::Client>,
+        storage: Storage,
+        executor: Arc<dyn Executor>,
+    ) -> AppState {
+        let limits = &settings.limits;
+        let caps = |per_user, per_org, total, reserved| Caps {
+            per_user,
+            per_org,
+            total,
+            reserved,
+        };
+        AppState {
+            tokens: Tokens::new(&settings),
+            hasher: Hasher::new(limits.hash_concurrency, limits.hash_queue_timeout),
+            upload_slots: Slots::new(caps(
+                limits.uploads_max_per_user,
+                limits.fair.uploads_max_per_org,
+                limits.uploads_max_concurrent,
+                limits.fair.uploads_reserved,
+            )),
+            event_slots: Slots::new(caps(
+                limits.events_max_per_user,
+                limits.fair.events_max_per_org,
+                limits.events_max_concurrent,
+                limits.fair.events_reserved,
+            )),
+            export_permits: Arc::new(tokio::sync::Semaphore::new(
+                settings.api.exports_max_concurrent,
+            )),
+            progress: ProgressHub::start(redis.clone()),
+            shared_redis: SharedRedis::new(redis.clone()),
+            settings: Arc::new(settings),
+            pool,
+            redis,
+            storage,
+            executor,
+            metrics: Metrics::default(),
+        }
+    }
 }
 
 /// A lazily (re)opened multiplexed Redis connection: one per API process instead of one per

@@ -24,6 +24,7 @@ pub mod storage;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod vars;
 pub mod view;
 
 pub use email::Email;

@@ -1,10 +1,10 @@
 //! Abuse limits (docs/reliability.md, Abuse): every resource a client can make the API spend
-//! has a bound, and each bound is a setting with its default declared in `settings::VARS`
+//! has a bound, and each bound is a setting with its default declared in `vars::VARS`
 //! (documented in docs/configuration.md, Limits). Read from the environment with the other
 //! settings; kept apart from them so that the rest of `settings.rs` can change without
 //! touching these.
 
-use crate::settings::ConfigError;
+use crate::vars::ConfigError;
 use ipnet::IpNet;
 use std::{net::IpAddr, str::FromStr, time::Duration};
 
@@ -93,7 +93,7 @@ pub struct FairLimits {
 
 impl FairLimits {
     fn from_lookup(lookup: Lookup) -> Result<FairLimits, ConfigError> {
-        let env = crate::settings::Env::new(lookup);
+        let env = crate::vars::Env::new(lookup);
         let fair = FairLimits {
             upload_min_bytes_per_second: env.parse("UPLOAD_MIN_BYTES_PER_SECOND")?,
             upload_rate_window: secs(lookup, "UPLOAD_RATE_WINDOW_SECONDS")?,
@@ -113,18 +113,18 @@ impl FairLimits {
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Through the one settings layer: each variable is declared in `settings::VARS`.
+/// Through the one settings layer: each variable is declared in `vars::VARS`.
 fn get(lookup: Lookup, var: &str) -> Option<String> {
-    crate::settings::Env::new(lookup).get(var)
+    crate::vars::Env::new(lookup).get(var)
 }
 
-/// Greater than zero; unset: the default declared in `settings::VARS`.
+/// Greater than zero; unset: the default declared in `vars::VARS`.
 fn positive<T>(lookup: Lookup, var: &'static str) -> Result<T, ConfigError>
 where
     T: FromStr + PartialOrd + Default,
     T::Err: std::fmt::Display,
 {
-    let v: T = crate::settings::Env::new(lookup).parse(var)?;
+    let v: T = crate::vars::Env::new(lookup).parse(var)?;
     if v <= T::default() {
         return Err(ConfigError {
             var,

@@ -6,21 +6,27 @@
 //! docs/import-semantics.md for the rules.
 
 pub mod batch;
+mod claim;
 pub mod copy;
 pub mod decode;
 pub mod dedupe;
 pub mod dialect;
 pub mod error_cap;
+mod finish;
 pub mod load;
 pub mod local_file;
+pub mod outcome;
 pub mod publish;
 pub mod reader;
 pub mod report;
 pub mod run;
+mod run_context;
 pub mod source;
+mod stream;
 pub mod validate;
 
-pub use run::{run_job, Outcome, RunError};
+pub use outcome::{Outcome, RunError};
+pub use run::run_job;
 
 /// Process exit codes (the contract lives in core, shared with the executors).
 pub use bulk_import_core::exit;

@@ -3,8 +3,9 @@
 
 use bulk_import_core::{
     options::ImportOptions,
-    settings::{env_help, Component},
-    telemetry, ImportMode, Settings,
+    telemetry,
+    vars::{env_help, Component},
+    ImportMode, Settings,
 };
 use bulk_import_importer::{exit, local_file, run_job, Outcome};
 use clap::{Parser, Subcommand};

@@ -39,8 +39,8 @@ pub struct OperatorConfig {
     pub lease_name: String,
 }
 
-pub use bulk_import_core::settings::ConfigError;
-use bulk_import_core::{settings::Env, Settings};
+pub use bulk_import_core::vars::ConfigError;
+use bulk_import_core::{vars::Env, Settings};
 
 impl OperatorConfig {
     /// `settings`: the process's shared settings, already read from the same environment;
@@ -50,7 +50,7 @@ impl OperatorConfig {
         OperatorConfig::from_lookup(&|k| std::env::var(k).ok(), settings)
     }
 
-    /// Read through core's settings layer (`bulk_import_core::settings::Env`), whose `VARS`
+    /// Read through core's settings layer (`bulk_import_core::vars::Env`), whose `VARS`
     /// declare each variable's default for `--help` and docs/configuration.md.
     pub fn from_lookup(
         lookup: &dyn Fn(&str) -> Option<String>,

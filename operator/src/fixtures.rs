@@ -4,7 +4,8 @@
 
 use crate::{
     config::OperatorConfig,
-    controller::{self, Caches, Context, FINALIZER},
+    context::{Caches, Context},
+    controller::{self, FINALIZER},
     job_template::{build_job, CONTAINER},
     metrics::Metrics,
     Result,

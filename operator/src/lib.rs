@@ -1,13 +1,16 @@
 //! The bulk-import operator: turns each `ImportJob` into a batch/v1 Job running the
 //! importer and keeps the ImportJob's status and the Postgres row true.
 
+pub mod actions;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod job_template;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod status;
+pub mod status_apply;
 
 #[cfg(test)]
 mod fixtures;

@@ -4,8 +4,9 @@
 use anyhow::Context as _;
 use bulk_import_core::{
     crd::crd_yaml,
-    settings::{env_help, Component},
-    telemetry, Settings, Storage,
+    telemetry,
+    vars::{env_help, Component},
+    Settings, Storage,
 };
 use bulk_import_operator::{
     config::OperatorConfig,

@@ -155,15 +155,13 @@ impl Inner {
             let run = match self.run_once(job_id, deadline).await {
                 Ok(run) => run,
                 Err(e) => {
-                    failures += 1;
                     tracing::warn!(%job_id, error = %e, "could not start the importer");
-                    if failures >= self.max_attempts {
-                        let error = JobError::importer_stopped(self.max_attempts)
-                            .with_detail(format!("could not start the importer: {e}"));
-                        self.fail(job_id, error).await;
+                    let detail = format!("could not start the importer: {e}");
+                    if !self.count_crash(job_id, &mut failures, detail).await
+                        || !self.pause(crashes.next()).await
+                    {
                         return;
                     }
-                    self.pause(crashes.next()).await;
                     continue;
                 }
             };
@@ -191,21 +189,30 @@ impl Inner {
                     }
                 }
                 _ => {
-                    failures += 1;
                     let last = describe(status);
-                    tracing::warn!(%job_id, attempt = failures, reason = %last, "importer run ended early");
-                    if failures >= self.max_attempts {
-                        let error = JobError::importer_stopped(self.max_attempts)
-                            .with_detail(format!("last: {last}"));
-                        self.fail(job_id, error).await;
-                        return;
-                    }
-                    if !self.pause(crashes.next()).await {
+                    tracing::warn!(%job_id, attempt = failures + 1, reason = %last, "importer run ended early");
+                    if !self
+                        .count_crash(job_id, &mut failures, format!("last: {last}"))
+                        .await
+                        || !self.pause(crashes.next()).await
+                    {
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Counts a run that crashed or could not start: once `LOCAL_MAX_ATTEMPTS` have, the job
+    /// is failed (`importer_stopped`, with `detail`) and false is returned.
+    async fn count_crash(&self, job_id: Uuid, failures: &mut u32, detail: String) -> bool {
+        *failures += 1;
+        if *failures < self.max_attempts {
+            return true;
+        }
+        let error = JobError::importer_stopped(self.max_attempts).with_detail(detail);
+        self.fail(job_id, error).await;
+        false
     }
 
     /// Waits `delay` unless the executor stops first (false then).

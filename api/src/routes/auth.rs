@@ -20,7 +20,7 @@ use axum::{
     Form, Router,
 };
 use bulk_import_core::{
-    accounts::{self, Joining, Registered},
+    accounts::{self, Joining, Organization, Registered, Role},
     email::EmailError,
     settings::Signup,
     Email,
@@ -133,16 +133,7 @@ pub async fn register(
             "sign-up is by invitation only: ask an owner or admin of your organization for one",
         ));
     }
-    let org_name = match body.organization.as_deref().map(str::trim) {
-        None | Some("") => email.as_str().to_string(),
-        Some(name) if name.chars().count() > 200 => {
-            return Err(ApiError::unprocessable(
-                "invalid_organization",
-                "the organization's name is longer than 200 characters",
-            ))
-        }
-        Some(name) => name.chars().filter(|c| !c.is_control()).collect(),
-    };
+    let org_name = organization_name(body.organization.as_deref(), &email)?;
     let ip = client_ip(&state.settings.limits.trusted_proxies, addr.ip(), &headers);
     if let Some(secs) = rate_limit::register_attempt(&state, ip).await {
         return Err(too_many(
@@ -157,22 +148,8 @@ pub async fn register(
         Some(token_hash) => Joining::Invitation { token_hash },
         None => Joining::NewOrganization { name: &org_name },
     };
-    let (organization, role) =
-        match accounts::register(&state.pool, id, email.as_str(), &hash, joining).await? {
-            Registered::Created { organization, role } => (organization, role),
-            Registered::EmailTaken => {
-                return Err(ApiError::conflict(
-                    "email_taken",
-                    "an account with this email already exists",
-                ))
-            }
-            Registered::InvalidInvitation => {
-                return Err(ApiError::unprocessable(
-                    "invalid_invitation",
-                    "the invitation is unknown, already used, revoked or expired, or was issued for another email",
-                ))
-            }
-        };
+    let registered = accounts::register(&state.pool, id, email.as_str(), &hash, joining).await?;
+    let (organization, role) = created(registered)?;
     tracing::info!(user_id = %id, org_id = organization.id, %role, "user registered");
     Ok((
         StatusCode::CREATED,
@@ -186,6 +163,34 @@ pub async fn register(
             role: role.to_string(),
         }),
     ))
+}
+
+/// The name of the organization a sign-up creates: the one given (without control
+/// characters, at most 200 characters), else the email.
+fn organization_name(given: Option<&str>, email: &Email) -> ApiResult<String> {
+    match given.map(str::trim) {
+        None | Some("") => Ok(email.as_str().to_string()),
+        Some(name) if name.chars().count() > 200 => Err(ApiError::unprocessable(
+            "invalid_organization",
+            "the organization's name is longer than 200 characters",
+        )),
+        Some(name) => Ok(name.chars().filter(|c| !c.is_control()).collect()),
+    }
+}
+
+/// The account a registration created, or why it created none.
+fn created(registered: Registered) -> ApiResult<(Organization, Role)> {
+    match registered {
+        Registered::Created { organization, role } => Ok((organization, role)),
+        Registered::EmailTaken => Err(ApiError::conflict(
+            "email_taken",
+            "an account with this email already exists",
+        )),
+        Registered::InvalidInvitation => Err(ApiError::unprocessable(
+            "invalid_invitation",
+            "the invitation is unknown, already used, revoked or expired, or was issued for another email",
+        )),
+    }
 }
 
 /// Log in: returns a bearer token. Accepts JSON `{"email","password"}` or the OAuth2 form

@@ -112,26 +112,11 @@ async fn relay(
             let _ = tx.send(end("token_expired")).await;
             return;
         }
-        // A removed member's stream ends with its membership.
-        match accounts::membership(&state.pool, session.user.id).await {
-            Ok(Some((org, _))) if org == session.user.org => {}
-            Ok(_) => {
-                let _ = tx.send(end("membership_ended")).await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(job_id = %id, error = %e, "event stream: database unavailable");
-                let _ = tx.send(end("database_unavailable")).await;
-                return;
-            }
-        }
-        // Whatever woke us, the job row is the truth we send.
-        let job = match repo::get(&state.pool, id).await {
+        let job = match read_current(&state, &session, id).await {
             Ok(Some(job)) => job,
             Ok(None) => return,
-            Err(e) => {
-                tracing::error!(job_id = %id, error = %e, "event stream: database unavailable");
-                let _ = tx.send(end("database_unavailable")).await;
+            Err(reason) => {
+                let _ = tx.send(end(reason)).await;
                 return;
             }
         };
@@ -169,4 +154,23 @@ async fn relay(
             _ = tx.closed() => return,
         }
     }
+}
+
+/// The job row as it is now, or why the stream ends: a removed member's stream ends with its
+/// membership, and a database that does not answer ends it too.
+async fn read_current(
+    state: &AppState,
+    session: &AuthSession,
+    id: Uuid,
+) -> Result<Option<bulk_import_core::JobRow>, &'static str> {
+    let unavailable = |e: sqlx::Error| {
+        tracing::error!(job_id = %id, error = %e, "event stream: database unavailable");
+        "database_unavailable"
+    };
+    match accounts::membership(&state.pool, session.user.id).await {
+        Ok(Some((org, _))) if org == session.user.org => {}
+        Ok(_) => return Err("membership_ended"),
+        Err(e) => return Err(unavailable(e)),
+    }
+    repo::get(&state.pool, id).await.map_err(unavailable)
 }
