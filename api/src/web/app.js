@@ -212,6 +212,8 @@ function rowOf(cells) {
   return tr;
 }
 
+function delimiterName(d) { return d === "\t" ? "tab" : d; }
+
 function fill(parent, items, make) { parent.replaceChildren(...items.map(make)); }
 
 // Every script of the page has run by now (they are deferred): show the signed-in state.

@@ -23,19 +23,29 @@ function chosen() {
   else $("preview").hidden = true;
 }
 $("file").addEventListener("change", chosen);
-for (const id of ["delimiter", "encoding"]) $(id).addEventListener("change", () => { if (preview) loadPreview(false); });
+// Another delimiter or encoding can give other headers: the mapping is proposed again.
+for (const id of ["delimiter", "encoding"]) {
+  $(id).addEventListener("change", () => {
+    if (!preview) return;
+    preview.mapped = false;
+    loadPreview(false);
+  });
+}
 
 // The explicit mapping as the API's `columns` option: comma-separated `column:header` pairs.
 function encodeColumns(mapping) {
   return mapping.filter((m) => m.column).map((m) => m.column + ":" + m.header).join(",");
 }
 
-// The query string of the chosen options (`dry_run` left out when `withDryRun` is false).
-function optionsQuery(options, withDryRun) {
+// The query string of the chosen options: all of them for an upload, only those that change
+// how the file is read for a preview.
+function optionsQuery(options, forUpload) {
   const q = new URLSearchParams();
-  if (options.mode) q.set("mode", options.mode);
-  if (withDryRun && options.dryRun) q.set("dry_run", "true");
-  if (options.maxErrors) q.set("max_errors", options.maxErrors);
+  if (forUpload) {
+    q.set("mode", options.mode);
+    if (options.dryRun) q.set("dry_run", "true");
+    if (options.maxErrors) q.set("max_errors", options.maxErrors);
+  }
   if (options.delimiter) q.set("delimiter", options.delimiter);
   if (options.encoding) q.set("encoding", options.encoding);
   if (options.columns) q.set("columns", options.columns);
@@ -50,20 +60,27 @@ function chosenOptions() {
   };
 }
 
-async function loadPreview(focus) {
+let previewSeq = 0; // only the answer to the latest preview request is shown
+
+async function loadPreview(fresh) {
   clearFieldErrors();
   showError("");
   const { file } = preview;
+  const seq = ++previewSeq;
   const form = new FormData();
   form.append("file", file.slice(0, PREVIEW_BYTES), file.name);
   $("preview-status").textContent = "Reading the start of " + file.name + "…";
-  $("preview-title").textContent = "Preview of " + file.name;
-  if (focus) reveal("preview");
+  if (fresh) {
+    $("preview-title").textContent = "Preview of " + file.name;
+    for (const id of ["mapping", "rows", "p-warnings"]) $(id).replaceChildren();
+    for (const id of ["p-delimiter", "p-encoding", "p-compression", "p-header"]) $(id).textContent = "";
+    reveal("preview");
+  }
   try {
     const p = await request("POST", "/imports/preview" + optionsQuery(chosenOptions(), false), form, true);
-    if (!preview || preview.file !== file) return; // another file was picked meanwhile
-    showPreview(p);
+    if (seq === previewSeq) showPreview(p);
   } catch (err) {
+    if (seq !== previewSeq) return;
     $("preview-status").textContent = "No preview: " + err.message;
     report(err, "No preview", preview.mapped ? "mapping" : "file");
   }
@@ -71,7 +88,7 @@ async function loadPreview(focus) {
 
 function showPreview(p) {
   const d = p.dialect || {};
-  $("p-delimiter").textContent = d.delimiter === "\t" ? "tab" : (d.delimiter || "");
+  $("p-delimiter").textContent = delimiterName(d.delimiter || "");
   $("p-encoding").textContent = d.encoding || "";
   $("p-compression").textContent = d.compression || "";
   $("p-header").textContent = d.header === "positional" ? "none (columns by position)" : "a header row";
@@ -90,8 +107,8 @@ function showPreview(p) {
   const bad = p.rows.filter((r) => !r.valid).length;
   $("rows-caption").textContent = "The first " + p.rows.length + " rows as they will be read" +
     (p.truncated ? " (the file goes on)" : "") + ": " + bad + " with problems";
-  $("preview-status").textContent = "Read as delimiter " + $("p-delimiter").textContent + ", " + (d.encoding || "") +
-    "; " + p.mapping.filter((m) => m.column).length + " of " + p.mapping.length + " headers mapped.";
+  $("preview-status").textContent = "Read with the delimiter " + delimiterName(d.delimiter || "") + " and the encoding " +
+    (d.encoding || "") + "; " + p.mapping.filter((m) => m.column).length + " of " + p.mapping.length + " headers mapped.";
 }
 
 function mappingRow(m, i) {
@@ -156,7 +173,7 @@ function upload(file, options) {
     if (xhr.status === 200 || xhr.status === 201) {
       const job = JSON.parse(xhr.responseText);
       lastUpload = { file, options, id: job.id };
-      watch(job);
+      watch(job, false);
       refresh();
     } else {
       $("job-status").textContent = "";

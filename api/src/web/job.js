@@ -26,8 +26,8 @@ function render(job) {
   if (job.error) status += ": " + job.error;
   $("job-status").textContent = "Status: " + status;
   const d = job.dialect;
-  $("job-dialect").textContent = d ? "Read as delimiter " + (d.delimiter === "\t" ? "tab" : d.delimiter) + ", " + d.encoding +
-    ", columns " + d.columns.map((c) => c.column + " ← " + c.header).join(", ") : "";
+  $("job-dialect").textContent = d ? "Read with the delimiter " + delimiterName(d.delimiter) + " and the encoding " + d.encoding +
+    "; columns: " + d.columns.map((c) => c.column + " ← " + c.header).join(", ") + "." : "";
   const over = FINISHED.includes(job.status);
   $("cancel").hidden = over;
   $("retry").hidden = job.status !== "failed";
@@ -70,9 +70,9 @@ async function badRows(job, afters) {
 
 // Live progress: the event stream, read with fetch (EventSource cannot send the token in a
 // header); polling when the stream is refused or breaks.
-async function watch(job) {
+async function watch(job, focus = true) {
   resetJob();
-  reveal("job");
+  if (focus) reveal("job");
   $("upload-progress").value = 100;
   render(job);
   if (FINISHED.includes(job.status)) { finished(job); return; }
