@@ -226,8 +226,7 @@ impl Browser {
 
     /// Runs axe-core on the page as it is; answers the serious and critical violations.
     async fn axe(&self, source: &str) -> Value {
-        self.script(&format!("{source}\n;return typeof axe"))
-            .await;
+        self.script(&format!("{source}\n;return typeof axe")).await;
         self.call(
             reqwest::Method::POST,
             "/execute/async",
@@ -423,7 +422,9 @@ fn cyrillic_file() -> Vec<u8> {
     text.push_str("anna@example.com;Анна;Смирнова;+7 495 000 0002\r\n");
     text.push_str("oleg@example.com;Олег;Кузнецов;+7 495 000 0003\r\n");
     for i in 1..=12 {
-        text.push_str(&format!("плохой-адрес-{i};Пётр;Сидоров;+7 495 111 00{i:02}\r\n"));
+        text.push_str(&format!(
+            "плохой-адрес-{i};Пётр;Сидоров;+7 495 111 00{i:02}\r\n"
+        ));
     }
     let (bytes, _, unmappable) = encoding_rs::WINDOWS_1251.encode(&text);
     assert!(!unmappable);
@@ -446,7 +447,12 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     assert!(axe_js.status.success(), "scripts/axe.sh failed");
     let axe = std::fs::read_to_string(String::from_utf8(axe_js.stdout).unwrap().trim()).unwrap();
     // The product does not serve axe: it reaches the page only through WebDriver.
-    let probe = app.client.get(app.url("/ui/axe.min.js")).send().await.unwrap();
+    let probe = app
+        .client
+        .get(app.url("/ui/axe.min.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(probe.status(), 404);
 
     let browser = Browser::start().await;
@@ -498,7 +504,9 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     browser
         .type_into("#file", &file.display().to_string())
         .await;
-    browser.wait_text("#preview-status", "headers mapped", 30).await;
+    browser
+        .wait_text("#preview-status", "headers mapped", 30)
+        .await;
     assert!(browser.displayed("#preview").await);
     assert_eq!(browser.focused().await, json!("preview-title"));
     assert_eq!(browser.text("#p-delimiter").await, ";");
@@ -533,17 +541,28 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     browser.click("#dry-run").await;
     browser.click("#start").await;
     assert_eq!(browser.focused().await, json!("job-title"));
-    browser.wait_text("#job-status", "Status: done (dry run)", 60).await;
+    browser
+        .wait_text("#job-status", "Status: done (dry run)", 60)
+        .await;
     assert_eq!(browser.text("#inserted").await, "3");
     let customers: Value = app.get_json(&token, "/customers").await;
     assert_eq!(customers["items"], json!([]), "a dry run writes nothing");
-    browser.wait_js("!document.getElementById('real').hidden", "the import-for-real button", 10).await;
+    browser
+        .wait_js(
+            "!document.getElementById('real').hidden",
+            "the import-for-real button",
+            10,
+        )
+        .await;
     browser.click("#real").await;
     browser.wait_text("#job-status", "Status: done", 60).await;
     assert!(!browser.text("#job-status").await.contains("dry run"));
     assert_eq!(browser.text("#inserted").await, "3");
     assert_eq!(browser.text("#bad").await, "12");
-    assert!(browser.text("#job-dialect").await.contains("phone ← Mobile Number"));
+    assert!(browser
+        .text("#job-dialect")
+        .await
+        .contains("phone ← Mobile Number"));
     let ivan = app.get_json(&token, "/customers/ivan@example.com").await;
     assert_eq!(ivan["first_name"], "Иван");
     assert_eq!(ivan["phone"], "+7 495 000 0001");
@@ -553,22 +572,37 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     assert_eq!(jobs["items"][1]["dry_run"], true);
 
     // The bad rows, ten a page.
-    browser.wait_text("#bad-caption", "Bad rows 1–10 of 12", 30).await;
+    browser
+        .wait_text("#bad-caption", "Bad rows 1–10 of 12", 30)
+        .await;
     let count = "document.querySelectorAll('#bad-body tr').length";
     assert_eq!(browser.script(&format!("return {count}")).await, json!(10));
     let first = browser.text("#bad-body tr:first-child").await;
-    assert!(first.contains("invalid_email") && first.contains("плохой-адрес-1"), "{first}");
+    assert!(
+        first.contains("invalid_email") && first.contains("плохой-адрес-1"),
+        "{first}"
+    );
     browser.save_screenshot("web-page.png", "job").await;
     assert_accessible(&browser, &axe, "with the bad rows").await;
     browser.click("#bad-next").await;
-    browser.wait_text("#bad-caption", "Bad rows 11–12 of 12", 30).await;
+    browser
+        .wait_text("#bad-caption", "Bad rows 11–12 of 12", 30)
+        .await;
     assert_eq!(browser.script(&format!("return {count}")).await, json!(2));
     assert_eq!(browser.property("#bad-next", "disabled").await, json!(true));
     browser.click("#bad-prev").await;
-    browser.wait_text("#bad-caption", "Bad rows 1–10 of 12", 30).await;
+    browser
+        .wait_text("#bad-caption", "Bad rows 1–10 of 12", 30)
+        .await;
 
     // The bad-rows file behind the page's link: the twelve rows, ready to import again.
-    browser.wait_js("!document.getElementById('rows-file').hidden", "the bad-rows link", 10).await;
+    browser
+        .wait_js(
+            "!document.getElementById('rows-file').hidden",
+            "the bad-rows link",
+            10,
+        )
+        .await;
     let href = browser.property("#rows-file", "href").await;
     let downloaded = app.download(href.as_str().unwrap()).await;
     let text = String::from_utf8(downloaded.to_vec()).unwrap();
@@ -576,15 +610,22 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     assert_eq!(lines.next(), Some("email,first_name,last_name,phone,city"));
     let rest: Vec<&str> = lines.collect();
     assert_eq!(rest.len(), 12, "{text}");
-    assert!(rest[0].contains("плохой-адрес-1") && rest[0].contains("+7 495 111 0001"), "{text}");
-    let expected = app.download(&app.report_url(&token, &real_id, "?format=rows").await).await;
+    assert!(
+        rest[0].contains("плохой-адрес-1") && rest[0].contains("+7 495 111 0001"),
+        "{text}"
+    );
+    let expected = app
+        .download(&app.report_url(&token, &real_id, "?format=rows").await)
+        .await;
     assert_eq!(downloaded, expected);
 
     // Stopped by "max errors": failed; retried from the page; deleted from the page.
     browser.click("#dry-run").await;
     browser.type_into("#max-errors", "1").await;
     browser.click("#start").await;
-    browser.wait_text("#job-status", "too_many_errors", 60).await;
+    browser
+        .wait_text("#job-status", "too_many_errors", 60)
+        .await;
     let jobs = app.get_json(&token, "/imports").await;
     let failed = jobs["items"][0].clone();
     assert_eq!(failed["status"], "failed");
@@ -597,18 +638,32 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     let deadline = Instant::now() + Duration::from_secs(60);
     let retried = loop {
         let job = app.get_json(&token, &format!("/imports/{failed_id}")).await;
-        if job["started_at"] != failed["started_at"] && ["done", "failed"].contains(&job["status"].as_str().unwrap()) {
+        if job["started_at"] != failed["started_at"]
+            && ["done", "failed"].contains(&job["status"].as_str().unwrap())
+        {
             break job;
         }
         assert!(Instant::now() < deadline, "the retry never ran: {job}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     browser
-        .wait_text("#job-status", &format!("Status: {}", retried["status"].as_str().unwrap()), 30)
+        .wait_text(
+            "#job-status",
+            &format!("Status: {}", retried["status"].as_str().unwrap()),
+            30,
+        )
         .await;
-    browser.wait_js("!document.getElementById('delete').hidden", "the delete button", 10).await;
+    browser
+        .wait_js(
+            "!document.getElementById('delete').hidden",
+            "the delete button",
+            10,
+        )
+        .await;
     browser.click("#delete").await;
-    browser.wait_text("#notice", "Deleted the import of clients-1251.csv", 30).await;
+    browser
+        .wait_text("#notice", "Deleted the import of clients-1251.csv", 30)
+        .await;
     assert!(!browser.displayed("#job").await);
     assert_eq!(browser.focused().await, json!("history-title"));
     let gone = app.get(&token, &format!("/imports/{failed_id}")).await;
@@ -617,7 +672,12 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     // Past imports: a status filter and pages of ten.
     for i in 0..9 {
         let r = app
-            .upload(&token, Some(&format!("more-{i}")), "upsert", b"email\nzed@example.com\n")
+            .upload(
+                &token,
+                Some(&format!("more-{i}")),
+                "upsert",
+                b"email\nzed@example.com\n",
+            )
             .await;
         assert_eq!(r.status(), 201);
         let job: Value = r.json().await.unwrap();
@@ -631,9 +691,13 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     browser.click("#jobs-prev").await;
     browser.wait_text("#jobs-caption", "1–10 of 11", 30).await;
     browser.click("#status-filter option[value=failed]").await;
-    browser.wait_text("#jobs-caption", "with status failed: none of 0", 30).await;
+    browser
+        .wait_text("#jobs-caption", "with status failed: none of 0", 30)
+        .await;
     browser.click("#status-filter option[value=done]").await;
-    browser.wait_text("#jobs-caption", "with status done: 1–10 of 11", 30).await;
+    browser
+        .wait_text("#jobs-caption", "with status done: 1–10 of 11", 30)
+        .await;
 
     // A proxy's HTML error page becomes a readable message.
     browser
@@ -645,8 +709,13 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
         )
         .await;
     browser.click("#refresh").await;
-    let error = browser.wait_text("#error", "instead of the service's answer", 10).await;
-    assert!(error.contains("HTTP 502") && error.contains("proxy"), "{error}");
+    let error = browser
+        .wait_text("#error", "instead of the service's answer", 10)
+        .await;
+    assert!(
+        error.contains("HTTP 502") && error.contains("proxy"),
+        "{error}"
+    );
     assert!(!error.contains("<html>"), "{error}");
     browser
         .script("window.fetch = window.realFetch; return null")
