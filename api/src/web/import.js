@@ -83,7 +83,24 @@ async function loadPreview(fresh) {
     if (seq !== previewSeq) return;
     $("preview-status").textContent = "No preview: " + err.message;
     report(err, "No preview", preview.mapped ? "mapping" : "file");
+    if (err.code === "missing_email_column" && !preview.mapped) offerHeaders(file, seq);
   }
+}
+
+// The service recognised no email column, so it proposed no mapping: the page reads the
+// header line itself and lets the user say which cell holds the email.
+async function offerHeaders(file, seq) {
+  const head = await file.slice(0, 64 * 1024).arrayBuffer();
+  let label = $("encoding").value || "utf-8";
+  try { new TextDecoder(label); } catch (_) { label = "utf-8"; }
+  const line = new TextDecoder(label).decode(head).replace(/^\uFEFF/, "").split(/\r?\n/)[0];
+  const chosen = { comma: ",", semicolon: ";", tab: "\t", pipe: "|" }[$("delimiter").value];
+  const delimiter = chosen || [",", ";", "\t", "|"].reduce((a, b) => (line.split(b).length > line.split(a).length ? b : a));
+  const cells = line.split(delimiter).map((c) => c.trim().replace(/^"(.*)"$/, "$1"));
+  if (seq !== previewSeq) return;
+  preview.mapping = cells.map((header, position) => ({ header, position, column: null }));
+  fill($("mapping"), preview.mapping, mappingRow);
+  $("preview-status").textContent = "The service found no email column: choose the header that holds the email.";
 }
 
 function showPreview(p) {

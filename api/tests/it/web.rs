@@ -497,8 +497,22 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
         "{template}"
     );
 
-    // Picking the file opens its preview: `;`, windows-1251, the proposed mapping.
+    // A header the service finds no email in: the page offers the header's cells to map.
     let dir = tempfile::tempdir().unwrap();
+    let no_email = dir.path().join("no-email.csv");
+    std::fs::write(&no_email, "Mail Addr,First Name\nzoe@example.com,Zoe\n").unwrap();
+    browser
+        .type_into("#file", &no_email.display().to_string())
+        .await;
+    browser
+        .wait_text("#preview-status", "found no email column", 30)
+        .await;
+    assert!(!browser.text("#mapping-error").await.is_empty());
+    browser.click("#map-0 option[value=email]").await;
+    browser.wait_text("#rows", "zoe@example.com", 30).await;
+    assert_eq!(browser.text("#mapping-error").await, "");
+
+    // Picking the file opens its preview: `;`, windows-1251, the proposed mapping.
     let file = dir.path().join("clients-1251.csv");
     std::fs::write(&file, cyrillic_file()).unwrap();
     browser
