@@ -66,6 +66,8 @@ function failure(status, contentType, text) {
       "): a proxy or gateway between you and the service may be down or refusing the request; try again later";
   } else if (status === 0) {
     err.message = "the connection broke";
+  } else if (text && text.length < 200) {
+    err.message += ": " + text.trim();
   }
   return err;
 }
