@@ -3,6 +3,7 @@
 
 #[path = "../../api/tests/common/mod.rs"]
 mod common;
+mod preview;
 
 use common::{Backend, TestApp};
 use serde_json::Value;
