@@ -146,7 +146,6 @@ pub async fn receive(
     }
 }
 
-
 /// An upload slot for the request (a new upload or a replay), or 429 `too_many_uploads`.
 pub fn upload_slot(state: &AppState, user: Uuid, org: i32) -> ApiResult<crate::quota::Slot> {
     use crate::quota::Full;
@@ -166,7 +165,6 @@ pub fn upload_slot(state: &AppState, user: Uuid, org: i32) -> ApiResult<crate::q
         e
     })
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -61,7 +61,6 @@ pub fn import_options(params: &HashMap<String, String>) -> ApiResult<ImportOptio
     })
 }
 
-
 /// `mode` from the query: `insert_only` (the default) or `upsert` (422 otherwise).
 pub fn parse_mode(params: &HashMap<String, String>) -> ApiResult<ImportMode> {
     match params.get("mode").map(String::as_str) {

@@ -2,7 +2,7 @@
 //! `retry`, `delete`, and how a job is shown.
 
 use crate::{
-    api::{self, encoded, Api},
+    api::{encoded, Api},
     args::{FollowArgs, ImportArgs},
     failure::{self, Failure},
     follow::follow,

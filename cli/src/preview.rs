@@ -3,8 +3,8 @@
 
 use crate::{
     api::Api,
-    options::ImportOptions,
     failure::{self, Failure},
+    options::ImportOptions,
     output::Out,
 };
 use bulk_import_types::{PreviewRow, PreviewView};
@@ -113,9 +113,17 @@ pub fn table(p: &PreviewView) -> String {
     }
     lines.extend(aligned(&mapping));
     lines.push(String::new());
-    let mut rows = vec![["line", "email", "first_name", "last_name", "phone", "city", "check"]
-        .map(str::to_string)
-        .to_vec()];
+    let mut rows = vec![[
+        "line",
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "city",
+        "check",
+    ]
+    .map(str::to_string)
+    .to_vec()];
     for r in &p.rows {
         let mut cells = vec![r.line.to_string()];
         cells.extend(row_cells(r));

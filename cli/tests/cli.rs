@@ -3,6 +3,7 @@
 
 #[path = "../../api/tests/common/mod.rs"]
 mod common;
+#[path = "cli/preview.rs"]
 mod preview;
 
 use common::{Backend, TestApp};

@@ -96,9 +96,9 @@ pub fn parse_columns(s: &str) -> Result<ColumnMap, String> {
     }
     let mut pairs = vec![];
     for pair in s.split(',') {
-        let (column, header) = pair.split_once(':').ok_or_else(|| {
-            format!("{pair:?} is not column:header (e.g. email:E-mail Address)")
-        })?;
+        let (column, header) = pair
+            .split_once(':')
+            .ok_or_else(|| format!("{pair:?} is not column:header (e.g. email:E-mail Address)"))?;
         pairs.push((column, header));
     }
     ColumnMap::from_pairs(pairs)

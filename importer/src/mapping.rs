@@ -5,8 +5,8 @@
 //! [`HeaderError::HeaderNotFound`]. docs/import-semantics.md, The header and the columns.
 
 use crate::dialect::{HeaderError, HeaderMap};
-use bulk_import_core::options::{ColumnMap, HeaderKind, MappedColumn};
 use bulk_import_core::column_map::COLUMN_NAMES;
+use bulk_import_core::options::{ColumnMap, HeaderKind, MappedColumn};
 
 /// Header cells shown in a "not found" message, at most.
 const SHOWN_CELLS: usize = 12;
@@ -113,6 +113,10 @@ mod tests {
         assert_eq!((*column, header.as_str()), ("email", "Mail"));
         let job = err.job_error();
         assert_eq!(job.code, "invalid_columns");
-        assert!(job.message.contains(r#""E-mail", "Name""#), "{}", job.message);
+        assert!(
+            job.message.contains(r#""E-mail", "Name""#),
+            "{}",
+            job.message
+        );
     }
 }

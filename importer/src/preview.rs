@@ -220,10 +220,18 @@ mod tests {
         assert_eq!(p.rows[19].values[0].as_deref(), Some("user20@example.com"));
         // A short file: every row, not truncated; 25 rows: 20 shown, truncated.
         let short = b"email\na@b.co\n";
-        assert!(!preview(short, true, &ImportOptions::default()).unwrap().truncated);
+        assert!(
+            !preview(short, true, &ImportOptions::default())
+                .unwrap()
+                .truncated
+        );
         let rows: String = (0..25).map(|i| format!("u{i}@b.co\n")).collect();
-        let p = preview(format!("email\n{rows}").as_bytes(), true, &ImportOptions::default())
-            .unwrap();
+        let p = preview(
+            format!("email\n{rows}").as_bytes(),
+            true,
+            &ImportOptions::default(),
+        )
+        .unwrap();
         assert_eq!((p.rows.len(), p.truncated), (PREVIEW_ROWS, true));
         // The last record of a cut sample is not shown, however short the sample.
         let p = preview(b"email\na@b.co\nb@b.co", false, &ImportOptions::default()).unwrap();

@@ -20,7 +20,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use bulk_import_core::{job::rows_report_key, storage::StorageError, JobStatus};
+use bulk_import_core::{job::rows_report_key, repo, storage::StorageError, JobStatus};
 use serde::Serialize;
 use std::collections::HashMap;
 pub fn router() -> Router<AppState> {

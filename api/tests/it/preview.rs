@@ -91,8 +91,14 @@ async fn a_windows_1251_export_previews_with_its_dialect_mapping_and_rows() {
     assert_eq!(r.status(), StatusCode::OK);
     let p: Value = r.json().await.unwrap();
     let d = &p["dialect"];
-    assert_eq!((&d["delimiter"], &d["encoding"]), (&json!(";"), &json!("windows-1251")));
-    assert_eq!((&d["compression"], &d["header"]), (&json!("none"), &json!("by_name")));
+    assert_eq!(
+        (&d["delimiter"], &d["encoding"]),
+        (&json!(";"), &json!("windows-1251"))
+    );
+    assert_eq!(
+        (&d["compression"], &d["header"]),
+        (&json!("none"), &json!("by_name"))
+    );
     assert_eq!(
         p["mapping"],
         json!([
@@ -102,7 +108,10 @@ async fn a_windows_1251_export_previews_with_its_dialect_mapping_and_rows() {
             {"header": "Mobile Number", "position": 3, "column": null},
         ])
     );
-    assert!(d["warnings"][0].as_str().unwrap().contains("Mobile Number"), "{d}");
+    assert!(
+        d["warnings"][0].as_str().unwrap().contains("Mobile Number"),
+        "{d}"
+    );
     let rows = p["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(
@@ -172,10 +181,16 @@ async fn an_explicit_mapping_wins_over_detection_and_reaches_the_importer() {
 
     let r = upload(&app, &token, "mapped", &[("columns", MAPPING)], &file).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let job = app.wait_finished(&token, &id).await;
     assert_eq!(job["status"], "done", "{job}");
-    assert_eq!((&job["inserted_rows"], &job["error_rows"]), (&json!(2), &json!(1)));
+    assert_eq!(
+        (&job["inserted_rows"], &job["error_rows"]),
+        (&json!(2), &json!(1))
+    );
     let d = &job["dialect"];
     assert_eq!(d["header"], "explicit");
     assert_eq!(
@@ -190,8 +205,16 @@ async fn an_explicit_mapping_wins_over_detection_and_reaches_the_importer() {
     assert_eq!(
         phones,
         [
-            ("ivan@example.ru".into(), Some("Иван".into()), Some("+7 900 000-00-01".into())),
-            ("olga@example.ru".into(), Some("Ольга".into()), Some("+7 900 000-00-03".into())),
+            (
+                "ivan@example.ru".into(),
+                Some("Иван".into()),
+                Some("+7 900 000-00-01".into())
+            ),
+            (
+                "olga@example.ru".into(),
+                Some("Ольга".into()),
+                Some("+7 900 000-00-03".into())
+            ),
         ]
     );
 
@@ -204,14 +227,25 @@ async fn an_explicit_mapping_wins_over_detection_and_reaches_the_importer() {
         &file,
     )
     .await;
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let job = app.wait_finished(&token, &id).await;
-    assert_eq!(job["dialect"]["columns"].as_array().unwrap().len(), 1, "{job}");
+    assert_eq!(
+        job["dialect"]["columns"].as_array().unwrap().len(),
+        1,
+        "{job}"
+    );
     let names: Vec<Option<String>> = sqlx::query_scalar("SELECT first_name FROM customers")
         .fetch_all(&app.pool)
         .await
         .unwrap();
-    assert_eq!(names, [None, None], "an upsert of unmapped columns clears them");
+    assert_eq!(
+        names,
+        [None, None],
+        "an upsert of unmapped columns clears them"
+    );
 }
 
 #[tokio::test]
@@ -230,7 +264,10 @@ async fn the_mapping_is_part_of_the_idempotency_fingerprint() {
         let r = upload(&app, &token, "k", &other, &file).await;
         assert_eq!(
             error_body(r).await,
-            (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused".into()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused".into()
+            ),
             "{other:?}"
         );
     }
@@ -288,7 +325,10 @@ async fn mappings_that_cannot_be_applied_are_422_and_leave_nothing() {
     let r = preview(&app, &token, &[], b"Name;Phone\nAnn;+47\n").await;
     assert_eq!(
         error_body(r).await,
-        (StatusCode::UNPROCESSABLE_ENTITY, "missing_email_column".into())
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_email_column".into()
+        )
     );
     // The other options are checked as for an upload.
     let r = preview(&app, &token, &[("delimiter", "::")], &file).await;

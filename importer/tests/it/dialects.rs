@@ -430,7 +430,9 @@ async fn an_explicit_mapping_wins_over_the_header_names() {
         ),
         ..ImportOptions::default()
     };
-    let (job, _) = env.import_with(file, ImportMode::InsertOnly, &options).await;
+    let (job, _) = env
+        .import_with(file, ImportMode::InsertOnly, &options)
+        .await;
     // Records still need the header's four fields.
     assert_eq!(counters(&job), (JobStatus::Done, 2, 1, 0, 1));
     let d = dialect(&job);
@@ -450,7 +452,9 @@ async fn an_explicit_mapping_wins_over_the_header_names() {
         columns: Some(bulk_import_core::options::parse_columns("email:Courriel").unwrap()),
         ..ImportOptions::default()
     };
-    let (job, outcome) = env.import_with(file, ImportMode::InsertOnly, &options).await;
+    let (job, outcome) = env
+        .import_with(file, ImportMode::InsertOnly, &options)
+        .await;
     assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
     let error = job.error.clone().unwrap();
     assert!(error.starts_with("invalid_columns: "), "{error}");
