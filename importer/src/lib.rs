@@ -13,6 +13,8 @@ pub mod dialect;
 pub mod error_cap;
 pub mod load;
 pub mod local_file;
+pub mod mapping;
+pub mod preview;
 pub mod publish;
 pub mod reader;
 pub mod report;
