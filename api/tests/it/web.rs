@@ -247,7 +247,9 @@ impl Browser {
                 "document.getElementById('{id}').scrollIntoView(); return null"
             ))
             .await;
-            let path = std::path::Path::new(&dir).join(name);
+            // A relative directory is the workspace's (cargo runs the tests in api/).
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let path = root.join(dir).join(name);
             std::fs::write(path, self.screenshot().await).unwrap();
         }
     }
