@@ -194,6 +194,7 @@ async function refresh() {
   $("jobs-caption").textContent = "Past imports" + (status ? " with status " + status : "") + ": " + shown + of;
   $("jobs-prev").disabled = page.offset === 0;
   $("jobs-next").disabled = page.offset + page.items.length >= page.total;
+  keepFocus("history-title");
 }
 $("refresh").addEventListener("click", refresh);
 $("status-filter").addEventListener("change", () => { jobsOffset = 0; refresh(); });
@@ -212,6 +213,11 @@ function rowOf(cells) {
   const tr = document.createElement("tr");
   for (const c of cells) tr.appendChild(item("td", c));
   return tr;
+}
+
+// A pager button that has just been disabled loses the focus: give it to the heading `id`.
+function keepFocus(id) {
+  if (document.activeElement && document.activeElement.disabled) $(id).focus();
 }
 
 function delimiterName(d) { return d === "\t" ? "tab" : d; }

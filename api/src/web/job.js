@@ -66,6 +66,7 @@ async function badRows(job, afters) {
   $("bad-prev").onclick = () => badRows(job, afters.slice(0, -1));
   $("bad-next").onclick = () => badRows(job, [...afters, page.next_after]);
   $("bad-rows").hidden = false;
+  keepFocus("bad-rows-title");
 }
 
 // Live progress: the event stream, read with fetch (EventSource cannot send the token in a

@@ -441,7 +441,7 @@ async fn assert_accessible(browser: &Browser, axe: &str, when: &str) {
 
 #[tokio::test]
 async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes() {
-    let app = TestApp::spawn(Backend::Fs).await;
+    let app = TestApp::spawn(Backend::S3).await;
     let axe_js = Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/axe.sh"))
         .output()
@@ -604,6 +604,8 @@ async fn the_web_page_previews_maps_imports_pages_bad_rows_retries_and_deletes()
     browser
         .wait_text("#bad-caption", "Bad rows 11–12 of 12", 30)
         .await;
+    // The Next button, now disabled, handed the focus to the table's heading.
+    assert_eq!(browser.focused().await, json!("bad-rows-title"));
     assert_eq!(browser.script(&format!("return {count}")).await, json!(2));
     assert_eq!(browser.property("#bad-next", "disabled").await, json!(true));
     browser.click("#bad-prev").await;
