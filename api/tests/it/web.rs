@@ -390,6 +390,18 @@ async fn the_web_page_registers_uploads_shows_progress_and_the_report_and_cancel
         .type_into("#file", &slow.display().to_string())
         .await;
     browser.wait_text("#chosen", "slow.csv", 5).await;
+    // Its preview (the page sends the start of a file larger than the 64 KiB read).
+    assert!(std::fs::metadata(&slow).unwrap().len() > 64 * 1024);
+    browser
+        .wait_text("#preview-status", "5 of 5 headers mapped", 30)
+        .await;
+    browser
+        .wait_text(
+            "#rows-caption",
+            "The first 20 rows as they will be read (the file goes on)",
+            5,
+        )
+        .await;
     browser.click("#start").await;
     browser.wait_text("#job-status", "processing", 60).await;
     assert!(browser.displayed("#cancel").await);
