@@ -34,6 +34,10 @@ pub const CODES: &[(&str, &str)] = &[
         "the JSON body does not have the expected fields",
     ),
     (
+        "invalid_columns",
+        "`columns` is malformed, names an unknown column, maps a column or a header twice, has no email, or names a header the file does not have",
+    ),
+    (
         "invalid_delimiter",
         "`delimiter` is not one of `,` `;` `\\t` `|`",
     ),
@@ -72,6 +76,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("job_finished", "the job has already ended"),
     ("job_unfinished", "the job is still running"),
     ("malformed_json", "the body is not JSON"),
+    (
+        "missing_email_column",
+        "the file's header names known columns but no email column",
+    ),
     ("missing_file", "the multipart body has no `file` part"),
     (
         "missing_idempotency_key",

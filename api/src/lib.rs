@@ -18,11 +18,15 @@ pub mod metrics;
 pub mod progress_hub;
 pub mod quota;
 pub mod rate_limit;
+pub mod receive;
 pub mod request_limits;
 pub mod routes;
+pub mod sniff;
 pub mod state;
 pub mod sweeper;
+pub mod upload;
 pub mod upload_limits;
+pub mod upload_options;
 pub mod view;
 
 use anyhow::Context;
@@ -107,6 +111,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .merge(routes::auth::router())
         .merge(routes::imports::router())
+        .merge(routes::preview::router())
         .merge(routes::control::router())
         .merge(routes::orgs::router())
         .merge(routes::customers::router())

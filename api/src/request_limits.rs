@@ -119,9 +119,10 @@ impl http_body::Body for BoundedBody {
     }
 }
 
-/// The upload streams gigabytes under limits of its own.
+/// The upload (and the preview, which reads a file like it) streams gigabytes under limits
+/// of its own (`upload_limits`).
 fn is_upload(req: &Request) -> bool {
-    req.method() == Method::POST && req.uri().path() == "/imports"
+    req.method() == Method::POST && matches!(req.uri().path(), "/imports" | "/imports/preview")
 }
 
 fn close(mut response: Response) -> Response {

@@ -12,7 +12,7 @@
 //!   for an hour (the newest part of a multipart upload, the temporary file's modification
 //!   time). An upload older than that whose bytes still arrive is left alone.
 
-use crate::{executor::Executor, routes::imports::STALE_UPLOAD};
+use crate::{executor::Executor, upload::STALE_UPLOAD};
 use bulk_import_core::{repo, Storage};
 use sqlx::PgPool;
 use std::{sync::Arc, time::Duration};

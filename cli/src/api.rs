@@ -1,47 +1,16 @@
 //! The HTTP calls to the API. Connection errors, 5xx, 408 and 429 are temporary failures
 //! (exit 75), 401 and 403 authentication failures (exit 4): see `failure`.
 
-use crate::{config, failure::Failure, output::Out};
+use crate::{config, failure::Failure, options::ImportOptions, output::Out};
 use bulk_import_types::JobView;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::{multipart, Body, Client, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::{
     path::Path,
     time::{Duration, Instant},
 };
-use tokio::io::AsyncReadExt;
-
-/// What `import` asks for besides the file.
-pub struct ImportOptions {
-    pub mode: &'static str,
-    pub dry_run: bool,
-    pub max_errors: Option<u64>,
-    pub delimiter: Option<String>,
-    pub encoding: Option<String>,
-}
-
-impl ImportOptions {
-    /// The query string of `POST /imports`.
-    fn query(&self) -> String {
-        let mut query = format!("/imports?mode={}", self.mode);
-        if self.dry_run {
-            query.push_str("&dry_run=true");
-        }
-        if let Some(n) = self.max_errors {
-            query.push_str(&format!("&max_errors={n}"));
-        }
-        if let Some(d) = &self.delimiter {
-            query.push_str(&format!("&delimiter={}", encoded(d)));
-        }
-        if let Some(e) = &self.encoding {
-            query.push_str(&format!("&encoding={}", encoded(e)));
-        }
-        query
-    }
-}
 
 /// A path segment or query value, percent-encoded.
 pub fn encoded(s: &str) -> String {
@@ -169,6 +138,17 @@ impl Api {
         body: &Value,
     ) -> Result<T, Failure> {
         self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// A POST of a multipart form, answered with JSON (or the API's error).
+    pub async fn send_form<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: multipart::Form,
+    ) -> Result<T, Failure> {
+        let req = self.request(reqwest::Method::POST, path).multipart(form);
+        let resp = req.send().await.map_err(|e| self.connection(e))?;
+        self.json_of(resp).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), Failure> {
@@ -382,37 +362,4 @@ async fn copy_body(
     }
     out.flush().await.map_err(write_failed)?;
     Ok(n)
-}
-
-/// The default Idempotency-Key: the same file with the same options always gives the same
-/// key, so a command run again after a network failure finds its job instead of making a
-/// second one.
-pub async fn default_key(file: &Path, opts: &ImportOptions) -> Result<String, Failure> {
-    let mut handle = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
-    let mut hash = Sha256::new();
-    hash.update(format!(
-        "bulk-import-cli key v1\nmode={}\ndry_run={}\nmax_errors={:?}\n",
-        opts.mode, opts.dry_run, opts.max_errors
-    ));
-    // Only when given, so the keys of commands without them stay what they were.
-    if let Some(d) = &opts.delimiter {
-        hash.update(format!("delimiter={d:?}\n"));
-    }
-    if let Some(e) = &opts.encoding {
-        hash.update(format!("encoding={e:?}\n"));
-    }
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = handle
-            .read(&mut buf)
-            .await
-            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(format!("cli-{}", &hex::encode(hash.finalize())[..40]))
 }

@@ -174,6 +174,15 @@ pub struct ImportArgs {
     /// windows-1252, utf-16le
     #[arg(long, value_name = "LABEL")]
     pub encoding: Option<String>,
+    /// Which header each column is read from, instead of recognising the names:
+    /// `email:E-mail Address,phone:Mobile Number` (or a JSON object); columns not named are
+    /// not imported
+    #[arg(long, value_name = "MAPPING")]
+    pub columns: Option<String>,
+    /// Only show how the file would be read (the dialect, the mapping of its headers, the
+    /// first 20 rows and their checks); import nothing
+    #[arg(long, conflicts_with_all = ["wait", "key", "dry_run", "max_errors"])]
+    pub preview: bool,
     /// Idempotency-Key [default: a hash of the file and the options]
     #[arg(long, value_name = "K")]
     pub key: Option<String>,

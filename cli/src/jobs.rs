@@ -2,10 +2,11 @@
 //! `retry`, `delete`, and how a job is shown.
 
 use crate::{
-    api::{self, encoded, Api},
+    api::{encoded, Api},
     args::{FollowArgs, ImportArgs},
     failure::{self, Failure},
     follow::follow,
+    options,
     output::Out,
 };
 use bulk_import_types::{JobPage, JobView, Status};
@@ -16,12 +17,13 @@ pub async fn import(api: &Api, args: ImportArgs, out: &Out) -> Result<u8, Failur
     if args.follow.timeout.is_some() && !args.wait {
         return Err(Failure::usage("--timeout needs --wait"));
     }
-    let opts = api::ImportOptions {
+    let opts = options::ImportOptions {
         mode: args.mode.as_str(),
         dry_run: args.dry_run,
         max_errors: args.max_errors,
         delimiter: args.delimiter,
         encoding: args.encoding,
+        columns: args.columns,
     };
     // Standard input is spooled to a temporary file first: the default key hashes the whole
     // file before the upload, and an upload the API asks to repeat (429, 503) is sent again.
@@ -37,9 +39,12 @@ pub async fn import(api: &Api, args: ImportArgs, out: &Out) -> Result<u8, Failur
             .unwrap_or_else(|| "upload.csv".into());
         (None, args.file, name)
     };
+    if args.preview {
+        return crate::preview::preview(api, &file, &name, &opts, out).await;
+    }
     let key = match args.key {
         Some(k) => k,
-        None => api::default_key(&file, &opts).await?,
+        None => options::default_key(&file, &opts).await?,
     };
     let (job, created) = api.upload(&file, &name, &opts, &key, out).await?;
     let id = job.id.to_string();

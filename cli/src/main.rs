@@ -26,8 +26,10 @@ mod customers;
 mod failure;
 mod follow;
 mod jobs;
+mod options;
 mod org;
 mod output;
+mod preview;
 
 use api::Api;
 use args::{Cli, Command, PasswordArgs};

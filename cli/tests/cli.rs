@@ -3,6 +3,8 @@
 
 #[path = "../../api/tests/common/mod.rs"]
 mod common;
+#[path = "cli/preview.rs"]
+mod preview;
 
 use common::{Backend, TestApp};
 use serde_json::Value;

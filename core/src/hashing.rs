@@ -1,5 +1,6 @@
 //! An `AsyncRead` adapter that hashes (SHA-256) and counts what passes through it, and can
-//! refuse to pass more than a byte limit: uploads are fingerprinted while they stream.
+//! refuse to pass more than a byte limit: uploads are fingerprinted while they stream. It can
+//! also keep a copy of the first bytes (the file's head, whose header the API checks).
 
 use crate::storage::StreamStop;
 use sha2::{Digest, Sha256};
@@ -15,6 +16,8 @@ pub struct HashingReader<R> {
     hasher: Sha256,
     count: u64,
     limit: u64,
+    head: Vec<u8>,
+    head_cap: usize,
 }
 
 impl<R> HashingReader<R> {
@@ -26,7 +29,20 @@ impl<R> HashingReader<R> {
             hasher: Sha256::new(),
             count: 0,
             limit,
+            head: Vec::new(),
+            head_cap: 0,
         }
+    }
+
+    /// Keeps a copy of the first `cap` bytes read ([`HashingReader::head`]).
+    pub fn keep_head(mut self, cap: usize) -> Self {
+        self.head_cap = cap;
+        self
+    }
+
+    /// The first bytes read, up to the cap given to [`HashingReader::keep_head`].
+    pub fn head(&self) -> &[u8] {
+        &self.head
     }
 
     pub fn bytes(&self) -> u64 {
@@ -57,6 +73,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
                     return Poll::Ready(Err(StreamStop::TooLarge(this.limit).into_io()));
                 }
                 this.hasher.update(new);
+                let room = this.head_cap.saturating_sub(this.head.len());
+                this.head.extend_from_slice(&new[..new.len().min(room)]);
                 Poll::Ready(Ok(()))
             }
             other => other,
@@ -75,10 +93,19 @@ mod tests {
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
         assert_eq!(r.bytes(), 3);
+        assert!(r.head().is_empty());
         assert_eq!(
             r.hex_digest(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[tokio::test]
+    async fn keeps_the_head_it_is_asked_for() {
+        let mut r = HashingReader::new(&b"abcdef"[..], 10).keep_head(4);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await.unwrap();
+        assert_eq!((r.head(), r.bytes()), (&b"abcd"[..], 6));
     }
 
     #[tokio::test]

@@ -182,6 +182,8 @@ pub struct JobRow {
     pub dialect: Option<String>,
     /// gzip uploads: where the next record starts in the decompressed stream.
     pub checkpoint_stream_offset: Option<i64>,
+    /// The explicit column mapping asked for (`columns=`), as JSON (`ColumnMap::to_json`).
+    pub columns: Option<String>,
 }
 
 /// A job's committed counters and checkpoint, as one batch transaction leaves them.
@@ -223,6 +225,10 @@ impl JobRow {
             max_errors: self.max_errors,
             delimiter: self.delimiter.as_deref().and_then(|d| d.bytes().next()),
             encoding: self.encoding.clone(),
+            columns: self
+                .columns
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
         }
     }
 

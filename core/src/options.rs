@@ -1,7 +1,8 @@
 //! What a user may ask of an import besides its mode (`POST /imports` query parameters:
-//! `dry_run`, `max_errors`, `delimiter`, `encoding`), and the dialect the importer detected
+//! `dry_run`, `max_errors`, `delimiter`, `encoding`, `columns`), and the dialect the importer detected
 //! and used (`dialect` in the job JSON). Both are stored with the job row.
 
+pub use crate::column_map::{parse_columns, ColumnMap};
 use serde::{Deserialize, Serialize};
 
 /// Delimiters the importer recognises (docs/import-semantics.md, Dialect), in tie-breaking order.
@@ -18,6 +19,9 @@ pub struct ImportOptions {
     pub delimiter: Option<u8>,
     /// Overrides encoding detection: a canonical WHATWG encoding name (`windows-1251`).
     pub encoding: Option<String>,
+    /// Overrides the header's detection: the explicit mapping of the columns to header cells.
+    #[serde(default)]
+    pub columns: Option<ColumnMap>,
 }
 
 impl ImportOptions {
@@ -27,13 +31,19 @@ impl ImportOptions {
         if *self == ImportOptions::default() {
             return String::new();
         }
-        format!(
+        let mut suffix = format!(
             ":dry_run={}:max_errors={}:delimiter={}:encoding={}",
             self.dry_run,
             self.max_errors.map(|n| n.to_string()).unwrap_or_default(),
             self.delimiter.map(|d| d.to_string()).unwrap_or_default(),
             self.encoding.as_deref().unwrap_or_default()
-        )
+        );
+        // Only when given, so that the fingerprints of earlier options stay what they were.
+        if let Some(columns) = &self.columns {
+            suffix.push_str(":columns=");
+            suffix.push_str(&columns.to_json());
+        }
+        suffix
     }
 }
 
@@ -75,6 +85,8 @@ pub enum HeaderKind {
     ByName,
     /// No name was recognised: the five columns in their standard order.
     Positional,
+    /// The upload's `columns=` said which header cell each column is in.
+    Explicit,
 }
 
 /// One of the five columns and where it comes from in the file.
@@ -137,5 +149,13 @@ mod tests {
             ..ImportOptions::default()
         };
         assert_ne!(o.fingerprint_suffix(), "");
+        let mapped = ImportOptions {
+            columns: Some(parse_columns("email:Mail").unwrap()),
+            ..o.clone()
+        };
+        assert_eq!(
+            mapped.fingerprint_suffix(),
+            format!("{}:columns={{\"email\":\"Mail\"}}", o.fingerprint_suffix())
+        );
     }
 }

@@ -40,7 +40,7 @@ macro_rules! select_jobs {
                  inserted_rows, updated_rows, error_rows, checkpoint_offset, checkpoint_line,
                  report_object, error_code, error, attempts, owner_id, lease_expires_at, created_at,
                  started_at, finished_at, updated_at, dry_run, max_errors, delimiter, encoding,
-                 dialect, checkpoint_stream_offset
+                 dialect, checkpoint_stream_offset, columns
                FROM import_jobs "# + $tail
             $(, $arg)*
         )
@@ -211,22 +211,31 @@ pub struct NewReservation<'a> {
 }
 
 /// The options as their columns store them.
-fn option_columns(o: &ImportOptions) -> (bool, Option<i64>, Option<String>, Option<&str>) {
+type OptionColumns<'a> = (
+    bool,
+    Option<i64>,
+    Option<String>,
+    Option<&'a str>,
+    Option<String>,
+);
+
+fn option_columns(o: &ImportOptions) -> OptionColumns<'_> {
     (
         o.dry_run,
         o.max_errors,
         o.delimiter.map(|d| (d as char).to_string()),
         o.encoding.as_deref(),
+        o.columns.as_ref().map(|c| c.to_json()),
     )
 }
 
 /// Reserves an Idempotency-Key for an upload (`uploading`); false when the key is taken.
 pub async fn reserve(db: impl PgExecutor<'_>, r: &NewReservation<'_>) -> Result<bool> {
-    let (dry_run, max_errors, delimiter, encoding) = option_columns(r.options);
+    let (dry_run, max_errors, delimiter, encoding, columns) = option_columns(r.options);
     let done = sqlx::query!(
         "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, source_object, file_name, \
-           dry_run, max_errors, delimiter, encoding, org_id) \
-         VALUES ($1, $2, $3, '', $4, 'uploading', $5, '', $6, $7, $8, $9, $10) ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+           dry_run, max_errors, delimiter, encoding, org_id, columns) \
+         VALUES ($1, $2, $3, '', $4, 'uploading', $5, '', $6, $7, $8, $9, $10, $11) ON CONFLICT (user_id, idempotency_key) DO NOTHING",
         r.id,
         r.user_id,
         r.idempotency_key,
@@ -236,7 +245,8 @@ pub async fn reserve(db: impl PgExecutor<'_>, r: &NewReservation<'_>) -> Result<
         max_errors,
         delimiter,
         encoding,
-        r.org_id
+        r.org_id,
+        columns
     )
     .execute(db)
     .await?;
@@ -337,11 +347,11 @@ pub struct NewJob<'a> {
 
 /// A `pending` job for a file already stored (`bulk-import-importer submit`).
 pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> Result<()> {
-    let (dry_run, max_errors, delimiter, encoding) = option_columns(j.options);
+    let (dry_run, max_errors, delimiter, encoding, columns) = option_columns(j.options);
     sqlx::query!(
         "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
-           source_object, file_name, file_size, dry_run, max_errors, delimiter, encoding, org_id) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13)",
+           source_object, file_name, file_size, dry_run, max_errors, delimiter, encoding, org_id, columns) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         j.id,
         j.user_id,
         j.idempotency_key,
@@ -354,7 +364,8 @@ pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> Result<(
         max_errors,
         delimiter,
         encoding,
-        j.org_id
+        j.org_id,
+        columns
     )
     .execute(db)
     .await?;

@@ -38,6 +38,7 @@ impl From<Dialect> for DialectView {
             header: match d.header {
                 HeaderKind::ByName => "by_name",
                 HeaderKind::Positional => "positional",
+                HeaderKind::Explicit => "explicit",
             }
             .to_string(),
             columns: d

@@ -227,6 +227,7 @@ pub fn detect_and_read(input: &[u8]) {
                 );
                 continue;
             }
+            Err(e @ HeaderError::HeaderNotFound { .. }) => unreachable!("no columns= given: {e:?}"),
         };
         assert!(DELIMITERS.contains(&d.delimiter_byte()));
         assert!(encoding_rs::Encoding::for_label(d.encoding.as_bytes()).is_some());
@@ -236,6 +237,7 @@ pub fn detect_and_read(input: &[u8]) {
                 let pos: Vec<usize> = d.columns.iter().map(|c| c.position).collect();
                 assert_eq!(pos, [1, 2, 3, 4, 5]);
             }
+            HeaderKind::Explicit => unreachable!("no columns= given"),
             HeaderKind::ByName => {
                 assert_eq!(d.columns.first().map(|c| c.column.as_str()), Some("email"));
                 let mut seen = std::collections::HashSet::new();

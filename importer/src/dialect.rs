@@ -18,7 +18,8 @@
 //!   keeps the predecessor's positional five columns.
 //!
 //! A header that does not end within the sample is treated as unrecognised (positional),
-//! with a warning.
+//! with a warning. An explicit mapping (`columns=`) replaces the recognition of names
+//! (`crate::mapping`).
 
 use crate::reader::{RawRecord, RecordReader};
 use crate::validate::COLUMNS;
@@ -177,6 +178,13 @@ pub fn detect_delimiter(header_line: &[u8]) -> u8 {
 pub enum HeaderError {
     /// Some names were recognised, but none is the email.
     MissingEmailColumn(Vec<String>),
+    /// The explicit mapping names a header the file does not have.
+    HeaderNotFound {
+        column: &'static str,
+        header: String,
+        /// The file's header cells.
+        cells: Vec<String>,
+    },
 }
 
 impl HeaderError {
@@ -191,14 +199,24 @@ impl HeaderError {
                     found.join(", ")
                 ),
             ),
+            HeaderError::HeaderNotFound {
+                column,
+                header,
+                cells,
+            } => JobError::new(
+                "invalid_columns",
+                crate::mapping::not_found_message(column, header, cells),
+            ),
         }
     }
 }
 
+/// How a header maps: its kind, the fields a record must have, the columns found and the
+/// warnings.
+pub type HeaderMap = (HeaderKind, usize, Vec<MappedColumn>, Vec<String>);
+
 /// Maps the header's cells (already decoded) to the five columns.
-pub fn map_header(
-    cells: &[String],
-) -> Result<(HeaderKind, usize, Vec<MappedColumn>, Vec<String>), HeaderError> {
+pub fn map_header(cells: &[String]) -> Result<HeaderMap, HeaderError> {
     let mut found: [Option<usize>; 5] = [None; 5];
     let mut warnings = vec![];
     for (i, cell) in cells.iter().enumerate() {
@@ -258,6 +276,17 @@ pub fn detect(
     gzip: bool,
     options: &ImportOptions,
 ) -> Result<Dialect, HeaderError> {
+    detect_with_header(sample, whole_file, gzip, options).map(|(dialect, _)| dialect)
+}
+
+/// [`detect`], and the header's cells as read (empty when the header line does not end
+/// within the sample).
+pub fn detect_with_header(
+    sample: &[u8],
+    whole_file: bool,
+    gzip: bool,
+    options: &ImportOptions,
+) -> Result<(Dialect, Vec<String>), HeaderError> {
     let (encoding, bom) = detect_encoding(sample, whole_file, options.encoding.as_deref());
     let decoded: Vec<u8> = if encoding == UTF_8 {
         sample[bom..].to_vec()
@@ -289,9 +318,12 @@ pub fn detect(
         ));
         vec![]
     };
-    let (header, fields, columns, more) = map_header(&cells)?;
+    let (header, fields, columns, more) = match &options.columns {
+        Some(map) => crate::mapping::map_explicit(&cells, map)?,
+        None => map_header(&cells)?,
+    };
     warnings.extend(more);
-    Ok(Dialect {
+    let dialect = Dialect {
         delimiter: (delimiter as char).to_string(),
         encoding: encoding.name().to_string(),
         compression: if gzip { "gzip" } else { "none" }.to_string(),
@@ -299,7 +331,8 @@ pub fn detect(
         fields,
         columns,
         warnings,
-    })
+    };
+    Ok((dialect, cells))
 }
 
 /// The encoding of a recorded dialect, and the BOM length to skip at the file's start.

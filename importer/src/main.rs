@@ -2,7 +2,7 @@
 //! local file. Exit codes are in `bulk_import_importer::exit`.
 
 use bulk_import_core::{
-    options::ImportOptions,
+    options::{ColumnMap, ImportOptions},
     telemetry,
     vars::{env_help, Component},
     ImportMode, Settings,
@@ -52,11 +52,19 @@ enum Command {
         /// Encoding instead of detecting it (a WHATWG label: utf-8, windows-1251, …).
         #[arg(long, value_parser = parse_encoding)]
         encoding: Option<String>,
+        /// Which header cell each column is read from, instead of recognising the names:
+        /// `email:E-mail Address,phone:Mobile Number` (or a JSON object).
+        #[arg(long, value_parser = parse_columns, value_name = "MAPPING")]
+        columns: Option<ColumnMap>,
     },
 }
 
 fn parse_delimiter(s: &str) -> Result<u8, String> {
     bulk_import_core::options::parse_delimiter(s)
+}
+
+fn parse_columns(s: &str) -> Result<ColumnMap, String> {
+    bulk_import_core::options::parse_columns(s)
 }
 
 fn parse_encoding(s: &str) -> Result<String, String> {
@@ -90,6 +98,7 @@ fn main() {
                     max_errors,
                     delimiter,
                     encoding,
+                    columns,
                 }),
             ) => {
                 let options = ImportOptions {
@@ -97,6 +106,7 @@ fn main() {
                     max_errors: max_errors.map(|n| n.min(i64::MAX as u64) as i64),
                     delimiter,
                     encoding,
+                    columns,
                 };
                 let result = async {
                     let pool = settings.pool(2).await?;

@@ -225,6 +225,7 @@ mod tests {
             encoding: None,
             dialect: None,
             checkpoint_stream_offset: None,
+            columns: None,
         }
     }
 

@@ -7,6 +7,10 @@
 //! Compatibility: a client reads the fields it knows and ignores the others, and a status it
 //! does not know is [`Status::Unknown`], so an older CLI keeps working against a newer API.
 
+mod preview;
+
+pub use preview::{HeaderMapping, PreviewRow, PreviewValues, PreviewView, RowProblem};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -123,7 +127,8 @@ pub struct DialectView {
     pub encoding: String,
     /// `gzip` or `none`.
     pub compression: String,
-    /// `by_name` (columns matched by header name) or `positional` (no name recognised).
+    /// `by_name` (columns matched by header name), `positional` (no name recognised) or
+    /// `explicit` (the upload's `columns=` mapping).
     #[cfg_attr(feature = "openapi", schema(example = "by_name"))]
     pub header: String,
     /// Where each of the five columns was found; missing optional ones are absent (NULL).

@@ -3,7 +3,7 @@
 
 use crate::{
     error::ErrorBody,
-    routes::{auth, control, customers, events, health, imports, orgs},
+    routes::{auth, control, customers, events, health, imports, orgs, preview},
     state::AppState,
     view::{JobPage, JobView},
 };
@@ -19,14 +19,15 @@ use utoipa_swagger_ui::SwaggerUi;
     info(title = "bulk-import", description = "Load customer CSV files into Postgres: idempotent uploads, live progress, error reports."),
     paths(
         health::health, health::ready, auth::register, auth::token,
-        imports::create, imports::list, imports::show, imports::errors_report, events::events,
+        imports::create, preview::preview, imports::list, imports::show, imports::errors_report, events::events,
         control::cancel, control::retry, control::remove,
         orgs::current, orgs::remove_member, orgs::create_invitation, orgs::list_invitations, orgs::revoke_invitation,
         customers::list, customers::show, customers::export,
     ),
     components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::Registration, auth::UserView, auth::OrganizationRef, crate::view::CreatedBy,
         orgs::OrganizationView, orgs::MemberView, orgs::InvitationRequest, orgs::InvitationView, orgs::NewInvitationView, orgs::InvitationList,
-        customers::CustomerPage, crate::customers::Customer, crate::error_rows::ErrorRowPage, crate::error_rows::ErrorRow, crate::error_rows::RowValues, crate::customers::CustomerDetail, auth::TokenView, imports::ReportLink, imports::UploadForm)),
+        customers::CustomerPage, crate::customers::Customer, crate::error_rows::ErrorRowPage, crate::error_rows::ErrorRow, crate::error_rows::RowValues, crate::customers::CustomerDetail, auth::TokenView, imports::ReportLink, imports::UploadForm,
+        bulk_import_types::PreviewView, bulk_import_types::HeaderMapping, bulk_import_types::PreviewRow, bulk_import_types::PreviewValues, bulk_import_types::RowProblem)),
     modifiers(&BearerAuth, &Enums),
 )]
 pub struct ApiDoc;

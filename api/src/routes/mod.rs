@@ -9,4 +9,5 @@ pub mod events;
 pub mod health;
 pub mod imports;
 pub mod orgs;
+pub mod preview;
 pub mod web;

@@ -1,30 +1,104 @@
-// The bulk-import web page: plain JavaScript, no build step, no inline script (it runs under
-// the API's Content-Security-Policy). The access token lives in sessionStorage (this tab
-// only) and is sent in the Authorization header, never in a URL.
+// The bulk-import web page (docs/web.md): plain JavaScript, no build step, no inline script (it
+// runs under the API's Content-Security-Policy). The access token lives in sessionStorage (this
+// tab only) and is sent in the Authorization header, never in a URL.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const store = window.sessionStorage;
+const FINISHED = ["done", "failed", "cancelled"];
+const COLUMNS = ["email", "first_name", "last_name", "phone", "city"];
+const PREVIEW_BYTES = 1024 * 1024; // the API reads 64 KiB; a MiB leaves room for gzip
+const BAD_PAGE = 10;
+const JOBS_PAGE = 10;
 let current = null; // the job being shown
 let follow = null; // AbortController of the event stream being read
+let preview = null; // {file, mapping, mapped}: the file picked and its column mapping
+let lastUpload = null; // {file, options, id}: what the page uploaded last, for "import for real"
 
 function token() { return store.getItem("bi_token"); }
 
-function showError(message) { $("error").textContent = message || ""; }
+// ---- errors: next to their field when the API names one, else in the page's alert ----
 
-async function api(method, path, body) {
+function showError(message) { $("error").textContent = message || ""; }
+function notice(message) { $("notice").textContent = message || ""; }
+
+// The field each error code is about, per form.
+const FIELD_OF = {
+  invalid_email: "email", email_taken: "email", weak_password: "password", unauthorized: "password",
+  invalid_delimiter: "delimiter", invalid_encoding: "encoding", invalid_max_errors: "max-errors",
+  missing_file: "file", upload_too_large: "file", storage_quota_exceeded: "file",
+};
+
+function clearFieldErrors() {
+  for (const el of document.querySelectorAll(".field-error")) el.textContent = "";
+  for (const el of document.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+}
+
+function fieldError(field, message) {
+  $(field + "-error").textContent = message;
+  const input = $(field);
+  if (input) input.setAttribute("aria-invalid", "true");
+}
+
+// Shows `err` next to its field when there is one on the page, else as the page's alert.
+function report(err, prefix, fallbackField) {
+  let field = FIELD_OF[err.code];
+  if (!field && err.code && /column|mapping|header/.test(err.code)) field = "mapping";
+  field = field || fallbackField;
+  if (field && $(field + "-error") && !$(field + "-error").closest("[hidden]")) fieldError(field, err.message);
+  else showError(prefix + ": " + err.message);
+}
+
+// An API failure as an Error with the problem's `code`; a page that is not JSON (a proxy's
+// error page, a login portal) gets a message a person can act on.
+function failure(status, contentType, text) {
+  const err = new Error("HTTP " + status);
+  err.status = status;
+  if (/json/.test(contentType || "")) {
+    try {
+      const p = JSON.parse(text);
+      err.code = p.code;
+      err.message = p.detail || p.message || err.message;
+    } catch (_) { /* keep the status */ }
+  } else if (/html/.test(contentType || "") || /^\s*</.test(text || "")) {
+    err.code = "not_json";
+    err.message = "the server answered with a web page instead of the service's answer (HTTP " + status +
+      "): a proxy or gateway between you and the service may be down or refusing the request; try again later";
+  } else if (status === 0) {
+    err.message = "the connection broke";
+  } else if (text && text.length < 200) {
+    err.message += ": " + text.trim();
+  }
+  return err;
+}
+
+async function request(method, path, body, isForm) {
   const headers = {};
   if (token()) headers["Authorization"] = "Bearer " + token();
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (body !== undefined && !isForm) headers["Content-Type"] = "application/json";
+  let r;
+  try {
+    r = await fetch(path, { method, headers, body: body === undefined || isForm ? body : JSON.stringify(body) });
+  } catch (_) { throw failure(0, "", ""); }
   const text = await r.text();
-  const data = text ? JSON.parse(text) : null;
+  const type = r.headers.get("Content-Type") || "";
   if (!r.ok) {
     if (r.status === 401 && token() && path !== "/auth/token") signOut();
-    throw new Error((data && data.message) || ("HTTP " + r.status));
+    throw failure(r.status, type, text);
   }
-  return data;
+  if (!text) return null;
+  if (!/json/.test(type)) throw failure(r.status, type, text);
+  return JSON.parse(text);
 }
+const api = (method, path, body) => request(method, path, body, false);
+
+// Moves the keyboard focus to a section that has just opened (its heading).
+function reveal(section) {
+  $(section).hidden = false;
+  $(section + "-title").focus();
+}
+
+// ---- signing in ----
 
 function signedIn() {
   const on = !!token();
@@ -40,7 +114,7 @@ function signOut() {
   store.removeItem("bi_token");
   store.removeItem("bi_email");
   if (follow) follow.abort();
-  $("job").hidden = true;
+  for (const id of ["job", "preview"]) $(id).hidden = true;
   signedIn();
 }
 
@@ -50,206 +124,106 @@ async function logIn(email, password) {
   store.setItem("bi_email", email);
   $("password").value = "";
   signedIn();
+  $("upload-title").focus();
+}
+
+function authFieldsValid() {
+  clearFieldErrors();
+  showError("");
+  if (!$("email").checkValidity()) fieldError("email", "Enter an email address.");
+  if (!$("password").checkValidity()) fieldError("password", "Enter a password of 8 to 128 characters.");
+  return !document.querySelector("#auth-form [aria-invalid]");
 }
 
 $("auth-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  showError("");
-  try { await logIn($("email").value, $("password").value); } catch (err) { showError("Log in failed: " + err.message); }
+  if (!authFieldsValid()) return;
+  try { await logIn($("email").value, $("password").value); } catch (err) {
+    report(err.code === "unauthorized" ? Object.assign(err, { message: "Wrong email or password." }) : err, "Log in failed");
+  }
 });
 
 $("register").addEventListener("click", async () => {
-  showError("");
-  if (!$("auth-form").reportValidity()) return;
+  if (!authFieldsValid()) return;
   try {
     await api("POST", "/auth/register", { email: $("email").value, password: $("password").value });
     await logIn($("email").value, $("password").value);
-  } catch (err) { showError("Sign up failed: " + err.message); }
+  } catch (err) { report(err, "Sign up failed"); }
 });
 
 $("logout").addEventListener("click", signOut);
 
-// Picking or dropping a file.
-const drop = $("drop");
-["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
-["dragleave", "drop"].forEach((t) => drop.addEventListener(t, () => drop.classList.remove("over")));
-drop.addEventListener("drop", (e) => {
-  e.preventDefault();
-  if (e.dataTransfer && e.dataTransfer.files.length) {
-    $("file").files = e.dataTransfer.files;
-    chosen();
+// ---- past imports ----
+
+let jobsOffset = 0;
+
+// One page of the organization's jobs with `status` (any when empty). The API has no status
+// filter, so a filtered page is gathered from the newest jobs, at most 1000 of them looked at.
+async function fetchJobs(status, offset, limit) {
+  if (!status) return api("GET", "/imports?limit=" + limit + "&offset=" + offset);
+  const matches = [];
+  let more = false; // stopped before the end
+  for (let from = 0; ; from += 100) {
+    const page = await api("GET", "/imports?limit=100&offset=" + from);
+    matches.push(...page.items.filter((j) => j.status === status));
+    if (from + 100 >= page.total) break;
+    if (matches.length > offset + limit || from + 100 >= 1000) { more = true; break; }
   }
-});
-function chosen() {
-  const f = $("file").files[0];
-  $("chosen").textContent = f ? f.name + " (" + f.size.toLocaleString() + " bytes)" : "";
+  return { items: matches.slice(offset, offset + limit), offset, limit, total: matches.length, more };
 }
-$("file").addEventListener("change", chosen);
-
-function randomKey() {
-  const b = new Uint8Array(16);
-  crypto.getRandomValues(b);
-  return "web-" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
-
-$("upload-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  showError("");
-  const file = $("file").files[0];
-  if (!file) { showError("Choose a file first."); return; }
-  const query = "?mode=" + encodeURIComponent($("mode").value) + ($("dry-run").checked ? "&dry_run=true" : "");
-  const form = new FormData();
-  form.append("file", file, file.name);
-  // XMLHttpRequest, because fetch reports no upload progress.
-  const xhr = new XMLHttpRequest();
-  xhr.open("POST", "/imports" + query);
-  xhr.setRequestHeader("Authorization", "Bearer " + token());
-  xhr.setRequestHeader("Idempotency-Key", randomKey());
-  resetJob();
-  $("job").hidden = false;
-  $("start").disabled = true;
-  $("job-status").textContent = "Uploading " + file.name + "…";
-  xhr.upload.addEventListener("progress", (ev) => {
-    if (ev.lengthComputable) $("upload-progress").value = Math.floor((ev.loaded * 100) / ev.total);
-  });
-  xhr.addEventListener("load", () => {
-    $("start").disabled = false;
-    let data = null;
-    try { data = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
-    if (xhr.status === 200 || xhr.status === 201) {
-      $("upload-progress").value = 100;
-      watch(data);
-      refresh();
-    } else {
-      $("job-status").textContent = "";
-      showError("Upload refused: " + ((data && data.message) || ("HTTP " + xhr.status)));
-    }
-  });
-  xhr.addEventListener("error", () => { $("start").disabled = false; showError("Upload failed: the connection broke."); });
-  xhr.send(form);
-});
-
-function resetJob() {
-  if (follow) follow.abort();
-  current = null;
-  for (const id of ["upload-progress", "import-progress"]) $(id).value = 0;
-  for (const id of ["processed", "inserted", "updated", "bad"]) $(id).textContent = "0";
-  $("report").hidden = true;
-  $("report").removeAttribute("href");
-  $("cancel").hidden = true;
-}
-
-const FINISHED = ["done", "failed", "cancelled"];
-
-function render(job) {
-  current = job;
-  $("job-title").textContent = "Import of " + job.file_name;
-  $("import-progress").value = Math.floor(job.progress_percent);
-  $("processed").textContent = job.processed_rows;
-  $("inserted").textContent = job.inserted_rows;
-  $("updated").textContent = job.updated_rows;
-  $("bad").textContent = job.error_rows;
-  let status = job.status + (job.dry_run ? " (dry run)" : "");
-  if (job.error) status += ": " + job.error;
-  $("job-status").textContent = "Status: " + status;
-  $("cancel").hidden = FINISHED.includes(job.status);
-}
-
-async function finished(job) {
-  render(job);
-  refresh();
-  if (job.status === "done" && job.errors_report_available) {
-    try {
-      const link = await api("GET", "/imports/" + job.id + "/errors");
-      $("report").href = link.url;
-      $("report").hidden = false;
-    } catch (err) { showError("No report: " + err.message); }
-  }
-}
-
-// Live progress: the event stream, read with fetch (EventSource cannot send the token in a
-// header); polling when the stream is refused or breaks.
-async function watch(job) {
-  resetJob();
-  $("job").hidden = false;
-  $("upload-progress").value = 100;
-  render(job);
-  if (FINISHED.includes(job.status)) { finished(job); return; }
-  const controller = new AbortController();
-  follow = controller;
-  try {
-    const r = await fetch("/imports/" + job.id + "/events", {
-      headers: { Authorization: "Bearer " + token(), Accept: "text/event-stream" },
-      signal: controller.signal,
-    });
-    if (r.ok && r.body) {
-      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          let event = "message", data = "";
-          for (const line of block.split("\n")) {
-            if (line.startsWith("event:")) event = line.slice(6).trim();
-            else if (line.startsWith("data:")) data += line.slice(5).trim();
-          }
-          if (event === "progress" && data) {
-            const snap = JSON.parse(data);
-            if (FINISHED.includes(snap.status)) { follow = null; finished(snap); return; }
-            render(snap);
-          }
-        }
-      }
-    }
-  } catch (err) {
-    if (controller.signal.aborted) return;
-  }
-  if (controller.signal.aborted) return;
-  for (;;) {
-    await new Promise((ok) => setTimeout(ok, 1000));
-    if (controller.signal.aborted) return;
-    try {
-      const snap = await api("GET", "/imports/" + job.id);
-      if (FINISHED.includes(snap.status)) { finished(snap); return; }
-      render(snap);
-    } catch (err) { showError(err.message); return; }
-  }
-}
-
-$("cancel").addEventListener("click", async () => {
-  if (!current) return;
-  try { render(await api("POST", "/imports/" + current.id + "/cancel")); } catch (err) { showError("Cancel failed: " + err.message); }
-});
 
 async function refresh() {
   if (!token()) return;
+  const status = $("status-filter").value;
   let page;
-  try { page = await api("GET", "/imports?limit=20"); } catch (err) { showError(err.message); return; }
-  const body = $("jobs");
-  body.replaceChildren();
-  for (const job of page.items) {
-    const tr = document.createElement("tr");
-    for (const text of [job.file_name, job.status, job.processed_rows, job.error_rows, new Date(job.created_at).toLocaleString()]) {
-      const td = document.createElement("td");
-      td.textContent = String(text);
-      tr.appendChild(td);
-    }
+  try { page = await fetchJobs(status, jobsOffset, JOBS_PAGE); } catch (err) { showError(err.message); return; }
+  fill($("jobs"), page.items, (job) => {
+    const when = new Date(job.created_at).toLocaleString();
+    const tr = rowOf([job.file_name, job.status + (job.dry_run ? " (dry run)" : ""), job.processed_rows, job.error_rows, when]);
     const td = document.createElement("td");
-    const b = document.createElement("button");
+    const b = item("button", "Show");
     b.type = "button";
-    b.textContent = "Show";
-    b.setAttribute("aria-label", "Show the import of " + job.file_name + " from " + new Date(job.created_at).toLocaleString());
+    b.setAttribute("aria-label", "Show the import of " + job.file_name + " from " + when);
     b.addEventListener("click", () => watch(job));
     td.appendChild(b);
     tr.appendChild(td);
-    body.appendChild(tr);
-  }
+    return tr;
+  });
+  const shown = page.items.length ? (page.offset + 1) + "–" + (page.offset + page.items.length) : "none";
+  const of = page.more ? " of more than " + page.total : " of " + page.total;
+  $("jobs-caption").textContent = "Past imports" + (status ? " with status " + status : "") + ": " + shown + of;
+  $("jobs-prev").disabled = page.offset === 0;
+  $("jobs-next").disabled = page.offset + page.items.length >= page.total;
+  keepFocus("history-title");
 }
 $("refresh").addEventListener("click", refresh);
+$("status-filter").addEventListener("change", () => { jobsOffset = 0; refresh(); });
+$("jobs-prev").addEventListener("click", () => { jobsOffset = Math.max(0, jobsOffset - JOBS_PAGE); refresh(); });
+$("jobs-next").addEventListener("click", () => { jobsOffset += JOBS_PAGE; refresh(); });
 
-signedIn();
+// ---- small DOM helpers ----
+
+function item(tag, text) {
+  const el = document.createElement(tag);
+  el.textContent = String(text);
+  return el;
+}
+
+function rowOf(cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) tr.appendChild(item("td", c));
+  return tr;
+}
+
+// A pager button that has just been disabled loses the focus: give it to the heading `id`.
+function keepFocus(id) {
+  if (document.activeElement && document.activeElement.disabled) $(id).focus();
+}
+
+function delimiterName(d) { return d === "\t" ? "tab" : d; }
+
+function fill(parent, items, make) { parent.replaceChildren(...items.map(make)); }
+
+// Every script of the page has run by now (they are deferred): show the signed-in state.
+document.addEventListener("DOMContentLoaded", signedIn);
+

@@ -18,6 +18,7 @@ mod http;
 mod lifecycle;
 mod options;
 mod organizations;
+mod preview;
 mod security;
 mod sweeper;
 mod web;

@@ -417,6 +417,51 @@ async fn overrides_win_over_detection() {
     );
 }
 
+#[tokio::test]
+async fn an_explicit_mapping_wins_over_the_header_names() {
+    let env = TestEnv::new(Backend::Fs).await;
+    // "Mobile Number" is not a known name, and "City" would be read as the city.
+    let file = b"E-mail Address,Given Name,Mobile Number,City\n\
+                 ann@example.com,Ann,+47 1,Oslo\nbob@example.com,Bob,+47 2\n";
+    let options = ImportOptions {
+        columns: Some(
+            bulk_import_core::options::parse_columns("email:E-mail Address,phone:mobile number")
+                .unwrap(),
+        ),
+        ..ImportOptions::default()
+    };
+    let (job, _) = env
+        .import_with(file, ImportMode::InsertOnly, &options)
+        .await;
+    // Records still need the header's four fields.
+    assert_eq!(counters(&job), (JobStatus::Done, 2, 1, 0, 1));
+    let d = dialect(&job);
+    assert_eq!(d.header, HeaderKind::Explicit);
+    assert_eq!(d.fields, 4);
+    assert_eq!(mapped(&d), [(s("email"), 1), (s("phone"), 3)]);
+    assert_eq!(d.columns[1].header, "Mobile Number");
+    assert_eq!(d.warnings.len(), 2, "{:?}", d.warnings);
+    assert_eq!(
+        env.customers().await,
+        [customer("ann@example.com", "", "", "+47 1", "")]
+    );
+    assert_eq!(job.options(), options, "the mapping is stored with the job");
+
+    // A mapped header the file does not have fails the job at once.
+    let options = ImportOptions {
+        columns: Some(bulk_import_core::options::parse_columns("email:Courriel").unwrap()),
+        ..ImportOptions::default()
+    };
+    let (job, outcome) = env
+        .import_with(file, ImportMode::InsertOnly, &options)
+        .await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    let error = job.error.clone().unwrap();
+    assert!(error.starts_with("invalid_columns: "), "{error}");
+    assert!(error.contains("\"Mobile Number\""), "{error}");
+    assert_eq!(job.processed_rows, 0);
+}
+
 /// A file of `n` rows with a Russian header and names, some rows bad and some repeated.
 fn russian_rows(n: usize) -> String {
     let mut out = String::from("Почта;Имя;Фамилия;Телефон;Город\r\n");

@@ -1,0 +1,398 @@
+//! The upload behind `POST /imports` (the route is `routes::imports`): the Idempotency-Key's
+//! reservation, the quotas, the streamed file, the job it becomes.
+//!
+//! Idempotency: the first request with a key reserves it (a row in state `uploading`), then
+//! streams the file to storage while hashing it. A request with the same key meanwhile gets
+//! 409; afterwards it gets 200 and the same job when its file (SHA-256), mode and options
+//! match, or 422 when they do not. A failed upload (too large, client gone, storage down, a
+//! header that does not suit `columns=`) releases the key and leaves no object behind. A
+//! reservation whose upload stopped heartbeating (the API died mid-upload) is taken over
+//! after a minute.
+//!
+//! Fair shares (docs/configuration.md, Limits): every request that streams a file — a new
+//! upload or a replay, which hashes the whole file — holds an upload slot ([`crate::quota`]);
+//! a new key also needs room in the organization's storage quota (413
+//! `storage_quota_exceeded`) and a place in its window of new jobs (429 `too_many_new_jobs`),
+//! and the user and the organization must be under their unfinished-jobs caps.
+
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    extract::query_params,
+    receive::{receive, too_large, upload_slot, Sink, Take},
+    sniff,
+    state::AppState,
+    upload_limits::{LimitedMultipart, UploadLimits},
+    upload_options::{import_options, parse_mode},
+    view::JobView,
+};
+use axum::{
+    extract::Multipart,
+    http::{header, HeaderMap, StatusCode},
+    Json,
+};
+use bulk_import_core::{
+    job::{fingerprint, upload_key},
+    options::ImportOptions,
+    org_quota,
+    repo::{self, NewReservation, UploadedFile},
+    ImportMode, JobRow, JobStatus,
+};
+use bulk_import_importer::dialect::SAMPLE_BYTES;
+use std::time::Duration;
+use uuid::Uuid;
+
+const MAX_KEY_LEN: usize = 255;
+/// An `uploading` reservation not refreshed for this long belongs to a dead upload: its key
+/// is taken over by the next request with it, and the sweeper removes it with its object.
+pub const STALE_UPLOAD: Duration = Duration::from_secs(60);
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+#[tracing::instrument(skip_all, fields(user_id = %caller.id, org_id = caller.org))]
+pub async fn create_job(
+    state: AppState,
+    caller: AuthUser,
+    query: Option<String>,
+    headers: HeaderMap,
+    multipart: Result<LimitedMultipart, ApiError>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let params = query_params(query);
+    let mode = parse_mode(&params)?;
+    let options = import_options(&params)?;
+    let key = idempotency_key(&headers)?;
+    let limit = state.settings.max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
+        return Err(too_large(limit));
+    }
+    let LimitedMultipart {
+        mut multipart,
+        limits,
+    } = multipart?;
+    let (user, org) = (caller.id, caller.org);
+    unfinished_jobs_quota(&state, user, org, &key).await?;
+
+    let job_id = Uuid::new_v4();
+    let object = upload_key(user, job_id);
+    let reservation = NewReservation {
+        id: job_id,
+        org_id: org,
+        user_id: user,
+        idempotency_key: &key,
+        mode,
+        source_object: &object,
+        options: &options,
+    };
+    if let Some(existing) = reserve_or_find(&state, &reservation).await? {
+        let asked = (mode, &options);
+        return replay(&state, &caller, &existing, asked, &mut multipart, &limits).await;
+    }
+    // This request owns the key. Quotas (docs/configuration.md, Limits): an upload slot (per
+    // user, per organization, per process, held until this request ends), then the
+    // organization's stored bytes and new jobs per window.
+    let admitted = match upload_slot(&state, user, org) {
+        Ok(slot) => admit_new_job(&state, org, declared)
+            .await
+            .map(|room| (slot, room)),
+        Err(e) => Err(e),
+    };
+    let (_slot, room) = match admitted {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            release(&state, job_id, &object).await;
+            return Err(e);
+        }
+    };
+    let job = upload(
+        &state,
+        job_id,
+        &object,
+        (mode, &options),
+        &mut multipart,
+        (&limits, room),
+    )
+    .await?;
+    tracing::info!(%job_id, size = job.file_size, %mode, "import created");
+    // Handed over on its own task, so that a client hanging up now cannot stop it (the
+    // answer still waits for it, so an ImportJob exists once the upload is answered); if it
+    // fails, the job stays pending and the sweeper hands it over again.
+    let executor = state.executor.clone();
+    let submitted = tokio::spawn(async move {
+        if let Err(e) = executor.submit(job_id).await {
+            tracing::error!(%job_id, error = format!("{e:#}"), "could not hand the job to the executor");
+        }
+    });
+    let _ = submitted.await;
+    Ok((StatusCode::CREATED, Json(JobView::from(&job))))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Err(ApiError::bad_request(
+            "missing_idempotency_key",
+            "the Idempotency-Key header is required",
+        )),
+        Some(Err(_)) => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be visible ASCII",
+        )),
+        Some(Ok(k)) if k.trim().is_empty() => Err(ApiError::bad_request(
+            "missing_idempotency_key",
+            "the Idempotency-Key header must not be empty",
+        )),
+        Some(Ok(k)) if k.len() > MAX_KEY_LEN => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key is longer than 255 characters",
+        )),
+        Some(Ok(k)) => Ok(k.to_string()),
+    }
+}
+
+/// Reserves the key for this request (`None`), or returns the job that already has it.
+/// A reservation whose upload died (no heartbeat for `STALE_UPLOAD`) is taken over; one
+/// still uploading is 409.
+async fn reserve_or_find(
+    state: &AppState,
+    reservation: &NewReservation<'_>,
+) -> ApiResult<Option<JobRow>> {
+    loop {
+        if repo::reserve(&state.pool, reservation).await? {
+            return Ok(None);
+        }
+        let existing = repo::find_by_key(
+            &state.pool,
+            reservation.user_id,
+            reservation.idempotency_key,
+        )
+        .await?;
+        // Released between the two statements: try again.
+        let Some(existing) = existing else { continue };
+        if existing.status() != JobStatus::Uploading {
+            return Ok(Some(existing));
+        }
+        if repo::take_over_stale(&state.pool, existing.id, STALE_UPLOAD).await? {
+            let _ = state.storage.delete(&existing.source_object).await;
+            continue;
+        }
+        return Err(ApiError::conflict(
+            "upload_in_progress",
+            "a request with this Idempotency-Key is still uploading; retry when it has finished",
+        ));
+    }
+}
+
+/// This request owns the key: streams the file to storage, keeping the reservation alive,
+/// and turns the reservation into a `pending` job. Any failure releases the key and leaves
+/// no object behind.
+async fn upload(
+    state: &AppState,
+    job_id: Uuid,
+    object: &str,
+    (mode, options): (ImportMode, &ImportOptions),
+    multipart: &mut Multipart,
+    (limits, room): (&UploadLimits, u64),
+) -> ApiResult<JobRow> {
+    let max = state.settings.max_upload_bytes;
+    let (limit, idle) = (max.min(room), state.settings.api.upload_idle_timeout);
+    let mut guard = Reservation {
+        state: Some((state.clone(), job_id, object.to_string())),
+    };
+    // With `columns=`, the file's head is kept to check that it has the headers named.
+    let head = match options.columns {
+        Some(_) => SAMPLE_BYTES,
+        None => 0,
+    };
+    let take = Take { limit, idle, head };
+    let upload = receive(multipart, limits, take, Sink::Store(&state.storage, object));
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let _ = repo::heartbeat_upload(&state.pool, job_id).await;
+        }
+    };
+    let received = tokio::select! {
+        r = upload => r,
+        _ = heartbeat => unreachable!("the heartbeat never ends"),
+    };
+    let received = match received.and_then(|r| sniff::header_fits(options, r)) {
+        Ok(r) => r,
+        Err(e) => {
+            guard.disarm();
+            release(state, job_id, object).await;
+            // Cut at the organization's free room rather than at MAX_UPLOAD_BYTES.
+            if e.code == "upload_too_large" && limit < max {
+                return Err(quota_exceeded(
+                    state.settings.limits.fair.org_storage_quota_bytes,
+                ));
+            }
+            return Err(e);
+        }
+    };
+    let file = UploadedFile {
+        fingerprint: &fingerprint(&received.sha256, mode, options),
+        file_name: &received.file_name,
+        size: received.size as i64,
+    };
+    // From here the reservation is a job: a client hanging up no longer undoes it.
+    let finished = repo::finish_upload(&state.pool, job_id, &file).await;
+    guard.disarm();
+    match finished {
+        Ok(Some(job)) => Ok(job),
+        Ok(None) => {
+            // Taken over as stale while this upload was slow: the other request owns the key.
+            let _ = state.storage.delete(object).await;
+            Err(ApiError::conflict(
+                "upload_in_progress",
+                "this upload took too long and its Idempotency-Key was reused; retry",
+            ))
+        }
+        Err(e) => {
+            release(state, job_id, object).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// 429 when the user already has `JOBS_MAX_UNFINISHED_PER_USER` jobs not done or failed, or
+/// their organization `JOBS_MAX_UNFINISHED_PER_ORG` — unless `key` is already one of theirs
+/// (a replay answers with its job, not 429).
+async fn unfinished_jobs_quota(state: &AppState, user: Uuid, org: i32, key: &str) -> ApiResult<()> {
+    let l = &state.settings.limits;
+    let (max_user, max_org) = (
+        l.jobs_max_unfinished_per_user,
+        l.fair.jobs_max_unfinished_per_org,
+    );
+    let n = repo::unfinished_of(&state.pool, user, org, key).await?;
+    let message = if n.replay {
+        return Ok(());
+    } else if n.user >= max_user {
+        format!("you have {} imports not finished yet (at most {max_user}); retry when one has finished", n.user)
+    } else if n.org >= max_org {
+        format!("your organization has {} imports not finished yet (at most {max_org}); retry when one has finished", n.org)
+    } else {
+        return Ok(());
+    };
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_unfinished_jobs",
+        message,
+    );
+    e.retry_after = Some(30);
+    Err(e)
+}
+
+fn quota_exceeded(quota: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "storage_quota_exceeded",
+        format!(
+            "your organization's imports would keep more than {quota} bytes in storage \
+             (uploads and reports of imports not deleted); delete finished imports to make room"
+        ),
+    )
+}
+
+/// A new job for the organization: 413 `storage_quota_exceeded` when its uploads and reports
+/// leave no room for this file (`declared`: its Content-Length), 429 `too_many_new_jobs` past
+/// `JOBS_CREATED_MAX_PER_ORG` in the window. Returns the room left, which caps the upload as it
+/// streams. Uploads of one organization that run at once each see the room left at their
+/// start (at most `UPLOADS_MAX_PER_ORG` of them).
+async fn admit_new_job(state: &AppState, org: i32, declared: Option<u64>) -> ApiResult<u64> {
+    let fair = &state.settings.limits.fair;
+    let stored = repo::stored_bytes(&state.pool, org).await?.max(0) as u64;
+    let room = fair.org_storage_quota_bytes.saturating_sub(stored);
+    // The declared length includes the multipart framing: a little slack for it.
+    if room == 0 || declared.is_some_and(|n| n > room.saturating_add(64 * 1024)) {
+        return Err(quota_exceeded(fair.org_storage_quota_bytes));
+    }
+    let counted = org_quota::count_new_job(&state.pool, org, fair.jobs_created_window).await?;
+    if counted.created > fair.jobs_created_max_per_org {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_new_jobs",
+            format!(
+                "your organization started {} imports in {} s (at most {}); retry later",
+                fair.jobs_created_max_per_org,
+                fair.jobs_created_window.as_secs(),
+                fair.jobs_created_max_per_org
+            ),
+        );
+        e.retry_after = Some(counted.window_left as u64);
+        return Err(e);
+    }
+    Ok(room)
+}
+
+/// Same key again: same mode and same file bytes give the existing job; anything else is 422.
+/// The file is hashed in full, so a replay takes an upload slot like an upload.
+async fn replay(
+    state: &AppState,
+    caller: &AuthUser,
+    existing: &JobRow,
+    (mode, options): (ImportMode, &ImportOptions),
+    multipart: &mut Multipart,
+    limits: &UploadLimits,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let reused = |what: &str| {
+        ApiError::unprocessable(
+            "idempotency_key_reused",
+            format!("this Idempotency-Key was already used with a different {what}"),
+        )
+    };
+    if existing.mode() != mode {
+        return Err(reused("mode"));
+    }
+    if existing.options() != *options {
+        return Err(reused("options"));
+    }
+    let _slot = upload_slot(state, caller.id, caller.org)?;
+    let (limit, idle) = (
+        state.settings.max_upload_bytes,
+        state.settings.api.upload_idle_timeout,
+    );
+    let take = Take {
+        limit,
+        idle,
+        head: 0,
+    };
+    let received = receive(multipart, limits, take, Sink::Discard).await?;
+    if fingerprint(&received.sha256, mode, options) != existing.request_fingerprint {
+        return Err(reused("file"));
+    }
+    Ok((StatusCode::OK, Json(JobView::from(existing))))
+}
+
+/// Gives the key back after a failed upload; the storage write already left nothing behind,
+/// the delete is a second guard.
+async fn release(state: &AppState, job_id: Uuid, object: &str) {
+    match repo::release(&state.pool, job_id).await {
+        // Only an upload that never became a job may lose its object.
+        Ok(true) => {
+            let _ = state.storage.delete(object).await;
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(%job_id, error = %e, "could not release an idempotency key"),
+    }
+}
+
+/// Releases the reservation if the request goes away before it becomes a job (the client
+/// hung up, and hyper dropped the handler mid-await): the key must not stay reserved.
+struct Reservation {
+    state: Option<(AppState, Uuid, String)>,
+}
+
+impl Reservation {
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((state, job_id, object)) = self.state.take() {
+            tokio::spawn(async move { release(&state, job_id, &object).await });
+        }
+    }
+}
