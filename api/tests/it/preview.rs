@@ -84,7 +84,7 @@ async fn assert_nothing_written(app: &TestApp) {
 
 #[tokio::test]
 async fn a_windows_1251_export_previews_with_its_dialect_mapping_and_rows() {
-    let app = TestApp::spawn(Backend::Fs).await;
+    let app = TestApp::spawn(Backend::S3).await;
     let token = app.user().await;
     let file = cp1251(EXPORT);
     let r = preview(&app, &token, &[], &file).await;
@@ -140,7 +140,7 @@ async fn a_windows_1251_export_previews_with_its_dialect_mapping_and_rows() {
 
 #[tokio::test]
 async fn a_file_larger_than_the_sample_previews_from_its_head() {
-    let app = TestApp::spawn(Backend::Fs).await;
+    let app = TestApp::spawn(Backend::S3).await;
     let token = app.user().await;
     // About 4 MiB: the head is read, the rest discarded.
     let mut file = b"email,first_name,last_name,phone,city\n".to_vec();
@@ -168,7 +168,7 @@ async fn a_file_larger_than_the_sample_previews_from_its_head() {
 
 #[tokio::test]
 async fn an_explicit_mapping_wins_over_detection_and_reaches_the_importer() {
-    let app = TestApp::spawn(Backend::Fs).await;
+    let app = TestApp::spawn(Backend::S3).await;
     let token = app.user().await;
     let file = cp1251(EXPORT);
     let p: Value = preview(&app, &token, &[("columns", MAPPING)], &file)
@@ -251,7 +251,7 @@ async fn an_explicit_mapping_wins_over_detection_and_reaches_the_importer() {
 
 #[tokio::test]
 async fn the_mapping_is_part_of_the_idempotency_fingerprint() {
-    let app = TestApp::spawn(Backend::Fs).await;
+    let app = TestApp::spawn(Backend::S3).await;
     let token = app.user().await;
     let file = cp1251(EXPORT);
     let r = upload(&app, &token, "k", &[("columns", MAPPING)], &file).await;
@@ -284,7 +284,7 @@ async fn the_mapping_is_part_of_the_idempotency_fingerprint() {
 
 #[tokio::test]
 async fn mappings_that_cannot_be_applied_are_422_and_leave_nothing() {
-    let app = TestApp::spawn(Backend::Fs).await;
+    let app = TestApp::spawn(Backend::S3).await;
     let token = app.user().await;
     let file = cp1251(EXPORT);
     let cases = [

@@ -20,7 +20,7 @@ async fn jobs(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn preview_shows_the_mapping_and_columns_imports_by_it() {
-    let app = TestApp::spawn(Backend::Fs).await;
+    let app = TestApp::spawn(Backend::S3).await;
     let user = User::new(&app);
     user.register().await;
     let export = encoding_rs::WINDOWS_1251.encode(EXPORT).0.into_owned();
