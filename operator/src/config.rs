@@ -42,8 +42,8 @@ pub struct OperatorConfig {
     pub placement: Placement,
 }
 
-pub use bulk_import_core::vars::ConfigError;
 use crate::placement::Placement;
+pub use bulk_import_core::vars::ConfigError;
 use bulk_import_core::{vars::Env, Settings};
 
 impl OperatorConfig {

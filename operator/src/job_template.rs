@@ -702,7 +702,10 @@ mod tests {
                 r#"{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}"#,
             ),
             ("IMPORTER_PRIORITY_CLASS_NAME", "batch-low"),
-            ("IMPORTER_POD_LABELS", r#"{"kueue.x-k8s.io/queue-name": "imports"}"#),
+            (
+                "IMPORTER_POD_LABELS",
+                r#"{"kueue.x-k8s.io/queue-name": "imports"}"#,
+            ),
             (
                 "IMPORTER_POD_ANNOTATIONS",
                 r#"{"sidecar.istio.io/inject": "false"}"#,
@@ -724,13 +727,23 @@ mod tests {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .expect("required node affinity")
             .node_selector_terms;
         assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].key, "zone");
         assert_eq!(spec.priority_class_name.as_deref(), Some("batch-low"));
 
-        let meta = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        let meta = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap();
         let pod_labels = meta.labels.as_ref().unwrap();
         assert_eq!(pod_labels["kueue.x-k8s.io/queue-name"], "imports");
         // The operator's own labels are all still there.
@@ -767,7 +780,14 @@ mod tests {
         assert_eq!(spec.tolerations, None);
         assert_eq!(spec.affinity, None);
         assert_eq!(spec.priority_class_name, None);
-        let meta = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        let meta = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap();
         assert_eq!(meta.annotations, None);
         assert_eq!(meta.labels.as_ref(), job.metadata.labels.as_ref());
         let resources = importer(&job).resources.as_ref().unwrap();

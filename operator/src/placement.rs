@@ -69,7 +69,8 @@ impl Placement {
             pod.tolerations = Some(self.tolerations.clone());
         }
         pod.affinity.clone_from(&self.affinity);
-        pod.priority_class_name.clone_from(&self.priority_class_name);
+        pod.priority_class_name
+            .clone_from(&self.priority_class_name);
     }
 
     /// The pod template's labels: the operator's own, plus the extra ones.
@@ -172,7 +173,10 @@ mod tests {
             assert_eq!(err.var, "IMPORTER_POD_LABELS");
             assert!(err.reason.contains(key), "{err}");
         }
-        let ok = placement(&[("IMPORTER_POD_LABELS", r#"{"kueue.x-k8s.io/queue-name": "q"}"#)]);
+        let ok = placement(&[(
+            "IMPORTER_POD_LABELS",
+            r#"{"kueue.x-k8s.io/queue-name": "q"}"#,
+        )]);
         assert_eq!(ok.unwrap().pod_labels.len(), 1);
     }
 
