@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# One image with the three binaries; the chart picks the command:
-#   bulk-import-api (also `bulk-import-api migrate`), bulk-import-operator, bulk-import-importer.
+# One image with the three binaries and the CLI; the chart picks the command:
+#   bulk-import-api (also `bulk-import-api migrate`), bulk-import-operator, bulk-import-importer,
+#   and bulk-import (the CLI: the chart's `helm test` import runs it).
 #
 #   docker build -t bulk-import:dev .
 #
@@ -24,10 +25,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        -p bulk-import-api -p bulk-import-operator -p bulk-import-importer \
+        -p bulk-import-api -p bulk-import-operator -p bulk-import-importer -p bulk-import-cli \
  && mkdir -p /out \
  && cp target/release/bulk-import-api target/release/bulk-import-operator \
-       target/release/bulk-import-importer /out/
+       target/release/bulk-import-importer target/release/bulk-import /out/
 
 # distroless/cc: glibc, libgcc, CA certificates, tzdata — what a Rust binary built against
 # glibc needs, and no shell or package manager. The `nonroot` variant's default user is 65532;

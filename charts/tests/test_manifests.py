@@ -17,6 +17,7 @@ from conftest import (
     chart,
     kind_node_version,
     render_scenario,
+    render_values,
 )
 
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Service names (RFC 1035)
@@ -53,7 +54,10 @@ def test_names_namespaces_and_labels(rendered: Rendered):
         meta = m.doc["metadata"]
         pattern = DNS_LABEL if m.kind in {"Service", "Job", "Deployment"} else DNS_SUBDOMAIN
         assert pattern.match(m.name) and len(m.name) <= 63, f"{m!r}: bad name"
-        assert meta.get("namespace") == rendered.namespace, f"{m!r}: namespace"
+        if m.kind == "ClusterRole":
+            assert "namespace" not in meta, f"{m!r}: a ClusterRole has no namespace"
+        else:
+            assert meta.get("namespace") == rendered.namespace, f"{m!r}: namespace"
         labels = meta.get("labels") or {}
         assert labels.get("app.kubernetes.io/instance") == "bulk-import", m
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", m
@@ -85,9 +89,19 @@ def test_default_install_contents():
         ("ServiceAccount", "bulk-import-api"),
         ("ServiceAccount", "bulk-import-importer"),
         ("ServiceAccount", "bulk-import-operator"),
+        ("NetworkPolicy", "bulk-import-importer"),
+        ("ClusterRole", "bulk-import-importjobs-view"),
+        ("ClusterRole", "bulk-import-importjobs-edit"),
+        # `helm test` hooks.
+        ("Pod", "bulk-import-test-health"),
+        ("Pod", "bulk-import-test-import"),
+        ("ConfigMap", "bulk-import-test-import"),
+        ("Secret", "bulk-import-test-import"),
     ])
-    # No Secret: the default is a Secret the operator of the cluster manages (existingSecret).
-    assert not r.of_kind("Secret")
+    # No Secret but the test's own: the default is a Secret the operator of the cluster
+    # manages (existingSecret).
+    assert [m.name for m in r.of_kind("Secret")] == ["bulk-import-test-import"]
+    assert r.get("Secret", "bulk-import-test-import")["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
 
 def test_kind_install_adds_the_development_services(kind_rendered: Rendered):
@@ -156,10 +170,17 @@ def test_deployment_selectors_match_their_pods(rendered: Rendered):
         assert labels.get("app.kubernetes.io/component"), d
 
 
-def test_no_cluster_scoped_objects(rendered: Rendered):
+def test_no_cluster_scoped_objects_but_the_aggregated_roles(rendered: Rendered):
+    """The only cluster-scoped objects are the ClusterRoles aggregated into view/edit/admin
+    (test_rbac.py): no binding, so they grant nothing by themselves."""
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResourceDefinition",
                       "PersistentVolume", "StorageClass", "PriorityClass"}
-    assert not [m for m in rendered.manifests if m.kind in cluster_scoped]
+    found = [m for m in rendered.manifests if m.kind in cluster_scoped]
+    assert {m.kind for m in found} <= {"ClusterRole"}, found
+    for m in found:
+        labels = m.doc["metadata"]["labels"]
+        assert labels.get("rbac.authorization.k8s.io/aggregate-to-edit") == "true", m
+    assert not render_values({"aggregatedRoles": {"enabled": False}}).of_kind("ClusterRole")
 
 
 def test_notes_tell_how_to_reach_the_api_and_watch_imports():

@@ -48,7 +48,7 @@ def roles_expected(r: Rendered) -> set[str]:
 
 
 def test_expected_file_is_well_formed():
-    assert set(EXPECTED) - {"_comment"} == set(COMPONENTS)
+    assert set(EXPECTED) - {"_comment", "aggregated"} == set(COMPONENTS)
     assert EXPECTED["importer"] == [], "the importer calls no Kubernetes API"
     for component in COMPONENTS:
         for entry in EXPECTED[component]:
@@ -117,3 +117,47 @@ def test_importer_and_api_cannot_touch_jobs_pods_or_secrets():
     for component in roles:
         resources = {resource for _, resource, _ in triples(roles[component]["rules"])}
         assert "secrets" not in resources, f"{component} must not read Secrets through the API"
+
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+@pytest.mark.parametrize("role,aggregates_to", [
+    ("view", {"view", "edit", "admin"}),
+    ("edit", {"edit", "admin"}),
+])
+def test_aggregated_cluster_roles_let_namespace_users_read_and_create_importjobs(
+    rendered: Rendered, role, aggregates_to
+):
+    cluster_role = rendered.get("ClusterRole", f"bulk-import-importjobs-{role}")
+    labels = cluster_role["metadata"]["labels"]
+    assert {k[len(AGGREGATE):] for k, v in labels.items() if k.startswith(AGGREGATE) and v == "true"} \
+        == aggregates_to
+    expected = {
+        (e["apiGroup"], e["resource"], verb)
+        for e in EXPECTED["aggregated"][role]
+        for verb in e["verbs"]
+    }
+    assert triples(cluster_role["rules"]) == expected
+    # Nobody but the operator writes the status; nothing else (Jobs, pods, Secrets) is shared.
+    assert {r for _, r, _ in expected} <= {"importjobs", "importjobs/status"}
+    assert not any(r == "importjobs/status" and v not in {"get", "list", "watch"} for _, r, v in expected)
+    assert not rendered.of_kind("ClusterRoleBinding")
+
+
+def test_edit_users_can_create_and_delete_importjobs_and_view_users_only_read():
+    r = render_scenario("default")
+    view = triples(r.get("ClusterRole", "bulk-import-importjobs-view")["rules"])
+    edit = triples(r.get("ClusterRole", "bulk-import-importjobs-edit")["rules"])
+    for verb in ("create", "delete", "patch"):
+        assert ("bulkimport.dev", "importjobs", verb) in edit
+        assert ("bulkimport.dev", "importjobs", verb) not in view
+    for verb in ("get", "list", "watch"):
+        assert ("bulkimport.dev", "importjobs", verb) in view
+
+
+def test_operator_may_set_block_owner_deletion():
+    """OwnerReferencesPermissionEnforcement: blockOwnerDeletion on the Job's owner reference
+    needs update on the owner's finalizers subresource."""
+    role = roles_by_component(render_scenario("default"))["operator"]
+    assert ("bulkimport.dev", "importjobs/finalizers", "update") in triples(role["rules"])

@@ -151,6 +151,14 @@ vars! {
     "IMPORTER_CPU_LIMIT", Value("1"), [O], "importer CPU limit";
     "IMPORTER_MEMORY_REQUEST", Value("64Mi"), [O], "importer memory request";
     "IMPORTER_MEMORY_LIMIT", Value("256Mi"), [O], "importer memory limit";
+    "IMPORTER_EPHEMERAL_STORAGE_REQUEST", Described("none"), [O], "importer ephemeral-storage request (e.g. 128Mi)";
+    "IMPORTER_EPHEMERAL_STORAGE_LIMIT", Described("none"), [O], "importer ephemeral-storage limit (e.g. 1Gi)";
+    "IMPORTER_NODE_SELECTOR", Value("{}"), [O], "importer pods' nodeSelector, a JSON object";
+    "IMPORTER_TOLERATIONS", Value("[]"), [O], "importer pods' tolerations, a JSON array";
+    "IMPORTER_AFFINITY", Value("{}"), [O], "importer pods' affinity, a JSON object";
+    "IMPORTER_PRIORITY_CLASS_NAME", Described("none"), [O], "importer pods' priorityClassName";
+    "IMPORTER_POD_LABELS", Value("{}"), [O], "extra importer pod labels, a JSON object (not the operator's own)";
+    "IMPORTER_POD_ANNOTATIONS", Value("{}"), [O], "importer pod annotations, a JSON object";
     "JOB_BACKOFF_LIMIT", Value("3"), [O], "retries of a killed importer";
     "JOB_TTL_SECONDS_AFTER_FINISHED", Value("86400"), [O], "when finished Jobs are garbage-collected";
     "IMPORTJOB_TTL_SECONDS_AFTER_FINISHED", Value("604800"), [O], "when finished ImportJobs are deleted (0 keeps them)";

@@ -37,8 +37,12 @@ pub struct OperatorConfig {
     /// `LEASE_NAME`: the leader-election Lease (one per release; the chart names it after the
     /// release's operator).
     pub lease_name: String,
+    /// `IMPORTER_NODE_SELECTOR`, `IMPORTER_TOLERATIONS`, … : where importer pods run and
+    /// what else they carry.
+    pub placement: Placement,
 }
 
+use crate::placement::Placement;
 pub use bulk_import_core::vars::ConfigError;
 use bulk_import_core::{vars::Env, Settings};
 
@@ -99,6 +103,7 @@ impl OperatorConfig {
             retention,
             instance: settings.instance.clone(),
             lease_name: env.value("LEASE_NAME"),
+            placement: Placement::from_env(&env)?,
         })
     }
 

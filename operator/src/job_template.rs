@@ -117,6 +117,26 @@ fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     ])
 }
 
+/// CPU and memory requests and limits, and ephemeral storage when configured.
+fn resources(config: &OperatorConfig) -> ResourceRequirements {
+    let mut requests = quantities(&config.cpu_request, &config.memory_request);
+    let mut limits = quantities(&config.cpu_limit, &config.memory_limit);
+    let p = &config.placement;
+    for (map, q) in [
+        (&mut requests, &p.ephemeral_storage_request),
+        (&mut limits, &p.ephemeral_storage_limit),
+    ] {
+        if let Some(q) = q {
+            map.insert("ephemeral-storage".into(), q.clone());
+        }
+    }
+    ResourceRequirements {
+        requests: Some(requests),
+        limits: Some(limits),
+        ..Default::default()
+    }
+}
+
 /// First matching rule wins. A pod that fails because it was disrupted (evicted, preempted,
 /// its node drained: the `DisruptionTarget` condition) does not count against
 /// `backoffLimit`: the Job starts another pod, which resumes from the checkpoint. Exit code
@@ -140,6 +160,18 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
                     // A permanent failure the importer has recorded: the Job fails at once
                     // instead of retrying.
                     values: vec![bulk_import_core::exit::PERMANENT],
+                }),
+                ..Default::default()
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    // "Try later" (the database refused a connection, another run holds
+                    // the claim): another pod, not counted against backoffLimit. Only
+                    // activeDeadlineSeconds bounds how long this goes on.
+                    values: vec![bulk_import_core::exit::TEMPORARY],
                 }),
                 ..Default::default()
             },
@@ -184,7 +216,8 @@ pub fn importer_job(ij: &ImportJob, job_id: uuid::Uuid, config: &OperatorConfig)
             pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(config.placement.pod_labels(&labels)),
+                    annotations: config.placement.pod_annotations(),
                     ..Default::default()
                 }),
                 spec: Some(pod_spec(config, container(ij, job_id, config))),
@@ -242,11 +275,7 @@ fn container(ij: &ImportJob, job_id: uuid::Uuid, config: &OperatorConfig) -> Con
             }),
             ..Default::default()
         }]),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities(&config.cpu_request, &config.memory_request)),
-            limits: Some(quantities(&config.cpu_limit, &config.memory_limit)),
-            ..Default::default()
-        }),
+        resources: Some(resources(config)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -272,9 +301,10 @@ fn container(ij: &ImportJob, job_id: uuid::Uuid, config: &OperatorConfig) -> Con
     }
 }
 
-/// The importer pod: one container, no Kubernetes token, a small writable /tmp.
+/// The importer pod: one container, no Kubernetes token, a small writable /tmp, placed as
+/// configured.
 fn pod_spec(config: &OperatorConfig, container: Container) -> PodSpec {
-    PodSpec {
+    let mut pod = PodSpec {
         restart_policy: Some("Never".into()),
         service_account_name: Some(config.service_account.clone()),
         // The importer calls no Kubernetes API (the operator mirrors its progress
@@ -301,14 +331,16 @@ fn pod_spec(config: &OperatorConfig, container: Container) -> PodSpec {
             ..Default::default()
         }]),
         ..Default::default()
-    }
+    };
+    config.placement.apply_to(&mut pod);
+    pod
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{config_with, name, ImportJobExt, JOB_ID, NS, UID, USER_ID};
-    use bulk_import_core::crd::Tuning;
+    use bulk_import_core::{crd::Tuning, Settings};
 
     fn job_of(ij: &ImportJob) -> Job {
         build_job(ij, &OperatorConfig::defaults()).expect("a valid ImportJob")
@@ -468,6 +500,28 @@ mod tests {
     }
 
     #[test]
+    fn the_importer_pod_labels_are_the_charts_contract() {
+        // The chart's importer NetworkPolicy selects pods by these (charts/tests).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/tests/env_expected.json"
+        );
+        let contract: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let expected: BTreeMap<String, String> =
+            serde_json::from_value(contract["importerPodLabels"].clone()).unwrap();
+        let mut ours = labels(JOB_ID, Some("{release}"));
+        ours.remove(JOB_ID_LABEL);
+        assert_eq!(ours, expected);
+        for key in crate::placement::RESERVED_LABELS {
+            assert!(
+                labels(JOB_ID, Some("r")).contains_key(key),
+                "{key} is reserved but not set by the operator"
+            );
+        }
+    }
+
+    #[test]
     fn importer_pods_get_no_kubernetes_credentials() {
         let job = job_of(&ImportJob::test());
         assert_eq!(
@@ -592,7 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn disruptions_are_ignored_and_exit_code_2_fails_the_job_without_retries() {
+    fn disruptions_and_exit_75_are_ignored_and_exit_code_2_fails_the_job_without_retries() {
         let job = job_of(&ImportJob::test());
         let policy = job
             .spec
@@ -620,8 +674,140 @@ mod tests {
                     }),
                     ..Default::default()
                 },
+                // "Try later" (75) does not use up backoffLimit either.
+                PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                        container_name: Some(CONTAINER.into()),
+                        operator: "In".into(),
+                        values: vec![75],
+                    }),
+                    ..Default::default()
+                },
             ]
         );
+    }
+
+    #[test]
+    fn placement_reaches_the_importer_pod() {
+        let config = config_with(&[
+            ("INSTANCE", "blue"),
+            ("IMPORTER_NODE_SELECTOR", r#"{"pool": "imports"}"#),
+            (
+                "IMPORTER_TOLERATIONS",
+                r#"[{"key": "dedicated", "operator": "Equal", "value": "imports", "effect": "NoSchedule"}]"#,
+            ),
+            (
+                "IMPORTER_AFFINITY",
+                r#"{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}"#,
+            ),
+            ("IMPORTER_PRIORITY_CLASS_NAME", "batch-low"),
+            (
+                "IMPORTER_POD_LABELS",
+                r#"{"kueue.x-k8s.io/queue-name": "imports"}"#,
+            ),
+            (
+                "IMPORTER_POD_ANNOTATIONS",
+                r#"{"sidecar.istio.io/inject": "false"}"#,
+            ),
+            ("IMPORTER_EPHEMERAL_STORAGE_REQUEST", "128Mi"),
+            ("IMPORTER_EPHEMERAL_STORAGE_LIMIT", "1Gi"),
+        ]);
+        let job = build_job(&ImportJob::test(), &config).unwrap();
+        let spec = pod(&job);
+        assert_eq!(
+            spec.node_selector,
+            Some(BTreeMap::from([("pool".into(), "imports".into())]))
+        );
+        let tolerations = spec.tolerations.as_deref().unwrap_or_default();
+        assert_eq!(tolerations.len(), 1);
+        assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(tolerations[0].effect.as_deref(), Some("NoSchedule"));
+        let terms = &spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .expect("required node affinity")
+            .node_selector_terms;
+        assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].key, "zone");
+        assert_eq!(spec.priority_class_name.as_deref(), Some("batch-low"));
+
+        let meta = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap();
+        let pod_labels = meta.labels.as_ref().unwrap();
+        assert_eq!(pod_labels["kueue.x-k8s.io/queue-name"], "imports");
+        // The operator's own labels are all still there.
+        for (key, value) in labels(JOB_ID, Some("blue")) {
+            assert_eq!(pod_labels.get(&key), Some(&value), "{key}");
+        }
+        // The extra labels are the pod's only (the operator's watches select Jobs by its own).
+        assert!(!job
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .contains_key("kueue.x-k8s.io/queue-name"));
+        assert_eq!(
+            meta.annotations,
+            Some(BTreeMap::from([(
+                "sidecar.istio.io/inject".into(),
+                "false".into()
+            )]))
+        );
+        let resources = importer(&job).resources.as_ref().unwrap();
+        let get = |m: &Option<BTreeMap<String, Quantity>>| {
+            m.as_ref().unwrap().get("ephemeral-storage").cloned()
+        };
+        assert_eq!(get(&resources.requests), Some(Quantity("128Mi".into())));
+        assert_eq!(get(&resources.limits), Some(Quantity("1Gi".into())));
+    }
+
+    #[test]
+    fn without_placement_the_pod_is_unplaced() {
+        let job = job_of(&ImportJob::test());
+        let spec = pod(&job);
+        assert_eq!(spec.node_selector, None);
+        assert_eq!(spec.tolerations, None);
+        assert_eq!(spec.affinity, None);
+        assert_eq!(spec.priority_class_name, None);
+        let meta = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap();
+        assert_eq!(meta.annotations, None);
+        assert_eq!(meta.labels.as_ref(), job.metadata.labels.as_ref());
+        let resources = importer(&job).resources.as_ref().unwrap();
+        assert_eq!(resources.requests, Some(quantities("100m", "64Mi")));
+    }
+
+    #[test]
+    fn invalid_placement_stops_the_operator_naming_the_variable() {
+        let settings = Settings::from_lookup_without_jwt(&|_| None).unwrap();
+        for (var, value) in [
+            ("IMPORTER_TOLERATIONS", "[{\"key\": "),
+            ("IMPORTER_NODE_SELECTOR", "[]"),
+            ("IMPORTER_POD_LABELS", r#"{"bulkimport.dev/job-id": "x"}"#),
+            ("IMPORTER_EPHEMERAL_STORAGE_LIMIT", "a lot"),
+        ] {
+            let lookup = |k: &str| (k == var).then(|| value.to_string());
+            let err = OperatorConfig::from_lookup(&lookup, &settings).expect_err(value);
+            assert_eq!(err.var, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 
     #[test]

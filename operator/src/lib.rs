@@ -8,6 +8,7 @@ pub mod controller;
 pub mod job_template;
 pub mod leader;
 pub mod metrics;
+pub mod placement;
 pub mod plan;
 pub mod status;
 pub mod status_apply;

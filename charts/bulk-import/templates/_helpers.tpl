@@ -156,3 +156,38 @@ fsGroup: {{ . }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* One step of the import test: the `bulk-import` CLI with these arguments against the
+release's API: (dict "ctx" $ "url" URL "secret" NAME "args" LIST). */}}
+{{- define "bulk-import.testCliContainer" -}}
+image: {{ include "bulk-import.image" .ctx | quote }}
+imagePullPolicy: {{ .ctx.Values.image.pullPolicy }}
+command: ["bulk-import"]
+args: {{ toJson .args }}
+env:
+  - name: BULK_IMPORT_URL
+    value: {{ .url | quote }}
+  - name: HOME
+    value: /home/cli
+  - name: NO_COLOR
+    value: "1"
+  - name: POD_UID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.uid
+  - name: BULK_IMPORT_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .secret }}
+        key: BULK_IMPORT_PASSWORD
+resources:
+  {{- toYaml .ctx.Values.tests.resources | nindent 2 }}
+securityContext:
+  {{- include "bulk-import.containerSecurityContext" .ctx | nindent 2 }}
+volumeMounts:
+  - name: csv
+    mountPath: /data
+    readOnly: true
+  - name: home
+    mountPath: /home/cli
+{{- end }}

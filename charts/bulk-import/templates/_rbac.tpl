@@ -17,7 +17,8 @@ cancel sets its spec.cancelRequested (merge patch). */}}
 
 {{/*
 Operator: the ImportJob controller (list and watch into its cache; the finalizer by JSON
-patch; delete once finished for IMPORTJOB_TTL_SECONDS_AFTER_FINISHED), its status (server-side apply: patch), the Jobs it owns (cached by list and watch;
+patch; update on importjobs/finalizers, which setting blockOwnerDeletion on the Jobs' owner
+reference needs where the OwnerReferencesPermissionEnforcement admission plugin is on); delete once finished for IMPORTJOB_TTL_SECONDS_AFTER_FINISHED), its status (server-side apply: patch), the Jobs it owns (cached by list and watch;
 create; delete) and their pods (cached: failure reasons such as
 OOMKilled or ImagePullBackOff), the Job controller's FailedCreate Events (core/v1, list), its
 own Events (kube-runtime's recorder, events.k8s.io/v1: create, and patch for a repeated one) and
@@ -31,6 +32,9 @@ The importer has no rules at all: it calls no Kubernetes API.
 - apiGroups: ["bulkimport.dev"]
   resources: ["importjobs/status"]
   verbs: ["patch"]
+- apiGroups: ["bulkimport.dev"]
+  resources: ["importjobs/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "delete"]
@@ -46,4 +50,19 @@ The importer has no rules at all: it calls no Kubernetes API.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
+{{- end }}
+
+{{/* Namespace users, through ClusterRoles aggregated into view (read) and edit/admin (also
+create, cancel and retry by patch or update, delete). Cluster-scoped objects, but they grant
+nothing by themselves: only where a RoleBinding gives someone view, edit or admin. */}}
+{{- define "bulk-import.rbac.viewRules" -}}
+- apiGroups: ["bulkimport.dev"]
+  resources: ["importjobs", "importjobs/status"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{- define "bulk-import.rbac.editRules" -}}
+- apiGroups: ["bulkimport.dev"]
+  resources: ["importjobs"]
+  verbs: ["create", "patch", "update", "delete", "deletecollection"]
 {{- end }}
