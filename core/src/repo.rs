@@ -71,18 +71,24 @@ pub async fn get_visible(db: impl PgExecutor<'_>, id: Uuid, org_id: i32) -> Resu
 
 /// An organization's visible jobs (only those `started_by` one user, if given), newest
 /// first, and how many there are in all.
+/// A page of an organization's jobs, newest first: all of them, or those `started_by` one
+/// user, or with one public `status` (jobs still uploading are not listed); and how many
+/// there are in all.
 pub async fn list_visible(
     db: &sqlx::PgPool,
     org_id: i32,
-    started_by: Option<Uuid>,
+    filter: &JobFilter,
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<JobRow>, i64)> {
+    let status = filter.status.map(JobStatus::as_str);
     let jobs = select_jobs!(
         "WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status <> 'uploading' \
-         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4",
+         AND ($3::text IS NULL OR status = $3) \
+         ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
         org_id,
-        started_by,
+        filter.started_by,
+        status,
         limit,
         offset
     )
@@ -90,13 +96,24 @@ pub async fn list_visible(
     .await?;
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM import_jobs
-           WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status <> 'uploading'"#,
+           WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND status <> 'uploading'
+             AND ($3::text IS NULL OR status = $3)"#,
         org_id,
-        started_by
+        filter.started_by,
+        status
     )
     .fetch_one(db)
     .await?;
     Ok((jobs, total))
+}
+
+/// Which of an organization's jobs a list shows.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JobFilter {
+    /// Only the jobs this user started.
+    pub started_by: Option<Uuid>,
+    /// Only the jobs with this status.
+    pub status: Option<JobStatus>,
 }
 
 pub async fn find_by_key(

@@ -89,7 +89,8 @@ pub async fn create(
 /// The organization's jobs (with `mine=true`, only the caller's), newest first.
 #[utoipa::path(get, path = "/imports", operation_id = "list_imports", tag = "imports",
     params(("limit" = Option<i64>, Query, description = "1–100, default 20"), ("offset" = Option<i64>, Query, description = "default 0"),
-           ("mine" = Option<bool>, Query, description = "true: only the jobs the caller started")),
+           ("mine" = Option<bool>, Query, description = "true: only the jobs the caller started"),
+           ("status" = Option<String>, Query, description = "only jobs with this status: pending, processing, done, failed or cancelled")),
     responses((status = 200, body = JobPage), (status = 401, body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -121,15 +122,38 @@ pub async fn list(
             ))
         }
     };
-    let started_by = mine.then_some(user.id);
-    let (jobs, total) =
-        repo::list_visible(&state.pool, user.org, started_by, limit, offset).await?;
+    let filter = repo::JobFilter {
+        started_by: mine.then_some(user.id),
+        status: status_filter(params.get("status").map(String::as_str))?,
+    };
+    let (jobs, total) = repo::list_visible(&state.pool, user.org, &filter, limit, offset).await?;
     Ok(Json(JobPage {
         items: jobs.iter().map(JobView::from).collect(),
         limit,
         offset,
         total,
     }))
+}
+
+/// The `status=` of a list: one of the public statuses (`uploading` is never listed).
+fn status_filter(value: Option<&str>) -> ApiResult<Option<JobStatus>> {
+    let status = match value {
+        None | Some("") => return Ok(None),
+        Some("pending") => JobStatus::Pending,
+        Some("processing") => JobStatus::Processing,
+        Some("done") => JobStatus::Done,
+        Some("failed") => JobStatus::Failed,
+        Some("cancelled") => JobStatus::Cancelled,
+        Some(other) => {
+            return Err(ApiError::unprocessable(
+                "invalid_query",
+                format!(
+                    "status must be pending, processing, done, failed or cancelled, not {other:?}"
+                ),
+            ))
+        }
+    };
+    Ok(Some(status))
 }
 
 /// One job: status, counters and progress.

@@ -213,6 +213,23 @@ async fn members_of_one_organization_share_customers_and_jobs() {
     let mine: Value = app.get_json(&owner_token, "/imports?mine=true").await;
     assert_eq!(mine["total"], 1);
     assert_eq!(mine["items"][0]["id"], first["id"]);
+    // The status filter, alone and with `mine`; an unknown status is refused.
+    let done: Value = app.get_json(&owner_token, "/imports?status=done").await;
+    assert_eq!(done["total"], 3);
+    let failed: Value = app.get_json(&owner_token, "/imports?status=failed").await;
+    assert_eq!(
+        (failed["total"].clone(), failed["items"].clone()),
+        (json!(0), json!([]))
+    );
+    let mine_done: Value = app
+        .get_json(&owner_token, "/imports?mine=true&status=done")
+        .await;
+    assert_eq!(mine_done["total"], 1);
+    let r = app.get(&owner_token, "/imports?status=uploading").await;
+    assert_eq!(
+        error_body(r).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query".into())
+    );
     // The member can cancel, retry, delete the owner's jobs like their own: delete one.
     let r = app
         .client
