@@ -1,7 +1,7 @@
 //! What `import` asks for besides the file: the query options of `POST /imports` (and of
 //! `POST /imports/preview`), and the default Idempotency-Key they are part of.
 
-use crate::{api::encoded, failure::Failure};
+use crate::failure::Failure;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use tokio::io::AsyncReadExt;
@@ -39,7 +39,8 @@ impl ImportOptions {
             ("columns", &self.columns),
         ] {
             if let Some(v) = value {
-                query.push_str(&format!("&{name}={}", encoded(v)));
+                let v: String = form_urlencoded::byte_serialize(v.as_bytes()).collect();
+                query.push_str(&format!("&{name}={v}"));
             }
         }
         query
