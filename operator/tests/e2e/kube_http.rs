@@ -286,6 +286,12 @@ async fn handle(
             .map(|u| user = u),
         None => Ok(()),
     };
+    let authorized = authorized.and_then(|()| match (&attributes, &method) {
+        (Some((_, _, _, ns, _)), &Method::POST) => {
+            owner_references_permission(&double, token.as_deref(), ns.as_deref(), &body)
+        }
+        _ => Ok(()),
+    });
     let response = match authorized {
         Err(e) => error_response(&e),
         Ok(()) => match route(&double, &method, &uri, &headers, &q, body).await {
@@ -311,6 +317,31 @@ async fn handle(
         at: std::time::Instant::now(),
     });
     response
+}
+
+/// The OwnerReferencesPermissionEnforcement admission plugin (on in OpenShift, for one): an
+/// object created with an owner reference that blocks its owner's deletion needs `update` on
+/// the owner's `finalizers` subresource.
+fn owner_references_permission(
+    double: &Double,
+    token: Option<&str>,
+    ns: Option<&str>,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let Ok(obj) = serde_json::from_slice::<Value>(body) else {
+        return Ok(());
+    };
+    for owner in obj["metadata"]["ownerReferences"].as_array().into_iter().flatten() {
+        if owner["blockOwnerDeletion"] != Value::Bool(true) {
+            continue;
+        }
+        let api_version = owner["apiVersion"].as_str().unwrap_or("");
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let kind = owner["kind"].as_str().unwrap_or("").to_lowercase();
+        let resource = format!("{kind}s/finalizers");
+        double.authorize(token, group, &resource, "update", ns, owner["name"].as_str())?;
+    }
+    Ok(())
 }
 
 /// (apiGroup, resource[/subresource], verb, namespace, name).
