@@ -16,7 +16,7 @@ use k8s_openapi::{
             VolumeMount,
         },
     },
-    apimachinery::pkg::api::resource::Quantity,
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::OwnerReference},
 };
 use kube::{api::ObjectMeta, Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -198,9 +198,14 @@ pub fn build_job(ij: &ImportJob, config: &OperatorConfig) -> Result<Job, Invalid
 /// The Job for a valid ImportJob (`validate` gave `job_id`).
 pub fn importer_job(ij: &ImportJob, job_id: uuid::Uuid, config: &OperatorConfig) -> Job {
     let labels = labels(&job_id.to_string(), config.instance.as_deref());
-    let owner = ij
-        .controller_owner_ref(&())
-        .expect("validate checked that the ImportJob has a uid");
+    // blockOwnerDeletion: a foreground deletion of the ImportJob waits for its Job. Creating
+    // such a reference needs `update` on `importjobs/finalizers` where the
+    // OwnerReferencesPermissionEnforcement admission plugin is on (the chart grants it).
+    let owner = OwnerReference {
+        block_owner_deletion: Some(true),
+        ..ij.controller_owner_ref(&())
+            .expect("validate checked that the ImportJob has a uid")
+    };
     Job {
         metadata: ObjectMeta {
             name: Some(job_name(ij)),

@@ -331,7 +331,11 @@ fn owner_references_permission(
     let Ok(obj) = serde_json::from_slice::<Value>(body) else {
         return Ok(());
     };
-    for owner in obj["metadata"]["ownerReferences"].as_array().into_iter().flatten() {
+    for owner in obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if owner["blockOwnerDeletion"] != Value::Bool(true) {
             continue;
         }
@@ -339,7 +343,14 @@ fn owner_references_permission(
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let kind = owner["kind"].as_str().unwrap_or("").to_lowercase();
         let resource = format!("{kind}s/finalizers");
-        double.authorize(token, group, &resource, "update", ns, owner["name"].as_str())?;
+        double.authorize(
+            token,
+            group,
+            &resource,
+            "update",
+            ns,
+            owner["name"].as_str(),
+        )?;
     }
     Ok(())
 }
