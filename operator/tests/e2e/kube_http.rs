@@ -286,9 +286,17 @@ async fn handle(
             .map(|u| user = u),
         None => Ok(()),
     };
+    // A denial by the admission plugin is recorded with the attributes it checked.
+    let mut admission: Option<Grant> = None;
     let authorized = authorized.and_then(|()| match (&attributes, &method) {
         (Some((_, _, _, ns, _)), &Method::POST) => {
-            owner_references_permission(&double, token.as_deref(), ns.as_deref(), &body)
+            owner_references_permission(&double, token.as_deref(), ns.as_deref(), &body).map_err(
+                |denied| {
+                    let (e, checked) = *denied;
+                    admission = Some(checked);
+                    e
+                },
+            )
         }
         _ => Ok(()),
     });
@@ -313,7 +321,7 @@ async fn handle(
         query: uri.query().unwrap_or("").to_string(),
         status: response.status().as_u16(),
         user,
-        attributes: attributes.map(|(g, r, v, _, _)| (g, r, v)),
+        attributes: admission.or(attributes.map(|(g, r, v, _, _)| (g, r, v))),
         at: std::time::Instant::now(),
     });
     response
@@ -327,7 +335,7 @@ fn owner_references_permission(
     token: Option<&str>,
     ns: Option<&str>,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<(), Box<(ApiError, Grant)>> {
     let Ok(obj) = serde_json::from_slice::<Value>(body) else {
         return Ok(());
     };
@@ -343,17 +351,25 @@ fn owner_references_permission(
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let kind = owner["kind"].as_str().unwrap_or("").to_lowercase();
         let resource = format!("{kind}s/finalizers");
-        double.authorize(
+        if let Err(e) = double.authorize(
             token,
             group,
             &resource,
             "update",
             ns,
             owner["name"].as_str(),
-        )?;
+        ) {
+            return Err(Box::new((
+                e,
+                (group.to_string(), resource, "update".to_string()),
+            )));
+        }
     }
     Ok(())
 }
+
+/// An RBAC grant: (apiGroup, resource[/subresource], verb).
+type Grant = (String, String, String);
 
 /// (apiGroup, resource[/subresource], verb, namespace, name).
 type Attributes = (String, String, String, Option<String>, Option<String>);
