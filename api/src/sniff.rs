@@ -8,7 +8,7 @@ use crate::{
 };
 use bulk_import_core::options::ImportOptions;
 use bulk_import_importer::{
-    dialect::HeaderError,
+    mapping::HeaderError,
     preview::{self, Preview},
 };
 use bulk_import_types::{HeaderMapping, PreviewRow, PreviewValues, PreviewView, RowProblem};

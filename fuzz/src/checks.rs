@@ -216,7 +216,8 @@ pub fn report_roundtrip(rows: &[ReportRow], take_after: usize) {
 /// yields exactly the records that follow it.
 pub fn detect_and_read(input: &[u8]) {
     use bulk_import_core::options::{HeaderKind, ImportOptions, DELIMITERS};
-    use bulk_import_importer::dialect::{self, detect, recognise, HeaderError};
+    use bulk_import_importer::dialect::{self, detect, recognise};
+    use bulk_import_importer::mapping::HeaderError;
     for whole in [true, false] {
         let d = match detect(input, whole, false, &ImportOptions::default()) {
             Ok(d) => d,

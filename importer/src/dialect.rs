@@ -21,9 +21,9 @@
 //! with a warning. An explicit mapping (`columns=`) replaces the recognition of names
 //! (`crate::mapping`).
 
+use crate::mapping::{map_explicit, HeaderError, HeaderMap};
 use crate::reader::{RawRecord, RecordReader};
 use crate::validate::COLUMNS;
-use bulk_import_core::job_error::JobError;
 use bulk_import_core::options::{Dialect, HeaderKind, ImportOptions, MappedColumn, DELIMITERS};
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 
@@ -173,48 +173,6 @@ pub fn detect_delimiter(header_line: &[u8]) -> u8 {
     best.1
 }
 
-/// Why a header cannot be imported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderError {
-    /// Some names were recognised, but none is the email.
-    MissingEmailColumn(Vec<String>),
-    /// The explicit mapping names a header the file does not have.
-    HeaderNotFound {
-        column: &'static str,
-        header: String,
-        /// The file's header cells.
-        cells: Vec<String>,
-    },
-}
-
-impl HeaderError {
-    /// The job-level failure: a stable code and a message.
-    pub fn job_error(&self) -> JobError {
-        match self {
-            HeaderError::MissingEmailColumn(found) => JobError::new(
-                "missing_email_column",
-                format!(
-                    "the header names the columns {} but none of them is the email \
-                     (accepted names: email, e-mail, mail, email address, почта, электронная почта)",
-                    found.join(", ")
-                ),
-            ),
-            HeaderError::HeaderNotFound {
-                column,
-                header,
-                cells,
-            } => JobError::new(
-                "invalid_columns",
-                crate::mapping::not_found_message(column, header, cells),
-            ),
-        }
-    }
-}
-
-/// How a header maps: its kind, the fields a record must have, the columns found and the
-/// warnings.
-pub type HeaderMap = (HeaderKind, usize, Vec<MappedColumn>, Vec<String>);
-
 /// Maps the header's cells (already decoded) to the five columns.
 pub fn map_header(cells: &[String]) -> Result<HeaderMap, HeaderError> {
     let mut found: [Option<usize>; 5] = [None; 5];
@@ -319,7 +277,7 @@ pub fn detect_with_header(
         vec![]
     };
     let (header, fields, columns, more) = match &options.columns {
-        Some(map) => crate::mapping::map_explicit(&cells, map)?,
+        Some(map) => map_explicit(&cells, map)?,
         None => map_header(&cells)?,
     };
     warnings.extend(more);

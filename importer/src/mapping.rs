@@ -4,9 +4,51 @@
 //! (listed in the warnings). A named header the file does not have is
 //! [`HeaderError::HeaderNotFound`]. docs/import-semantics.md, The header and the columns.
 
-use crate::dialect::{HeaderError, HeaderMap};
 use bulk_import_core::column_map::COLUMN_NAMES;
+use bulk_import_core::job_error::JobError;
 use bulk_import_core::options::{ColumnMap, HeaderKind, MappedColumn};
+
+/// Why a header cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Some names were recognised, but none is the email.
+    MissingEmailColumn(Vec<String>),
+    /// The explicit mapping names a header the file does not have.
+    HeaderNotFound {
+        column: &'static str,
+        header: String,
+        /// The file's header cells.
+        cells: Vec<String>,
+    },
+}
+
+impl HeaderError {
+    /// The job-level failure: a stable code and a message.
+    pub fn job_error(&self) -> JobError {
+        match self {
+            HeaderError::MissingEmailColumn(found) => JobError::new(
+                "missing_email_column",
+                format!(
+                    "the header names the columns {} but none of them is the email \
+                     (accepted names: email, e-mail, mail, email address, почта, электронная почта)",
+                    found.join(", ")
+                ),
+            ),
+            HeaderError::HeaderNotFound {
+                column,
+                header,
+                cells,
+            } => JobError::new(
+                "invalid_columns",
+                not_found_message(column, header, cells),
+            ),
+        }
+    }
+}
+
+/// How a header maps: its kind, the fields a record must have, the columns found and the
+/// warnings.
+pub type HeaderMap = (HeaderKind, usize, Vec<MappedColumn>, Vec<String>);
 
 /// Header cells shown in a "not found" message, at most.
 const SHOWN_CELLS: usize = 12;

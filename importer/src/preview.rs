@@ -6,7 +6,8 @@
 //! database, no storage.
 
 use crate::{
-    dialect::{self, HeaderError, SAMPLE_BYTES},
+    dialect::{self, SAMPLE_BYTES},
+    mapping::HeaderError,
     reader::{RawRecord, RecordReader},
     source::columns_of,
     validate::{validate_with, Row, COLUMNS},
