@@ -222,23 +222,7 @@ impl Api {
         let query = opts.query();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let handle = tokio::fs::File::open(file)
-                .await
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
-            let len = handle
-                .metadata()
-                .await
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?
-                .len();
-            let bar = out.upload_bar(len);
-            let counted = bar.clone();
-            let stream = tokio_util::io::ReaderStream::with_capacity(handle, 64 * 1024)
-                .inspect_ok(move |chunk| counted.inc(chunk.len() as u64));
-            let part = multipart::Part::stream_with_length(Body::wrap_stream(stream), len)
-                .file_name(name.to_string())
-                .mime_str("text/csv")
-                .expect("a valid mime type");
-            let form = multipart::Form::new().part("file", part);
+            let (form, bar) = file_form(file, name, out).await?;
             let sent = self
                 .request(reqwest::Method::POST, &query)
                 .header("Idempotency-Key", key)
@@ -362,4 +346,26 @@ async fn copy_body(
     }
     out.flush().await.map_err(write_failed)?;
     Ok(n)
+}
+
+/// The multipart form of an upload, streaming `file` as the part `file`, and the byte progress
+/// bar it advances (a fresh one each attempt).
+async fn file_form(
+    file: &Path,
+    name: &str,
+    out: &Out,
+) -> Result<(multipart::Form, indicatif::ProgressBar), Failure> {
+    let unreadable =
+        |e: std::io::Error| Failure::usage(format!("cannot read {}: {e}", file.display()));
+    let handle = tokio::fs::File::open(file).await.map_err(unreadable)?;
+    let len = handle.metadata().await.map_err(unreadable)?.len();
+    let bar = out.upload_bar(len);
+    let counted = bar.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(handle, 64 * 1024)
+        .inspect_ok(move |chunk| counted.inc(chunk.len() as u64));
+    let part = multipart::Part::stream_with_length(Body::wrap_stream(stream), len)
+        .file_name(name.to_string())
+        .mime_str("text/csv")
+        .expect("a valid mime type");
+    Ok((multipart::Form::new().part("file", part), bar))
 }

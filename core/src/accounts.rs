@@ -141,33 +141,8 @@ pub async fn register(
     joining: Joining<'_>,
 ) -> Result<Registered> {
     let mut tx = pool.begin().await?;
-    let (org_id, role, invitation) = match joining {
-        Joining::NewOrganization { name } => {
-            let org: OrgId =
-                sqlx::query_scalar("INSERT INTO organizations (name) VALUES ($1) RETURNING id")
-                    .bind(name)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            (org, Role::Owner, None)
-        }
-        Joining::Invitation { token_hash } => {
-            // Marks it used (and locks it): a second sign-up with the same token waits here,
-            // then finds it used.
-            let found: Option<(Uuid, OrgId, Role)> = sqlx::query_as(
-                "UPDATE org_invitations SET used_at = now() \
-                 WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
-                   AND expires_at > now() AND (email IS NULL OR email = $2) \
-                 RETURNING id, org_id, role",
-            )
-            .bind(token_hash)
-            .bind(email)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((invitation, org, role)) = found else {
-                return Ok(Registered::InvalidInvitation);
-            };
-            (org, role, Some(invitation))
-        }
+    let Some((org_id, role, invitation)) = join(&mut tx, email, joining).await? else {
+        return Ok(Registered::InvalidInvitation);
     };
     let inserted = sqlx::query(
         "INSERT INTO users (id, email, password_hash, org_id, role) VALUES ($1, $2, $3, $4, $5) \
@@ -194,6 +169,44 @@ pub async fn register(
     let organization = organization_in(&mut tx, org_id).await?;
     tx.commit().await?;
     Ok(Registered::Created { organization, role })
+}
+
+/// The organization a sign-up joins, with its role and the invitation it uses: a new
+/// organization it owns, or the one of a valid invitation, which this marks used (and locks).
+/// `None` when the invitation is not valid.
+async fn join(
+    conn: &mut PgConnection,
+    email: &str,
+    joining: Joining<'_>,
+) -> Result<Option<(OrgId, Role, Option<Uuid>)>> {
+    Ok(Some(match joining {
+        Joining::NewOrganization { name } => {
+            let org: OrgId =
+                sqlx::query_scalar("INSERT INTO organizations (name) VALUES ($1) RETURNING id")
+                    .bind(name)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            (org, Role::Owner, None)
+        }
+        Joining::Invitation { token_hash } => {
+            // Marks it used (and locks it): a second sign-up with the same token waits here,
+            // then finds it used.
+            let found: Option<(Uuid, OrgId, Role)> = sqlx::query_as(
+                "UPDATE org_invitations SET used_at = now() \
+                 WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
+                   AND expires_at > now() AND (email IS NULL OR email = $2) \
+                 RETURNING id, org_id, role",
+            )
+            .bind(token_hash)
+            .bind(email)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some((invitation, org, role)) = found else {
+                return Ok(None);
+            };
+            (org, role, Some(invitation))
+        }
+    }))
 }
 
 async fn organization_in(conn: &mut PgConnection, id: OrgId) -> Result<Organization> {

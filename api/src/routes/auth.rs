@@ -193,6 +193,28 @@ fn created(registered: Registered) -> ApiResult<(Organization, Role)> {
     }
 }
 
+/// The email and password of a login, from JSON `{"email","password"}` or the OAuth2 form
+/// (`username`, `password`).
+async fn credentials(req: Request, state: &AppState) -> ApiResult<(String, String)> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let Form(f) = Form::<PasswordForm>::from_request(req, state)
+            .await
+            .map_err(|e| match crate::request_limits::cause(&e) {
+                Some(limit) => limit.into(),
+                None => ApiError::unprocessable("invalid_body", e.body_text()),
+            })?;
+        Ok((f.username, f.password))
+    } else {
+        let Json(c) = Json::<Credentials>::from_request(req, state).await?;
+        Ok((c.email, c.password))
+    }
+}
+
 /// Log in: returns a bearer token. Accepts JSON `{"email","password"}` or the OAuth2 form
 /// (`username`, `password`). Attempts are limited (see `rate_limit`): 429 with `Retry-After`.
 /// A successful login also sets the account's device cookie.
@@ -207,22 +229,7 @@ pub async fn token(
     req: Request,
 ) -> ApiResult<Response> {
     let headers = req.headers().clone();
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let (email, password) = if is_form {
-        let Form(f) = Form::<PasswordForm>::from_request(req, &state)
-            .await
-            .map_err(|e| match crate::request_limits::cause(&e) {
-                Some(limit) => limit.into(),
-                None => ApiError::unprocessable("invalid_body", e.body_text()),
-            })?;
-        (f.username, f.password)
-    } else {
-        let Json(c) = Json::<Credentials>::from_request(req, &state).await?;
-        (c.email, c.password)
-    };
+    let (email, password) = credentials(req, &state).await?;
     let wrong = || ApiError::unauthorized("wrong email or password");
     // An address that cannot be valid cannot have an account; still counted as an attempt
     // (under its hash, like every email).

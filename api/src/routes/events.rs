@@ -132,27 +132,41 @@ async fn relay(
             // The last progress event (status done or failed) is the end.
             return;
         }
-        let poll_every = if state.progress.subscribed() {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_millis(500)
-        };
-        let mine = async {
-            loop {
-                match wakeups.recv().await {
-                    Ok(job) if job == id => return,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                }
-            }
-        };
-        tokio::select! {
-            _ = mine => {},
-            _ = tokio::time::sleep(poll_every) => {},
-            _ = tokio::time::sleep_until(expiry) => {},
-            _ = tx.closed() => return,
+        if !wait_for_change(&state, id, &mut wakeups, expiry, &tx).await {
+            return;
         }
+    }
+}
+
+/// Waits until job `id` may have changed: its wake-up, the poll interval (short when no
+/// Redis relay wakes this replica), or the token's expiry. False when the client left.
+async fn wait_for_change(
+    state: &AppState,
+    id: Uuid,
+    wakeups: &mut broadcast::Receiver<Uuid>,
+    expiry: tokio::time::Instant,
+    tx: &mpsc::Sender<Event>,
+) -> bool {
+    let poll_every = if state.progress.subscribed() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(500)
+    };
+    let mine = async {
+        loop {
+            match wakeups.recv().await {
+                Ok(job) if job == id => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = mine => true,
+        _ = tokio::time::sleep(poll_every) => true,
+        _ = tokio::time::sleep_until(expiry) => true,
+        _ = tx.closed() => false,
     }
 }
 

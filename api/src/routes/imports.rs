@@ -20,7 +20,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use bulk_import_core::{job::rows_report_key, repo, storage::StorageError, JobStatus};
+use bulk_import_core::{job::rows_report_key, repo, storage::StorageError, JobRow, JobStatus};
 use serde::Serialize;
 use std::collections::HashMap;
 pub fn router() -> Router<AppState> {
@@ -205,6 +205,25 @@ pub async fn errors_report(
         }
     };
     let job = visible_job(&state, &user, &id).await?;
+    let key = report_key(&state, &job, rows).await?;
+    let ttl = state.settings.presign_ttl;
+    let url = match state.storage.presign_get(&key, ttl).await {
+        Ok(Some(url)) => url,
+        Ok(None) => downloads::signed_url(&state, &key)?,
+        Err(e) => {
+            tracing::error!(error = %e, "presigning failed");
+            return Err(ApiError::unavailable("storage"));
+        }
+    };
+    Ok(Json(ReportLink {
+        url,
+        expires_in: ttl.as_secs(),
+    })
+    .into_response())
+}
+
+/// The object to link for a finished job: errors.csv, or the file of bad rows (`rows`).
+async fn report_key(state: &AppState, job: &JobRow, rows: bool) -> ApiResult<String> {
     let key = match (job.status(), &job.report_object) {
         // A job stopped by max_errors has a report too.
         (JobStatus::Done | JobStatus::Failed, Some(key)) => key.clone(),
@@ -229,40 +248,23 @@ pub async fn errors_report(
             ))
         }
     };
-    let key = if rows {
-        let rows_key = rows_report_key(job.id);
-        // Jobs finished before this file existed have only errors.csv.
-        match state.storage.size(&rows_key).await {
-            Ok(_) => rows_key,
-            Err(StorageError::NotFound(_)) => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no_rows_report",
-                    "this import has no file of bad rows (it predates them); use errors.csv",
-                ))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storage unavailable");
-                return Err(ApiError::unavailable("storage"));
-            }
-        }
-    } else {
-        key
-    };
-    let ttl = state.settings.presign_ttl;
-    let url = match state.storage.presign_get(&key, ttl).await {
-        Ok(Some(url)) => url,
-        Ok(None) => downloads::signed_url(&state, &key)?,
+    if !rows {
+        return Ok(key);
+    }
+    let rows_key = rows_report_key(job.id);
+    // Jobs finished before this file existed have only errors.csv.
+    match state.storage.size(&rows_key).await {
+        Ok(_) => Ok(rows_key),
+        Err(StorageError::NotFound(_)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_rows_report",
+            "this import has no file of bad rows (it predates them); use errors.csv",
+        )),
         Err(e) => {
-            tracing::error!(error = %e, "presigning failed");
-            return Err(ApiError::unavailable("storage"));
+            tracing::error!(error = %e, "storage unavailable");
+            Err(ApiError::unavailable("storage"))
         }
-    };
-    Ok(Json(ReportLink {
-        url,
-        expires_in: ttl.as_secs(),
-    })
-    .into_response())
+    }
 }
 
 /// `format=json`: a page of the job's stored bad rows, by line (`after`, `limit`), at any
