@@ -5,6 +5,8 @@
     bench/gen.py dirty ROWS OUT        ROWS rows: 1% invalid, 1% repeats of earlier emails
     bench/gen.py sorted ROWS OUT       the clean file's rows, sorted by email (byte order, as
                                        `ORDER BY email` under the C collation exports them)
+    bench/gen.py fresh ROWS OUT        ROWS valid rows whose emails no clean file holds (to load
+                                       into a table that already holds a clean file's rows)
 
 Same arguments, same bytes (fixed seed, no dependence on the Python hash seed). Prints one
 JSON line describing the file (rows, invalid, duplicates) so that the caller can check the
@@ -98,7 +100,7 @@ INVALID = [
 
 
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("clean", "dirty", "sorted"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("clean", "dirty", "sorted", "fresh"):
         sys.exit(__doc__)
     kind, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     # The sorted file holds the clean file's rows: the same random stream.
@@ -132,6 +134,8 @@ def main():
                 user = "%s%s.%d" % (first_lower[fi][0], last_lower[li], i)
             else:
                 user = "%s_%d" % (first_lower[fi], i)
+            if kind == "fresh":
+                user += "f"  # a clean file's users end in a digit
             email = "%s@%s" % (user, DOMAINS[randrange(nd)])
             if i in bad:
                 counts["invalid"] += 1
