@@ -225,6 +225,11 @@ fn describe(job: &JobView) -> String {
         job.progress_percent,
         job_line(job)
     );
+    if let Some(p) = job.queue_position {
+        s.push_str(&format!(
+            "\n  waiting for an importer slot: position {p} in the queue"
+        ));
+    }
     if let Some(d) = &job.dialect {
         s.push_str(&format!(
             "\n  read as: delimiter {:?}, {}, {}",

@@ -16,6 +16,7 @@
 
 use crate::{
     actions::{cancel, carry_out, cleanup, create, delete_job, expire, just_finished, retry},
+    admission::{self, Gate},
     config::OperatorConfig,
     context::{
         cached_job, cached_pods, caches_ready, failed_create_message, read_row, Caches, Context,
@@ -137,7 +138,19 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             Ok(just_finished(ctx))
         }
         Plan::Create(id) => {
-            let Some(created) = create(ij, ctx, id, &jobs).await? else {
+            let gate = ctx.admission.gate(ctx, ij, &ns);
+            if gate != Gate::Admitted {
+                return admission::queue(ij, ctx, id, gate, row.as_ref()).await;
+            }
+            let created = async {
+                admission::clear_position(ctx, id, row.as_ref()).await?;
+                create(ij, ctx, id, &jobs).await
+            };
+            let Some(created) = created
+                .await
+                .inspect_err(|_| ctx.admission.release(&ns, ij))?
+            else {
+                ctx.admission.release(&ns, ij);
                 return Ok(Action::requeue(MIRROR_EVERY));
             };
             let m = mirror(ij, id, &created, &pods, row.as_ref(), Seen::Created);
@@ -231,6 +244,7 @@ pub async fn run(
             pods: pod_reader,
         },
     ));
+    ctx.admission.set_importjobs(ij_reader.clone());
     let pod_ns = ns.clone();
     Controller::for_stream(ij_stream, ij_reader)
         .owns_stream(job_stream)

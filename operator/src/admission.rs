@@ -1,0 +1,210 @@
+//! Admission on Kubernetes: at most `MAX_ACTIVE_IMPORTS` importer Jobs at once (and
+//! `MAX_ACTIVE_IMPORTS_PER_ORG` per organization); an ImportJob that would create one more
+//! waits in phase `Queued` with its `status.queuePosition` (and the row's
+//! `queue_position`), and is reconciled again every [`QUEUE_RECHECK`] until a slot is free.
+//! The decision is `bulk_import_core::admission::admit`; this module gathers what it
+//! needs and keeps the ledger.
+//!
+//! Reconciles run concurrently and the Job cache lags behind the Jobs just created: each
+//! decision is made under one lock ([`Admission::gate`]) over the cached unfinished Jobs
+//! plus the ledger of Jobs this operator created and the cache has not shown yet, and an
+//! admitted ImportJob enters the ledger before the lock is released. So two reconciles
+//! never both take the last slot.
+
+use crate::{
+    context::Context,
+    job_template::job_name,
+    plan::previous_phase,
+    status::{job_finished, Observed, Phase},
+    status_apply::{apply_status, desired_status, now},
+    Result,
+};
+use bulk_import_core::{
+    admission::{admit, Limits, Waiting},
+    crd::ImportJob,
+    JobRow,
+};
+use k8s_openapi::api::batch::v1::Job as KubeJob;
+use kube::{
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
+    ResourceExt,
+};
+use std::{
+    collections::HashMap,
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+/// How often a queued ImportJob is looked at again (a slot may have freed).
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(2);
+/// A ledger entry the cache never showed (the Job vanished at once) is dropped after this.
+const LEDGER_TTL: Duration = Duration::from_secs(300);
+
+/// The ledger of Jobs created and not yet in the cache, and the cache of ImportJobs (the
+/// queue), set when the controller starts.
+#[derive(Default)]
+pub struct Admission {
+    /// `namespace/job name` → its organization and when it was admitted.
+    ledger: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    importjobs: OnceLock<Store<ImportJob>>,
+}
+
+/// The gate's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Create the Job now (the slot is held in the ledger; [`Admission::release`] it if
+    /// the Job is not created).
+    Admitted,
+    /// Wait: the position (1 is next), how many run and the limit.
+    Queued {
+        position: usize,
+        running: usize,
+        limit: usize,
+    },
+}
+
+fn org(ij: &ImportJob) -> Option<i64> {
+    ij.spec.organization.map(i64::from)
+}
+
+fn ledger_key(ns: &str, job: &str) -> String {
+    format!("{ns}/{job}")
+}
+
+/// Waits for a slot: not ended, not invalid, not cancelled, not being deleted.
+fn wants_a_slot(ij: &ImportJob) -> bool {
+    let phase = previous_phase(ij);
+    ij.metadata.deletion_timestamp.is_none()
+        && ij.spec.cancel_requested != Some(true)
+        && !phase.is_some_and(|p| p.is_terminal() || p == Phase::Invalid || p == Phase::Running)
+}
+
+fn waiting_entry(ij: &ImportJob) -> Waiting<String> {
+    Waiting {
+        key: ij.name_any(),
+        org: org(ij),
+        created: ij
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| format!("{:020}", t.0.as_second()))
+            .unwrap_or_default(),
+        name: ij.name_any(),
+    }
+}
+
+impl Admission {
+    /// The controller's cache of ImportJobs: the queue. Without it (tests of one
+    /// reconcile), the queue is the ImportJob being reconciled alone.
+    pub fn set_importjobs(&self, store: Store<ImportJob>) {
+        let _ = self.importjobs.set(store);
+    }
+
+    /// Whether `ij` (in `ns`) may create its Job now; if so, the slot is taken.
+    pub fn gate(&self, ctx: &Context, ij: &ImportJob, ns: &str) -> Gate {
+        let limits = Limits::new(
+            ctx.config.max_active_imports,
+            ctx.config.max_active_imports_per_org,
+        );
+        let importjobs = self.importjobs.get();
+        let owner_org = |job: &KubeJob| {
+            let owner = job
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "ImportJob")?;
+            let ij = importjobs?.get(&ObjectRef::new(&owner.name).within(ns))?;
+            org(&ij)
+        };
+        let jobs = ctx.caches.jobs.state();
+        let mut ledger = self.ledger.lock().expect("lock");
+        // Jobs the cache shows are counted from the cache from now on.
+        ledger.retain(|key, (_, at)| {
+            at.elapsed() < LEDGER_TTL && !jobs.iter().any(|j| ledger_key(ns, &j.name_any()) == *key)
+        });
+        let mut running: Vec<Option<i64>> = jobs
+            .iter()
+            .filter(|j| j.namespace().as_deref() == Some(ns) && !job_finished(j))
+            .map(|j| owner_org(j))
+            .collect();
+        running.extend(ledger.values().map(|(org, _)| *org));
+        let has_job = |ij: &ImportJob| {
+            let name = job_name(ij);
+            ledger.contains_key(&ledger_key(ns, &name))
+                || jobs
+                    .iter()
+                    .any(|j| j.name_any() == name && j.namespace().as_deref() == Some(ns))
+        };
+        let mut waiting: Vec<Waiting<String>> = importjobs
+            .map(|s| s.state())
+            .unwrap_or_default()
+            .iter()
+            .filter(|other| other.namespace().as_deref() == Some(ns))
+            .filter(|other| other.name_any() != ij.name_any())
+            .filter(|other| wants_a_slot(other) && !has_job(other))
+            .map(|other| waiting_entry(other))
+            .collect();
+        waiting.push(waiting_entry(ij));
+        let decision = admit(&waiting, &running, limits);
+        let me = ij.name_any();
+        if decision.is_admitted(&me) {
+            ledger.insert(ledger_key(ns, &job_name(ij)), (org(ij), Instant::now()));
+            return Gate::Admitted;
+        }
+        Gate::Queued {
+            position: decision.position(&me).unwrap_or(1),
+            running: running.len(),
+            limit: limits.total,
+        }
+    }
+
+    /// The Job of an admitted ImportJob was not created (an error, or it existed): its
+    /// slot is counted from the cache again.
+    pub fn release(&self, ns: &str, ij: &ImportJob) {
+        let key = ledger_key(ns, &job_name(ij));
+        self.ledger.lock().expect("lock").remove(&key);
+    }
+}
+
+/// An admitted import is no longer queued: its row says so (when it did).
+pub(crate) async fn clear_position(ctx: &Context, id: Uuid, row: Option<&JobRow>) -> Result<()> {
+    if let (Some(db), true) = (&ctx.db, row.is_some_and(|r| r.queue_position.is_some())) {
+        bulk_import_core::repo::set_queue_position(db, id, None).await?;
+    }
+    Ok(())
+}
+
+/// A queued ImportJob: its position in the row, then the status (phase `Queued`,
+/// `queuePosition`); looked at again after [`QUEUE_RECHECK`].
+pub(crate) async fn queue(
+    ij: &ImportJob,
+    ctx: &Context,
+    id: Uuid,
+    gate: Gate,
+    row: Option<&JobRow>,
+) -> Result<Action> {
+    let Gate::Queued {
+        position,
+        running,
+        limit,
+    } = gate
+    else {
+        return Ok(Action::requeue(QUEUE_RECHECK));
+    };
+    let at = i32::try_from(position).unwrap_or(i32::MAX);
+    if let (Some(db), true) = (&ctx.db, row.is_some_and(|r| r.queue_position != Some(at))) {
+        bulk_import_core::repo::set_queue_position(db, id, Some(at)).await?;
+    }
+    let observed = Observed::new(
+        Phase::Queued,
+        "WaitingForSlot",
+        format!("position {position} in the queue: {running} of {limit} importer Jobs run"),
+    );
+    let mut desired = desired_status(ij, &observed, None, row, &now());
+    desired.queue_position = Some(at);
+    apply_status(ij, ctx, &observed, desired).await?;
+    Ok(Action::requeue(QUEUE_RECHECK))
+}
