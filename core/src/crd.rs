@@ -35,7 +35,8 @@ pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
         name = "Queue",
         type_ = "integer",
         json_path = ".status.queuePosition",
-        description = "place in the queue for an importer slot while Queued"
+        description = "place in the queue for an importer slot while Queued",
+        priority = 1
     ),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(
