@@ -123,6 +123,16 @@ mod tests {
         format!("run {} | wait {}", d.admitted.join(" "), queued.join(" "))
     }
 
+    /// One row of the table: the case, who waits, the organizations of those running, the
+    /// limits, the decision.
+    type Case<'a> = (
+        &'a str,
+        &'a [Waiting<String>],
+        Vec<Option<i64>>,
+        Limits,
+        &'a str,
+    );
+
     #[test]
     fn the_decision_for_each_case() {
         let a: Vec<_> = (1..=5)
@@ -139,7 +149,7 @@ mod tests {
         let two = Limits::new(2, 0);
         let four = Limits::new(4, 0);
         #[rustfmt::skip]
-        let cases: Vec<(&str, &[Waiting<String>], Vec<Option<i64>>, Limits, &str)> = vec![
+        let cases: Vec<Case> = vec![
             ("nothing waits", &[], vec![], two, "run  | wait "),
             ("room for all", &a[..2], vec![], unlimited, "run a1 a2 | wait "),
             ("oldest first within an organization", &a, vec![], two,
