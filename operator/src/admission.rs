@@ -9,7 +9,9 @@
 //! decision is made under one lock ([`Admission::gate`]) over the cached unfinished Jobs
 //! plus the ledger of Jobs this operator created and the cache has not shown yet, and an
 //! admitted ImportJob enters the ledger before the lock is released. So two reconciles
-//! never both take the last slot.
+//! never both take the last slot. The other ImportJobs a decision admits, and those that an
+//! ended import's slot admits, are reconciled at once (the controller's `reconcile_on`)
+//! rather than at their next recheck.
 
 use crate::{
     context::Context,
@@ -20,7 +22,7 @@ use crate::{
     Result,
 };
 use bulk_import_core::{
-    admission::{admit, Limits, Waiting},
+    admission::{admit, Decision, Limits, Waiting},
     crd::ImportJob,
     JobRow,
 };
@@ -37,6 +39,7 @@ use std::{
     sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
+use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 /// How often a queued ImportJob is looked at again (a slot may have freed).
@@ -51,6 +54,7 @@ pub struct Admission {
     /// `namespace/job name` → its organization and when it was admitted.
     ledger: Mutex<HashMap<String, (Option<i64>, Instant)>>,
     importjobs: OnceLock<Store<ImportJob>>,
+    waker: OnceLock<UnboundedSender<ObjectRef<ImportJob>>>,
 }
 
 /// The gate's answer.
@@ -104,8 +108,55 @@ impl Admission {
         let _ = self.importjobs.set(store);
     }
 
-    /// Whether `ij` (in `ns`) may create its Job now; if so, the slot is taken.
+    /// Reconciles of the ImportJobs a decision admitted go through this (to the
+    /// controller's `reconcile_on`), so that a free slot is taken at once.
+    pub fn set_waker(&self, waker: UnboundedSender<ObjectRef<ImportJob>>) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Whether `ij` (in `ns`) may create its Job now; if so, the slot is taken. The
+    /// others the decision admits are woken.
     pub fn gate(&self, ctx: &Context, ij: &ImportJob, ns: &str) -> Gate {
+        let mut ledger = self.ledger.lock().expect("lock");
+        let (decision, running) = self.decide(ctx, ns, Some(ij), &mut ledger);
+        let me = ij.name_any();
+        self.wake(ns, decision.admitted.iter().filter(|k| **k != me));
+        if decision.is_admitted(&me) {
+            ledger.insert(ledger_key(ns, &job_name(ij)), (org(ij), Instant::now()));
+            return Gate::Admitted;
+        }
+        Gate::Queued {
+            position: decision.position(&me).unwrap_or(1),
+            running,
+            limit: ctx.config.max_active_imports,
+        }
+    }
+
+    /// A slot may have freed (an import ended): wakes the ImportJobs that would be
+    /// admitted now.
+    pub fn slot_freed(&self, ctx: &Context, ns: &str) {
+        let mut ledger = self.ledger.lock().expect("lock");
+        let (decision, _) = self.decide(ctx, ns, None, &mut ledger);
+        self.wake(ns, decision.admitted.iter());
+    }
+
+    fn wake<'a>(&self, ns: &str, names: impl Iterator<Item = &'a String>) {
+        if let Some(waker) = self.waker.get() {
+            for name in names {
+                let _ = waker.send(ObjectRef::new(name).within(ns));
+            }
+        }
+    }
+
+    /// The decision over the ImportJobs waiting in `ns` (and `me`, which the cache may not
+    /// show yet), given the unfinished Jobs in the cache and the ledger; and how many run.
+    fn decide(
+        &self,
+        ctx: &Context,
+        ns: &str,
+        me: Option<&ImportJob>,
+        ledger: &mut HashMap<String, (Option<i64>, Instant)>,
+    ) -> (Decision<String>, usize) {
         let limits = Limits::new(
             ctx.config.max_active_imports,
             ctx.config.max_active_imports_per_org,
@@ -120,45 +171,37 @@ impl Admission {
             org(&ij)
         };
         let jobs = ctx.caches.jobs.state();
-        let mut ledger = self.ledger.lock().expect("lock");
+        let in_ns = |j: &KubeJob| j.namespace().as_deref() == Some(ns);
         // Jobs the cache shows are counted from the cache from now on.
         ledger.retain(|key, (_, at)| {
-            at.elapsed() < LEDGER_TTL && !jobs.iter().any(|j| ledger_key(ns, &j.name_any()) == *key)
+            at.elapsed() < LEDGER_TTL
+                && !jobs
+                    .iter()
+                    .any(|j| in_ns(j) && ledger_key(ns, &j.name_any()) == *key)
         });
         let mut running: Vec<Option<i64>> = jobs
             .iter()
-            .filter(|j| j.namespace().as_deref() == Some(ns) && !job_finished(j))
+            .filter(|j| in_ns(j) && !job_finished(j))
             .map(|j| owner_org(j))
             .collect();
         running.extend(ledger.values().map(|(org, _)| *org));
         let has_job = |ij: &ImportJob| {
             let name = job_name(ij);
             ledger.contains_key(&ledger_key(ns, &name))
-                || jobs
-                    .iter()
-                    .any(|j| j.name_any() == name && j.namespace().as_deref() == Some(ns))
+                || jobs.iter().any(|j| in_ns(j) && j.name_any() == name)
         };
+        let me_name = me.map(|ij| ij.name_any());
         let mut waiting: Vec<Waiting<String>> = importjobs
             .map(|s| s.state())
             .unwrap_or_default()
             .iter()
             .filter(|other| other.namespace().as_deref() == Some(ns))
-            .filter(|other| other.name_any() != ij.name_any())
+            .filter(|other| Some(other.name_any()) != me_name)
             .filter(|other| wants_a_slot(other) && !has_job(other))
             .map(|other| waiting_entry(other))
             .collect();
-        waiting.push(waiting_entry(ij));
-        let decision = admit(&waiting, &running, limits);
-        let me = ij.name_any();
-        if decision.is_admitted(&me) {
-            ledger.insert(ledger_key(ns, &job_name(ij)), (org(ij), Instant::now()));
-            return Gate::Admitted;
-        }
-        Gate::Queued {
-            position: decision.position(&me).unwrap_or(1),
-            running: running.len(),
-            limit: limits.total,
-        }
+        waiting.extend(me.map(waiting_entry));
+        (admit(&waiting, &running, limits), running.len())
     }
 
     /// The Job of an admitted ImportJob was not created (an error, or it existed): its

@@ -23,7 +23,7 @@ use crate::{
     },
     job_template::{job_name, validate, INSTANCE_LABEL},
     metrics::Metrics,
-    plan::{mirror, plan, Plan, Seen, MIRROR_EVERY},
+    plan::{mirror, plan, Plan, Seen, Then, MIRROR_EVERY},
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
     Error, Result,
@@ -164,7 +164,13 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
                     m = mirror(ij, m.id, job, &pods, row.as_ref(), seen);
                 }
             }
-            carry_out(ij, ctx, m, &name, row, &jobs).await
+            let ended = m.then == Then::Finished;
+            let action = carry_out(ij, ctx, m, &name, row, &jobs).await?;
+            if ended {
+                // Its slot is free: the next queued ImportJob need not wait for its recheck.
+                ctx.admission.slot_freed(ctx, &ns);
+            }
+            Ok(action)
         }
     }
 }
@@ -245,8 +251,13 @@ pub async fn run(
         },
     ));
     ctx.admission.set_importjobs(ij_reader.clone());
+    let (waker, woken) = tokio::sync::mpsc::unbounded_channel();
+    ctx.admission.set_waker(waker);
     let pod_ns = ns.clone();
     Controller::for_stream(ij_stream, ij_reader)
+        .reconcile_on(futures_util::stream::unfold(woken, |mut rx| async move {
+            rx.recv().await.map(|woken| (woken, rx))
+        }))
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| {
             let id = pod
