@@ -251,3 +251,83 @@ pub(crate) async fn queue(
     apply_status(ij, ctx, &observed, desired).await?;
     Ok(Action::requeue(QUEUE_RECHECK))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::OperatorConfig,
+        fixtures::{job_for, Harness, ImportJobExt, JobExt},
+    };
+
+    fn harness(max: usize) -> Harness {
+        let config = OperatorConfig {
+            max_active_imports: max,
+            ..OperatorConfig::defaults()
+        };
+        Harness::with(config, None, None)
+    }
+
+    fn named(name: &str) -> ImportJob {
+        let mut ij = ImportJob::test().finalized();
+        ij.metadata.name = Some(name.into());
+        ij
+    }
+
+    fn ns(ij: &ImportJob) -> String {
+        ij.namespace().expect("namespaced")
+    }
+
+    #[tokio::test]
+    async fn the_ledger_counts_jobs_the_cache_has_not_shown_yet() {
+        let h = harness(1);
+        let (a, b) = (named("import-a"), named("import-b"));
+        assert_eq!(h.ctx.admission.gate(&h.ctx, &a, &ns(&a)), Gate::Admitted);
+        // The cache is still empty: only the ledger knows a's Job.
+        let queued = Gate::Queued {
+            position: 1,
+            running: 1,
+            limit: 1,
+        };
+        assert_eq!(h.ctx.admission.gate(&h.ctx, &b, &ns(&b)), queued);
+        // a's Job could not be created: its slot is free again.
+        h.ctx.admission.release(&ns(&a), &a);
+        assert_eq!(h.ctx.admission.gate(&h.ctx, &b, &ns(&b)), Gate::Admitted);
+    }
+
+    #[tokio::test]
+    async fn unfinished_jobs_in_the_cache_take_slots_and_finished_ones_do_not() {
+        let mut h = harness(1);
+        let (a, b) = (named("import-a"), named("import-b"));
+        h.cache(Some(&job_for(&a)), &[]);
+        assert!(matches!(
+            h.ctx.admission.gate(&h.ctx, &b, &ns(&b)),
+            Gate::Queued { running: 1, .. }
+        ));
+        h.cache(Some(&job_for(&a).condition("Complete", "", "")), &[]);
+        assert_eq!(h.ctx.admission.gate(&h.ctx, &b, &ns(&b)), Gate::Admitted);
+    }
+
+    #[tokio::test]
+    async fn concurrent_reconciles_never_admit_more_than_the_limit() {
+        let h = harness(3);
+        let ctx = h.ctx.clone();
+        let admitted = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let ctx = ctx.clone();
+                    s.spawn(move || {
+                        let ij = named(&format!("import-{i:02}"));
+                        ctx.admission.gate(&ctx, &ij, &ns(&ij)) == Gate::Admitted
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|a| *a)
+                .count()
+        });
+        assert_eq!(admitted, 3);
+    }
+}
