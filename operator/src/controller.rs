@@ -137,25 +137,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
             Ok(just_finished(ctx))
         }
-        Plan::Create(id) => {
-            let gate = ctx.admission.gate(ctx, ij, &ns);
-            if gate != Gate::Admitted {
-                return admission::queue(ij, ctx, id, gate, row.as_ref()).await;
-            }
-            let created = async {
-                admission::clear_position(ctx, id, row.as_ref()).await?;
-                create(ij, ctx, id, &jobs).await
-            };
-            let Some(created) = created
-                .await
-                .inspect_err(|_| ctx.admission.release(&ns, ij))?
-            else {
-                ctx.admission.release(&ns, ij);
-                return Ok(Action::requeue(MIRROR_EVERY));
-            };
-            let m = mirror(ij, id, &created, &pods, row.as_ref(), Seen::Created);
-            carry_out(ij, ctx, m, &name, row, &jobs).await
-        }
+        Plan::Create(id) => admit_and_create(ij, ctx, id, &pods, row, &jobs).await,
         Plan::Mirror(mut m) => {
             if m.look_for_failed_create {
                 if let Some(message) = failed_create_message(ctx, &ns, &name).await? {
@@ -173,6 +155,37 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             Ok(action)
         }
     }
+}
+
+/// No Job yet: if admitted (`crate::admission`), create it (the row no longer queued
+/// first) and mirror it; else wait `Queued`. The slot is given back when the Job is not
+/// created (an error, or it existed: then the cache counts it).
+async fn admit_and_create(
+    ij: &ImportJob,
+    ctx: &Context,
+    id: uuid::Uuid,
+    pods: &[Pod],
+    row: Option<bulk_import_core::JobRow>,
+    jobs: &Api<KubeJob>,
+) -> Result<Action> {
+    let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
+    let gate = ctx.admission.gate(ctx, ij, &ns);
+    if gate != Gate::Admitted {
+        return admission::queue(ij, ctx, id, gate, row.as_ref()).await;
+    }
+    let created = async {
+        admission::clear_position(ctx, id, row.as_ref()).await?;
+        create(ij, ctx, id, jobs).await
+    };
+    let created = created.await;
+    if !matches!(created, Ok(Some(_))) {
+        ctx.admission.release(&ns, ij);
+    }
+    let Some(created) = created? else {
+        return Ok(Action::requeue(MIRROR_EVERY));
+    };
+    let m = mirror(ij, id, &created, pods, row.as_ref(), Seen::Created);
+    carry_out(ij, ctx, m, &job_name(ij), row, jobs).await
 }
 
 /// What triggers a reconcile of an ImportJob: its spec (generation), its deletion and its
