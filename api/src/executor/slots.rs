@@ -69,12 +69,14 @@ impl Slots {
         id: Uuid,
         stop: &CancellationToken,
     ) -> Option<Slot> {
-        let (org, created) = match repo::get(pool, id).await {
+        let (org, created, mut shown) = match repo::get(pool, id).await {
             Ok(Some(row)) => (
                 Some(i64::from(row.org_id)),
                 format!("{:020}", row.created_at.timestamp_micros()),
+                // A position left by an API that stopped while the job waited.
+                row.queue_position.map(|p| p as usize),
             ),
-            _ => (None, String::new()),
+            _ => (None, String::new(), None),
         };
         let mut changed = self.changed.subscribe();
         self.state.lock().expect("lock").waiting.push(Waiting {
@@ -84,7 +86,6 @@ impl Slots {
             name: id.to_string(),
         });
         self.bump();
-        let mut shown = None;
         loop {
             changed.borrow_and_update();
             let position = self.try_take(id);
