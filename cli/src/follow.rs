@@ -229,7 +229,13 @@ fn show(bar: &ProgressBar, job: &JobView, rate: &mut Rate) {
     if processing && rate.start.is_none() {
         rate.start = Some((Instant::now(), rows, percent));
     }
-    let mut message = format!("{}: {rows} rows, {} bad", job.status, job.error_rows);
+    let mut message = match job.queue_position {
+        Some(p) => format!(
+            "{} (position {p}): {rows} rows, {} bad",
+            job.status, job.error_rows
+        ),
+        None => format!("{}: {rows} rows, {} bad", job.status, job.error_rows),
+    };
     if let Some((t, r0, p0)) = rate.start {
         let secs = t.elapsed().as_secs_f64();
         if secs >= 0.5 && rows > r0 {

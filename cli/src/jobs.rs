@@ -225,6 +225,11 @@ fn describe(job: &JobView) -> String {
         job.progress_percent,
         job_line(job)
     );
+    if let Some(p) = job.queue_position {
+        s.push_str(&format!(
+            "\n  waiting for an importer slot: position {p} in the queue"
+        ));
+    }
     if let Some(d) = &job.dialect {
         s.push_str(&format!(
             "\n  read as: delimiter {:?}, {}, {}",
@@ -241,4 +246,39 @@ fn describe(job: &JobView) -> String {
         s.push_str(&format!("\n  took {secs:.1} s ({:.0} rows/s)", rows / secs));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job as the API sends it while it waits for an importer slot.
+    fn queued() -> JobView {
+        serde_json::from_value(json!({
+            "id": "51a090a7-aa41-4a95-bcd6-54837f74ebdd", "status": "queued",
+            "queue_position": 3, "mode": "insert_only", "processed_rows": 0,
+            "inserted_rows": 0, "updated_rows": 0, "error_rows": 0, "progress_percent": 0.0,
+            "file_name": "c.csv", "file_size": 10, "created_at": "2026-12-08T00:00:00Z",
+            "started_at": null, "finished_at": null, "error": null,
+            "errors_report_available": false, "dry_run": false, "max_errors": null,
+            "dialect": null, "created_by": {"id": "0b6f4c1e-0000-4000-8000-000000000000", "email": "a@b.c"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_queued_job_shows_its_place_in_the_queue() {
+        let job = queued();
+        assert_eq!(job.status, Status::Queued);
+        let shown = describe(&job);
+        assert!(shown.contains("queued"), "{shown}");
+        assert!(shown.contains("position 3 in the queue"), "{shown}");
+        let mut older = serde_json::to_value(&job).unwrap();
+        older.as_object_mut().unwrap().remove("queue_position");
+        let older: JobView = serde_json::from_value(older).unwrap();
+        assert_eq!(
+            older.queue_position, None,
+            "an older API without the field still reads"
+        );
+    }
 }

@@ -31,6 +31,13 @@ pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
     category = "bulk-import",
     doc = "An import of one uploaded CSV file into Postgres, run as a Kubernetes Job.",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Queue",
+        type_ = "integer",
+        json_path = ".status.queuePosition",
+        description = "place in the queue for an importer slot while Queued",
+        priority = 1
+    ),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(
         name = "Processed",
@@ -227,7 +234,7 @@ pub struct Tuning {
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportJobStatus {
-    /// `Pending`, `Running`, `Complete`, `Failed`, `Cancelled` or `Invalid`.
+    /// `Queued`, `Pending`, `Running`, `Complete`, `Failed`, `Cancelled` or `Invalid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Machine-readable reason of the phase (e.g. `OOMKilled`, `DeadlineExceeded`).
@@ -258,6 +265,9 @@ pub struct ImportJobStatus {
     pub error_rows: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_percent: Option<f64>,
+    /// While `Queued`: its place in the queue for an importer slot (1 is next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<i32>,
     /// The `spec.retries` the operator has acted on: when it is lower, a retry is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,

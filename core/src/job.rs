@@ -184,6 +184,9 @@ pub struct JobRow {
     pub checkpoint_stream_offset: Option<i64>,
     /// The explicit column mapping asked for (`columns=`), as JSON (`ColumnMap::to_json`).
     pub columns: Option<String>,
+    /// Its place in the queue for an importer slot (1 is next) while it waits
+    /// (`crate::admission`); `None` when not queued.
+    pub queue_position: Option<i32>,
 }
 
 /// A job's committed counters and checkpoint, as one batch transaction leaves them.
@@ -206,6 +209,12 @@ impl JobRow {
 
     pub fn status(&self) -> JobStatus {
         self.status
+    }
+
+    /// Its queue position, while it is `pending` and waiting for an importer slot.
+    pub fn queued_at(&self) -> Option<i32> {
+        self.queue_position
+            .filter(|_| self.status == JobStatus::Pending)
     }
 
     pub fn totals(&self) -> Totals {

@@ -4,6 +4,7 @@
 //! policy.
 
 pub mod accounts;
+pub mod admission;
 pub mod column_map;
 #[cfg(feature = "crd")]
 pub mod crd;

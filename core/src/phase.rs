@@ -3,6 +3,9 @@
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Waiting for an importer slot (admission: `MAX_ACTIVE_IMPORTS`,
+    /// `MAX_ACTIVE_IMPORTS_PER_ORG`); `status.queuePosition` says its place.
+    Queued,
     Pending,
     Running,
     Complete,
@@ -14,7 +17,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
+        Phase::Queued,
         Phase::Pending,
         Phase::Running,
         Phase::Complete,
@@ -26,6 +30,7 @@ impl Phase {
     /// The name in `status.phase`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Queued => "Queued",
             Phase::Pending => "Pending",
             Phase::Running => "Running",
             Phase::Complete => "Complete",

@@ -66,6 +66,9 @@ pub struct ImportTuning {
     /// `MAX_STORED_ERROR_ROWS`: bad rows whose record (line, code, values) a job stores,
     /// the first in line order (default 100000); later ones are counted, not stored.
     pub max_stored_error_rows: i64,
+    /// `IMPORTER_DB_POOL`: Postgres connections of one importer's pool (default 3); it opens
+    /// one more of its own for its claim's advisory lock, and its loader two.
+    pub db_pool: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +106,9 @@ pub struct Settings {
     /// `JOB_ACTIVE_DEADLINE_SECONDS`: longest an import may run from its first start, on
     /// Kubernetes (the Job's `activeDeadlineSeconds`) and in local mode alike.
     pub job_active_deadline: Duration,
+    /// `MAX_ACTIVE_IMPORTS_PER_ORG`: importers of one organization running at once, on
+    /// Kubernetes and in local mode (`crate::admission`); 0: no limit of its own.
+    pub max_active_imports_per_org: usize,
 }
 
 /// Settings only the API uses.
@@ -327,11 +333,13 @@ impl Settings {
                 max_decompression_ratio: env.positive("MAX_DECOMPRESSION_RATIO")?,
                 max_stored_error_rows: env.positive("MAX_STORED_ERROR_ROWS")?.min(i64::MAX as u64)
                     as i64,
+                db_pool: env.positive("IMPORTER_DB_POOL")?.min(u32::MAX as u64) as u32,
             },
             kube_namespace: env.value("KUBE_NAMESPACE"),
             db_statement_timeout: env.seconds("DB_STATEMENT_TIMEOUT_SECONDS")?,
             job_lease: env.seconds("JOB_LEASE_SECONDS")?,
             job_active_deadline: env.seconds("JOB_ACTIVE_DEADLINE_SECONDS")?,
+            max_active_imports_per_org: env.parse("MAX_ACTIVE_IMPORTS_PER_ORG")?,
             limits: crate::limits::Limits::from_lookup(lookup)?,
             instance: env.get("INSTANCE"),
             api: ApiSettings::from_env(env)?,

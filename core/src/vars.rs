@@ -95,7 +95,10 @@ vars! {
     "INSTANCE", Described("none (no label)"), [A, O], "the release ImportJobs are labelled with, so that only its operator runs them";
     "BIND_ADDR", Value("127.0.0.1:8000"), [A], "API listen address";
     "PUBLIC_API_URL", Described("http:// + BIND_ADDR (required with APP_ENV=prod)"), [A], "base of links the API serves itself";
-    "LOCAL_MAX_CONCURRENT_IMPORTS", Value("2"), [A], "importer processes at once in local mode";
+    "LOCAL_MAX_CONCURRENT_IMPORTS", Value("2"), [A], "importer processes at once in local mode (its MAX_ACTIVE_IMPORTS)";
+    "MAX_ACTIVE_IMPORTS", Value("8"), [O], "importer Jobs at once; the others wait in phase Queued (the chart derives it from postgres.connectionBudget)";
+    "MAX_ACTIVE_IMPORTS_PER_ORG", Value("0"), [A, O], "importers of one organization at once, on Kubernetes and in local mode (0: no limit of its own)";
+    "IMPORTER_DB_POOL", Value("3"), [I], "Postgres connections of one importer's pool (it opens one more for its claim lock)";
     "LOCAL_MAX_ATTEMPTS", Value("3"), [A], "crashed importer runs per job before it is failed";
     "IMPORTER_BIN", Described("bulk-import-importer next to the API binary, else on PATH"), [A], "importer executable";
     "UPLOAD_IDLE_TIMEOUT_SECONDS", Value("30"), [A], "an upload that sends nothing for this long is cut (408)";

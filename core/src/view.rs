@@ -59,7 +59,11 @@ impl From<&JobRow> for JobView {
     fn from(j: &JobRow) -> Self {
         JobView {
             id: j.id,
-            status: j.status().into(),
+            status: match j.queued_at() {
+                Some(_) => Status::Queued,
+                None => j.status().into(),
+            },
+            queue_position: j.queued_at().map(i64::from),
             mode: j.mode().into(),
             processed_rows: j.processed_rows,
             inserted_rows: j.inserted_rows,

@@ -32,7 +32,7 @@ def test_codes_statuses_and_modes_are_enums(document):
     codes = schemas["ErrorBody"]["properties"]["code"]["enum"]
     assert "invalid_email" in codes and "too_many_uploads" in codes
     assert schemas["JobView"]["properties"]["status"]["enum"] == [
-        "pending", "processing", "done", "failed", "cancelled"]
+        "queued", "pending", "processing", "done", "failed", "cancelled"]
     assert schemas["JobView"]["properties"]["mode"]["enum"] == ["insert_only", "upsert"]
 
 

@@ -38,13 +38,14 @@ pub(crate) async fn context(settings: &Settings) -> Result<Ctx<'_>, RunError> {
         what: "storage",
         source: e.into(),
     })?;
-    // Three: the two report uploads at once (`write_report`) leave one for the heartbeat.
-    // The loader's two connections are its own.
+    // `IMPORTER_DB_POOL` (default three: the two report uploads at once, `write_report`,
+    // leave one for the heartbeat). The loader's two connections and the claim's lock
+    // connection are its own.
     let pool = retry(
         "connecting to Postgres",
         Policy::MINUTE,
         db::is_transient,
-        || db::pool_options(3).connect_with(options.clone()),
+        || db::pool_options(settings.import.db_pool).connect_with(options.clone()),
     )
     .await?;
     Ok(Ctx {

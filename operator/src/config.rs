@@ -40,6 +40,11 @@ pub struct OperatorConfig {
     /// `IMPORTER_NODE_SELECTOR`, `IMPORTER_TOLERATIONS`, … : where importer pods run and
     /// what else they carry.
     pub placement: Placement,
+    /// `MAX_ACTIVE_IMPORTS`: importer Jobs running at once; the other ImportJobs wait in
+    /// phase `Queued` (`crate::admission`).
+    pub max_active_imports: usize,
+    /// `MAX_ACTIVE_IMPORTS_PER_ORG` (from the shared settings): per organization; 0: none.
+    pub max_active_imports_per_org: usize,
 }
 
 use crate::placement::Placement;
@@ -104,6 +109,8 @@ impl OperatorConfig {
             instance: settings.instance.clone(),
             lease_name: env.value("LEASE_NAME"),
             placement: Placement::from_env(&env)?,
+            max_active_imports: env.positive("MAX_ACTIVE_IMPORTS")? as usize,
+            max_active_imports_per_org: settings.max_active_imports_per_org,
         })
     }
 

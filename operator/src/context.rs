@@ -52,6 +52,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub caches: Caches,
+    /// Admission: the ledger of importer Jobs and the queue (`crate::admission`).
+    pub admission: crate::admission::Admission,
     /// Consecutive failures per ImportJob, for exponential backoff.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
 }
@@ -80,6 +82,7 @@ impl Context {
             recorder,
             metrics,
             caches,
+            admission: Default::default(),
             failures: Mutex::default(),
         }
     }

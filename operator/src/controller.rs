@@ -16,13 +16,14 @@
 
 use crate::{
     actions::{cancel, carry_out, cleanup, create, delete_job, expire, just_finished, retry},
+    admission::{self, Gate},
     config::OperatorConfig,
     context::{
         cached_job, cached_pods, caches_ready, failed_create_message, read_row, Caches, Context,
     },
     job_template::{job_name, validate, INSTANCE_LABEL},
     metrics::Metrics,
-    plan::{mirror, plan, Plan, Seen, MIRROR_EVERY},
+    plan::{mirror, plan, Plan, Seen, Then, MIRROR_EVERY},
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
     Error, Result,
@@ -136,13 +137,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
             Ok(just_finished(ctx))
         }
-        Plan::Create(id) => {
-            let Some(created) = create(ij, ctx, id, &jobs).await? else {
-                return Ok(Action::requeue(MIRROR_EVERY));
-            };
-            let m = mirror(ij, id, &created, &pods, row.as_ref(), Seen::Created);
-            carry_out(ij, ctx, m, &name, row, &jobs).await
-        }
+        Plan::Create(id) => admit_and_create(ij, ctx, id, &pods, row, &jobs).await,
         Plan::Mirror(mut m) => {
             if m.look_for_failed_create {
                 if let Some(message) = failed_create_message(ctx, &ns, &name).await? {
@@ -151,9 +146,46 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
                     m = mirror(ij, m.id, job, &pods, row.as_ref(), seen);
                 }
             }
-            carry_out(ij, ctx, m, &name, row, &jobs).await
+            let ended = m.then == Then::Finished;
+            let action = carry_out(ij, ctx, m, &name, row, &jobs).await?;
+            if ended {
+                // Its slot is free: the next queued ImportJob need not wait for its recheck.
+                ctx.admission.slot_freed(ctx, &ns);
+            }
+            Ok(action)
         }
     }
+}
+
+/// No Job yet: if admitted (`crate::admission`), create it (the row no longer queued
+/// first) and mirror it; else wait `Queued`. The slot is given back when the Job is not
+/// created (an error, or it existed: then the cache counts it).
+async fn admit_and_create(
+    ij: &ImportJob,
+    ctx: &Context,
+    id: uuid::Uuid,
+    pods: &[Pod],
+    row: Option<bulk_import_core::JobRow>,
+    jobs: &Api<KubeJob>,
+) -> Result<Action> {
+    let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
+    let gate = ctx.admission.gate(ctx, ij, &ns);
+    if gate != Gate::Admitted {
+        return admission::queue(ij, ctx, id, gate, row.as_ref()).await;
+    }
+    let created = async {
+        admission::clear_position(ctx, id, row.as_ref()).await?;
+        create(ij, ctx, id, jobs).await
+    };
+    let created = created.await;
+    if !matches!(created, Ok(Some(_))) {
+        ctx.admission.release(&ns, ij);
+    }
+    let Some(created) = created? else {
+        return Ok(Action::requeue(MIRROR_EVERY));
+    };
+    let m = mirror(ij, id, &created, pods, row.as_ref(), Seen::Created);
+    carry_out(ij, ctx, m, &job_name(ij), row, jobs).await
 }
 
 /// What triggers a reconcile of an ImportJob: its spec (generation), its deletion and its
@@ -231,8 +263,14 @@ pub async fn run(
             pods: pod_reader,
         },
     ));
+    ctx.admission.set_importjobs(ij_reader.clone());
+    let (waker, woken) = tokio::sync::mpsc::unbounded_channel();
+    ctx.admission.set_waker(waker);
     let pod_ns = ns.clone();
     Controller::for_stream(ij_stream, ij_reader)
+        .reconcile_on(futures_util::stream::unfold(woken, |mut rx| async move {
+            rx.recv().await.map(|woken| (woken, rx))
+        }))
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| {
             let id = pod

@@ -159,7 +159,7 @@ pub fn mirror(
         Phase::Complete | Phase::Failed | Phase::Cancelled => Then::Finished,
         Phase::Invalid => Then::AwaitChange,
         Phase::Running => Then::Requeue(MIRROR_EVERY),
-        Phase::Pending => Then::Requeue(PENDING_RECHECK),
+        Phase::Pending | Phase::Queued => Then::Requeue(PENDING_RECHECK),
     };
     Mirror {
         id,
@@ -226,6 +226,7 @@ mod tests {
             dialect: None,
             checkpoint_stream_offset: None,
             columns: None,
+            queue_position: None,
         }
     }
 

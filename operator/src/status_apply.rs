@@ -62,6 +62,8 @@ pub(crate) fn desired_status(
         progress_percent: row
             .map(JobRow::progress_percent)
             .or(status.progress_percent),
+        // Set by the queue alone (`crate::admission::queue`).
+        queue_position: None,
         conditions: Some(conds),
     }
 }
@@ -75,9 +77,19 @@ pub(crate) async fn write_status(
     job_name: Option<&str>,
     row: Option<&JobRow>,
 ) -> Result<()> {
+    let desired = desired_status(ij, observed, job_name, row, &now());
+    apply_status(ij, ctx, observed, desired).await
+}
+
+/// Applies `desired` (the status for `observed`), only when it changes; an Event on every
+/// phase transition.
+pub(crate) async fn apply_status(
+    ij: &ImportJob,
+    ctx: &Context,
+    observed: &Observed,
+    desired: ImportJobStatus,
+) -> Result<()> {
     let status = ij.status.clone().unwrap_or_default();
-    let now = now();
-    let desired = desired_status(ij, observed, job_name, row, &now);
     // Timestamps that would only move because time passed are not a change.
     let unchanged = ImportJobStatus {
         started_at: status.started_at.clone(),

@@ -2,6 +2,8 @@
 //! and importer binaries against an in-process API server double with a stand-in kubelet,
 //! and the real Postgres, Redis and Garage. `double_tests` checks the double itself.
 
+#[path = "e2e/admission_tests.rs"]
+mod admission_tests;
 #[path = "e2e/double_tests.rs"]
 mod double_tests;
 #[path = "e2e/harness.rs"]
@@ -36,7 +38,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn order(status: &str) -> u8 {
     match status {
-        "pending" => 0,
+        "queued" | "pending" => 0,
         "processing" => 1,
         "done" | "failed" | "cancelled" => 2,
         other => panic!("unexpected status {other:?}"),

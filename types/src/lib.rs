@@ -20,12 +20,16 @@ use uuid::Uuid;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: Uuid,
-    /// `pending`, `processing`, `done`, `failed` or `cancelled`.
+    /// `queued`, `pending`, `processing`, `done`, `failed` or `cancelled`.
     #[cfg_attr(
         feature = "openapi",
         schema(value_type = String, example = "processing")
     )]
     pub status: Status,
+    /// While `queued`: its place in the queue for an importer slot (1 is next); `null`
+    /// otherwise.
+    #[serde(default)]
+    pub queue_position: Option<i64>,
     #[cfg_attr(
         feature = "openapi",
         schema(value_type = String, example = "insert_only")
@@ -69,10 +73,13 @@ impl JobView {
     }
 }
 
-/// The public life cycle of a job: `pending → processing → done | failed | cancelled`.
+/// The public life cycle of a job: `[queued →] pending → processing → done | failed |
+/// cancelled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Waiting for an importer slot (`queue_position` says its place).
+    Queued,
     Pending,
     Processing,
     Done,
@@ -86,6 +93,7 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Queued => "queued",
             Status::Pending => "pending",
             Status::Processing => "processing",
             Status::Done => "done",

@@ -1,5 +1,8 @@
 //! The local executor: one importer child process per job, at most
-//! `LOCAL_MAX_CONCURRENT_IMPORTS` at once (the rest wait their turn).
+//! `LOCAL_MAX_CONCURRENT_IMPORTS` at once and `MAX_ACTIVE_IMPORTS_PER_ORG` per
+//! organization; the rest wait their turn, `queued` with their `queue_position`, and the
+//! next slot goes round-robin across organizations, oldest first within one
+//! (`super::slots`, the same admission as the operator's).
 //!
 //! How a child's exit is read (`bulk_import_core::exit`):
 //! - 0: done, or the job had ended (cancelled, done) before: nothing more to do;
@@ -20,7 +23,7 @@
 //! importer for the same job, but only the one holding the claim writes; the other waits and
 //! exits 75 until the job ends.
 
-use super::Executor;
+use super::{slots::Slots, Executor};
 use anyhow::Context;
 use bulk_import_core::{
     exit,
@@ -39,7 +42,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use tokio::{process::Command, sync::Semaphore, time::Instant};
+use tokio::{process::Command, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
@@ -53,7 +56,7 @@ pub struct LocalExecutor {
 struct Inner {
     bin: PathBuf,
     pool: PgPool,
-    slots: Semaphore,
+    slots: Arc<Slots>,
     max_attempts: u32,
     deadline: Duration,
     active: Mutex<HashSet<Uuid>>,
@@ -83,7 +86,10 @@ impl LocalExecutor {
             inner: Arc::new(Inner {
                 bin,
                 pool,
-                slots: Semaphore::new(settings.api.local_max_concurrent),
+                slots: Slots::new(
+                    settings.api.local_max_concurrent,
+                    settings.max_active_imports_per_org,
+                ),
                 max_attempts: settings.api.local_max_attempts,
                 deadline: settings.job_active_deadline,
                 active: Mutex::default(),
@@ -141,9 +147,8 @@ enum Run {
 
 impl Inner {
     async fn run(&self, job_id: Uuid) {
-        let _slot = tokio::select! {
-            slot = self.slots.acquire() => slot.expect("semaphore open"),
-            _ = self.stop.cancelled() => return,
+        let Some(_slot) = self.slots.acquire(&self.pool, job_id, &self.stop).await else {
+            return;
         };
         let mut failures = 0;
         let mut later = Policy::forever(Duration::from_secs(1), Duration::from_secs(30));

@@ -4,6 +4,7 @@
 
 mod kubernetes;
 mod local;
+mod slots;
 
 pub use kubernetes::KubernetesExecutor;
 pub use local::LocalExecutor;

@@ -62,6 +62,8 @@ impl Modify for Enums {
             JobStatus::Cancelled,
         ]
         .map(JobStatus::as_str);
+        // `queued`: a pending job waiting for an importer slot (`queue_position`).
+        let statuses: Vec<&str> = std::iter::once("queued").chain(statuses).collect();
         let modes = [ImportMode::InsertOnly, ImportMode::Upsert].map(ImportMode::as_str);
         let codes: Vec<&str> = crate::error::CODES.iter().map(|(c, _)| *c).collect();
         let components = openapi.components.get_or_insert_with(Default::default);

@@ -22,7 +22,8 @@ function render(job) {
   $("inserted").textContent = job.inserted_rows;
   $("updated").textContent = job.updated_rows;
   $("bad").textContent = job.error_rows;
-  let status = job.status + (job.dry_run ? " (dry run)" : "");
+  let status = job.status + (job.queue_position ? " (position " + job.queue_position + " in the queue for an importer)" : "") +
+    (job.dry_run ? " (dry run)" : "");
   if (job.error) status += ": " + job.error;
   $("job-status").textContent = "Status: " + status;
   const d = job.dialect;

@@ -159,6 +159,13 @@ fn the_committed_openapi_document_is_the_served_one() {
     let status = &doc["components"]["schemas"]["JobView"]["properties"]["status"]["enum"];
     assert_eq!(
         status,
-        &serde_json::json!(["pending", "processing", "done", "failed", "cancelled"])
+        &serde_json::json!([
+            "queued",
+            "pending",
+            "processing",
+            "done",
+            "failed",
+            "cancelled"
+        ])
     );
 }

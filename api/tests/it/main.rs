@@ -19,6 +19,7 @@ mod lifecycle;
 mod options;
 mod organizations;
 mod preview;
+mod queueing;
 mod security;
 mod sweeper;
 mod web;

@@ -191,3 +191,25 @@ volumeMounts:
   - name: home
     mountPath: /home/cli
 {{- end }}
+
+{{/*
+MAX_ACTIVE_IMPORTS: operator.maxActiveImports when set, else what postgres.connectionBudget
+leaves for importers: (budget - 10 x api.replicas - 4 x operator.replicas - headroom) /
+(importer.dbPool + 3). 10 is the API's pool, 4 the operator's; an importer holds its pool
+(importer.dbPool), its claim's lock connection and the loader's two. A budget that leaves no
+importer fails the install.
+*/}}
+{{- define "bulk-import.maxActiveImports" -}}
+{{- $v := .Values -}}
+{{- if gt (int64 $v.operator.maxActiveImports) 0 -}}
+{{- int64 $v.operator.maxActiveImports -}}
+{{- else -}}
+{{- $taken := add (mul 10 (int64 $v.api.replicas)) (mul 4 (int64 $v.operator.replicas)) (int64 $v.postgres.connectionHeadroom) -}}
+{{- $each := add (int64 $v.importer.dbPool) 3 -}}
+{{- $n := div (sub (int64 $v.postgres.connectionBudget) $taken) $each -}}
+{{- if lt $n 1 -}}
+{{- fail (printf "postgres.connectionBudget %d leaves no room for an importer: the API and operator pools and the headroom take %d, one importer needs %d (raise the budget or set operator.maxActiveImports)" (int64 $v.postgres.connectionBudget) $taken $each) -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}
+{{- end -}}

@@ -188,7 +188,7 @@ pub async fn delete_finished(
 pub async fn retry(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "UPDATE import_jobs SET status = 'pending', error_code = NULL, error = NULL, \
-           finished_at = NULL, started_at = NULL, updated_at = now() \
+           finished_at = NULL, started_at = NULL, queue_position = NULL, updated_at = now() \
          WHERE id = $1 AND status = 'failed'",
         id
     )

@@ -21,14 +21,16 @@
 //! restart drops advisory locks, never the row, so it cannot make two writers.
 //!
 //! The statements live in one file per part of the life: `reads`, `upload` (the API),
-//! `running` (the importer) and `ending`; this module is their one public face.
+//! `queue` (admission), `running` (the importer) and `ending`; this module is their one public face.
 
 mod ending;
+mod queue;
 mod reads;
 mod running;
 mod upload;
 
 pub use ending::*;
+pub use queue::*;
 pub use reads::*;
 pub use running::*;
 pub use upload::*;

@@ -18,7 +18,7 @@ macro_rules! select_jobs {
                  inserted_rows, updated_rows, error_rows, checkpoint_offset, checkpoint_line,
                  report_object, error_code, error, attempts, owner_id, lease_expires_at, created_at,
                  started_at, finished_at, updated_at, dry_run, max_errors, delimiter, encoding,
-                 dialect, checkpoint_stream_offset, columns
+                 dialect, checkpoint_stream_offset, columns, queue_position
                FROM import_jobs "# + $tail
             $(, $arg)*
         )

@@ -203,6 +203,8 @@ pub struct Options {
     pub lease_held_by: Option<(&'static str, i64)>,
     /// IMPORTJOB_TTL_SECONDS_AFTER_FINISHED (unset: the default, 7 days).
     pub importjob_ttl: Option<u64>,
+    /// More variables for the API and the operators (`MAX_ACTIVE_IMPORTS`, limits).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -220,6 +222,7 @@ impl Default for Options {
             without_grant: None,
             lease_held_by: None,
             importjob_ttl: None,
+            env: Vec::new(),
         }
     }
 }
@@ -396,6 +399,7 @@ impl Stack {
         if let Some(instance) = opts.instance {
             common.push(("INSTANCE".into(), instance.into()));
         }
+        common.extend(opts.env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let lease_name = match opts.instance {
             Some(i) => format!("{i}-bulk-import-operator"),
             None => "bulk-import-operator".into(),

@@ -1364,6 +1364,42 @@ struct Store {
     create_attempts: HashMap<Key, u32>,
     requests: Vec<RequestRecord>,
     rbac: Option<Rbac>,
+    jobs: JobTally,
+}
+
+/// Jobs as they come and go: which are unfinished now, the most that ever were at once,
+/// and the order they were created in (admission tests).
+#[derive(Default)]
+struct JobTally {
+    unfinished: BTreeSet<(String, String)>,
+    peak: usize,
+    created: Vec<Value>,
+}
+
+impl JobTally {
+    fn note(&mut self, type_: &str, obj: &Value) {
+        let key = (
+            obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            name_of(obj).to_string(),
+        );
+        let finished = obj["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True");
+        if type_ == "ADDED" {
+            self.created.push(obj.clone());
+        }
+        if type_ == "DELETED" || finished {
+            self.unfinished.remove(&key);
+        } else {
+            self.unfinished.insert(key);
+        }
+        self.peak = self.peak.max(self.unfinished.len());
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1415,6 +1451,7 @@ impl Double {
                 create_attempts: HashMap::new(),
                 requests: Vec::new(),
                 rbac: None,
+                jobs: JobTally::default(),
             }),
             notify: watch::channel(FIRST_RV).0,
             config,
@@ -1487,6 +1524,13 @@ impl Double {
             .get(&key(k, ns, name))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The most unfinished Jobs (no `Complete` or `Failed` condition) there ever were at
+    /// once, and every Job created, in order (as created).
+    pub fn job_tally(&self) -> (usize, Vec<Value>) {
+        let s = self.lock();
+        (s.jobs.peak, s.jobs.created.clone())
     }
 
     /// Successful creates per name, for one kind.
@@ -1749,6 +1793,9 @@ impl Double {
         obj: &Value,
         old: Option<Value>,
     ) {
+        if std::ptr::eq(k, &JOBS) {
+            s.jobs.note(type_, obj);
+        }
         s.history.push_back(Change {
             rv: s.rv,
             kind: k,
