@@ -122,27 +122,37 @@ pub async fn receive(
                 file_name,
                 head: reader.head().to_vec(),
             }),
-            Err(e) if matches!(e.stream_stop(), Some(StreamStop::TooLarge(_))) => {
-                Err(too_large(limit))
-            }
-            Err(_) if limits.error().is_some() => Err(limits.error().expect("checked")),
-            Err(e) if matches!(e.stream_stop(), Some(StreamStop::Stalled)) => Err(ApiError::new(
+            Err(e) => Err(write_error(e, limits, take)),
+        };
+    }
+}
+
+/// Why the file could not be taken, as the client is told: the limits it broke, a stall, a
+/// broken stream, or storage.
+fn write_error(e: StorageError, limits: &UploadLimits, take: Take) -> ApiError {
+    match e.stream_stop() {
+        Some(StreamStop::TooLarge(_)) => return too_large(take.limit),
+        _ if limits.error().is_some() => return limits.error().expect("checked"),
+        Some(StreamStop::Stalled) => {
+            return ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "upload_timeout",
-                format!("the upload sent nothing for {} s", idle.as_secs()),
-            )),
-            Err(e) if matches!(e.stream_stop(), Some(StreamStop::Broken(_))) => {
-                Err(ApiError::bad_request(
-                    "invalid_multipart",
-                    "the upload was interrupted or malformed",
-                ))
-            }
-            Err(e) if e.is_transient() => {
-                tracing::error!(error = %e, "storage unavailable during upload");
-                Err(ApiError::unavailable("storage"))
-            }
-            Err(e) => Err(ApiError::internal(e)),
-        };
+                format!("the upload sent nothing for {} s", take.idle.as_secs()),
+            )
+        }
+        Some(StreamStop::Broken(_)) => {
+            return ApiError::bad_request(
+                "invalid_multipart",
+                "the upload was interrupted or malformed",
+            )
+        }
+        None => {}
+    }
+    if e.is_transient() {
+        tracing::error!(error = %e, "storage unavailable during upload");
+        ApiError::unavailable("storage")
+    } else {
+        ApiError::internal(e)
     }
 }
 

@@ -173,14 +173,7 @@ impl Inner {
             let status = match run {
                 Run::Stopping => return,
                 Run::DeadlinePassed => {
-                    let error = JobError::new(
-                        "deadline_exceeded",
-                        format!(
-                            "the import ran longer than its deadline of {} s",
-                            self.deadline.as_secs()
-                        ),
-                    );
-                    self.fail(job_id, error).await;
+                    self.fail(job_id, self.deadline_exceeded()).await;
                     return;
                 }
                 Run::Exited(status) => status,
@@ -206,6 +199,17 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Why a job whose run outlived the deadline failed.
+    fn deadline_exceeded(&self) -> JobError {
+        JobError::new(
+            "deadline_exceeded",
+            format!(
+                "the import ran longer than its deadline of {} s",
+                self.deadline.as_secs()
+            ),
+        )
     }
 
     /// Counts a run that crashed or could not start: once `LOCAL_MAX_ATTEMPTS` have, the job
