@@ -16,13 +16,14 @@
 
 use crate::{
     actions::{cancel, carry_out, cleanup, create, delete_job, expire, just_finished, retry},
+    adopt::{adopt, is_hand_written, job_id_of, warn_unlabeled, Refused},
     config::OperatorConfig,
     context::{
         cached_job, cached_pods, caches_ready, failed_create_message, read_row, Caches, Context,
     },
     job_template::{job_name, validate, INSTANCE_LABEL},
     metrics::Metrics,
-    plan::{mirror, plan, Plan, Seen, MIRROR_EVERY},
+    plan::{mirror, plan, previous_phase, Plan, Seen, MIRROR_EVERY},
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
     Error, Result,
@@ -103,12 +104,22 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     caches_ready(ctx).await?;
     let cached = cached_job(ctx, ij, &ns);
     let name = job_name(ij);
-    let pods = cached_pods(ctx, &ns, &ij.spec.job_id, &name);
+    let pods = cached_pods(ctx, &ns, &job_id_of(ij), &name);
     // Read after the caches: the row is at least as new as what they show.
-    let row = match &id {
+    let mut row = match &id {
         Ok(id) => read_row(ctx, *id).await?,
         Err(_) => None,
     };
+    if let (Ok(id), None, true) = (&id, &row, is_hand_written(ij) && !ended(ij)) {
+        match adopt(ij, ctx, *id).await? {
+            Ok(adopted) => row = Some(adopted),
+            Err(Refused { reason, message }) => {
+                let observed = Observed::new(Phase::Failed, reason, message);
+                write_status(ij, ctx, &observed, None, None).await?;
+                return Ok(Action::await_change());
+            }
+        }
+    }
     match plan(ij, &id, cached.as_deref(), &pods, row.as_ref()) {
         Plan::Retry(retries) => retry(ij, ctx, id.ok(), retries, &jobs).await,
         Plan::Finished { stop_job } => {
@@ -154,6 +165,11 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             carry_out(ij, ctx, m, &name, row, &jobs).await
         }
     }
+}
+
+/// Whether the ImportJob has ended (its status says so).
+fn ended(ij: &ImportJob) -> bool {
+    previous_phase(ij).is_some_and(Phase::is_terminal)
 }
 
 /// What triggers a reconcile of an ImportJob: its spec (generation), its deletion and its
@@ -232,14 +248,25 @@ pub async fn run(
         },
     ));
     let pod_ns = ns.clone();
+    let by_id = ij_reader.clone();
+    // Without this release's label an ImportJob is not taken: say so (one Warning Event).
+    let unlabeled = instance.clone().map(|instance| {
+        let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
+        tokio::spawn(warn_unlabeled_ones(api, ctx.clone(), instance))
+    });
     Controller::for_stream(ij_stream, ij_reader)
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| {
-            let id = pod
-                .labels()
-                .get(JOB_ID_LABEL)
-                .and_then(|id| id.parse().ok());
-            id.map(|id| ObjectRef::<ImportJob>::new(&resource_name(id)).within(&pod_ns))
+            let id = pod.labels().get(JOB_ID_LABEL)?.clone();
+            // An ImportJob written by hand has its own name, and its uid as the job id.
+            let hand_written = by_id.find(|ij| job_id_of(ij) == id);
+            match hand_written {
+                Some(ij) => Some(ObjectRef::from_obj(&*ij)),
+                None => {
+                    let id = id.parse().ok()?;
+                    Some(ObjectRef::<ImportJob>::new(&resource_name(id)).within(&pod_ns))
+                }
+            }
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -249,4 +276,24 @@ pub async fn run(
             }
         })
         .await;
+    if let Some(task) = unlabeled {
+        task.abort();
+    }
+}
+
+/// Watches every ImportJob of the namespace and warns, once per ImportJob, about those
+/// without the instance label ([`warn_unlabeled`]).
+async fn warn_unlabeled_ones(api: Api<ImportJob>, ctx: Arc<Context>, instance: String) {
+    let mut warned = std::collections::HashSet::new();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    futures_util::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        let Ok(ij) = item else { continue };
+        let uid = ij.metadata.uid.clone().unwrap_or_default();
+        if !ij.labels().contains_key(INSTANCE_LABEL) && warned.insert(uid) {
+            warn_unlabeled(&ctx, &ij, &instance).await;
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The Job that runs the importer for an ImportJob: built once, purely from the ImportJob
 //! and the operator's configuration (Jobs are immutable; the operator never updates one).
 
-use crate::config::OperatorConfig;
+use crate::{adopt, config::OperatorConfig};
 use bulk_import_core::crd::{ImportJob, JOB_ID_LABEL};
 use k8s_openapi::{
     api::{
@@ -44,26 +44,38 @@ pub struct InvalidSpec(pub String);
 /// the API gives them). The CRD's validation rules say the same; the operator checks again
 /// before it deletes anything, so that an ImportJob can never make the finalizer delete
 /// another import's (or anyone's) object.
+/// An object outside the service's own areas (`uploads/`, `reports/`) is not the service's:
+/// an import from an object already in storage, checked against the organization's prefixes
+/// when its row was made (`crate::adopt`, the API), and never deleted.
 pub fn keys_of_the_job(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
     let id = job_id(ij)?;
-    if !bulk_import_core::job::is_upload_key_of(id, &ij.spec.source.key) {
+    let key = &ij.spec.source.key;
+    let upload = bulk_import_core::job::is_upload_key_of(id, key);
+    let foreign = bulk_import_core::import_source::malformed(key).is_none()
+        && !key.starts_with(bulk_import_core::job::UPLOADS_PREFIX)
+        && !key.starts_with(bulk_import_core::job::REPORTS_PREFIX);
+    if !upload && !foreign {
         return Err(InvalidSpec(format!(
-            "source.key {:?} is not an upload of job {id} (uploads/<user id>/{id}.csv)",
-            ij.spec.source.key
+            "source.key {key:?} is neither an upload of job {id} (uploads/<user id>/{id}.csv) \
+             nor an object outside the service's areas"
         )));
     }
     let report = bulk_import_core::job::report_key(id);
-    if ij.spec.report.key != report {
-        return Err(InvalidSpec(format!(
-            "report.key {:?} is not the report of job {id} ({report})",
-            ij.spec.report.key
-        )));
+    match &ij.spec.report {
+        None if adopt::is_hand_written(ij) => {}
+        Some(r) if r.key == report => {}
+        other => {
+            return Err(InvalidSpec(format!(
+                "report.key {:?} is not the report of job {id} ({report})",
+                other.as_ref().map(|r| r.key.as_str())
+            )))
+        }
     }
     Ok(id)
 }
 
 fn job_id(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
-    let js = &ij.spec.job_id;
+    let js = &adopt::job_id_of(ij);
     match js.parse::<uuid::Uuid>() {
         Ok(id) if bulk_import_core::job::is_canonical_uuid(js) => Ok(id),
         _ => Err(InvalidSpec(format!("jobId {js:?} is not a UUID"))),

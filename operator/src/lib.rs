@@ -2,6 +2,7 @@
 //! importer and keeps the ImportJob's status and the Postgres row true.
 
 pub mod actions;
+pub mod adopt;
 pub mod config;
 pub mod context;
 pub mod controller;

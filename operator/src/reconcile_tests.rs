@@ -558,7 +558,7 @@ async fn deletion_stops_the_job_fails_the_row_deletes_the_objects_then_drops_the
         .with_status(running_status())
         .deleting();
     put(&storage, &ij.spec.source.key).await;
-    put(&storage, &ij.spec.report.key).await;
+    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
     put(&storage, "uploads/someone-else.csv").await;
 
     let config = config_with(&[("OBJECT_RETENTION", "delete")]);
@@ -600,7 +600,7 @@ async fn deletion_with_keep_retention_keeps_the_objects_and_a_finished_row() {
         .with_phase("Complete")
         .deleting();
     put(&storage, &ij.spec.source.key).await;
-    put(&storage, &ij.spec.report.key).await;
+    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
 
     let config = config_with(&[("OBJECT_RETENTION", "keep")]);
     let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
@@ -616,7 +616,10 @@ async fn deletion_with_keep_retention_keeps_the_objects_and_a_finished_row() {
         .await;
     assert_eq!(action.unwrap(), Action::await_change());
     assert_eq!(job_row(&pool).await, ("done".into(), None, false));
-    let mut expected = vec![ij.spec.report.key.clone(), ij.spec.source.key.clone()];
+    let mut expected = vec![
+        ij.spec.report.as_ref().unwrap().key.clone(),
+        ij.spec.source.key.clone(),
+    ];
     expected.sort();
     assert_eq!(testing::list_objects(&storage).await, expected);
 }

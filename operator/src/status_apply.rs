@@ -52,6 +52,7 @@ pub(crate) fn desired_status(
         job_name: job_name.map(Into::into),
         observed_generation: ij.meta().generation,
         retries: status.retries,
+        job_id: crate::adopt::is_hand_written(ij).then(|| crate::adopt::job_id_of(ij)),
         started_at: started,
         finished_at: finished,
         duration,
