@@ -827,6 +827,33 @@ mod tests {
         }
     }
 
+    /// Issue 25: written by hand (no jobId, no report), the job id is the ImportJob's uid and
+    /// the source may be any object outside the service's areas; the API's ImportJob for an
+    /// object already in storage has its jobId and report, and the object's key.
+    #[test]
+    fn hand_written_importjobs_and_objects_in_storage_are_valid() {
+        let hand = ImportJob::test().with_spec(|s| {
+            s.job_id = String::new();
+            s.report = None;
+            s.source.key = "orgs/1/inbox/customers.csv".into();
+        });
+        let uid = hand.metadata.uid.clone().unwrap();
+        assert_eq!(validate(&hand).unwrap().to_string(), uid);
+        let api = ImportJob::test().with_spec(|s| s.source.key = "orgs/1/inbox/a.csv".into());
+        assert_eq!(validate(&api).unwrap().to_string(), JOB_ID);
+        for bad in ["reports/x/errors.csv", "uploads/a.csv", "orgs/1/../2/a.csv"] {
+            let ij = hand.clone().with_spec(|s| s.source.key = bad.into());
+            assert!(validate(&ij).is_err(), "{bad}");
+        }
+        // A hand-written ImportJob may not name a report of its own choosing.
+        let ij = hand.clone().with_spec(|s| {
+            s.report = Some(bulk_import_core::crd::ReportLocation {
+                key: format!("reports/{JOB_ID}/errors.csv"),
+            })
+        });
+        assert!(validate(&ij).is_err());
+    }
+
     #[test]
     fn the_release_labels_its_jobs_and_pods() {
         let config = config_with(&[("INSTANCE", "blue")]);
@@ -868,12 +895,14 @@ mod tests {
             ),
             (
                 ImportJob::test().with_spec(|s| {
-                    s.report.key = format!("reports/{}/errors.csv", uuid::Uuid::new_v4())
+                    s.report.as_mut().unwrap().key =
+                        format!("reports/{}/errors.csv", uuid::Uuid::new_v4())
                 }),
                 "report.key",
             ),
             (
-                ImportJob::test().with_spec(|s| s.report.key = "uploads/secret.csv".into()),
+                ImportJob::test()
+                    .with_spec(|s| s.report.as_mut().unwrap().key = "uploads/secret.csv".into()),
                 "report.key",
             ),
             (
@@ -889,11 +918,12 @@ mod tests {
                 "source.key",
             ),
             (
-                ImportJob::test().with_spec(|s| s.report.key = "reports/./x.csv".into()),
+                ImportJob::test()
+                    .with_spec(|s| s.report.as_mut().unwrap().key = "reports/./x.csv".into()),
                 "report.key",
             ),
             (
-                ImportJob::test().with_spec(|s| s.report.key = "..".into()),
+                ImportJob::test().with_spec(|s| s.report.as_mut().unwrap().key = "..".into()),
                 "report.key",
             ),
             (
