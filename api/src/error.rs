@@ -67,6 +67,10 @@ pub const CODES: &[(&str, &str)] = &[
         "invalid_organization",
         "the organization name is empty or too long",
     ),
+    (
+        "invalid_prefix",
+        "an import prefix is malformed, does not end with `/`, is not under `orgs/<organization id>/`, or there are too many",
+    ),
     ("invalid_query", "a query parameter is malformed"),
     ("invalid_role", "the role is not `admin` or `member`"),
     (
@@ -94,6 +98,14 @@ pub const CODES: &[(&str, &str)] = &[
         "no such resource, or not the caller's organization's",
     ),
     ("report_not_ready", "the report is not written yet"),
+    (
+        "source_not_allowed",
+        "the source key is malformed or not under the organization's import prefixes",
+    ),
+    (
+        "source_not_found",
+        "there is no object with the source key in storage",
+    ),
     (
         "request_timeout",
         "the request body did not arrive within `REQUEST_TIMEOUT_SECONDS`",
