@@ -99,14 +99,6 @@ pub const CODES: &[(&str, &str)] = &[
     ),
     ("report_not_ready", "the report is not written yet"),
     (
-        "source_not_allowed",
-        "the source key is malformed or not under the organization's import prefixes",
-    ),
-    (
-        "source_not_found",
-        "there is no object with the source key in storage",
-    ),
-    (
         "request_timeout",
         "the request body did not arrive within `REQUEST_TIMEOUT_SECONDS`",
     ),
@@ -117,6 +109,14 @@ pub const CODES: &[(&str, &str)] = &[
     (
         "service_unavailable",
         "a service the route needs is down; retry later",
+    ),
+    (
+        "source_not_allowed",
+        "the source key is malformed or not under the organization's import prefixes",
+    ),
+    (
+        "source_not_found",
+        "there is no object with the source key in storage",
     ),
     (
         "storage_quota_exceeded",
