@@ -110,8 +110,13 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         Ok(id) => read_row(ctx, *id).await?,
         Err(_) => None,
     };
-    if let (Ok(id), None, true) = (&id, &row, is_hand_written(ij) && !ended(ij)) {
-        match adopt(ij, ctx, *id).await? {
+    if let (Ok(id), None, true, Some(_)) = (&id, &row, !ended(ij), &ctx.db) {
+        let made = match is_hand_written(ij) {
+            true => adopt(ij, ctx, *id).await?,
+            // The API makes the row before the ImportJob: a jobId without one is a mistake.
+            false => Err(no_row(*id)),
+        };
+        match made {
             Ok(adopted) => row = Some(adopted),
             Err(Refused { reason, message }) => {
                 let observed = Observed::new(Phase::Failed, reason, message);
@@ -164,6 +169,16 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             }
             carry_out(ij, ctx, m, &name, row, &jobs).await
         }
+    }
+}
+
+fn no_row(id: uuid::Uuid) -> Refused {
+    Refused {
+        reason: "NoJobRow",
+        message: format!(
+            "there is no import job {id} in the database: leave jobId (and report) out to have \
+             the operator create the job from spec.source"
+        ),
     }
 }
 
