@@ -124,6 +124,35 @@ async fn a_hand_written_importjob_applied_by_kubectl_imports_an_object_in_the_bu
     // The object is not the service's: it stays.
     assert_eq!(stack.storage.size(&key).await.unwrap(), file.len() as u64);
 
+    // The same object through the API's JSON POST: an ImportJob made by the API, whose
+    // source is the object, ends done too (upsert: nothing new to insert).
+    let r = stack
+        .http
+        .post(stack.url("/imports"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "from-storage")
+        .json(&serde_json::json!({"source": {"key": key}, "mode": "upsert"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let job: serde_json::Value = r.json().await.unwrap();
+    let api_id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let ij = stack
+        .eventually("the API's ImportJob ends", 2 * MINUTE, || async {
+            let ij = stack.import_job(api_id).await?;
+            (ij.status.as_ref()?.phase.as_deref()? == "Complete").then_some(ij)
+        })
+        .await;
+    assert_eq!(ij.spec.source.key, key);
+    let row = stack.row(api_id).await;
+    assert_eq!(
+        (row.status().as_str(), row.processed_rows, row.inserted_rows),
+        ("done", want.processed, 0),
+        "every customer was imported already"
+    );
+    assert_eq!(stack.storage.size(&key).await.unwrap(), file.len() as u64);
+
     // A key outside the organization's prefixes: Failed, with the reason and a Warning.
     let outside = format!("orgs/{org}/elsewhere/customers.csv");
     stack
