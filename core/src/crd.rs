@@ -186,12 +186,12 @@ fn spec_rules() -> serde_json::Value {
         {
             "rule": "!self.source.key.startsWith('uploads/') \
                      || (has(self.jobId) && self.source.key.endsWith('/' + self.jobId + '.csv'))",
-            "message": "source.key under uploads/ must be an upload of this job: uploads/<user id>/<jobId>.csv",
+            "message": "source.key must be an upload of this job (uploads/<user id>/<jobId>.csv) when it lies under uploads/",
             "fieldPath": ".source.key",
             "reason": "FieldValueInvalid",
         },
         {
-            "rule": "!self.source.key.split('/').exists(s, s == '..' || s == '.')",
+            "rule": "!self.source.key.matches('(^|/)[.][.]?(/|$)')",
             "message": "source.key must not have a . or .. segment",
             "fieldPath": ".source.key",
             "reason": "FieldValueInvalid",
