@@ -105,19 +105,7 @@ pub async fn create_job(
         return replay(&existing, &print);
     }
     unfinished_jobs_quota(&state, caller.id, caller.org, &key).await?;
-    let size = match state.storage.size(&source).await {
-        Ok(size) => size,
-        Err(StorageError::NotFound(_)) => {
-            return Err(ApiError::unprocessable(
-                "source_not_found",
-                format!("there is no object {source:?} in storage"),
-            ))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "reading the size of a source object failed");
-            return Err(ApiError::unavailable("storage"));
-        }
-    };
+    let size = object_size(&state, &source).await?;
     admit_new_job(&state, caller.org, Some(size)).await?;
     let id = Uuid::new_v4();
     let job = NewJob {
@@ -143,6 +131,8 @@ pub async fn create_job(
         .await?
         .ok_or_else(|| ApiError::internal("a job created, then gone"))?;
     tracing::info!(job_id = %id, %source, size, %mode, "import created from an object in storage");
+    // On its own task, as for an upload: a client hanging up cannot stop it; if it fails,
+    // the job stays pending and the sweeper hands it over again.
     let executor = state.executor.clone();
     let submitted = tokio::spawn(async move {
         if let Err(e) = executor.submit(id).await {
@@ -151,6 +141,21 @@ pub async fn create_job(
     });
     let _ = submitted.await;
     Ok((StatusCode::CREATED, Json(JobView::from(&job))))
+}
+
+/// The object's size; 422 `source_not_found` when there is none.
+async fn object_size(state: &AppState, source: &str) -> ApiResult<u64> {
+    match state.storage.size(source).await {
+        Ok(size) => Ok(size),
+        Err(StorageError::NotFound(_)) => Err(ApiError::unprocessable(
+            "source_not_found",
+            format!("there is no object {source:?} in storage"),
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the size of a source object failed");
+            Err(ApiError::unavailable("storage"))
+        }
+    }
 }
 
 /// The same key again: the same source, mode and options give the existing job.

@@ -325,6 +325,21 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     schema
 }
 
+/// Whether the ImportJob was written by hand (no `jobId`): the operator makes its row.
+pub fn is_hand_written(ij: &ImportJob) -> bool {
+    ij.spec.job_id.is_empty()
+}
+
+/// The import job's id as written: `spec.jobId`, or the `metadata.uid` of an ImportJob
+/// written by hand (empty when it has none yet).
+pub fn job_id_of(ij: &ImportJob) -> String {
+    if is_hand_written(ij) {
+        ij.metadata.uid.clone().unwrap_or_default()
+    } else {
+        ij.spec.job_id.clone()
+    }
+}
+
 /// The name of the ImportJob (and of its Job) for an import job id.
 pub fn resource_name(job_id: uuid::Uuid) -> String {
     format!("import-{job_id}")

@@ -271,7 +271,12 @@ pub(crate) async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         "importjob_deleted",
         "the ImportJob was deleted before the import finished",
     );
-    record_failure(ctx, crate::adopt::job_id_of(ij).parse().ok(), &error).await?;
+    record_failure(
+        ctx,
+        bulk_import_core::crd::job_id_of(ij).parse().ok(),
+        &error,
+    )
+    .await?;
     if ctx.config.retention == Retention::Delete {
         // Keys that are not this job's name no object of this import (the spec never ran):
         // nothing is deleted, and the ImportJob is not kept from being deleted either.

@@ -15,30 +15,17 @@ use crate::{
     Error, Result,
 };
 use bulk_import_core::{
-    crd::{ImportJob, ImportModeSpec, INSTANCE_LABEL},
+    crd::{is_hand_written, ImportJob, ImportModeSpec, INSTANCE_LABEL},
     import_source::{check_key, file_name_of, owner_of, prefixes_of},
     options::ImportOptions,
+    phase::Phase,
     repo::{self, NewJob},
     storage::StorageError,
     ImportMode, JobRow,
 };
 use kube::{runtime::events::EventType, ResourceExt};
+use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Whether the ImportJob was written by hand (no `jobId`): the operator makes its row.
-pub fn is_hand_written(ij: &ImportJob) -> bool {
-    ij.spec.job_id.is_empty()
-}
-
-/// The import job's id as written: `spec.jobId`, or the `metadata.uid` of an ImportJob
-/// written by hand (empty when it has none yet).
-pub fn job_id_of(ij: &ImportJob) -> String {
-    if is_hand_written(ij) {
-        ij.metadata.uid.clone().unwrap_or_default()
-    } else {
-        ij.spec.job_id.clone()
-    }
-}
 
 /// Why a hand-written ImportJob cannot be run: the status reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,17 +41,84 @@ fn refused(reason: &'static str, message: impl Into<String>) -> Refused {
     }
 }
 
-/// The row of a hand-written ImportJob, created if it does not exist yet; `Err(Refused)`
-/// when the spec names what the organization may not import. Database and storage
-/// failures are `Error` (retried with backoff).
-pub(crate) async fn adopt(
+/// The row a reconcile goes on with: read (`None` without a database or a valid id), or,
+/// for a hand-written ImportJob that has not ended, created. `Err(Refused)`: the spec names
+/// what the organization may not import, or (not written by hand) a row that does not exist
+/// — the API makes the row before the ImportJob. Database and storage failures are `Error`
+/// (retried with backoff).
+pub(crate) async fn row_of(
+    ij: &ImportJob,
+    ctx: &Context,
+    id: Option<Uuid>,
+) -> Result<std::result::Result<Option<JobRow>, Refused>> {
+    let Some(id) = id else { return Ok(Ok(None)) };
+    let row = read_row(ctx, id).await?;
+    let phase = ij.status.as_ref().and_then(|s| s.phase.as_deref());
+    let ended = phase.and_then(Phase::parse).is_some_and(Phase::is_terminal);
+    if row.is_some() || ended || ctx.db.is_none() {
+        return Ok(Ok(row));
+    }
+    if !is_hand_written(ij) {
+        return Ok(Err(refused(
+            "NoJobRow",
+            format!(
+                "there is no import job {id} in the database: leave jobId (and report) out to \
+                 have the operator create the job from spec.source"
+            ),
+        )));
+    }
+    Ok(adopt(ij, ctx, id).await?.map(Some))
+}
+
+/// The row of a hand-written ImportJob, created (checked first: [`checked_source`]).
+async fn adopt(
     ij: &ImportJob,
     ctx: &Context,
     id: Uuid,
 ) -> Result<std::result::Result<JobRow, Refused>> {
-    if let Some(row) = read_row(ctx, id).await? {
-        return Ok(Ok(row));
+    let (db, org, owner, size) = match checked_source(ij, ctx).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let key = &ij.spec.source.key;
+    let mode = match ij.spec.mode {
+        ImportModeSpec::InsertOnly => ImportMode::InsertOnly,
+        ImportModeSpec::Upsert => ImportMode::Upsert,
+    };
+    let created = repo::create_from_object(
+        db,
+        &NewJob {
+            id,
+            org_id: org,
+            user_id: owner,
+            idempotency_key: &format!("importjob:{id}"),
+            fingerprint: &format!("object:{key}:{mode}"),
+            mode,
+            source_object: key,
+            file_name: file_name_of(key),
+            file_size: size,
+            options: &ImportOptions::default(),
+        },
+    )
+    .await?;
+    if created {
+        tracing::info!(importjob = %ij.name_any(), job_id = %id, %key, "import created from a hand-written ImportJob");
+        let note = format!("created import {id} from {key} ({size} bytes)");
+        publish(ctx, ij, EventType::Normal, "ImportCreated", note).await;
     }
+    match read_row(ctx, id).await? {
+        Some(row) => Ok(Ok(row)),
+        None => Err(Error::Storage(format!("the row of import {id} is missing"))),
+    }
+}
+
+/// The checks of a hand-written ImportJob's source: the organization exists and has an
+/// owner, the key lies under its import prefixes, the object exists. The database, the
+/// organization, its owner and the object's size.
+async fn checked_source<'c>(
+    ij: &ImportJob,
+    ctx: &'c Context,
+) -> Result<std::result::Result<(&'c PgPool, i32, Uuid, i64), Refused>> {
     let (Some(db), Some(storage)) = (&ctx.db, &ctx.storage) else {
         return Ok(Err(refused(
             "NoDatabase",
@@ -103,36 +157,7 @@ pub(crate) async fn adopt(
         }
         Err(e) => return Err(Error::Storage(e.to_string())),
     };
-    let options = ImportOptions::default();
-    let mode = match ij.spec.mode {
-        ImportModeSpec::InsertOnly => ImportMode::InsertOnly,
-        ImportModeSpec::Upsert => ImportMode::Upsert,
-    };
-    let created = repo::create_from_object(
-        db,
-        &NewJob {
-            id,
-            org_id: org,
-            user_id: owner,
-            idempotency_key: &format!("importjob:{id}"),
-            fingerprint: &format!("object:{key}:{mode}"),
-            mode,
-            source_object: key,
-            file_name: file_name_of(key),
-            file_size: size,
-            options: &options,
-        },
-    )
-    .await?;
-    if created {
-        tracing::info!(importjob = %ij.name_any(), job_id = %id, %key, "import created from a hand-written ImportJob");
-        let note = format!("created import {id} from {key} ({size} bytes)");
-        publish(ctx, ij, EventType::Normal, "ImportCreated", note).await;
-    }
-    match read_row(ctx, id).await? {
-        Some(row) => Ok(Ok(row)),
-        None => Err(Error::Storage(format!("the row of import {id} is missing"))),
-    }
+    Ok(Ok((db, org, owner, size)))
 }
 
 /// An ImportJob this release does not take (no `app.kubernetes.io/instance` label) gets one

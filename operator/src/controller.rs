@@ -16,20 +16,18 @@
 
 use crate::{
     actions::{cancel, carry_out, cleanup, create, delete_job, expire, just_finished, retry},
-    adopt::{adopt, is_hand_written, job_id_of, warn_unlabeled, Refused},
+    adopt::{row_of, warn_unlabeled, Refused},
     config::OperatorConfig,
-    context::{
-        cached_job, cached_pods, caches_ready, failed_create_message, read_row, Caches, Context,
-    },
+    context::{cached_job, cached_pods, caches_ready, failed_create_message, Caches, Context},
     job_template::{job_name, validate, INSTANCE_LABEL},
     metrics::Metrics,
-    plan::{mirror, plan, previous_phase, Plan, Seen, MIRROR_EVERY},
+    plan::{mirror, plan, Plan, Seen, MIRROR_EVERY},
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
     Error, Result,
 };
 use bulk_import_core::{
-    crd::{resource_name, ImportJob, JOB_ID_LABEL},
+    crd::{job_id_of, resource_name, ImportJob, JOB_ID_LABEL},
     retry::Policy,
     Storage,
 };
@@ -106,25 +104,15 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let name = job_name(ij);
     let pods = cached_pods(ctx, &ns, &job_id_of(ij), &name);
     // Read after the caches: the row is at least as new as what they show.
-    let mut row = match &id {
-        Ok(id) => read_row(ctx, *id).await?,
-        Err(_) => None,
-    };
-    if let (Ok(id), None, true, Some(_)) = (&id, &row, !ended(ij), &ctx.db) {
-        let made = match is_hand_written(ij) {
-            true => adopt(ij, ctx, *id).await?,
-            // The API makes the row before the ImportJob: a jobId without one is a mistake.
-            false => Err(no_row(*id)),
-        };
-        match made {
-            Ok(adopted) => row = Some(adopted),
-            Err(Refused { reason, message }) => {
-                let observed = Observed::new(Phase::Failed, reason, message);
-                write_status(ij, ctx, &observed, None, None).await?;
-                return Ok(Action::await_change());
-            }
+    // (A hand-written ImportJob's row is created here.)
+    let row = match row_of(ij, ctx, id.as_ref().ok().copied()).await? {
+        Ok(row) => row,
+        Err(Refused { reason, message }) => {
+            let observed = Observed::new(Phase::Failed, reason, message);
+            write_status(ij, ctx, &observed, None, None).await?;
+            return Ok(Action::await_change());
         }
-    }
+    };
     match plan(ij, &id, cached.as_deref(), &pods, row.as_ref()) {
         Plan::Retry(retries) => retry(ij, ctx, id.ok(), retries, &jobs).await,
         Plan::Finished { stop_job } => {
@@ -170,21 +158,6 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             carry_out(ij, ctx, m, &name, row, &jobs).await
         }
     }
-}
-
-fn no_row(id: uuid::Uuid) -> Refused {
-    Refused {
-        reason: "NoJobRow",
-        message: format!(
-            "there is no import job {id} in the database: leave jobId (and report) out to have \
-             the operator create the job from spec.source"
-        ),
-    }
-}
-
-/// Whether the ImportJob has ended (its status says so).
-fn ended(ij: &ImportJob) -> bool {
-    previous_phase(ij).is_some_and(Phase::is_terminal)
 }
 
 /// What triggers a reconcile of an ImportJob: its spec (generation), its deletion and its
@@ -262,8 +235,7 @@ pub async fn run(
             pods: pod_reader,
         },
     ));
-    let pod_ns = ns.clone();
-    let by_id = ij_reader.clone();
+    let pod_owner = pod_owner(ij_reader.clone(), ns.clone());
     // Without this release's label an ImportJob is not taken: say so (one Warning Event).
     let unlabeled = instance.clone().map(|instance| {
         let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
@@ -271,18 +243,7 @@ pub async fn run(
     });
     Controller::for_stream(ij_stream, ij_reader)
         .owns_stream(job_stream)
-        .watches_stream(pod_stream, move |pod: Pod| {
-            let id = pod.labels().get(JOB_ID_LABEL)?.clone();
-            // An ImportJob written by hand has its own name, and its uid as the job id.
-            let hand_written = by_id.find(|ij| job_id_of(ij) == id);
-            match hand_written {
-                Some(ij) => Some(ObjectRef::from_obj(&*ij)),
-                None => {
-                    let id = id.parse().ok()?;
-                    Some(ObjectRef::<ImportJob>::new(&resource_name(id)).within(&pod_ns))
-                }
-            }
-        })
+        .watches_stream(pod_stream, pod_owner)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -293,6 +254,24 @@ pub async fn run(
         .await;
     if let Some(task) = unlabeled {
         task.abort();
+    }
+}
+
+/// The ImportJob a pod runs for, by its job id label: `import-<id>`, or an ImportJob written
+/// by hand (its own name, its uid as the job id).
+fn pod_owner(
+    importjobs: Store<ImportJob>,
+    ns: String,
+) -> impl Fn(Pod) -> Option<ObjectRef<ImportJob>> {
+    move |pod: Pod| {
+        let id = pod.labels().get(JOB_ID_LABEL)?.clone();
+        match importjobs.find(|ij| job_id_of(ij) == id) {
+            Some(ij) => Some(ObjectRef::from_obj(&*ij)),
+            None => {
+                let id = id.parse().ok()?;
+                Some(ObjectRef::<ImportJob>::new(&resource_name(id)).within(&ns))
+            }
+        }
     }
 }
 

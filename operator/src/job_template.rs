@@ -1,7 +1,8 @@
 //! The Job that runs the importer for an ImportJob: built once, purely from the ImportJob
 //! and the operator's configuration (Jobs are immutable; the operator never updates one).
 
-use crate::{adopt, config::OperatorConfig};
+use crate::config::OperatorConfig;
+use bulk_import_core::crd::{is_hand_written, job_id_of};
 use bulk_import_core::crd::{ImportJob, JOB_ID_LABEL};
 use k8s_openapi::{
     api::{
@@ -62,7 +63,7 @@ pub fn keys_of_the_job(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
     }
     let report = bulk_import_core::job::report_key(id);
     match &ij.spec.report {
-        None if adopt::is_hand_written(ij) => {}
+        None if is_hand_written(ij) => {}
         Some(r) if r.key == report => {}
         other => {
             return Err(InvalidSpec(format!(
@@ -75,7 +76,7 @@ pub fn keys_of_the_job(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
 }
 
 fn job_id(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
-    let js = &adopt::job_id_of(ij);
+    let js = &job_id_of(ij);
     match js.parse::<uuid::Uuid>() {
         Ok(id) if bulk_import_core::job::is_canonical_uuid(js) => Ok(id),
         _ => Err(InvalidSpec(format!("jobId {js:?} is not a UUID"))),

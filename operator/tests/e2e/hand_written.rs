@@ -182,6 +182,29 @@ async fn a_hand_written_importjob_applied_by_kubectl_imports_an_object_in_the_bu
     );
     assert!(events_about(&stack, "outside").contains(&("Warning".into(), "Failed".into())));
 
+    // A missing object, an unknown organization: Failed with their reasons.
+    for (name, org, key, reason) in [
+        (
+            "missing",
+            org,
+            format!("orgs/{org}/inbox/none.csv"),
+            "SourceNotFound",
+        ),
+        (
+            "nobody",
+            999_999,
+            "orgs/999999/inbox/a.csv".into(),
+            "UnknownOrganization",
+        ),
+    ] {
+        apply(&stack, &manifest(name, org, &key, BLUE));
+        let status = ends(&stack, name, &["Complete", "Failed"])
+            .await
+            .status
+            .unwrap();
+        assert_eq!(status.reason.as_deref(), Some(reason), "{status:?}");
+    }
+
     // Without the release's label: not taken, and a Warning Event says which label to add.
     apply(&stack, &manifest("unlabeled", org, &key, ""));
     let note = stack
