@@ -340,6 +340,29 @@ pub fn job_id_of(ij: &ImportJob) -> String {
     }
 }
 
+/// The Idempotency-Key of the row the operator makes for a hand-written ImportJob: it names
+/// the ImportJob, so that the API can find it (a retry, a cancel) and never makes another.
+pub fn hand_written_key(name: &str, id: uuid::Uuid) -> String {
+    format!("importjob:{name}/{id}")
+}
+
+/// The ImportJob that runs a job: `import-<id>`, or the hand-written one its row names.
+pub fn importjob_name_of(job: &crate::JobRow) -> String {
+    hand_written_name(job).map_or_else(|| resource_name(job.id), str::to_string)
+}
+
+/// The name of the hand-written ImportJob that made this row, if one did.
+pub fn hand_written_name(job: &crate::JobRow) -> Option<&str> {
+    name_in_key(&job.idempotency_key, job.id)
+}
+
+/// The ImportJob's name in a [`hand_written_key`] of this id.
+fn name_in_key(key: &str, id: uuid::Uuid) -> Option<&str> {
+    let rest = key.strip_prefix("importjob:")?;
+    let (name, of) = rest.rsplit_once('/')?;
+    (of == id.to_string()).then_some(name)
+}
+
 /// The name of the ImportJob (and of its Job) for an import job id.
 pub fn resource_name(job_id: uuid::Uuid) -> String {
     format!("import-{job_id}")
@@ -412,6 +435,19 @@ pub fn format_duration(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hand_written_importjobs_row_names_it() {
+        let id = uuid::Uuid::new_v4();
+        let key = hand_written_key("inbox-customers", id);
+        assert_eq!(name_in_key(&key, id), Some("inbox-customers"));
+        // A user's key that looks like one, for another id, or any other key, is not one.
+        assert_eq!(
+            name_in_key(&hand_written_key("x", uuid::Uuid::new_v4()), id),
+            None
+        );
+        assert_eq!(name_in_key("my-key-1", id), None);
+    }
 
     #[test]
     fn durations_read_like_kubectls() {

@@ -15,7 +15,7 @@ use crate::{
     Error, Result,
 };
 use bulk_import_core::{
-    crd::{is_hand_written, ImportJob, ImportModeSpec, INSTANCE_LABEL},
+    crd::{hand_written_key, is_hand_written, ImportJob, ImportModeSpec, INSTANCE_LABEL},
     import_source::{check_key, file_name_of, owner_of, prefixes_of},
     options::ImportOptions,
     phase::Phase,
@@ -91,7 +91,7 @@ async fn adopt(
             id,
             org_id: org,
             user_id: owner,
-            idempotency_key: &format!("importjob:{id}"),
+            idempotency_key: &hand_written_key(&ij.name_any(), id),
             fingerprint: &format!("object:{key}:{mode}"),
             mode,
             source_object: key,

@@ -121,6 +121,11 @@ async fn a_hand_written_importjob_applied_by_kubectl_imports_an_object_in_the_bu
     let (_, job) = stack.get(&token, &format!("/imports/{id}")).await;
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["file_name"], "customers.csv", "{job}");
+    // The API never makes a second ImportJob for the row (its sweeps, its start).
+    assert!(
+        stack.import_job(id).await.is_none(),
+        "no import-<id> beside it"
+    );
     // The object is not the service's: it stays.
     assert_eq!(stack.storage.size(&key).await.unwrap(), file.len() as u64);
 
