@@ -157,6 +157,27 @@ async fn a_hand_written_importjob_applied_by_kubectl_imports_an_object_in_the_bu
         "every customer was imported already"
     );
     assert_eq!(stack.storage.size(&key).await.unwrap(), file.len() as u64);
+}
+
+/// Refusals: each fails the ImportJob with its reason (a Warning Event for the first), and
+/// an ImportJob without the release's label gets the NotTaken Warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_importjobs_that_cannot_run_say_why() {
+    let stack = Stack::start(Options {
+        instance: Some("blue"),
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (_, org) = stack.get(&token, "/orgs/current").await;
+    let org = org["id"].as_i64().expect("organization id");
+    let file = csv(10);
+    let key = format!("orgs/{org}/inbox/customers.csv");
+    stack
+        .storage
+        .put_stream(&key, std::io::Cursor::new(file.clone()))
+        .await
+        .unwrap();
 
     // A key outside the organization's prefixes: Failed, with the reason and a Warning.
     let outside = format!("orgs/{org}/elsewhere/customers.csv");
@@ -209,6 +230,23 @@ async fn a_hand_written_importjob_applied_by_kubectl_imports_an_object_in_the_bu
             .unwrap();
         assert_eq!(status.reason.as_deref(), Some(reason), "{status:?}");
     }
+
+    // A jobId that names no row (the issue's "recorded a permanent failure"): NoJobRow, at
+    // once, saying to leave jobId out; no Job.
+    let ghost = Uuid::new_v4();
+    let yaml = format!(
+        "apiVersion: bulkimport.dev/v1alpha1\nkind: ImportJob\nmetadata:\n  name: ghost\n{BLUE}\
+         spec:\n  jobId: {ghost}\n  organization: {org}\n  mode: insert_only\n  source:\n    \
+         key: uploads/{ghost}/{ghost}.csv\n  report:\n    key: reports/{ghost}/errors.csv\n"
+    );
+    apply(&stack, &yaml);
+    let status = ends(&stack, "ghost", &["Complete", "Failed"])
+        .await
+        .status
+        .unwrap();
+    assert_eq!(status.reason.as_deref(), Some("NoJobRow"), "{status:?}");
+    assert!(status.message.unwrap_or_default().contains("leave jobId"));
+    assert!(job_named(&stack, "ghost").is_none());
 
     // Without the release's label: not taken, and a Warning Event says which label to add.
     apply(&stack, &manifest("unlabeled", org, &key, ""));
