@@ -67,6 +67,10 @@ pub const CODES: &[(&str, &str)] = &[
         "invalid_organization",
         "the organization name is empty or too long",
     ),
+    (
+        "invalid_prefix",
+        "an import prefix is malformed, does not end with `/`, is not under `orgs/<organization id>/`, or there are too many",
+    ),
     ("invalid_query", "a query parameter is malformed"),
     ("invalid_role", "the role is not `admin` or `member`"),
     (
@@ -105,6 +109,14 @@ pub const CODES: &[(&str, &str)] = &[
     (
         "service_unavailable",
         "a service the route needs is down; retry later",
+    ),
+    (
+        "source_not_allowed",
+        "the source key is malformed or not under the organization's import prefixes",
+    ),
+    (
+        "source_not_found",
+        "there is no object with the source key in storage",
     ),
     (
         "storage_quota_exceeded",

@@ -14,6 +14,7 @@ pub mod error;
 pub mod error_rows;
 pub mod executor;
 pub mod extract;
+pub mod import_object;
 pub mod metrics;
 pub mod progress_hub;
 pub mod quota;
@@ -114,6 +115,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::preview::router())
         .merge(routes::control::router())
         .merge(routes::orgs::router())
+        .merge(routes::import_prefixes::router())
         .merge(routes::customers::router())
         .merge(routes::events::router())
         .merge(routes::downloads::router())

@@ -120,9 +120,17 @@ impl http_body::Body for BoundedBody {
 }
 
 /// The upload (and the preview, which reads a file like it) streams gigabytes under limits
-/// of its own (`upload_limits`).
+/// of its own (`upload_limits`); `POST /imports` with a JSON body (an object already in
+/// storage) is bounded like any JSON body.
 fn is_upload(req: &Request) -> bool {
-    req.method() == Method::POST && matches!(req.uri().path(), "/imports" | "/imports/preview")
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    req.method() == Method::POST
+        && matches!(req.uri().path(), "/imports" | "/imports/preview")
+        && !json
 }
 
 fn close(mut response: Response) -> Response {

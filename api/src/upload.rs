@@ -128,7 +128,7 @@ pub async fn create_job(
     Ok((StatusCode::CREATED, Json(JobView::from(&job))))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
     match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => Err(ApiError::bad_request(
             "missing_idempotency_key",
@@ -258,7 +258,12 @@ async fn upload(
 /// 429 when the user already has `JOBS_MAX_UNFINISHED_PER_USER` jobs not done or failed, or
 /// their organization `JOBS_MAX_UNFINISHED_PER_ORG` — unless `key` is already one of theirs
 /// (a replay answers with its job, not 429).
-async fn unfinished_jobs_quota(state: &AppState, user: Uuid, org: i32, key: &str) -> ApiResult<()> {
+pub(crate) async fn unfinished_jobs_quota(
+    state: &AppState,
+    user: Uuid,
+    org: i32,
+    key: &str,
+) -> ApiResult<()> {
     let l = &state.settings.limits;
     let (max_user, max_org) = (
         l.jobs_max_unfinished_per_user,
@@ -299,7 +304,11 @@ fn quota_exceeded(quota: u64) -> ApiError {
 /// `JOBS_CREATED_MAX_PER_ORG` in the window. Returns the room left, which caps the upload as it
 /// streams. Uploads of one organization that run at once each see the room left at their
 /// start (at most `UPLOADS_MAX_PER_ORG` of them).
-async fn admit_new_job(state: &AppState, org: i32, declared: Option<u64>) -> ApiResult<u64> {
+pub(crate) async fn admit_new_job(
+    state: &AppState,
+    org: i32,
+    declared: Option<u64>,
+) -> ApiResult<u64> {
     let fair = &state.settings.limits.fair;
     let stored = repo::stored_bytes(&state.pool, org).await?.max(0) as u64;
     let room = fair.org_storage_quota_bytes.saturating_sub(stored);

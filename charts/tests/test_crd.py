@@ -26,6 +26,9 @@ USER = "3a7d0c1b-9e2f-4d5a-8b6c-1f0e2d3c4b5a"
 JOB = "5f0c6b8e-8a1d-4c55-9f4e-2b7b6f0e9a11"
 
 
+DROP = object()
+
+
 def spec(**changes) -> dict:
     s = {
         "jobId": JOB,
@@ -34,6 +37,9 @@ def spec(**changes) -> dict:
         "report": {"key": f"reports/{JOB}/errors.csv"},
     }
     for path, value in changes.items():
+        if value is DROP:
+            del s[path]
+            continue
         node = s
         parts = path.split("__")
         for p in parts[:-1]:
@@ -48,7 +54,11 @@ def evaluate(rule: str, new: dict, old: dict | None) -> bool:
     activation = {"self": celpy.json_to_cel(new)}
     if old is not None:
         activation["oldSelf"] = celpy.json_to_cel(old)
-    return bool(program.evaluate(activation))
+    try:
+        return bool(program.evaluate(activation))
+    except celpy.CELEvalError:
+        # The API server reports a rule that cannot be evaluated (a field absent) as violated.
+        return False
 
 
 def violations(new: dict, old: dict | None = None) -> list[str]:
@@ -62,11 +72,11 @@ def violations(new: dict, old: dict | None = None) -> list[str]:
             out.append(r["message"])
     # The schema patterns, as the API server checks them before the rules.
     for where, value, pattern in (
-        ("jobId", new["jobId"], SPEC["properties"]["jobId"]["pattern"]),
+        ("jobId", new.get("jobId"), SPEC["properties"]["jobId"]["pattern"]),
         ("source.key", new["source"]["key"], SPEC["properties"]["source"]["properties"]["key"]["pattern"]),
-        ("report.key", new["report"]["key"], SPEC["properties"]["report"]["properties"]["key"]["pattern"]),
+        ("report.key", new.get("report", {}).get("key"), SPEC["properties"]["report"]["properties"]["key"]["pattern"]),
     ):
-        if not re.search(pattern, value):
+        if value is not None and not re.search(pattern, value):
             out.append(f"{where}: pattern")
     return out
 
@@ -83,8 +93,11 @@ def test_a_spec_the_api_creates_is_accepted():
         ({"jobId": JOB.upper()}, "jobId: pattern"),
         # Another import's upload: with OBJECT_RETENTION=delete the finalizer would delete it.
         ({"source__key": f"uploads/{USER}/{uuid.uuid4()}.csv"}, "source.key must be an upload of this job"),
-        ({"source__key": f"uploads/../{JOB}.csv"}, "source.key: pattern"),
-        ({"source__key": "customers.csv"}, "source.key: pattern"),
+        ({"source__key": f"uploads/../{JOB}.csv"}, "source.key must not have a . or .. segment"),
+        ({"source__key": f"orgs/1/inbox/./{JOB}.csv"}, "source.key must not have a . or .. segment"),
+        ({"source__key": "/customers.csv"}, "source.key: pattern"),
+        ({"source__key": "orgs/1/inbox//customers.csv"}, "source.key: pattern"),
+        ({"source__key": "orgs/1/inbox/"}, "source.key: pattern"),
         ({"report__key": f"reports/{uuid.uuid4()}/errors.csv"}, "report.key must be this job's report"),
         ({"report__key": f"uploads/{USER}/{JOB}.csv"}, "report.key: pattern"),
     ],
@@ -92,6 +105,37 @@ def test_a_spec_the_api_creates_is_accepted():
 def test_specs_pointing_elsewhere_are_rejected(changes, why):
     found = violations(spec(**changes))
     assert any(why in v for v in found), found
+
+
+def hand_written(**changes) -> dict:
+    """An ImportJob written by hand (issue 25): no jobId, no report, an object in storage."""
+    base = {"jobId": DROP, "report": DROP, "source": {"key": "orgs/1/inbox/customers.csv"}}
+    return spec(**{**base, **changes})
+
+
+def test_an_importjob_written_by_hand_and_an_api_import_of_an_object_are_accepted():
+    assert violations(hand_written()) == []
+    assert violations(hand_written(), hand_written()) == []
+    # The API's ImportJob for an object already in storage: its jobId, its report, the key.
+    assert violations(spec(source__key="orgs/1/inbox/customers.csv")) == []
+
+
+@pytest.mark.parametrize(
+    "changes, why",
+    [
+        # Without a jobId no upload can be named: the finalizer could delete someone's.
+        ({"source": {"key": f"uploads/{USER}/{JOB}.csv"}}, "source.key must be an upload of this job"),
+        ({"report": {"key": f"reports/{JOB}/errors.csv"}}, "jobId and report are set together"),
+    ],
+)
+def test_hand_written_importjobs_cannot_name_the_services_objects(changes, why):
+    found = violations(hand_written(**changes))
+    assert any(why in v for v in found), found
+
+
+def test_a_jobid_cannot_be_added_to_or_removed_from_a_hand_written_importjob():
+    assert any("immutable" in v for v in violations(spec(), hand_written()))
+    assert any("immutable" in v for v in violations(hand_written(), spec()))
 
 
 @pytest.mark.parametrize(

@@ -263,6 +263,25 @@ impl Api {
         }
     }
 
+    /// `POST /imports` with a JSON body: an object already in storage; the job and whether
+    /// it is new.
+    pub async fn import_object(
+        &self,
+        source: &str,
+        opts: &ImportOptions,
+        key: &str,
+    ) -> Result<(JobView, bool), Failure> {
+        let resp = self
+            .request(reqwest::Method::POST, "/imports")
+            .header("Idempotency-Key", key)
+            .json(&crate::options::object_body(source, opts))
+            .send()
+            .await
+            .map_err(|e| self.connection(e))?;
+        let created = resp.status() == StatusCode::CREATED;
+        Ok((self.json_of(resp).await?, created))
+    }
+
     /// Streams an authenticated GET of `path` into the file `to` (or standard output for
     /// `-`); its size.
     pub async fn download(&self, path: &str, to: &Path) -> Result<u64, Failure> {

@@ -153,8 +153,13 @@ pub struct PasswordArgs {
 #[derive(clap::Args)]
 pub struct ImportArgs {
     /// The CSV file (optionally gzip-compressed); `-` reads it from standard input
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    #[arg(value_name = "FILE", required_unless_present = "from_key")]
+    pub file: Option<PathBuf>,
+    /// Import an object already in the service's storage instead of uploading a file: its
+    /// key, under your organization's import prefixes (`orgs/<organization id>/inbox/` by
+    /// default)
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["file", "preview", "name"])]
+    pub from_key: Option<String>,
     /// The file name the job records when FILE is `-`
     #[arg(long, value_name = "NAME", default_value = "stdin.csv")]
     pub name: String,

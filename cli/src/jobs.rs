@@ -25,6 +25,55 @@ pub async fn import(api: &Api, args: ImportArgs, out: &Out) -> Result<u8, Failur
         encoding: args.encoding,
         columns: args.columns,
     };
+    let (job, created) = match (args.from_key, args.file) {
+        (Some(source), _) => {
+            let key = args
+                .key
+                .unwrap_or_else(|| options::object_key(&source, &opts));
+            api.import_object(&source, &opts, &key).await?
+        }
+        (None, Some(file)) => {
+            let upload = Upload {
+                file,
+                name: args.name,
+                key: args.key,
+                preview: args.preview,
+            };
+            match upload_file(api, upload, &opts, out).await? {
+                Ok(uploaded) => uploaded,
+                Err(previewed) => return Ok(previewed),
+            }
+        }
+        (None, None) => return Err(Failure::usage("give a FILE or --from-key KEY")),
+    };
+    let id = job.id.to_string();
+    if !args.wait {
+        let verb = if created { "created" } else { "already exists" };
+        out.result(&format!("job {id} {verb} ({})", job_line(&job)), &job);
+        return Ok(failure::DONE);
+    }
+    if !created {
+        out.note(&format!("job {id} already exists (same file and options)"));
+    }
+    let job = follow(api, &id, args.follow.timeout, out).await?;
+    finish(api, &job, args.report.as_deref(), out).await
+}
+
+struct Upload {
+    file: PathBuf,
+    name: String,
+    key: Option<String>,
+    preview: bool,
+}
+
+/// Uploads the file (`Ok`: the job, and whether it is new), or previews it (`Err`: the exit
+/// code).
+async fn upload_file(
+    api: &Api,
+    args: Upload,
+    opts: &options::ImportOptions,
+    out: &Out,
+) -> Result<Result<(JobView, bool), u8>, Failure> {
     // Standard input is spooled to a temporary file first: the default key hashes the whole
     // file before the upload, and an upload the API asks to repeat (429, 503) is sent again.
     let (_spool, file, name) = if args.file.as_os_str() == "-" {
@@ -40,24 +89,15 @@ pub async fn import(api: &Api, args: ImportArgs, out: &Out) -> Result<u8, Failur
         (None, args.file, name)
     };
     if args.preview {
-        return crate::preview::preview(api, &file, &name, &opts, out).await;
+        return Ok(Err(
+            crate::preview::preview(api, &file, &name, opts, out).await?
+        ));
     }
     let key = match args.key {
         Some(k) => k,
-        None => options::default_key(&file, &opts).await?,
+        None => options::default_key(&file, opts).await?,
     };
-    let (job, created) = api.upload(&file, &name, &opts, &key, out).await?;
-    let id = job.id.to_string();
-    if !args.wait {
-        let verb = if created { "created" } else { "already exists" };
-        out.result(&format!("job {id} {verb} ({})", job_line(&job)), &job);
-        return Ok(failure::DONE);
-    }
-    if !created {
-        out.note(&format!("job {id} already exists (same file and options)"));
-    }
-    let job = follow(api, &id, args.follow.timeout, out).await?;
-    finish(api, &job, args.report.as_deref(), out).await
+    Ok(Ok(api.upload(&file, &name, opts, &key, out).await?))
 }
 
 /// Standard input in a temporary file (removed when dropped).

@@ -47,6 +47,33 @@ impl ImportOptions {
     }
 }
 
+/// The default Idempotency-Key of `import --from-key`: the same object key with the same
+/// options always gives the same Idempotency-Key.
+pub fn object_key(source: &str, opts: &ImportOptions) -> String {
+    let mut hash = Sha256::new();
+    hash.update(format!(
+        "bulk-import-cli object key v1\n{source}\nmode={}\ndry_run={}\nmax_errors={:?}\n{}",
+        opts.mode,
+        opts.dry_run,
+        opts.max_errors,
+        opts.dialect_query()
+    ));
+    format!("cli-object-{:x}", hash.finalize())
+}
+
+/// The JSON body of `POST /imports` for an object already in storage.
+pub fn object_body(source: &str, opts: &ImportOptions) -> serde_json::Value {
+    serde_json::json!({
+        "source": {"key": source},
+        "mode": opts.mode,
+        "dry_run": opts.dry_run,
+        "max_errors": opts.max_errors,
+        "delimiter": opts.delimiter,
+        "encoding": opts.encoding,
+        "columns": opts.columns,
+    })
+}
+
 /// The default Idempotency-Key: the same file with the same options always gives the same
 /// key, so a command run again after a network failure finds its job instead of making a
 /// second one.

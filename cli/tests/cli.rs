@@ -3,6 +3,8 @@
 
 #[path = "../../api/tests/common/mod.rs"]
 mod common;
+#[path = "cli/from_key.rs"]
+mod from_key;
 #[path = "cli/preview.rs"]
 mod preview;
 

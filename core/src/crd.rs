@@ -96,7 +96,11 @@ pub const JOB_ID_LABEL: &str = "bulkimport.dev/job-id";
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = spec_rules()))]
 pub struct ImportJobSpec {
-    /// The `import_jobs` row this resource runs (a UUID, lowercase).
+    /// The `import_jobs` row this resource runs (a UUID, lowercase), set by the API. Absent
+    /// on an ImportJob written by hand: the operator then creates the row itself (its id is
+    /// the ImportJob's `metadata.uid`, shown in `status.jobId`) from `source.key`, which
+    /// must lie under the organization's import prefixes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(regex(pattern = UUID_PATTERN))]
     pub job_id: String,
     /// The organization the import belongs to (its id): the only one whose customers it
@@ -107,10 +111,13 @@ pub struct ImportJobSpec {
     pub organization: Option<i32>,
     /// `insert_only` or `upsert`.
     pub mode: ImportModeSpec,
-    /// The uploaded file in object storage.
+    /// The file in object storage: an upload, or an object under the organization's import
+    /// prefixes (`orgs/<organization>/inbox/...` by default).
     pub source: SourceObject,
-    /// Where the error report goes (`errors.csv`).
-    pub report: ReportLocation,
+    /// Where the error report goes (`errors.csv`); absent on an ImportJob written by hand
+    /// (the report is `reports/<status.jobId>/errors.csv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportLocation>,
     /// Overrides of the importer's tuning for this job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuning: Option<Tuning>,
@@ -149,10 +156,12 @@ impl From<crate::ImportMode> for ImportModeSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceObject {
-    /// Object key (relative to the deployment's key prefix): `uploads/<user id>/<jobId>.csv`.
-    #[schemars(regex(pattern = UPLOAD_KEY_PATTERN))]
+    /// Object key (relative to the deployment's key prefix): `uploads/<user id>/<jobId>.csv`
+    /// for an upload, else a key under the organization's import prefixes.
+    #[schemars(regex(pattern = SOURCE_KEY_PATTERN), length(min = 1, max = 1024))]
     pub key: String,
-    /// Size in bytes.
+    /// Size in bytes (the operator reads it from storage when absent).
+    #[serde(default)]
     pub size: i64,
     /// The name the client gave the file (display only).
     #[serde(default)]
@@ -169,7 +178,9 @@ pub struct ReportLocation {
 
 /// A lowercase hyphenated UUID, as `uuid::Uuid` prints it.
 pub const UUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
-const UPLOAD_KEY_PATTERN: &str = "^uploads/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\\.csv$";
+/// Relative, no `.`/`..` or empty segment, not a folder (the operator checks the rest:
+/// `bulk_import_core::import_source`).
+const SOURCE_KEY_PATTERN: &str = "^([^/\\\\]+/)*[^/\\\\]+$";
 const REPORT_KEY_PATTERN: &str =
     "^reports/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/errors\\.csv$";
 
@@ -180,20 +191,34 @@ const REPORT_KEY_PATTERN: &str =
 fn spec_rules() -> serde_json::Value {
     serde_json::json!([
         {
-            "rule": "self.source.key.endsWith('/' + self.jobId + '.csv')",
-            "message": "source.key must be an upload of this job: uploads/<user id>/<jobId>.csv",
+            "rule": "!self.source.key.startsWith('uploads/') \
+                     || (has(self.jobId) && self.source.key.endsWith('/' + self.jobId + '.csv'))",
+            "message": "source.key must be an upload of this job (uploads/<user id>/<jobId>.csv) when it lies under uploads/",
             "fieldPath": ".source.key",
             "reason": "FieldValueInvalid",
         },
         {
-            "rule": "self.report.key == 'reports/' + self.jobId + '/errors.csv'",
+            "rule": "!self.source.key.matches('(^|/)[.][.]?(/|$)')",
+            "message": "source.key must not have a . or .. segment",
+            "fieldPath": ".source.key",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": "has(self.jobId) == has(self.report)",
+            "message": "jobId and report are set together (by the API) or both left out (by hand)",
+        },
+        {
+            "rule": "!has(self.report) || self.report.key == 'reports/' + self.jobId + '/errors.csv'",
             "message": "report.key must be this job's report: reports/<jobId>/errors.csv",
             "fieldPath": ".report.key",
             "reason": "FieldValueInvalid",
         },
         {
-            "rule": "self.jobId == oldSelf.jobId && self.mode == oldSelf.mode \
-                     && self.source == oldSelf.source && self.report == oldSelf.report \
+            "rule": "has(self.jobId) == has(oldSelf.jobId) \
+                     && (!has(self.jobId) || self.jobId == oldSelf.jobId) && self.mode == oldSelf.mode \
+                     && self.source == oldSelf.source \
+                     && has(self.report) == has(oldSelf.report) \
+                     && (!has(self.report) || self.report == oldSelf.report) \
                      && has(self.organization) == has(oldSelf.organization) \
                      && (!has(self.organization) || self.organization == oldSelf.organization) \
                      && has(self.tuning) == has(oldSelf.tuning) \
@@ -268,6 +293,10 @@ pub struct ImportJobStatus {
     /// While `Queued`: its place in the queue for an importer slot (1 is next).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<i32>,
+    /// The import job's id: `spec.jobId`, or on an ImportJob written by hand the id of the
+    /// row the operator created for it (its `metadata.uid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
     /// The `spec.retries` the operator has acted on: when it is lower, a retry is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
@@ -306,6 +335,44 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     schema
 }
 
+/// Whether the ImportJob was written by hand (no `jobId`): the operator makes its row.
+pub fn is_hand_written(ij: &ImportJob) -> bool {
+    ij.spec.job_id.is_empty()
+}
+
+/// The import job's id as written: `spec.jobId`, or the `metadata.uid` of an ImportJob
+/// written by hand (empty when it has none yet).
+pub fn job_id_of(ij: &ImportJob) -> String {
+    if is_hand_written(ij) {
+        ij.metadata.uid.clone().unwrap_or_default()
+    } else {
+        ij.spec.job_id.clone()
+    }
+}
+
+/// The Idempotency-Key of the row the operator makes for a hand-written ImportJob: it names
+/// the ImportJob, so that the API can find it (a retry, a cancel) and never makes another.
+pub fn hand_written_key(name: &str, id: uuid::Uuid) -> String {
+    format!("importjob:{name}/{id}")
+}
+
+/// The ImportJob that runs a job: `import-<id>`, or the hand-written one its row names.
+pub fn importjob_name_of(job: &crate::JobRow) -> String {
+    hand_written_name(job).map_or_else(|| resource_name(job.id), str::to_string)
+}
+
+/// The name of the hand-written ImportJob that made this row, if one did.
+pub fn hand_written_name(job: &crate::JobRow) -> Option<&str> {
+    name_in_key(&job.idempotency_key, job.id)
+}
+
+/// The ImportJob's name in a [`hand_written_key`] of this id.
+fn name_in_key(key: &str, id: uuid::Uuid) -> Option<&str> {
+    let rest = key.strip_prefix("importjob:")?;
+    let (name, of) = rest.rsplit_once('/')?;
+    (of == id.to_string()).then_some(name)
+}
+
 /// The name of the ImportJob (and of its Job) for an import job id.
 pub fn resource_name(job_id: uuid::Uuid) -> String {
     format!("import-{job_id}")
@@ -332,9 +399,9 @@ pub fn import_job_for(job: &crate::JobRow, instance: Option<&str>) -> ImportJob 
                 size: job.file_size,
                 file_name: job.file_name.clone(),
             },
-            report: ReportLocation {
+            report: Some(ReportLocation {
                 key: crate::job::report_key(job.id),
-            },
+            }),
             tuning: None,
             cancel_requested: None,
             retries: None,
@@ -378,6 +445,19 @@ pub fn format_duration(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hand_written_importjobs_row_names_it() {
+        let id = uuid::Uuid::new_v4();
+        let key = hand_written_key("inbox-customers", id);
+        assert_eq!(name_in_key(&key, id), Some("inbox-customers"));
+        // A user's key that looks like one, for another id, or any other key, is not one.
+        assert_eq!(
+            name_in_key(&hand_written_key("x", uuid::Uuid::new_v4()), id),
+            None
+        );
+        assert_eq!(name_in_key("my-key-1", id), None);
+    }
 
     #[test]
     fn durations_read_like_kubectls() {

@@ -12,6 +12,7 @@ pub mod db;
 pub mod email;
 pub mod exit;
 pub mod hashing;
+pub mod import_source;
 pub mod job;
 pub mod job_error;
 pub mod limits;

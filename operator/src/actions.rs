@@ -271,14 +271,24 @@ pub(crate) async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         "importjob_deleted",
         "the ImportJob was deleted before the import finished",
     );
-    record_failure(ctx, ij.spec.job_id.parse().ok(), &error).await?;
+    record_failure(
+        ctx,
+        bulk_import_core::crd::job_id_of(ij).parse().ok(),
+        &error,
+    )
+    .await?;
     if ctx.config.retention == Retention::Delete {
         // Keys that are not this job's name no object of this import (the spec never ran):
         // nothing is deleted, and the ImportJob is not kept from being deleted either.
         if let (Some(storage), Ok(id)) = (&ctx.storage, keys_of_the_job(ij)) {
             // The report's sibling: the re-importable file of bad rows.
+            // An object imported from outside the service's areas is not the service's: it
+            // stays.
+            let source = &ij.spec.source.key;
+            let owned = bulk_import_core::job::is_upload_key_of(id, source).then_some(source);
+            let report = bulk_import_core::job::report_key(id);
             let rows = bulk_import_core::job::rows_report_key(id);
-            for key in [&ij.spec.source.key, &ij.spec.report.key, &rows] {
+            for key in owned.into_iter().chain([&report, &rows]) {
                 storage
                     .delete(key)
                     .await

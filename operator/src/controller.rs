@@ -17,10 +17,9 @@
 use crate::{
     actions::{cancel, carry_out, cleanup, create, delete_job, expire, just_finished, retry},
     admission::{self, Gate},
+    adopt::{row_of, warn_unlabeled, Refused},
     config::OperatorConfig,
-    context::{
-        cached_job, cached_pods, caches_ready, failed_create_message, read_row, Caches, Context,
-    },
+    context::{cached_job, cached_pods, caches_ready, failed_create_message, Caches, Context},
     job_template::{job_name, validate, INSTANCE_LABEL},
     metrics::Metrics,
     plan::{mirror, plan, Plan, Seen, Then, MIRROR_EVERY},
@@ -29,7 +28,7 @@ use crate::{
     Error, Result,
 };
 use bulk_import_core::{
-    crd::{resource_name, ImportJob, JOB_ID_LABEL},
+    crd::{job_id_of, resource_name, ImportJob, JOB_ID_LABEL},
     retry::Policy,
     Storage,
 };
@@ -104,11 +103,16 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     caches_ready(ctx).await?;
     let cached = cached_job(ctx, ij, &ns);
     let name = job_name(ij);
-    let pods = cached_pods(ctx, &ns, &ij.spec.job_id, &name);
+    let pods = cached_pods(ctx, &ns, &job_id_of(ij), &name);
     // Read after the caches: the row is at least as new as what they show.
-    let row = match &id {
-        Ok(id) => read_row(ctx, *id).await?,
-        Err(_) => None,
+    // (A hand-written ImportJob's row is created here.)
+    let row = match row_of(ij, ctx, id.as_ref().ok().copied()).await? {
+        Ok(row) => row,
+        Err(Refused { reason, message }) => {
+            let observed = Observed::new(Phase::Failed, reason, message);
+            write_status(ij, ctx, &observed, None, None).await?;
+            return Ok(Action::await_change());
+        }
     };
     match plan(ij, &id, cached.as_deref(), &pods, row.as_ref()) {
         Plan::Retry(retries) => retry(ij, ctx, id.ok(), retries, &jobs).await,
@@ -266,19 +270,18 @@ pub async fn run(
     ctx.admission.set_importjobs(ij_reader.clone());
     let (waker, woken) = tokio::sync::mpsc::unbounded_channel();
     ctx.admission.set_waker(waker);
-    let pod_ns = ns.clone();
+    let pod_owner = pod_owner(ij_reader.clone(), ns.clone());
+    // Without this release's label an ImportJob is not taken: say so (one Warning Event).
+    let unlabeled = instance.clone().map(|instance| {
+        let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
+        tokio::spawn(warn_unlabeled_ones(api, ctx.clone(), instance))
+    });
     Controller::for_stream(ij_stream, ij_reader)
         .reconcile_on(futures_util::stream::unfold(woken, |mut rx| async move {
             rx.recv().await.map(|woken| (woken, rx))
         }))
         .owns_stream(job_stream)
-        .watches_stream(pod_stream, move |pod: Pod| {
-            let id = pod
-                .labels()
-                .get(JOB_ID_LABEL)
-                .and_then(|id| id.parse().ok());
-            id.map(|id| ObjectRef::<ImportJob>::new(&resource_name(id)).within(&pod_ns))
-        })
+        .watches_stream(pod_stream, pod_owner)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -287,4 +290,42 @@ pub async fn run(
             }
         })
         .await;
+    if let Some(task) = unlabeled {
+        task.abort();
+    }
+}
+
+/// The ImportJob a pod runs for, by its job id label: `import-<id>`, or an ImportJob written
+/// by hand (its own name, its uid as the job id).
+fn pod_owner(
+    importjobs: Store<ImportJob>,
+    ns: String,
+) -> impl Fn(Pod) -> Option<ObjectRef<ImportJob>> {
+    move |pod: Pod| {
+        let id = pod.labels().get(JOB_ID_LABEL)?.clone();
+        match importjobs.find(|ij| job_id_of(ij) == id) {
+            Some(ij) => Some(ObjectRef::from_obj(&*ij)),
+            None => {
+                let id = id.parse().ok()?;
+                Some(ObjectRef::<ImportJob>::new(&resource_name(id)).within(&ns))
+            }
+        }
+    }
+}
+
+/// Watches every ImportJob of the namespace and warns, once per ImportJob, about those
+/// without the instance label ([`warn_unlabeled`]).
+async fn warn_unlabeled_ones(api: Api<ImportJob>, ctx: Arc<Context>, instance: String) {
+    let mut warned = std::collections::HashSet::new();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
+    futures_util::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        let Ok(ij) = item else { continue };
+        let uid = ij.metadata.uid.clone().unwrap_or_default();
+        if !ij.labels().contains_key(INSTANCE_LABEL) && warned.insert(uid) {
+            warn_unlabeled(&ctx, &ij, &instance).await;
+        }
+    }
 }

@@ -86,9 +86,9 @@ impl ImportJobExt for ImportJob {
                     size: 1024,
                     file_name: "customers.csv".into(),
                 },
-                report: ReportLocation {
+                report: Some(ReportLocation {
                     key: format!("reports/{JOB_ID}/errors.csv"),
-                },
+                }),
                 tuning: None,
                 cancel_requested: None,
                 retries: None,

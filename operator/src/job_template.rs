@@ -2,6 +2,7 @@
 //! and the operator's configuration (Jobs are immutable; the operator never updates one).
 
 use crate::config::OperatorConfig;
+use bulk_import_core::crd::{is_hand_written, job_id_of};
 use bulk_import_core::crd::{ImportJob, JOB_ID_LABEL};
 use k8s_openapi::{
     api::{
@@ -44,26 +45,38 @@ pub struct InvalidSpec(pub String);
 /// the API gives them). The CRD's validation rules say the same; the operator checks again
 /// before it deletes anything, so that an ImportJob can never make the finalizer delete
 /// another import's (or anyone's) object.
+/// An object outside the service's own areas (`uploads/`, `reports/`) is not the service's:
+/// an import from an object already in storage, checked against the organization's prefixes
+/// when its row was made (`crate::adopt`, the API), and never deleted.
 pub fn keys_of_the_job(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
     let id = job_id(ij)?;
-    if !bulk_import_core::job::is_upload_key_of(id, &ij.spec.source.key) {
+    let key = &ij.spec.source.key;
+    let upload = bulk_import_core::job::is_upload_key_of(id, key);
+    let foreign = bulk_import_core::import_source::malformed(key).is_none()
+        && !key.starts_with(bulk_import_core::job::UPLOADS_PREFIX)
+        && !key.starts_with(bulk_import_core::job::REPORTS_PREFIX);
+    if !upload && !foreign {
         return Err(InvalidSpec(format!(
-            "source.key {:?} is not an upload of job {id} (uploads/<user id>/{id}.csv)",
-            ij.spec.source.key
+            "source.key {key:?} is neither an upload of job {id} (uploads/<user id>/{id}.csv) \
+             nor an object outside the service's areas"
         )));
     }
     let report = bulk_import_core::job::report_key(id);
-    if ij.spec.report.key != report {
-        return Err(InvalidSpec(format!(
-            "report.key {:?} is not the report of job {id} ({report})",
-            ij.spec.report.key
-        )));
+    match &ij.spec.report {
+        None if is_hand_written(ij) => {}
+        Some(r) if r.key == report => {}
+        other => {
+            return Err(InvalidSpec(format!(
+                "report.key {:?} is not the report of job {id} ({report})",
+                other.as_ref().map(|r| r.key.as_str())
+            )))
+        }
     }
     Ok(id)
 }
 
 fn job_id(ij: &ImportJob) -> Result<uuid::Uuid, InvalidSpec> {
-    let js = &ij.spec.job_id;
+    let js = &job_id_of(ij);
     match js.parse::<uuid::Uuid>() {
         Ok(id) if bulk_import_core::job::is_canonical_uuid(js) => Ok(id),
         _ => Err(InvalidSpec(format!("jobId {js:?} is not a UUID"))),
@@ -815,6 +828,33 @@ mod tests {
         }
     }
 
+    /// Issue 25: written by hand (no jobId, no report), the job id is the ImportJob's uid and
+    /// the source may be any object outside the service's areas; the API's ImportJob for an
+    /// object already in storage has its jobId and report, and the object's key.
+    #[test]
+    fn hand_written_importjobs_and_objects_in_storage_are_valid() {
+        let hand = ImportJob::test().with_spec(|s| {
+            s.job_id = String::new();
+            s.report = None;
+            s.source.key = "orgs/1/inbox/customers.csv".into();
+        });
+        let uid = hand.metadata.uid.clone().unwrap();
+        assert_eq!(validate(&hand).unwrap().to_string(), uid);
+        let api = ImportJob::test().with_spec(|s| s.source.key = "orgs/1/inbox/a.csv".into());
+        assert_eq!(validate(&api).unwrap().to_string(), JOB_ID);
+        for bad in ["reports/x/errors.csv", "uploads/a.csv", "orgs/1/../2/a.csv"] {
+            let ij = hand.clone().with_spec(|s| s.source.key = bad.into());
+            assert!(validate(&ij).is_err(), "{bad}");
+        }
+        // A hand-written ImportJob may not name a report of its own choosing.
+        let ij = hand.clone().with_spec(|s| {
+            s.report = Some(bulk_import_core::crd::ReportLocation {
+                key: format!("reports/{JOB_ID}/errors.csv"),
+            })
+        });
+        assert!(validate(&ij).is_err());
+    }
+
     #[test]
     fn the_release_labels_its_jobs_and_pods() {
         let config = config_with(&[("INSTANCE", "blue")]);
@@ -856,12 +896,14 @@ mod tests {
             ),
             (
                 ImportJob::test().with_spec(|s| {
-                    s.report.key = format!("reports/{}/errors.csv", uuid::Uuid::new_v4())
+                    s.report.as_mut().unwrap().key =
+                        format!("reports/{}/errors.csv", uuid::Uuid::new_v4())
                 }),
                 "report.key",
             ),
             (
-                ImportJob::test().with_spec(|s| s.report.key = "uploads/secret.csv".into()),
+                ImportJob::test()
+                    .with_spec(|s| s.report.as_mut().unwrap().key = "uploads/secret.csv".into()),
                 "report.key",
             ),
             (
@@ -877,11 +919,12 @@ mod tests {
                 "source.key",
             ),
             (
-                ImportJob::test().with_spec(|s| s.report.key = "reports/./x.csv".into()),
+                ImportJob::test()
+                    .with_spec(|s| s.report.as_mut().unwrap().key = "reports/./x.csv".into()),
                 "report.key",
             ),
             (
-                ImportJob::test().with_spec(|s| s.report.key = "..".into()),
+                ImportJob::test().with_spec(|s| s.report.as_mut().unwrap().key = "..".into()),
                 "report.key",
             ),
             (

@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod admission;
+pub mod adopt;
 pub mod config;
 pub mod context;
 pub mod controller;

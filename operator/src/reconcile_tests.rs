@@ -558,7 +558,7 @@ async fn deletion_stops_the_job_fails_the_row_deletes_the_objects_then_drops_the
         .with_status(running_status())
         .deleting();
     put(&storage, &ij.spec.source.key).await;
-    put(&storage, &ij.spec.report.key).await;
+    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
     put(&storage, "uploads/someone-else.csv").await;
 
     let config = config_with(&[("OBJECT_RETENTION", "delete")]);
@@ -587,6 +587,43 @@ async fn deletion_stops_the_job_fails_the_row_deletes_the_objects_then_drops_the
     );
 }
 
+/// Issue 25: an import from an object already in storage (under an organization's import
+/// prefix) does not own it: deleting its ImportJob with `OBJECT_RETENTION=delete` deletes
+/// the report, never the source.
+#[tokio::test]
+async fn deletion_never_deletes_a_source_the_service_does_not_own() {
+    let dir = TempDir::new();
+    let vars = testing::test_vars(testing::Backend::Fs, dir.path()).await;
+    let settings = testing::settings_from(&vars);
+    let storage = Storage::from_settings(&settings).unwrap();
+    let pool = db::connect(settings.database_url(), 2).await.unwrap();
+    insert_job_row(&pool, "done").await;
+    let ij = ImportJob::test()
+        .with_spec(|s| s.source.key = "orgs/1/inbox/customers.csv".into())
+        .finalized()
+        .with_phase("Complete")
+        .deleting();
+    put(&storage, &ij.spec.source.key).await;
+    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
+    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
+    let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_delete_job(&ij, false),
+                expect_finalizer_removed(&ij, 0),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    assert_eq!(
+        testing::list_objects(&storage).await,
+        vec!["orgs/1/inbox/customers.csv".to_string()],
+        "the report goes, the source stays"
+    );
+}
+
 #[tokio::test]
 async fn deletion_with_keep_retention_keeps_the_objects_and_a_finished_row() {
     let dir = TempDir::new();
@@ -600,7 +637,7 @@ async fn deletion_with_keep_retention_keeps_the_objects_and_a_finished_row() {
         .with_phase("Complete")
         .deleting();
     put(&storage, &ij.spec.source.key).await;
-    put(&storage, &ij.spec.report.key).await;
+    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
 
     let config = config_with(&[("OBJECT_RETENTION", "keep")]);
     let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
@@ -616,7 +653,10 @@ async fn deletion_with_keep_retention_keeps_the_objects_and_a_finished_row() {
         .await;
     assert_eq!(action.unwrap(), Action::await_change());
     assert_eq!(job_row(&pool).await, ("done".into(), None, false));
-    let mut expected = vec![ij.spec.report.key.clone(), ij.spec.source.key.clone()];
+    let mut expected = vec![
+        ij.spec.report.as_ref().unwrap().key.clone(),
+        ij.spec.source.key.clone(),
+    ];
     expected.sort();
     assert_eq!(testing::list_objects(&storage).await, expected);
 }
@@ -889,7 +929,7 @@ async fn deletion_never_deletes_objects_outside_the_jobs_own_prefixes() {
     let ij = ImportJob::test()
         .with_spec(|s| {
             s.source.key = upload;
-            s.report.key = report;
+            s.report.as_mut().unwrap().key = report;
         })
         .with_phase("Invalid")
         .deleting()

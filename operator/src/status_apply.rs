@@ -52,6 +52,8 @@ pub(crate) fn desired_status(
         job_name: job_name.map(Into::into),
         observed_generation: ij.meta().generation,
         retries: status.retries,
+        job_id: bulk_import_core::crd::is_hand_written(ij)
+            .then(|| bulk_import_core::crd::job_id_of(ij)),
         started_at: started,
         finished_at: finished,
         duration,

@@ -6,6 +6,8 @@
 mod admission_tests;
 #[path = "e2e/double_tests.rs"]
 mod double_tests;
+#[path = "e2e/hand_written.rs"]
+mod hand_written;
 #[path = "e2e/harness.rs"]
 mod harness;
 #[path = "e2e/kube_double.rs"]

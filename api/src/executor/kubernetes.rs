@@ -8,7 +8,7 @@
 use super::Executor;
 use anyhow::Context;
 use bulk_import_core::{
-    crd::{import_job_for, resource_name, ImportJob},
+    crd::{hand_written_name, import_job_for, importjob_name_of, resource_name, ImportJob},
     phase::Phase,
     repo,
     retry::Policy,
@@ -39,6 +39,11 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 async fn create(target: &Target, job: &JobRow) -> anyhow::Result<()> {
+    if hand_written_name(job).is_some() {
+        // Its ImportJob was written by hand and made the row: never another one; a retry
+        // asks that one to run again.
+        return rerun_if_failed(target, job).await;
+    }
     let ij = import_job_for(job, target.instance.as_deref());
     let api = &target.api;
     match tokio::time::timeout(CREATE_TIMEOUT, api.create(&PostParams::default(), &ij)).await {
@@ -77,7 +82,7 @@ async fn rerun_if_failed(target: &Target, job: &JobRow) -> anyhow::Result<()> {
     if job.status() != JobStatus::Pending {
         return Ok(());
     }
-    let name = resource_name(job.id);
+    let name = importjob_name_of(job);
     for _ in 0..5 {
         let ij = tokio::time::timeout(CREATE_TIMEOUT, target.api.get(&name))
             .await
@@ -170,7 +175,10 @@ impl Executor for KubernetesExecutor {
     fn cancel(&self, job_id: Uuid) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             let patch = serde_json::json!({"spec": {"cancelRequested": true}});
-            let name = resource_name(job_id);
+            let name = match repo::get(&self.pool, job_id).await? {
+                Some(job) => importjob_name_of(&job),
+                None => resource_name(job_id),
+            };
             match merge_patch(&self.api.api, &name, &patch)
                 .await
                 .context("asking the ImportJob to cancel timed out")?

@@ -144,11 +144,11 @@ pub async fn remove(
     // failure here leaves an orphan object, never a job pointing at a missing one.
     // Both report keys by name, whatever the row said: a cancelled job's importer may have
     // written them without naming them (it removes them itself once it sees the job gone).
-    let mut keys = vec![
-        gone.source_object,
-        report_key(job.id),
-        rows_report_key(job.id),
-    ];
+    // The source only when it is the service's own upload: an object imported from the
+    // organization's import prefixes is not the service's, and stays.
+    let owned = bulk_import_core::job::is_upload_key_of(job.id, &gone.source_object);
+    let mut keys: Vec<String> = owned.then_some(gone.source_object).into_iter().collect();
+    keys.extend([report_key(job.id), rows_report_key(job.id)]);
     keys.extend(gone.report_object.filter(|k| *k != report_key(job.id)));
     for key in keys {
         if let Err(e) = state.storage.delete(&key).await {

@@ -3,7 +3,7 @@
 
 use crate::{
     error::ErrorBody,
-    routes::{auth, control, customers, events, health, imports, orgs, preview},
+    routes::{auth, control, customers, events, health, import_prefixes, imports, orgs, preview},
     state::AppState,
     view::{JobPage, JobView},
 };
@@ -21,11 +21,11 @@ use utoipa_swagger_ui::SwaggerUi;
         health::health, health::ready, auth::register, auth::token,
         imports::create, preview::preview, imports::list, imports::show, imports::errors_report, events::events,
         control::cancel, control::retry, control::remove,
-        orgs::current, orgs::remove_member, orgs::create_invitation, orgs::list_invitations, orgs::revoke_invitation,
+        orgs::current, orgs::remove_member, orgs::create_invitation, orgs::list_invitations, orgs::revoke_invitation, import_prefixes::show, import_prefixes::replace,
         customers::list, customers::show, customers::export,
     ),
     components(schemas(ErrorBody, JobView, JobPage, crate::view::DialectView, crate::view::ColumnView, auth::Credentials, auth::Registration, auth::UserView, auth::OrganizationRef, crate::view::CreatedBy,
-        orgs::OrganizationView, orgs::MemberView, orgs::InvitationRequest, orgs::InvitationView, orgs::NewInvitationView, orgs::InvitationList,
+        orgs::OrganizationView, orgs::MemberView, orgs::InvitationRequest, orgs::InvitationView, orgs::NewInvitationView, orgs::InvitationList, import_prefixes::ImportPrefixes, crate::import_object::ObjectImport, crate::import_object::SourceRef,
         customers::CustomerPage, crate::customers::Customer, crate::error_rows::ErrorRowPage, crate::error_rows::ErrorRow, crate::error_rows::RowValues, crate::customers::CustomerDetail, auth::TokenView, imports::ReportLink, imports::UploadForm,
         bulk_import_types::PreviewView, bulk_import_types::HeaderMapping, bulk_import_types::PreviewRow, bulk_import_types::PreviewValues, bulk_import_types::RowProblem)),
     modifiers(&BearerAuth, &Enums),

@@ -14,7 +14,7 @@ use crate::{
     view::{JobPage, JobView},
 };
 use axum::{
-    extract::{DefaultBodyLimit, Path, RawQuery, State},
+    extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -56,14 +56,17 @@ pub struct UploadForm {
            ("delimiter" = Option<String>, Query, description = "override delimiter detection: `,` `;` `|` or a tab (`%09`), or comma, semicolon, pipe, tab"),
            ("encoding" = Option<String>, Query, description = "override encoding detection: a WHATWG label such as utf-8, windows-1251, windows-1252, utf-16le"),
            ("Idempotency-Key" = String, Header, description = "any non-empty string, unique per user; the same key with a different file, mode or options is 422")),
-    request_body(content = UploadForm, content_type = "multipart/form-data", description = "field `file`: the CSV"),
+    request_body(content(
+        (UploadForm = "multipart/form-data"),
+        (crate::import_object::ObjectImport = "application/json"),
+    ), description = "multipart: field `file`, the CSV (options in the query); JSON: an object already in storage under the organization's import prefixes (options in the body)"),
     responses((status = 201, body = JobView, description = "new job; `Location: /imports/{id}`", headers(("Location" = String, description = "the job's address"))),
               (status = 200, body = JobView, description = "same key, same file and mode (with `Location` too)"),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
               (status = 408, body = crate::error::ErrorBody, description = "upload_timeout: nothing sent, or the file part not reached, within UPLOAD_IDLE_TIMEOUT_SECONDS, or the request not over within UPLOAD_TIMEOUT_SECONDS; upload_too_slow: under UPLOAD_MIN_BYTES_PER_SECOND over a window"),
               (status = 409, body = crate::error::ErrorBody, description = "the first request with this key is still uploading"),
               (status = 413, body = crate::error::ErrorBody, description = "upload_too_large, upload_head_too_large, too_many_parts, storage_quota_exceeded (the organization's ORG_STORAGE_QUOTA_BYTES)"),
-              (status = 422, body = crate::error::ErrorBody),
+              (status = 422, body = crate::error::ErrorBody, description = "among others, for a JSON body: source_not_allowed (the key is not under the organization's import prefixes), source_not_found"),
               (status = 429, body = crate::error::ErrorBody, description = "too_many_uploads (replays count), too_many_unfinished_jobs, too_many_new_jobs (with Retry-After)")),
     security(("bearer" = [])))]
 pub async fn create(
@@ -71,13 +74,28 @@ pub async fn create(
     user: AuthUser,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    multipart: Result<LimitedMultipart, ApiError>,
+    request: Request,
 ) -> ApiResult<(StatusCode, [(header::HeaderName, String); 1], Json<JobView>)> {
     use tracing::Instrument;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
     // The work runs on a task of its own: a client that hangs up right after its last byte
     // (hyper then drops this handler) still gets its job created and run. A client that
     // hangs up earlier breaks the body stream, and the task releases the key.
-    let work = create_job(state, user, query, headers, multipart).in_current_span();
+    let work = async move {
+        if json {
+            // An object already in storage (`crate::import_object`): a small JSON body.
+            let crate::extract::Json(body) =
+                crate::extract::Json::from_request(request, &state).await?;
+            crate::import_object::create_job(state, user, headers, body).await
+        } else {
+            let multipart = LimitedMultipart::from_request(request, &state).await;
+            create_job(state, user, query, headers, multipart).await
+        }
+    }
+    .in_current_span();
     let (status, job) = tokio::spawn(work)
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(e)))?;

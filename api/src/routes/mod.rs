@@ -7,6 +7,7 @@ pub mod docs;
 pub mod downloads;
 pub mod events;
 pub mod health;
+pub mod import_prefixes;
 pub mod imports;
 pub mod orgs;
 pub mod preview;

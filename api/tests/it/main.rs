@@ -14,6 +14,7 @@ mod contracts;
 mod control;
 mod fairness;
 mod faults;
+mod from_storage;
 mod http;
 mod lifecycle;
 mod options;

@@ -186,3 +186,32 @@ pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> sqlx::Re
     .await?;
     Ok(())
 }
+
+/// A `pending` job for an object already in storage (`POST /imports` with a JSON body, or a
+/// hand-written ImportJob): false when the id or the user's Idempotency-Key is taken already.
+pub async fn create_from_object(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> sqlx::Result<bool> {
+    let (dry_run, max_errors, delimiter, encoding, columns) = option_columns(j.options);
+    let done = sqlx::query!(
+        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
+           source_object, file_name, file_size, dry_run, max_errors, delimiter, encoding, org_id, columns) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT DO NOTHING",
+        j.id,
+        j.user_id,
+        j.idempotency_key,
+        j.fingerprint,
+        j.mode as ImportMode,
+        j.source_object,
+        j.file_name,
+        j.file_size,
+        dry_run,
+        max_errors,
+        delimiter,
+        encoding,
+        j.org_id,
+        columns
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -82,9 +82,9 @@ fn import_job(name: &str) -> ImportJob {
                 size: 10,
                 file_name: "a.csv".into(),
             },
-            report: ReportLocation {
+            report: Some(ReportLocation {
                 key: format!("reports/{id}/errors.csv"),
-            },
+            }),
             tuning: None,
             cancel_requested: None,
             retries: None,
