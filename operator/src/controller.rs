@@ -1,7 +1,8 @@
 //! The ImportJob controller: validate → build the Job (once) → observe the Job and its pods
 //! (from the controller's caches: no API read per reconcile) → write the status (server-side
 //! apply, field manager `bulk-import-operator`, the only writer of ImportJob status), the
-//! Postgres row when the importer could not, and Events on transitions. A finalizer cleans up.
+//! Postgres row when the importer could not, and Events on transitions. No finalizer: a
+//! deleted ImportJob's import is ended by the sweep (`crate::sweep`).
 //!
 //! Progress: the importer has no Kubernetes credentials. While an import runs, the operator
 //! reads its row from Postgres once a second and applies the counters when they changed, so a
@@ -15,16 +16,18 @@
 //! never created again: the status takes the row's outcome.
 
 use crate::{
-    actions::{cancel, carry_out, cleanup, create, delete_job, expire, just_finished, retry},
+    actions::{cancel, carry_out, create, delete_job, expire, just_finished, retry},
     config::OperatorConfig,
     context::{
         cached_job, cached_pods, caches_ready, failed_create_message, read_row, Caches, Context,
     },
     job_template::{job_name, validate, INSTANCE_LABEL},
+    lifecycle::Limits,
     metrics::Metrics,
     plan::{mirror, plan, Plan, Seen, MIRROR_EVERY},
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
+    sweep::{release_legacy_finalizer, take, LEGACY_FINALIZER},
     Error, Result,
 };
 use bulk_import_core::{
@@ -38,7 +41,6 @@ use kube::{
     api::Api,
     runtime::{
         controller::{Action, Controller},
-        finalizer::{finalizer, Event as Finalizer},
         reflector::{self, ObjectRef, Store},
         watcher, WatchStreamExt,
     },
@@ -51,23 +53,22 @@ use std::{
     time::Duration,
 };
 
-pub const FINALIZER: &str = "bulkimport.dev/cleanup";
 const MANAGED: &str = "app.kubernetes.io/managed-by=bulk-import-operator";
 
+/// Reconciles one ImportJob: no finalizer (see `crate::sweep`): one of before is removed,
+/// one being deleted is left to the garbage collector, any other is applied.
 pub async fn reconcile(ij: Arc<ImportJob>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let key = format!("{ns}/{}", ij.name_any());
-    let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
-    let action = finalizer(&api, FINALIZER, ij, |event| async {
-        match event {
-            Finalizer::Apply(ij) => apply(&ij, &ctx).await,
-            Finalizer::Cleanup(ij) => cleanup(&ij, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    let action = if ij.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        release_legacy_finalizer(&ij, &ctx).await?
+    } else if ij.meta().deletion_timestamp.is_some() {
+        Action::await_change()
+    } else {
+        apply(&ij, &ctx).await?
+    };
     ctx.failures.lock().expect("lock").remove(&key);
     Ok(action)
 }
@@ -109,7 +110,8 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         Ok(id) => read_row(ctx, *id).await?,
         Err(_) => None,
     };
-    match plan(ij, &id, cached.as_deref(), &pods, row.as_ref()) {
+    let limits = Limits::of(&ctx.config);
+    match plan(ij, &id, cached.as_deref(), &pods, row.as_ref(), &limits) {
         Plan::Retry(retries) => retry(ij, ctx, id.ok(), retries, &jobs).await,
         Plan::Finished { stop_job } => {
             if stop_job {
@@ -137,10 +139,21 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             Ok(just_finished(ctx))
         }
         Plan::Create(id) => {
+            // Taken first: once its Job exists, the sweep ends the import if the ImportJob
+            // goes.
+            take(ctx, id).await?;
             let Some(created) = create(ij, ctx, id, &jobs).await? else {
                 return Ok(Action::requeue(MIRROR_EVERY));
             };
-            let m = mirror(ij, id, &created, &pods, row.as_ref(), Seen::Created);
+            let m = mirror(
+                ij,
+                id,
+                &created,
+                &pods,
+                row.as_ref(),
+                Seen::Created,
+                &limits,
+            );
             carry_out(ij, ctx, m, &name, row, &jobs).await
         }
         Plan::Mirror(mut m) => {
@@ -148,7 +161,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
                 if let Some(message) = failed_create_message(ctx, &ns, &name).await? {
                     let job = cached.as_deref().expect("mirroring a cached Job");
                     let seen = Seen::FailedCreate(&message);
-                    m = mirror(ij, m.id, job, &pods, row.as_ref(), seen);
+                    m = mirror(ij, m.id, job, &pods, row.as_ref(), seen, &limits);
                 }
             }
             carry_out(ij, ctx, m, &name, row, &jobs).await
@@ -232,6 +245,7 @@ pub async fn run(
         },
     ));
     let pod_ns = ns.clone();
+    let sweeper = tokio::spawn(crate::sweep::run(ctx.clone(), ij_reader.clone()));
     Controller::for_stream(ij_stream, ij_reader)
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| {
@@ -249,4 +263,5 @@ pub async fn run(
             }
         })
         .await;
+    sweeper.abort();
 }

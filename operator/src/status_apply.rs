@@ -52,6 +52,8 @@ pub(crate) fn desired_status(
         job_name: job_name.map(Into::into),
         observed_generation: ij.meta().generation,
         retries: status.retries,
+        oom_retries: status.oom_retries,
+        memory_limit: status.memory_limit.clone(),
         started_at: started,
         finished_at: finished,
         duration,

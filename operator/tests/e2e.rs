@@ -12,6 +12,8 @@ mod kube_double;
 mod kube_http;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
+#[path = "e2e/lifecycle_tests.rs"]
+mod lifecycle_tests;
 
 use bulk_import_core::{
     crd::{resource_name, ImportJob, ImportJobStatus},
@@ -535,8 +537,8 @@ async fn killed_pod_resumes_from_checkpoint() {
     assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
 }
 
-/// An OOM-killed importer (every attempt) and an image that cannot be pulled both end as
-/// Failed with that reason: in the ImportJob's phase and conditions, in the Postgres row's
+/// An OOM-killed importer at the memory ceiling and an image that cannot be pulled for
+/// longer than the grace period both end as Failed with that reason: in the ImportJob's phase and conditions, in the Postgres row's
 /// error and in GET /imports/{id}.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_killed_and_image_pull_backoff_fail_the_import() {
@@ -544,6 +546,9 @@ async fn oom_killed_and_image_pull_backoff_fail_the_import() {
         slow_ms: 5,
         batch_size: 50,
         backoff_limit: 1,
+        // The pull fails after a second of back-off; the OOM kill at the ceiling at once.
+        start_grace: Some(1),
+        memory_limit_max: Some("256Mi"),
         ..Default::default()
     })
     .await;
@@ -600,25 +605,16 @@ async fn oom_killed_and_image_pull_backoff_fail_the_import() {
         );
     }
 
-    // OOMKilled: both attempts ran and were killed; the Job gave up after backoffLimit.
-    let kjob = stack.job(oom).expect("a failed Job stays");
-    let failed = kjob["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .unwrap()
-        .clone();
-    assert_eq!(failed["reason"], "BackoffLimitExceeded");
-    let pods = stack.pods(oom);
-    assert_eq!(pods.len(), 2);
-    for p in &pods {
-        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
-        assert_eq!(
-            (t["exitCode"].as_i64(), t["reason"].as_str()),
-            (Some(137), Some("OOMKilled"))
-        );
-    }
+    // OOMKilled at the ceiling: the operator stopped the Job at the first kill.
+    let st = stack.import_job(oom).await.unwrap().status.unwrap();
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap()
+            .starts_with("OOM-killed at 256Mi, the ceiling"),
+        "{st:?}"
+    );
+    assert_eq!(st.oom_retries, None);
     // ImagePullBackOff: the operator deleted the Job (it would wait for its deadline), and the
     // garbage collector its pod.
     stack

@@ -203,6 +203,10 @@ pub struct Options {
     pub lease_held_by: Option<(&'static str, i64)>,
     /// IMPORTJOB_TTL_SECONDS_AFTER_FINISHED (unset: the default, 7 days).
     pub importjob_ttl: Option<u64>,
+    /// IMPORTER_START_GRACE_SECONDS (unset: the default, 5 minutes).
+    pub start_grace: Option<u64>,
+    /// IMPORTER_MEMORY_LIMIT_MAX (unset: the default, 1Gi).
+    pub memory_limit_max: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -220,6 +224,8 @@ impl Default for Options {
             without_grant: None,
             lease_held_by: None,
             importjob_ttl: None,
+            start_grace: None,
+            memory_limit_max: None,
         }
     }
 }
@@ -438,6 +444,14 @@ impl Stack {
                         ),
                         ("OBJECT_RETENTION", opts.retention.into()),
                         ("RUST_LOG", "info,kube=warn,sqlx=warn".into()),
+                        (
+                            "IMPORTER_START_GRACE_SECONDS",
+                            opts.start_grace.unwrap_or(300).to_string(),
+                        ),
+                        (
+                            "IMPORTER_MEMORY_LIMIT_MAX",
+                            opts.memory_limit_max.unwrap_or("1Gi").into(),
+                        ),
                     ]
                     .map(|(k, v)| (k.to_string(), v)),
                 );
