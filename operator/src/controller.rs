@@ -216,9 +216,16 @@ pub async fn run(
 
     let (ij_reader, ij_writer) = reflector::store();
     let watch_metrics = metrics.clone();
+    // The sweep waits for the ImportJob cache's first full list (`crate::sweep`).
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let ij_stream = watcher(importjobs, config_of(None))
         .default_backoff()
-        .inspect(move |item| watch_metrics.note_watch(item.is_ok()))
+        .inspect(move |item| {
+            watch_metrics.note_watch(item.is_ok());
+            if matches!(item, Ok(watcher::Event::InitDone)) {
+                listed_tx.send_replace(true);
+            }
+        })
         .reflect(ij_writer)
         .applied_objects()
         .predicate_filter(own_writes_filtered, Default::default());
@@ -245,7 +252,7 @@ pub async fn run(
         },
     ));
     let pod_ns = ns.clone();
-    let sweeper = tokio::spawn(crate::sweep::run(ctx.clone(), ij_reader.clone()));
+    let sweeper = tokio::spawn(crate::sweep::run(ctx.clone(), ij_reader.clone(), listed));
     Controller::for_stream(ij_stream, ij_reader)
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| {

@@ -27,6 +27,7 @@ use kube::{
 };
 use serde_json::json;
 use std::{sync::Arc, time::Duration};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// How often the operator looks for imports whose ImportJob is gone.
@@ -87,9 +88,10 @@ async fn delete_objects(ctx: &Context, id: Uuid, source: &str) -> Result<()> {
     Ok(())
 }
 
-/// Sweeps every [`SWEEP_EVERY`] once the ImportJob cache has its first list, until dropped.
-pub async fn run(ctx: Arc<Context>, store: Store<ImportJob>) {
-    if store.wait_until_ready().await.is_err() {
+/// Sweeps every [`SWEEP_EVERY`] once the ImportJob cache has its first list (`listed` turns
+/// true at the watch's first `InitDone`), until dropped.
+pub async fn run(ctx: Arc<Context>, store: Store<ImportJob>, mut listed: watch::Receiver<bool>) {
+    if listed.wait_for(|l| *l).await.is_err() {
         return;
     }
     let ns = ctx.config.namespace.clone();

@@ -1577,6 +1577,34 @@ impl Double {
 
     /// Objects of a kind (in one namespace or all), sorted by namespace and name, and the
     /// current resourceVersion.
+    /// One pass of the namespace controller deleting namespace `ns`: every object of every
+    /// namespaced kind in it is deleted (background propagation). What finalizers hold stays
+    /// Terminating; a graceful pod waits for its kubelet. Returns the objects still there, as
+    /// `(plural, name, finalizers)`: the namespace is gone once none are.
+    pub fn delete_namespace(&self, ns: &str) -> Vec<(String, String, Vec<String>)> {
+        let all = Selector::default();
+        for k in KINDS.iter().filter(|k| k.namespaced) {
+            let (items, _) = self.list(k, Some(ns), &all);
+            for obj in items {
+                let _ = self.delete(k, ns, name_of(&obj), &DeleteOpts::background());
+            }
+        }
+        KINDS
+            .iter()
+            .filter(|k| k.namespaced)
+            .flat_map(|k| {
+                let (items, _) = self.list(k, Some(ns), &all);
+                items.into_iter().map(move |obj| {
+                    (
+                        k.plural.to_string(),
+                        name_of(&obj).to_string(),
+                        finalizers(&obj),
+                    )
+                })
+            })
+            .collect()
+    }
+
     pub fn list(&self, k: &'static Kind, ns: Option<&str>, sel: &Selector) -> (Vec<Value>, u64) {
         let s = self.lock();
         let mut items: Vec<Value> = s

@@ -137,16 +137,26 @@ async fn an_oom_killed_import_runs_again_with_a_larger_memory_limit() {
     let id = id_of(&job);
     let seen = follow(&stack, &token, id, 3 * MINUTE).await;
     let name = resource_name(id);
-    let retrying = seen
-        .iter()
-        .filter_map(|o| o.ij.status.clone())
-        .find(|s| s.reason.as_deref() == Some("RetryingAfterOOMKilled"))
-        .expect("the OOM kill showed in the status");
-    assert_eq!(
-        retrying.message.as_deref(),
-        Some("OOM-killed at 256Mi, retrying with 512Mi")
-    );
     let st = seen.last().unwrap().ij.status.clone().unwrap();
+    // The status says so: its OOMKilled condition, the limit and the count.
+    let oom = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "OOMKilled")
+        .expect("an OOMKilled condition");
+    assert_eq!(
+        (
+            oom.status.as_str(),
+            oom.reason.as_str(),
+            oom.message.as_str()
+        ),
+        (
+            "True",
+            "MemoryLimitRaised",
+            "OOM-killed at 256Mi, retrying with 512Mi"
+        )
+    );
     assert_eq!(st.phase.as_deref(), Some("Complete"), "{st:?}");
     assert_eq!(st.memory_limit.as_deref(), Some("512Mi"));
     assert_eq!(st.oom_retries, Some(1));
@@ -169,4 +179,85 @@ async fn an_oom_killed_import_runs_again_with_a_larger_memory_limit() {
     );
     // Resumed from the checkpoint of the killed run, and exact.
     assert_same_outcome(&outcome(&stack.pool, &stack.storage, id).await, &want);
+}
+
+/// `kubectl delete namespace` after the operator pod went first: nothing waits for the
+/// operator (ImportJobs carry no finalizer), so the namespace empties — no ImportJob, Job,
+/// pod or finalizer is left. The running import's importer is stopped with its pod; when an
+/// operator of that namespace and release runs again, its sweep fails the import whose
+/// ImportJob vanished and deletes both imports' objects (`OBJECT_RETENTION=delete`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_namespace_with_the_operator_stopped_leaves_nothing_behind() {
+    let mut stack = Stack::start(Options {
+        slow_ms: 5,
+        batch_size: 50,
+        retention: "delete",
+        ..Default::default()
+    })
+    .await;
+    let token = stack.user().await;
+    let (_, done) = stack
+        .upload(&token, "done", "insert_only", "done.csv", &csv(50))
+        .await;
+    let done = id_of(&done);
+    follow(&stack, &token, done, 2 * MINUTE).await;
+    let (_, running) = stack
+        .upload(&token, "running", "insert_only", "running.csv", &csv(4000))
+        .await;
+    let running = id_of(&running);
+    stack
+        .eventually("the import processing", MINUTE, || async {
+            let under_way = stack.row(running).await.processed_rows > 100;
+            let pod = stack
+                .pods(running)
+                .into_iter()
+                .any(|p| p["status"]["phase"] == "Running");
+            (under_way && pod).then_some(())
+        })
+        .await;
+    let objects = bulk_import_core::testing::list_objects(&stack.storage).await;
+    assert!(!objects.is_empty(), "both imports have objects");
+
+    // The operator goes first.
+    stack.operators[0].terminate().await;
+    let left = stack
+        .eventually("the namespace empty", MINUTE, || async {
+            let left = stack.double.delete_namespace(crate::NS);
+            left.is_empty().then_some(left)
+        })
+        .await;
+    assert!(left.is_empty());
+    for kind in [&crate::IMPORTJOBS, &JOBS, &crate::kube_double::PODS] {
+        let (items, _) = stack.double.list(
+            kind,
+            Some(crate::NS),
+            &crate::kube_double::Selector::default(),
+        );
+        assert!(items.is_empty(), "{}: {items:?}", kind.plural);
+    }
+    // Nobody ended the running import yet: its importer was stopped with its pod.
+    assert_eq!(stack.row(running).await.status().as_str(), "processing");
+    assert_eq!(stack.row(done).await.status().as_str(), "done");
+
+    // An operator of the namespace and release comes back: its sweep ends what was left.
+    stack.operators[0].start();
+    stack
+        .eventually(
+            "the vanished import failed, the objects gone",
+            MINUTE,
+            || async {
+                let failed = stack.row(running).await.status().as_str() == "failed";
+                let objects = bulk_import_core::testing::list_objects(&stack.storage).await;
+                (failed && objects.is_empty()).then_some(())
+            },
+        )
+        .await;
+    let row = stack.row(running).await;
+    assert_eq!(row.error_code.as_deref(), Some("importjob_deleted"));
+    assert!(row.processed_rows < 4000, "stopped before the end");
+    assert_eq!(
+        stack.row(done).await.status().as_str(),
+        "done",
+        "a finished import stays done"
+    );
 }
