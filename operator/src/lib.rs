@@ -5,6 +5,7 @@ pub mod actions;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod crd_check;
 pub mod job_template;
 pub mod leader;
 pub mod lifecycle;

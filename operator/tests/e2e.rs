@@ -551,8 +551,8 @@ async fn oom_killed_and_image_pull_backoff_fail_the_import() {
         slow_ms: 5,
         batch_size: 50,
         backoff_limit: 1,
-        // The pull fails after a second of back-off; the OOM kill at the ceiling at once.
-        start_grace: Some(1),
+        // The pull fails after two seconds of back-off; the OOM kill at the ceiling at once.
+        start_grace: Some(2),
         memory_limit_max: Some("256Mi"),
         ..Default::default()
     })
@@ -841,7 +841,7 @@ async fn deleting_an_importjob_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_importjob_watch_never_creates_a_job_twice() {
     let stack = Stack::start(Options {
-        start_grace: Some(1),
+        start_grace: Some(2),
         ..Default::default()
     })
     .await;
@@ -1433,6 +1433,11 @@ enum Probe {
     /// A failed import (its image could not be pulled) retried through the API: the API
     /// reads the ImportJob and raises `spec.retries`; the import completes.
     Retry,
+    /// The operator's start check reads the installed CRD and finds every field it needs.
+    CrdCheck,
+    /// An ImportJob with the finalizer older operators added (`bulkimport.dev/cleanup`): the
+    /// operator removes it (a patch) and the import completes.
+    LegacyFinalizer,
 }
 
 /// Which flow needs a rule.
@@ -1452,6 +1457,8 @@ fn probe_for(component: &str, grant: &kube_double::Grant) -> Probe {
         ("operator", "coordination.k8s.io", _, _) => Probe::Leadership,
         ("operator", "bulkimport.dev", "importjobs", "delete") => Probe::Ttl,
         ("api", "bulkimport.dev", "importjobs", "get" | "patch") => Probe::Retry,
+        ("operator", "apiextensions.k8s.io", "customresourcedefinitions", _) => Probe::CrdCheck,
+        ("operator", "bulkimport.dev", "importjobs", "patch") => Probe::LegacyFinalizer,
         _ => Probe::Import,
     }
 }
@@ -1609,6 +1616,50 @@ async fn run_probe(stack: &Stack, probe: Probe, within: Duration) -> Result<(), 
             }
             until("Complete after the retry").await
         }
+        Probe::LegacyFinalizer => {
+            let (_, job) = stack
+                .upload(&token, "probe", "insert_only", "legacy.csv", &csv(5))
+                .await;
+            let id = id_of(&job);
+            let ijs: Api<ImportJob> = Api::namespaced(stack.kube.clone(), NS);
+            let patch = serde_json::json!({"metadata": {"finalizers": ["bulkimport.dev/cleanup"]}});
+            while Instant::now() < deadline {
+                let added = ijs
+                    .patch(
+                        &resource_name(id),
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
+                if added.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while Instant::now() < deadline {
+                if let Some(ij) = stack.import_job(id).await {
+                    let complete =
+                        ij.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Complete");
+                    if ij.finalizers().is_empty() && complete {
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            until("the finalizer of before removed").await
+        }
+        Probe::CrdCheck => {
+            while Instant::now() < deadline {
+                if stack.operators[0]
+                    .logs()
+                    .contains("the installed CRD has every field the operator needs")
+                {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            until("the CRD checked").await
+        }
         Probe::Leadership => {
             let mut renewals = BTreeSet::new();
             while Instant::now() < deadline {
@@ -1656,12 +1707,14 @@ async fn removing_any_rule_of_the_chart_breaks_a_flow() {
         Probe::Leadership,
         Probe::Ttl,
         Probe::Retry,
+        Probe::CrdCheck,
+        Probe::LegacyFinalizer,
     ] {
         let stack = Stack::start(Options {
             slow_ms: if probe == Probe::RepeatedEvent { 10 } else { 0 },
             batch_size: 20,
             importjob_ttl: (probe == Probe::Ttl).then_some(2),
-            start_grace: Some(1),
+            start_grace: Some(2),
             ..Default::default()
         })
         .await;
@@ -1691,6 +1744,7 @@ async fn removing_any_rule_of_the_chart_breaks_a_flow() {
                 slow_ms: if probe == Probe::RepeatedEvent { 10 } else { 0 },
                 batch_size: 20,
                 importjob_ttl: (probe == Probe::Ttl).then_some(2),
+                start_grace: Some(2),
                 without_grant: Some((component, grant.clone())),
                 ..Default::default()
             })

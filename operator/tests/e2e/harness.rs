@@ -207,6 +207,8 @@ pub struct Options {
     pub start_grace: Option<u64>,
     /// IMPORTER_MEMORY_LIMIT_MAX (unset: the default, 1Gi).
     pub memory_limit_max: Option<&'static str>,
+    /// The installed CRD lacks this property of `status` (an older CRD left by Helm).
+    pub crd_without_status_field: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -226,6 +228,7 @@ impl Default for Options {
             importjob_ttl: None,
             start_grace: None,
             memory_limit_max: None,
+            crd_without_status_field: None,
         }
     }
 }
@@ -248,10 +251,19 @@ pub fn chart_grants() -> BTreeMap<String, BTreeSet<Grant>> {
     ACCOUNTS
         .iter()
         .map(|(component, _)| {
+            // The operator's ClusterRole (the CRD, by name) is its grant too.
+            let cluster = match *component {
+                "operator" => json["operatorCluster"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
             let grants = json[component]
                 .as_array()
                 .unwrap_or_else(|| panic!("no {component} in {path}"))
                 .iter()
+                .chain(cluster.iter())
                 .flat_map(|rule| {
                     let (g, r) = (
                         rule["apiGroup"].as_str().unwrap().to_string(),
@@ -307,6 +319,13 @@ impl Stack {
         let storage = Storage::from_settings(&settings).unwrap();
 
         let double = Double::new(DoubleConfig::default());
+        if let Some(field) = opts.crd_without_status_field {
+            let mut crd = double.installed_crd("importjobs.bulkimport.dev").unwrap();
+            let props = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["status"]["properties"];
+            props.as_object_mut().unwrap().remove(field);
+            double.install_crd(crd);
+        }
         let server = KubeServer::start(double.clone()).await;
         // The tests' own client: no token, not subject to RBAC (like a cluster admin).
         let kubeconfig = dir.path().join("kubeconfig");

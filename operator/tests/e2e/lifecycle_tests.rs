@@ -261,3 +261,59 @@ async fn deleting_the_namespace_with_the_operator_stopped_leaves_nothing_behind(
         "a finished import stays done"
     );
 }
+
+/// Helm left an older CRD (without `status.memoryLimit`): the operator's start check names the
+/// missing field and the upgrade command in one error line and a Warning Event on its pod, and
+/// the operator goes on running imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crd_check_at_start_names_the_missing_field() {
+    let stack = Stack::start(Options {
+        crd_without_status_field: Some("memoryLimit"),
+        ..Default::default()
+    })
+    .await;
+    let line = stack
+        .eventually("the error line", MINUTE, || async {
+            stack.operators[0]
+                .logs()
+                .lines()
+                .find(|l| l.contains("ERROR") && l.contains("lacks"))
+                .map(str::to_string)
+        })
+        .await;
+    assert!(line.contains("status.memoryLimit"), "{line}");
+    assert!(
+        line.contains(
+            "kubectl apply --server-side --force-conflicts -f charts/bulk-import/crds/importjobs.bulkimport.dev.yaml"
+        ),
+        "{line}"
+    );
+    let (events, _) = stack.double.list(
+        &crate::EVENTS,
+        Some(crate::NS),
+        &crate::kube_double::Selector::default(),
+    );
+    let event = events
+        .iter()
+        .find(|e| e["reason"] == "OutdatedCRD")
+        .expect("an OutdatedCRD Event");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["kind"], "Pod");
+    assert_eq!(event["regarding"]["name"], "operator-0");
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("status.memoryLimit") && note.contains("--force-conflicts"),
+        "{note}"
+    );
+    // It goes on: an import still runs.
+    let token = stack.user().await;
+    let (code, job) = stack
+        .upload(&token, "after", "insert_only", "after.csv", &csv(20))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let last = follow(&stack, &token, id_of(&job), MINUTE)
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(last.row.status().as_str(), "done");
+}
