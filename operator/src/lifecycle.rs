@@ -79,7 +79,7 @@ pub fn format_bytes(b: u128) -> String {
     UNITS[..6]
         .iter()
         .rev()
-        .find(|(_, f)| b >= *f && b % f == 0)
+        .find(|(_, f)| b >= *f && b.is_multiple_of(*f))
         .map(|(suffix, f)| format!("{}{suffix}", b / f))
         .unwrap_or_else(|| b.to_string())
 }
