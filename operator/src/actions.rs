@@ -43,6 +43,8 @@ pub(crate) async fn create(
     id: Uuid,
     jobs: &Api<KubeJob>,
 ) -> Result<Option<KubeJob>> {
+    // Taken first: once its Job exists, the sweep ends the import if the ImportJob goes.
+    crate::sweep::take(ctx, id).await?;
     let desired = job_for(ij, id, &ctx.config);
     match jobs.create(&PostParams::default(), &desired).await {
         Ok(created) => {

@@ -27,7 +27,7 @@ use crate::{
     plan::{mirror, plan, Plan, Seen, MIRROR_EVERY},
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
-    sweep::{release_legacy_finalizer, take, LEGACY_FINALIZER},
+    sweep::{release_legacy_finalizer, LEGACY_FINALIZER},
     Error, Result,
 };
 use bulk_import_core::{
@@ -139,21 +139,10 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             Ok(just_finished(ctx))
         }
         Plan::Create(id) => {
-            // Taken first: once its Job exists, the sweep ends the import if the ImportJob
-            // goes.
-            take(ctx, id).await?;
-            let Some(created) = create(ij, ctx, id, &jobs).await? else {
+            let Some(job) = create(ij, ctx, id, &jobs).await? else {
                 return Ok(Action::requeue(MIRROR_EVERY));
             };
-            let m = mirror(
-                ij,
-                id,
-                &created,
-                &pods,
-                row.as_ref(),
-                Seen::Created,
-                &limits,
-            );
+            let m = mirror(ij, id, &job, &pods, row.as_ref(), Seen::Created, &limits);
             carry_out(ij, ctx, m, &name, row, &jobs).await
         }
         Plan::Mirror(mut m) => {

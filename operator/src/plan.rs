@@ -171,17 +171,7 @@ pub fn mirror(
             format!("{}: {}", observed.reason, observed.message),
         )
     });
-    let then = match observed.phase {
-        Phase::Complete | Phase::Failed | Phase::Cancelled => Then::Finished,
-        Phase::Invalid => Then::AwaitChange,
-        // The next Job is created once the cache holds the new status.
-        _ if grow_memory.is_some() => Then::Requeue(Duration::from_secs(1)),
-        Phase::Running => Then::Requeue(MIRROR_EVERY),
-        Phase::Pending => Then::Requeue(match since {
-            Some(since) => recheck_after(limits, since, PENDING_RECHECK),
-            None => PENDING_RECHECK,
-        }),
-    };
+    let then = then(observed.phase, grow_memory.is_some(), since, limits);
     Mirror {
         id,
         observed,
@@ -191,6 +181,27 @@ pub fn mirror(
         stop_job: (fatal || grow_memory.is_some()) && !job_finished(job),
         grow_memory,
         then,
+    }
+}
+
+/// When a mirrored ImportJob is reconciled next: a pod waiting out a grace period at its end
+/// at the latest; after an OOM kill once the cache holds the new status (then the next Job is
+/// created).
+fn then(
+    phase: Phase,
+    grow_memory: bool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    limits: &Limits,
+) -> Then {
+    match phase {
+        Phase::Complete | Phase::Failed | Phase::Cancelled => Then::Finished,
+        Phase::Invalid => Then::AwaitChange,
+        _ if grow_memory => Then::Requeue(Duration::from_secs(1)),
+        Phase::Running => Then::Requeue(MIRROR_EVERY),
+        Phase::Pending => Then::Requeue(match since {
+            Some(since) => recheck_after(limits, since, PENDING_RECHECK),
+            None => PENDING_RECHECK,
+        }),
     }
 }
 
