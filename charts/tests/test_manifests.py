@@ -54,8 +54,8 @@ def test_names_namespaces_and_labels(rendered: Rendered):
         meta = m.doc["metadata"]
         pattern = DNS_LABEL if m.kind in {"Service", "Job", "Deployment"} else DNS_SUBDOMAIN
         assert pattern.match(m.name) and len(m.name) <= 63, f"{m!r}: bad name"
-        if m.kind == "ClusterRole":
-            assert "namespace" not in meta, f"{m!r}: a ClusterRole has no namespace"
+        if m.kind in {"ClusterRole", "ClusterRoleBinding"}:
+            assert "namespace" not in meta, f"{m!r}: a {m.kind} has no namespace"
         else:
             assert meta.get("namespace") == rendered.namespace, f"{m!r}: namespace"
         labels = meta.get("labels") or {}
@@ -92,6 +92,9 @@ def test_default_install_contents():
         ("NetworkPolicy", "bulk-import-importer"),
         ("ClusterRole", "bulk-import-importjobs-view"),
         ("ClusterRole", "bulk-import-importjobs-edit"),
+        # The operator's read of the installed CRD at start (by name).
+        ("ClusterRole", f"bulk-import-operator-{r.namespace}-crd"),
+        ("ClusterRoleBinding", f"bulk-import-operator-{r.namespace}-crd"),
         # `helm test` hooks.
         ("Pod", "bulk-import-test-health"),
         ("Pod", "bulk-import-test-import"),
@@ -172,15 +175,18 @@ def test_deployment_selectors_match_their_pods(rendered: Rendered):
 
 def test_no_cluster_scoped_objects_but_the_aggregated_roles(rendered: Rendered):
     """The only cluster-scoped objects are the ClusterRoles aggregated into view/edit/admin
-    (test_rbac.py): no binding, so they grant nothing by themselves."""
+    (test_rbac.py), which have no binding and so grant nothing by themselves, and the
+    operator's read of the installed CRD by name (a ClusterRole and its binding)."""
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResourceDefinition",
                       "PersistentVolume", "StorageClass", "PriorityClass"}
-    found = [m for m in rendered.manifests if m.kind in cluster_scoped]
+    crd_read = f"bulk-import-operator-{rendered.namespace}-crd"
+    found = [m for m in rendered.manifests if m.kind in cluster_scoped and m.name != crd_read]
     assert {m.kind for m in found} <= {"ClusterRole"}, found
     for m in found:
         labels = m.doc["metadata"]["labels"]
         assert labels.get("rbac.authorization.k8s.io/aggregate-to-edit") == "true", m
-    assert not render_values({"aggregatedRoles": {"enabled": False}}).of_kind("ClusterRole")
+    off = render_values({"aggregatedRoles": {"enabled": False}})
+    assert [m.name for m in off.of_kind("ClusterRole")] == [f"bulk-import-operator-{off.namespace}-crd"]
 
 
 def test_notes_tell_how_to_reach_the_api_and_watch_imports():

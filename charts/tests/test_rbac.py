@@ -1,5 +1,6 @@
 """Least privilege: the Roles grant exactly the calls in rbac_expected.json, to the right
-ServiceAccounts, which the right pods use; nothing is cluster-wide."""
+ServiceAccounts, which the right pods use; nothing is cluster-wide but the operator's read of
+the ImportJob CRD, by name."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def roles_expected(r: Rendered) -> set[str]:
 
 
 def test_expected_file_is_well_formed():
-    assert set(EXPECTED) - {"_comment", "aggregated"} == set(COMPONENTS)
+    assert set(EXPECTED) - {"_comment", "aggregated", "operatorCluster"} == set(COMPONENTS)
     assert EXPECTED["importer"] == [], "the importer calls no Kubernetes API"
     for component in COMPONENTS:
         for entry in EXPECTED[component]:
@@ -142,7 +143,8 @@ def test_aggregated_cluster_roles_let_namespace_users_read_and_create_importjobs
     # Nobody but the operator writes the status; nothing else (Jobs, pods, Secrets) is shared.
     assert {r for _, r, _ in expected} <= {"importjobs", "importjobs/status"}
     assert not any(r == "importjobs/status" and v not in {"get", "list", "watch"} for _, r, v in expected)
-    assert not rendered.of_kind("ClusterRoleBinding")
+    bindings = rendered.of_kind("ClusterRoleBinding")
+    assert [b.name for b in bindings] == [operator_crd_role_name(rendered)]
 
 
 def test_edit_users_can_create_and_delete_importjobs_and_view_users_only_read():
@@ -161,3 +163,27 @@ def test_operator_may_set_block_owner_deletion():
     needs update on the owner's finalizers subresource."""
     role = roles_by_component(render_scenario("default"))["operator"]
     assert ("bulkimport.dev", "importjobs/finalizers", "update") in triples(role["rules"])
+
+
+def operator_crd_role_name(r: Rendered) -> str:
+    return f"bulk-import-operator-{r.namespace}-crd"
+
+
+def test_the_operator_reads_only_its_crd_cluster_wide(rendered: Rendered):
+    """The start check reads the installed CRD: get, on that one name, bound to the operator."""
+    name = operator_crd_role_name(rendered)
+    role = rendered.get("ClusterRole", name)
+    expected = EXPECTED["operatorCluster"]
+    assert len(role["rules"]) == len(expected)
+    for rule, e in zip(role["rules"], expected):
+        assert rule == {
+            "apiGroups": [e["apiGroup"]],
+            "resources": [e["resource"]],
+            "resourceNames": e["resourceNames"],
+            "verbs": e["verbs"],
+        }, rule
+    binding = rendered.get("ClusterRoleBinding", name)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "bulk-import-operator", "namespace": rendered.namespace}
+    ]

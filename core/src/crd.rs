@@ -300,6 +300,14 @@ pub struct ImportJobStatus {
     /// The `spec.retries` the operator has acted on: when it is lower, a retry is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// How many times the importer was OOM-killed and run again by a new Job with a larger
+    /// memory limit (`<name>-oom-<n>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_retries: Option<u32>,
+    /// The importer's memory limit after an OOM kill (doubled each time, up to
+    /// `IMPORTER_MEMORY_LIMIT_MAX`); unset: the operator's `IMPORTER_MEMORY_LIMIT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
     /// `Complete` and `Failed`, so that `kubectl wait --for=condition=Complete` works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "conditions_schema")]

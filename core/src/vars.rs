@@ -154,6 +154,9 @@ vars! {
     "IMPORTER_CPU_LIMIT", Value("1"), [O], "importer CPU limit";
     "IMPORTER_MEMORY_REQUEST", Value("64Mi"), [O], "importer memory request";
     "IMPORTER_MEMORY_LIMIT", Value("256Mi"), [O], "importer memory limit";
+    "IMPORTER_MEMORY_LIMIT_MAX", Value("1Gi"), [O], "the ceiling of an OOM-killed importer's memory limit (doubled per OOM kill, then the import fails)";
+    "IMPORTER_START_GRACE_SECONDS", Value("300"), [O], "how long an importer pod may wait for its image (ImagePullBackOff) or its Secret (CreateContainerConfigError) before the import fails";
+    "IMPORTER_TRY_LATER_MAX", Value("30"), [O], "how many \"try later\" exits (75: database unreachable, job claimed) a Job may have before the import fails";
     "IMPORTER_EPHEMERAL_STORAGE_REQUEST", Described("none"), [O], "importer ephemeral-storage request (e.g. 128Mi)";
     "IMPORTER_EPHEMERAL_STORAGE_LIMIT", Described("none"), [O], "importer ephemeral-storage limit (e.g. 1Gi)";
     "IMPORTER_NODE_SELECTOR", Value("{}"), [O], "importer pods' nodeSelector, a JSON object";

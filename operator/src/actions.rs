@@ -1,17 +1,15 @@
 //! The I/O that carries a reconcile's [`Plan`](crate::plan::Plan) out: create the Job,
-//! mirror it (row, status, stop), cancel, retry, expire a finished ImportJob, and the
-//! finalizer's cleanup. Each step can be repeated: a failure anywhere is retried as a whole.
+//! mirror it (row, status, stop), cancel, retry, expire a finished ImportJob. Each step can be repeated: a failure anywhere is retried as a whole.
 
 use crate::{
-    config::Retention,
     context::{publish, read_row, record_failure, Context},
-    job_template::{importer_job as job_for, job_name, keys_of_the_job},
+    job_template::{importer_job as job_for, job_name},
     plan::{Mirror, Then, MIRROR_EVERY},
     status::{from_row, Observed, Phase},
     status_apply::write_status,
     Error, Result,
 };
-use bulk_import_core::{crd::ImportJob, job::JobError, JobRow};
+use bulk_import_core::{crd::ImportJob, JobRow};
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use kube::{
     api::{Api, DeleteParams, PostParams, PropagationPolicy},
@@ -45,6 +43,8 @@ pub(crate) async fn create(
     id: Uuid,
     jobs: &Api<KubeJob>,
 ) -> Result<Option<KubeJob>> {
+    // Taken first: once its Job exists, the sweep ends the import if the ImportJob goes.
+    crate::sweep::take(ctx, id).await?;
     let desired = job_for(ij, id, &ctx.config);
     match jobs.create(&PostParams::default(), &desired).await {
         Ok(created) => {
@@ -72,7 +72,18 @@ pub(crate) async fn carry_out(
         record_failure(ctx, Some(m.id), error).await?;
         row = read_row(ctx, m.id).await?;
     }
-    write_status(ij, ctx, &m.observed, Some(name), row.as_ref()).await?;
+    let mut acted = ij.clone();
+    let mut next = name.to_string();
+    if let Some((n, limit)) = &m.grow_memory {
+        // OOM-killed: the next Job (`<name>-oom-<n>`) runs with a larger memory limit.
+        let status = acted.status.get_or_insert_with(Default::default);
+        status.oom_retries = Some(*n);
+        status.memory_limit = Some(limit.clone());
+        next = job_name(&acted);
+        let note = format!("{}; the next Job is {next}", m.observed.message);
+        publish(ctx, ij, EventType::Warning, "OOMKilled", note).await;
+    }
+    write_status(&acted, ctx, &m.observed, Some(&next), row.as_ref()).await?;
     if m.stop_job {
         delete_job(jobs, name).await?;
     }
@@ -229,7 +240,7 @@ pub(crate) fn just_finished(ctx: &Context) -> Action {
 }
 
 /// A finished ImportJob is deleted `IMPORTJOB_TTL_SECONDS_AFTER_FINISHED` after it ended
-/// (its finalizer cleans up as for any deletion); until then the reconcile comes back then.
+/// (the sweep then deletes its objects with `OBJECT_RETENTION=delete`, as for any deletion); until then the reconcile comes back then.
 pub(crate) async fn expire(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     let ttl = ctx.config.importjob_ttl_seconds_after_finished;
     let finished = ij
@@ -256,46 +267,5 @@ pub(crate) async fn expire(ij: &ImportJob, ctx: &Context) -> Result<Action> {
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(Action::await_change())
-}
-
-/// Deleting an ImportJob: its Job goes (and its pods, by background propagation), an
-/// unfinished import is marked failed, and the objects go too with `OBJECT_RETENTION=delete`
-/// — only objects under the job's own prefixes (checked again here, whatever the CRD's
-/// validation let through).
-pub(crate) async fn cleanup(ij: &ImportJob, ctx: &Context) -> Result<Action> {
-    let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
-    let jobs: Api<KubeJob> = Api::namespaced(ctx.client.clone(), &ns);
-    delete_job(&jobs, &job_name(ij)).await?;
-    let error = JobError::new(
-        "importjob_deleted",
-        "the ImportJob was deleted before the import finished",
-    );
-    record_failure(
-        ctx,
-        bulk_import_core::crd::job_id_of(ij).parse().ok(),
-        &error,
-    )
-    .await?;
-    if ctx.config.retention == Retention::Delete {
-        // Keys that are not this job's name no object of this import (the spec never ran):
-        // nothing is deleted, and the ImportJob is not kept from being deleted either.
-        if let (Some(storage), Ok(id)) = (&ctx.storage, keys_of_the_job(ij)) {
-            // The report's sibling: the re-importable file of bad rows.
-            // An object imported from outside the service's areas is not the service's: it
-            // stays.
-            let source = &ij.spec.source.key;
-            let owned = bulk_import_core::job::is_upload_key_of(id, source).then_some(source);
-            let report = bulk_import_core::job::report_key(id);
-            let rows = bulk_import_core::job::rows_report_key(id);
-            for key in owned.into_iter().chain([&report, &rows]) {
-                storage
-                    .delete(key)
-                    .await
-                    .map_err(|e| Error::Storage(e.to_string()))?;
-            }
-        }
-    }
-    tracing::info!(importjob = %ij.name_any(), "cleaned up");
     Ok(Action::await_change())
 }

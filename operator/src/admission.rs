@@ -269,7 +269,7 @@ mod tests {
     }
 
     fn named(name: &str) -> ImportJob {
-        let mut ij = ImportJob::test().finalized();
+        let mut ij = ImportJob::test();
         ij.metadata.name = Some(name.into());
         ij
     }

@@ -23,6 +23,13 @@ pub struct OperatorConfig {
     pub cpu_limit: String,
     pub memory_request: String,
     pub memory_limit: String,
+    /// `IMPORTER_MEMORY_LIMIT_MAX`: an OOM-killed importer runs again with twice its memory
+    /// limit, up to this.
+    pub memory_limit_max: String,
+    /// `IMPORTER_START_GRACE_SECONDS`: how long a pod may wait for its image or its Secret.
+    pub start_grace: std::time::Duration,
+    /// `IMPORTER_TRY_LATER_MAX`: how many pods of a Job may exit 75 ("try later").
+    pub try_later_max: usize,
     pub backoff_limit: i32,
     pub active_deadline_seconds: i64,
     pub ttl_seconds_after_finished: i32,
@@ -98,7 +105,15 @@ impl OperatorConfig {
             cpu_request: env.value("IMPORTER_CPU_REQUEST"),
             cpu_limit: env.value("IMPORTER_CPU_LIMIT"),
             memory_request: env.value("IMPORTER_MEMORY_REQUEST"),
-            memory_limit: env.value("IMPORTER_MEMORY_LIMIT"),
+            memory_limit: memory("IMPORTER_MEMORY_LIMIT", env.value("IMPORTER_MEMORY_LIMIT"))?,
+            memory_limit_max: memory(
+                "IMPORTER_MEMORY_LIMIT_MAX",
+                env.value("IMPORTER_MEMORY_LIMIT_MAX"),
+            )?,
+            start_grace: std::time::Duration::from_secs(
+                env.at_least("IMPORTER_START_GRACE_SECONDS", 0)?,
+            ),
+            try_later_max: env.at_least("IMPORTER_TRY_LATER_MAX", 1)?,
             backoff_limit: env.at_least("JOB_BACKOFF_LIMIT", 0)?,
             active_deadline_seconds: i64::try_from(settings.job_active_deadline.as_secs())
                 .unwrap_or(i64::MAX),
@@ -118,6 +133,17 @@ impl OperatorConfig {
     pub fn defaults() -> OperatorConfig {
         let settings = Settings::from_lookup_without_jwt(&|_| None).expect("defaults are valid");
         OperatorConfig::from_lookup(&|_| None, &settings).expect("defaults are valid")
+    }
+}
+
+/// A memory quantity the operator can double (`256Mi`, `1Gi`, bytes).
+fn memory(var: &'static str, value: String) -> Result<String, ConfigError> {
+    match crate::lifecycle::bytes(&value) {
+        Some(_) => Ok(value),
+        None => Err(ConfigError {
+            var,
+            reason: format!("invalid memory quantity {value:?} (e.g. 256Mi, 1Gi)"),
+        }),
     }
 }
 

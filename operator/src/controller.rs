@@ -1,7 +1,8 @@
 //! The ImportJob controller: validate → build the Job (once) → observe the Job and its pods
 //! (from the controller's caches: no API read per reconcile) → write the status (server-side
 //! apply, field manager `bulk-import-operator`, the only writer of ImportJob status), the
-//! Postgres row when the importer could not, and Events on transitions. A finalizer cleans up.
+//! Postgres row when the importer could not, and Events on transitions. No finalizer: a
+//! deleted ImportJob's import is ended by the sweep (`crate::sweep`).
 //!
 //! Progress: the importer has no Kubernetes credentials. While an import runs, the operator
 //! reads its row from Postgres once a second and applies the counters when they changed, so a
@@ -15,16 +16,18 @@
 //! never created again: the status takes the row's outcome.
 
 use crate::{
-    actions::{cancel, carry_out, cleanup, create, delete_job, expire, just_finished, retry},
+    actions::{cancel, carry_out, create, delete_job, expire, just_finished, retry},
     admission::{self, Gate},
     adopt::{row_of, warn_unlabeled, Refused},
     config::OperatorConfig,
     context::{cached_job, cached_pods, caches_ready, failed_create_message, Caches, Context},
     job_template::{job_name, validate, INSTANCE_LABEL},
+    lifecycle::Limits,
     metrics::Metrics,
     plan::{mirror, plan, Plan, Seen, Then, MIRROR_EVERY},
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
+    sweep::{release_legacy_finalizer, LEGACY_FINALIZER},
     Error, Result,
 };
 use bulk_import_core::{
@@ -38,7 +41,6 @@ use kube::{
     api::Api,
     runtime::{
         controller::{Action, Controller},
-        finalizer::{finalizer, Event as Finalizer},
         reflector::{self, ObjectRef, Store},
         watcher, WatchStreamExt,
     },
@@ -51,23 +53,22 @@ use std::{
     time::Duration,
 };
 
-pub const FINALIZER: &str = "bulkimport.dev/cleanup";
 const MANAGED: &str = "app.kubernetes.io/managed-by=bulk-import-operator";
 
+/// Reconciles one ImportJob: no finalizer (see `crate::sweep`): one of before is removed,
+/// one being deleted is left to the garbage collector, any other is applied.
 pub async fn reconcile(ij: Arc<ImportJob>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let key = format!("{ns}/{}", ij.name_any());
-    let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
-    let action = finalizer(&api, FINALIZER, ij, |event| async {
-        match event {
-            Finalizer::Apply(ij) => apply(&ij, &ctx).await,
-            Finalizer::Cleanup(ij) => cleanup(&ij, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    let action = if ij.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        release_legacy_finalizer(&ij, &ctx).await?
+    } else if ij.meta().deletion_timestamp.is_some() {
+        Action::await_change()
+    } else {
+        apply(&ij, &ctx).await?
+    };
     ctx.failures.lock().expect("lock").remove(&key);
     Ok(action)
 }
@@ -114,7 +115,8 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             return Ok(Action::await_change());
         }
     };
-    match plan(ij, &id, cached.as_deref(), &pods, row.as_ref()) {
+    let limits = Limits::of(&ctx.config);
+    match plan(ij, &id, cached.as_deref(), &pods, row.as_ref(), &limits) {
         Plan::Retry(retries) => retry(ij, ctx, id.ok(), retries, &jobs).await,
         Plan::Finished { stop_job } => {
             if stop_job {
@@ -141,13 +143,13 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
             Ok(just_finished(ctx))
         }
-        Plan::Create(id) => admit_and_create(ij, ctx, id, &pods, row, &jobs).await,
+        Plan::Create(id) => admit_and_create(ij, ctx, id, &pods, row, &jobs, &limits).await,
         Plan::Mirror(mut m) => {
             if m.look_for_failed_create {
                 if let Some(message) = failed_create_message(ctx, &ns, &name).await? {
                     let job = cached.as_deref().expect("mirroring a cached Job");
                     let seen = Seen::FailedCreate(&message);
-                    m = mirror(ij, m.id, job, &pods, row.as_ref(), seen);
+                    m = mirror(ij, m.id, job, &pods, row.as_ref(), seen, &limits);
                 }
             }
             let ended = m.then == Then::Finished;
@@ -171,6 +173,7 @@ async fn admit_and_create(
     pods: &[Pod],
     row: Option<bulk_import_core::JobRow>,
     jobs: &Api<KubeJob>,
+    limits: &Limits,
 ) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
     let gate = ctx.admission.gate(ctx, ij, &ns);
@@ -188,7 +191,7 @@ async fn admit_and_create(
     let Some(created) = created? else {
         return Ok(Action::requeue(MIRROR_EVERY));
     };
-    let m = mirror(ij, id, &created, pods, row.as_ref(), Seen::Created);
+    let m = mirror(ij, id, &created, pods, row.as_ref(), Seen::Created, limits);
     carry_out(ij, ctx, m, &job_name(ij), row, jobs).await
 }
 
@@ -239,9 +242,16 @@ pub async fn run(
 
     let (ij_reader, ij_writer) = reflector::store();
     let watch_metrics = metrics.clone();
+    // The sweep waits for the ImportJob cache's first full list (`crate::sweep`).
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let ij_stream = watcher(importjobs, config_of(None))
         .default_backoff()
-        .inspect(move |item| watch_metrics.note_watch(item.is_ok()))
+        .inspect(move |item| {
+            watch_metrics.note_watch(item.is_ok());
+            if matches!(item, Ok(watcher::Event::InitDone)) {
+                listed_tx.send_replace(true);
+            }
+        })
         .reflect(ij_writer)
         .applied_objects()
         .predicate_filter(own_writes_filtered, Default::default());
@@ -276,6 +286,7 @@ pub async fn run(
         let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
         tokio::spawn(warn_unlabeled_ones(api, ctx.clone(), instance))
     });
+    let sweeper = tokio::spawn(crate::sweep::run(ctx.clone(), ij_reader.clone(), listed));
     Controller::for_stream(ij_stream, ij_reader)
         .reconcile_on(futures_util::stream::unfold(woken, |mut rx| async move {
             rx.recv().await.map(|woken| (woken, rx))
@@ -293,6 +304,7 @@ pub async fn run(
     if let Some(task) = unlabeled {
         task.abort();
     }
+    sweeper.abort();
 }
 
 /// The ImportJob a pod runs for, by its job id label: `import-<id>`, or an ImportJob written

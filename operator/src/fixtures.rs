@@ -5,7 +5,7 @@
 use crate::{
     config::OperatorConfig,
     context::{Caches, Context},
-    controller::{self, FINALIZER},
+    controller,
     job_template::{build_job, CONTAINER},
     metrics::Metrics,
     Result,
@@ -60,11 +60,10 @@ pub fn name() -> String {
     resource_name(JOB_ID.parse().expect("JOB_ID is a UUID"))
 }
 
-/// Builders for test ImportJobs (`ImportJob::test().finalized().with_phase("Running")`).
+/// Builders for test ImportJobs (`ImportJob::test().with_phase("Running")`).
 pub trait ImportJobExt: Sized {
-    /// A valid ImportJob as the API creates it (uid and generation set, no finalizer yet).
+    /// A valid ImportJob as the API creates it (uid and generation set, no finalizer).
     fn test() -> Self;
-    fn finalized(self) -> Self;
     /// Marked for deletion (`deletionTimestamp` set).
     fn deleting(self) -> Self;
     fn with_status(self, status: ImportJobStatus) -> Self;
@@ -101,11 +100,6 @@ impl ImportJobExt for ImportJob {
         meta.resource_version = Some("100".into());
         meta.labels = Some(BTreeMap::from([(JOB_ID_LABEL.into(), JOB_ID.into())]));
         ij
-    }
-
-    fn finalized(mut self) -> Self {
-        self.finalizers_mut().push(FINALIZER.into());
-        self
     }
 
     fn deleting(mut self) -> Self {
@@ -269,6 +263,7 @@ pub fn leases_path() -> String {
 
 pub const JSON_PATCH: &str = "application/json-patch+json";
 pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
 
 type BodyCheck = Box<dyn FnOnce(&Value) + Send>;
 type Responder = Box<dyn FnOnce(&Value) -> (StatusCode, Value) + Send>;
@@ -717,20 +712,20 @@ pub fn expect_delete_job(ij: &ImportJob, found: bool) -> Expect {
     }
 }
 
-/// The finalizer helper's JSON patch removing our finalizer at `index`.
-pub fn expect_finalizer_removed(ij: &ImportJob, index: usize) -> Expect {
+/// The merge patch removing the finalizer of before (`crate::sweep::LEGACY_FINALIZER`),
+/// keeping the others, guarded by the resourceVersion.
+pub fn expect_finalizer_removed(ij: &ImportJob) -> Expect {
+    let legacy = crate::sweep::LEGACY_FINALIZER;
     let mut reply = ij.clone();
-    reply.finalizers_mut().retain(|f| f != FINALIZER);
-    let path = format!("/metadata/finalizers/{index}");
+    reply.finalizers_mut().retain(|f| f != legacy);
+    let rest = reply.finalizers().to_vec();
+    let rv = ij.resource_version();
     Expect::patch(importjob_path(&ij.name_any()))
-        .content_type(JSON_PATCH)
+        .content_type(MERGE_PATCH)
         .body(move |b| {
             assert_eq!(
                 b,
-                &json!([
-                    { "op": "test", "path": path, "value": FINALIZER },
-                    { "op": "remove", "path": path },
-                ])
+                &json!({"metadata": {"finalizers": rest, "resourceVersion": rv}})
             )
         })
         .reply(200, reply)

@@ -130,10 +130,16 @@ fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     ])
 }
 
-/// CPU and memory requests and limits, and ephemeral storage when configured.
-fn resources(config: &OperatorConfig) -> ResourceRequirements {
+/// CPU and memory requests and limits (the memory limit raised after an OOM kill:
+/// `status.memoryLimit`), and ephemeral storage when configured.
+fn resources(ij: &ImportJob, config: &OperatorConfig) -> ResourceRequirements {
+    let memory_limit = ij
+        .status
+        .as_ref()
+        .and_then(|s| s.memory_limit.as_deref())
+        .unwrap_or(&config.memory_limit);
     let mut requests = quantities(&config.cpu_request, &config.memory_request);
-    let mut limits = quantities(&config.cpu_limit, &config.memory_limit);
+    let mut limits = quantities(&config.cpu_limit, memory_limit);
     let p = &config.placement;
     for (map, q) in [
         (&mut requests, &p.ephemeral_storage_request),
@@ -193,13 +199,20 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
 }
 
 /// The Job that runs this ImportJob: its own name, then `<name>-retry-<n>` once the operator
-/// has acted on the n-th retry (`status.retries`). A new name per run: the failed Job of the
-/// previous run may linger in a lagging cache, and must never be taken for the new one.
+/// has acted on the n-th retry (`status.retries`), and `-oom-<m>` after the m-th OOM kill
+/// (`status.oomRetries`: run again with a larger memory limit). A new name per run: the
+/// failed Job of the previous run may linger in a lagging cache, and must never be taken for
+/// the new one.
 pub fn job_name(ij: &ImportJob) -> String {
-    match ij.status.as_ref().and_then(|s| s.retries).unwrap_or(0) {
+    let status = ij.status.as_ref();
+    let mut name = match status.and_then(|s| s.retries).unwrap_or(0) {
         0 => ij.name_any(),
         n => format!("{}-retry-{n}", ij.name_any()),
+    };
+    if let Some(m) = status.and_then(|s| s.oom_retries).filter(|m| *m > 0) {
+        name.push_str(&format!("-oom-{m}"));
     }
+    name
 }
 
 /// The Job for an ImportJob, once its spec is checked (`validate`).
@@ -293,7 +306,7 @@ fn container(ij: &ImportJob, job_id: uuid::Uuid, config: &OperatorConfig) -> Con
             }),
             ..Default::default()
         }]),
-        resources: Some(resources(config)),
+        resources: Some(resources(ij, config)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

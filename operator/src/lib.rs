@@ -7,13 +7,16 @@ pub mod adopt;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod crd_check;
 pub mod job_template;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod status;
 pub mod status_apply;
+pub mod sweep;
 
 #[cfg(test)]
 mod fixtures;
@@ -32,8 +35,6 @@ pub enum Error {
     CacheNotReady,
     #[error("the ImportJob has no namespace")]
     MissingNamespace,
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

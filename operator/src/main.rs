@@ -10,7 +10,7 @@ use bulk_import_core::{
 };
 use bulk_import_operator::{
     config::OperatorConfig,
-    controller,
+    controller, crd_check,
     leader::LeaderElector,
     metrics::{self, Health, Metrics},
 };
@@ -92,6 +92,7 @@ async fn run() -> anyhow::Result<()> {
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
             .await;
     });
+    crd_check::check(&client, &config.namespace, &config.pod_name).await;
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;

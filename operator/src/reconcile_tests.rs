@@ -4,20 +4,13 @@
 //! What these prove is the operator's side of the conversation, not a cluster's behaviour.
 
 use crate::{
-    config::OperatorConfig,
-    controller::{error_policy, FINALIZER},
-    fixtures::*,
-    job_template::build_job,
-    Error,
+    config::OperatorConfig, controller::error_policy, fixtures::*, job_template::build_job, Error,
 };
 use bulk_import_core::{
     crd::{Condition, ImportJob, ImportJobStatus, JOB_ID_LABEL},
     db, testing, Settings, Storage,
 };
-use kube::{
-    runtime::{controller::Action, finalizer},
-    ResourceExt,
-};
+use kube::{runtime::controller::Action, ResourceExt};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::{sync::Arc, time::Duration};
@@ -141,31 +134,11 @@ async fn put(storage: &Storage, key: &str) {
 }
 
 #[tokio::test]
-async fn a_new_importjob_gets_the_finalizer_then_exactly_one_job_and_a_pending_status() {
+async fn a_new_importjob_gets_exactly_one_job_and_a_pending_status_and_no_finalizer() {
     let new = ImportJob::test();
     let mut h = Harness::new();
-    let (action, _) = h
-        .reconcile(
-            &new,
-            vec![Expect::patch(importjob_path(&name()))
-                .content_type(JSON_PATCH)
-                .body(|b| {
-                    assert_eq!(
-                        b,
-                        &json!([
-                            { "op": "test", "path": "/metadata/finalizers", "value": null },
-                            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
-                        ])
-                    )
-                })
-                .reply(200, new.clone().finalized())],
-        )
-        .await;
-    // The finalizer patch triggers the next reconcile; no Job is created in this one.
-    assert_eq!(action.unwrap(), Action::await_change());
-
-    // The next reconcile sees the ImportJob with the finalizer.
-    let ij = new.finalized();
+    // No finalizer patch: the first reconcile creates the Job.
+    let ij = new;
     let desired =
         serde_json::to_value(build_job(&ij, &OperatorConfig::defaults()).unwrap()).unwrap();
     let (action, seen) = h
@@ -213,7 +186,7 @@ async fn a_new_importjob_gets_the_finalizer_then_exactly_one_job_and_a_pending_s
 
 #[tokio::test]
 async fn an_existing_job_is_read_never_created_again_and_an_unchanged_status_not_rewritten() {
-    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let ij = ImportJob::test().with_phase("Pending");
     let job = job_for(&ij).active(1);
     let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
     let mut h = Harness::new();
@@ -244,7 +217,7 @@ async fn an_existing_job_is_read_never_created_again_and_an_unchanged_status_not
 
 #[tokio::test]
 async fn a_lost_create_race_reads_the_job_that_won() {
-    let ij = ImportJob::test().finalized();
+    let ij = ImportJob::test();
     let mut h = Harness::new();
     let (action, _) = h
         .reconcile(
@@ -274,7 +247,7 @@ async fn a_lost_create_race_reads_the_job_that_won() {
 
 #[tokio::test]
 async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() {
-    let ij = ImportJob::test().finalized().with_status(running_status());
+    let ij = ImportJob::test().with_status(running_status());
     let job = job_for(&ij).condition(
         "Complete",
         "CompletionsReached",
@@ -334,10 +307,44 @@ async fn a_succeeded_job_completes_the_importjob_with_condition_complete_true() 
 }
 
 #[tokio::test]
-async fn an_oom_killed_importer_fails_the_importjob_and_its_postgres_row() {
+async fn an_oom_killed_importer_runs_again_with_twice_the_memory() {
     let pool = database().await;
     insert_job_row(&pool, "processing").await;
-    let ij = ImportJob::test().finalized().with_status(running_status());
+    let ij = ImportJob::test().with_status(running_status());
+    let job = job_for(&ij).condition(
+        "Failed",
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    );
+    let pods = vec![pod_for(&ij, "aaaaa", "Failed").state(terminated("OOMKilled", 137))];
+    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    h.cache(Some(&job), &pods);
+    let (action, _) = h
+        .reconcile(
+            &ij,
+            vec![
+                expect_event("OOMKilled", "Warning"),
+                expect_status_apply(&ij, |s| {
+                    assert_eq!(s["phase"], "Running", "{s:#}");
+                    assert_eq!(s["reason"], "RetryingAfterOOMKilled", "{s:#}");
+                    assert_eq!(s["message"], "OOM-killed at 256Mi, retrying with 512Mi");
+                    assert_eq!(s["memoryLimit"], "512Mi", "{s:#}");
+                    assert_eq!(s["oomRetries"], 1, "{s:#}");
+                    assert_eq!(s["jobName"], format!("{}-oom-1", name()), "{s:#}");
+                }),
+            ],
+        )
+        .await;
+    assert_eq!(action.unwrap(), requeue(1), "back to create the next Job");
+    let (status, _, _) = job_row(&pool).await;
+    assert_eq!(status, "processing", "no failure recorded");
+}
+
+#[tokio::test]
+async fn an_oom_killed_importer_at_the_ceiling_fails_the_importjob_and_its_postgres_row() {
+    let pool = database().await;
+    insert_job_row(&pool, "processing").await;
+    let ij = ImportJob::test().with_status(running_status());
     let job = job_for(&ij).condition(
         "Failed",
         "BackoffLimitExceeded",
@@ -347,7 +354,11 @@ async fn an_oom_killed_importer_fails_the_importjob_and_its_postgres_row() {
         pod_for(&ij, "aaaaa", "Failed").state(terminated("OOMKilled", 137)),
         pod_for(&ij, "bbbbb", "Failed").state(terminated("OOMKilled", 137)),
     ];
-    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    let config = OperatorConfig {
+        memory_limit_max: "256Mi".into(),
+        ..OperatorConfig::defaults()
+    };
+    let mut h = Harness::with(config, Some(pool.clone()), None);
     h.cache(Some(&job), &pods);
     let (action, _) = h
         .reconcile(
@@ -356,6 +367,13 @@ async fn an_oom_killed_importer_fails_the_importjob_and_its_postgres_row() {
                 expect_status_apply(&ij, |s| {
                     assert_eq!(s["phase"], "Failed", "{s:#}");
                     assert_eq!(s["reason"], "OOMKilled", "{s:#}");
+                    assert!(
+                        s["message"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("OOM-killed at 256Mi, the ceiling"),
+                        "{s:#}"
+                    );
                     assert_eq!(condition(s, "Failed")["status"], "True");
                     assert_eq!(condition(s, "Failed")["reason"], "OOMKilled");
                     assert_eq!(condition(s, "Complete")["status"], "False");
@@ -385,7 +403,7 @@ async fn a_failure_the_importer_recorded_itself_is_not_overwritten() {
         .execute(&*pool)
         .await
         .unwrap();
-    let ij = ImportJob::test().finalized().with_status(running_status());
+    let ij = ImportJob::test().with_status(running_status());
     let job = job_for(&ij).condition(
         "Failed",
         "PodFailurePolicy",
@@ -417,17 +435,26 @@ async fn a_failure_the_importer_recorded_itself_is_not_overwritten() {
 }
 
 #[tokio::test]
-async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
+async fn image_pull_backoff_past_its_grace_period_fails_the_importjob_and_deletes_the_job() {
     // The importer never ran: only the operator can record this failure.
     let pool = database().await;
     insert_job_row(&pool, "pending").await;
-    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let ij = ImportJob::test().with_phase("Pending");
     let job = job_for(&ij).active(1);
     let pod = pod_for(&ij, "a1b2c", "Pending").state(waiting(
         "ImagePullBackOff",
         "Back-off pulling image \"bulk-import:dev\"",
     ));
-    let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
+    let mut pod = pod;
+    pod.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    // No grace period: the pull back-off fails the import at once.
+    let config = OperatorConfig {
+        start_grace: Duration::ZERO,
+        ..OperatorConfig::defaults()
+    };
+    let mut h = Harness::with(config, Some(pool.clone()), None);
     h.cache(Some(&job), &[pod]);
     let (action, _) = h
         .reconcile(
@@ -455,16 +482,17 @@ async fn image_pull_backoff_fails_the_importjob_and_deletes_the_job() {
     );
     let (status, error, _) = job_row(&pool).await;
     assert_eq!(status, "failed");
-    assert!(error
-        .unwrap()
-        .starts_with("pod_failed: ImagePullBackOff: Back-off pulling"));
+    let error = error.unwrap();
+    assert!(
+        error.starts_with("pod_failed: ImagePullBackOff: waited for the image pull since")
+            && error.ends_with("Back-off pulling image \"bulk-import:dev\""),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
-    let ij = ImportJob::test()
-        .finalized()
-        .with_spec(|s| s.job_id = "not-a-uuid".into());
+    let ij = ImportJob::test().with_spec(|s| s.job_id = "not-a-uuid".into());
     let mut h = Harness::new();
     let (action, seen) = h
         .reconcile(
@@ -497,7 +525,7 @@ async fn an_invalid_spec_is_reported_once_and_waits_for_a_change() {
 
 #[tokio::test]
 async fn api_errors_are_returned_so_that_error_policy_retries() {
-    let ij = ImportJob::test().finalized();
+    let ij = ImportJob::test();
     let mut h = Harness::new();
     let (result, _) = h
         .reconcile(
@@ -506,12 +534,7 @@ async fn api_errors_are_returned_so_that_error_policy_retries() {
         )
         .await;
     match result {
-        Err(Error::Finalizer(e)) => match *e {
-            finalizer::Error::ApplyFailed(Error::Kube(kube::Error::Api(s))) => {
-                assert_eq!(s.code, 500)
-            }
-            other => panic!("unexpected finalizer error {other:?}"),
-        },
+        Err(Error::Kube(kube::Error::Api(s))) => assert_eq!(s.code, 500),
         other => panic!("expected an API error, got {other:?}"),
     }
 }
@@ -519,7 +542,7 @@ async fn api_errors_are_returned_so_that_error_policy_retries() {
 #[tokio::test]
 async fn error_policy_backs_off_exponentially_per_importjob_and_resets_on_success() {
     let mut h = Harness::new();
-    let ij = Arc::new(ImportJob::test().finalized().with_phase("Complete"));
+    let ij = Arc::new(ImportJob::test().with_phase("Complete"));
     let err = Error::Storage("unavailable".into());
     let delays: Vec<Action> = (0..11)
         .map(|_| error_policy(ij.clone(), &err, h.ctx.clone()))
@@ -545,152 +568,6 @@ async fn error_policy_backs_off_exponentially_per_importjob_and_resets_on_succes
     assert_eq!(h.ctx.metrics.failures.get(), 13);
 }
 
-#[tokio::test]
-async fn deletion_stops_the_job_fails_the_row_deletes_the_objects_then_drops_the_finalizer() {
-    let dir = TempDir::new();
-    let vars = testing::test_vars(testing::Backend::Fs, dir.path()).await;
-    let settings = testing::settings_from(&vars);
-    let storage = Storage::from_settings(&settings).unwrap();
-    let pool = db::connect(settings.database_url(), 2).await.unwrap();
-    insert_job_row(&pool, "processing").await;
-    let ij = ImportJob::test()
-        .finalized()
-        .with_status(running_status())
-        .deleting();
-    put(&storage, &ij.spec.source.key).await;
-    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
-    put(&storage, "uploads/someone-else.csv").await;
-
-    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
-    let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
-    let (action, _) = h
-        .reconcile(
-            &ij,
-            vec![
-                expect_delete_job(&ij, true),
-                expect_finalizer_removed(&ij, 0),
-            ],
-        )
-        .await;
-    assert_eq!(action.unwrap(), Action::await_change());
-    let (status, error, finished) = job_row(&pool).await;
-    assert_eq!(status, "failed");
-    assert_eq!(
-        error.as_deref(),
-        Some("importjob_deleted: the ImportJob was deleted before the import finished")
-    );
-    assert!(finished);
-    assert_eq!(
-        testing::list_objects(&storage).await,
-        vec!["uploads/someone-else.csv".to_string()],
-        "only this import's objects are deleted"
-    );
-}
-
-/// Issue 25: an import from an object already in storage (under an organization's import
-/// prefix) does not own it: deleting its ImportJob with `OBJECT_RETENTION=delete` deletes
-/// the report, never the source.
-#[tokio::test]
-async fn deletion_never_deletes_a_source_the_service_does_not_own() {
-    let dir = TempDir::new();
-    let vars = testing::test_vars(testing::Backend::Fs, dir.path()).await;
-    let settings = testing::settings_from(&vars);
-    let storage = Storage::from_settings(&settings).unwrap();
-    let pool = db::connect(settings.database_url(), 2).await.unwrap();
-    insert_job_row(&pool, "done").await;
-    let ij = ImportJob::test()
-        .with_spec(|s| s.source.key = "orgs/1/inbox/customers.csv".into())
-        .finalized()
-        .with_phase("Complete")
-        .deleting();
-    put(&storage, &ij.spec.source.key).await;
-    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
-    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
-    let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
-    let (action, _) = h
-        .reconcile(
-            &ij,
-            vec![
-                expect_delete_job(&ij, false),
-                expect_finalizer_removed(&ij, 0),
-            ],
-        )
-        .await;
-    assert_eq!(action.unwrap(), Action::await_change());
-    assert_eq!(
-        testing::list_objects(&storage).await,
-        vec!["orgs/1/inbox/customers.csv".to_string()],
-        "the report goes, the source stays"
-    );
-}
-
-#[tokio::test]
-async fn deletion_with_keep_retention_keeps_the_objects_and_a_finished_row() {
-    let dir = TempDir::new();
-    let vars = testing::test_vars(testing::Backend::Fs, dir.path()).await;
-    let settings = testing::settings_from(&vars);
-    let storage = Storage::from_settings(&settings).unwrap();
-    let pool = db::connect(settings.database_url(), 2).await.unwrap();
-    insert_job_row(&pool, "done").await;
-    let ij = ImportJob::test()
-        .finalized()
-        .with_phase("Complete")
-        .deleting();
-    put(&storage, &ij.spec.source.key).await;
-    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
-
-    let config = config_with(&[("OBJECT_RETENTION", "keep")]);
-    let mut h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
-    let (action, _) = h
-        .reconcile(
-            &ij,
-            vec![
-                // Already gone (ttlSecondsAfterFinished): fine.
-                expect_delete_job(&ij, false),
-                expect_finalizer_removed(&ij, 0),
-            ],
-        )
-        .await;
-    assert_eq!(action.unwrap(), Action::await_change());
-    assert_eq!(job_row(&pool).await, ("done".into(), None, false));
-    let mut expected = vec![
-        ij.spec.report.as_ref().unwrap().key.clone(),
-        ij.spec.source.key.clone(),
-    ];
-    expected.sort();
-    assert_eq!(testing::list_objects(&storage).await, expected);
-}
-
-#[tokio::test]
-async fn deleting_an_importjob_with_an_invalid_key_is_not_blocked_by_its_cleanup() {
-    let dir = TempDir::new();
-    let storage = fs_storage(&dir);
-    put(&storage, "outside.csv").await;
-    let mut ij = ImportJob::test()
-        .with_spec(|s| s.source.key = "../outside.csv".into())
-        .with_phase("Invalid")
-        .deleting();
-    // Another controller's finalizer comes first: ours is removed by its index.
-    ij.finalizers_mut().push("example.com/other".into());
-    let ij = ij.finalized();
-    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
-    let mut h = Harness::with(config, None, Some(storage.clone()));
-    let (action, _) = h
-        .reconcile(
-            &ij,
-            vec![
-                expect_delete_job(&ij, false),
-                expect_finalizer_removed(&ij, 1),
-            ],
-        )
-        .await;
-    assert_eq!(action.unwrap(), Action::await_change());
-    assert_eq!(
-        testing::list_objects(&storage).await,
-        vec!["outside.csv".to_string()]
-    );
-}
-
 /// Bug 1 (issue 11): the Failed status write fails (a 503) after a fatal pull failure. The
 /// Job must not be gone already, or the retry finds nothing to act on and the ImportJob
 /// stays Pending for good while Postgres says failed: the status comes first, the Job is
@@ -699,7 +576,7 @@ async fn deleting_an_importjob_with_an_invalid_key_is_not_blocked_by_its_cleanup
 async fn a_failed_status_write_after_a_fatal_pull_failure_is_retried_with_the_job_still_there() {
     let pool = database().await;
     insert_job_row(&pool, "pending").await;
-    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let ij = ImportJob::test().with_phase("Pending");
     let job = job_for(&ij).active(1);
     let pod = pod_for(&ij, "a1b2c", "Pending").state(waiting(
         "ErrImageNeverPull",
@@ -791,7 +668,7 @@ async fn a_missing_job_of_an_ended_import_is_not_created_again() {
         .execute(&*pool)
         .await
         .unwrap();
-        let ij = ImportJob::test().finalized().with_status(running_status());
+        let ij = ImportJob::test().with_status(running_status());
         let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
         let (action, _) = h
             .reconcile(
@@ -844,7 +721,7 @@ async fn progress_is_mirrored_from_postgres_only_when_it_changes() {
         }
     };
     set(300).await;
-    let ij = ImportJob::test().finalized().with_status(running_status());
+    let ij = ImportJob::test().with_status(running_status());
     let job = job_for(&ij).active(1);
     let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
     let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
@@ -886,7 +763,7 @@ async fn progress_is_mirrored_from_postgres_only_when_it_changes() {
 /// controller says why in a `FailedCreate` Event, and the status shows it while pending.
 #[tokio::test]
 async fn a_pod_creation_rejected_by_a_quota_shows_in_the_status() {
-    let ij = ImportJob::test().finalized().with_phase("Pending");
+    let ij = ImportJob::test().with_phase("Pending");
     let job = job_for(&ij);
     let mut h = Harness::new();
     h.cache(Some(&job), &[]);
@@ -909,50 +786,6 @@ async fn a_pod_creation_rejected_by_a_quota_shows_in_the_status() {
     assert_eq!(action.unwrap(), requeue(15));
 }
 
-/// Issue 11 (CRD): whoever can create an ImportJob must not be able to make the finalizer
-/// delete someone else's object with `OBJECT_RETENTION=delete`. Keys that are well-formed
-/// but not this job's own — another import's upload and report — are left alone, whatever
-/// the CRD's validation let through.
-#[tokio::test]
-async fn deletion_never_deletes_objects_outside_the_jobs_own_prefixes() {
-    let dir = TempDir::new();
-    let storage = fs_storage(&dir);
-    let other = uuid::Uuid::new_v4();
-    let theirs = [
-        format!("uploads/{USER_ID}/{other}.csv"),
-        format!("reports/{other}/errors.csv"),
-    ];
-    for key in &theirs {
-        put(&storage, key).await;
-    }
-    let (upload, report) = (theirs[0].clone(), theirs[1].clone());
-    let ij = ImportJob::test()
-        .with_spec(|s| {
-            s.source.key = upload;
-            s.report.as_mut().unwrap().key = report;
-        })
-        .with_phase("Invalid")
-        .deleting()
-        .finalized();
-    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
-    let mut h = Harness::with(config, None, Some(storage.clone()));
-    let (action, _) = h
-        .reconcile(
-            &ij,
-            vec![
-                expect_delete_job(&ij, false),
-                expect_finalizer_removed(&ij, 0),
-            ],
-        )
-        .await;
-    assert_eq!(action.unwrap(), Action::await_change());
-    let mut left = testing::list_objects(&storage).await;
-    left.sort();
-    let mut want = theirs.to_vec();
-    want.sort();
-    assert_eq!(left, want, "another import's objects are not deleted");
-}
-
 /// Issue 12: `spec.cancelRequested` cancels a running import — the row first (the importer's
 /// next batch commit is refused), then the status (`Cancelled`, with its condition), then
 /// the Job is deleted (its pod stops at a batch boundary).
@@ -961,7 +794,6 @@ async fn a_cancel_request_cancels_the_row_then_the_status_then_stops_the_job() {
     let pool = database().await;
     insert_job_row(&pool, "processing").await;
     let ij = ImportJob::test()
-        .finalized()
         .with_status(running_status())
         .with_spec(|s| s.cancel_requested = Some(true));
     let job = job_for(&ij).active(1);
@@ -1010,7 +842,7 @@ async fn a_cancel_request_cancels_the_row_then_the_status_then_stops_the_job() {
 /// ended (its finalizer then cleans up as for any deletion); 0 keeps it.
 #[tokio::test]
 async fn finished_importjobs_are_deleted_after_their_ttl() {
-    let mut old = ImportJob::test().finalized().with_status(running_status());
+    let mut old = ImportJob::test().with_status(running_status());
     let st = old.status.as_mut().unwrap();
     st.phase = Some("Complete".into());
     st.finished_at = Some(EARLIER.into());
@@ -1053,7 +885,7 @@ async fn finished_importjobs_are_deleted_after_their_ttl() {
 async fn a_row_cancelled_through_the_api_cancels_the_importjob() {
     let pool = database().await;
     insert_job_row(&pool, "cancelled").await;
-    let ij = ImportJob::test().finalized().with_status(running_status());
+    let ij = ImportJob::test().with_status(running_status());
     let job = job_for(&ij).active(1);
     let pods = vec![pod_for(&ij, "a1b2c", "Running").state(running())];
     let mut h = Harness::with(OperatorConfig::defaults(), Some(pool.clone()), None);
@@ -1088,7 +920,6 @@ async fn a_retry_request_runs_a_failed_import_again_as_a_new_job() {
     failed.reason = Some("OOMKilled".into());
     failed.finished_at = Some(EARLIER.into());
     let ij = ImportJob::test()
-        .finalized()
         .with_status(failed)
         .with_spec(|s| s.retries = Some(1));
     let old_job = job_for(&ij).condition("Failed", "BackoffLimitExceeded", "backoff limit");
@@ -1151,7 +982,6 @@ async fn a_retry_request_runs_a_failed_import_again_as_a_new_job() {
     let pool = database().await;
     insert_job_row(&pool, "processing").await;
     let running = ImportJob::test()
-        .finalized()
         .with_status(running_status())
         .with_spec(|s| s.retries = Some(1));
     let job = job_for(&running).active(1);
@@ -1171,4 +1001,93 @@ async fn a_retry_request_runs_a_failed_import_again_as_a_new_job() {
         .await;
     assert_eq!(action.unwrap(), requeue(1));
     assert_eq!(job_row(&pool).await.0, "processing");
+}
+
+/// An import whose ImportJob is gone (deleted with its namespace while the operator was
+/// stopped): the sweep fails it, deletes its own objects with `OBJECT_RETENTION=delete`
+/// (never another's), and forgets it; one whose ImportJob is there is left alone.
+#[tokio::test]
+async fn the_sweep_ends_an_import_whose_importjob_is_gone() {
+    let dir = TempDir::new();
+    let storage = fs_storage(&dir);
+    let pool = database().await;
+    insert_job_row(&pool, "processing").await;
+    let ij = ImportJob::test();
+    let id: uuid::Uuid = JOB_ID.parse().unwrap();
+    sqlx::query("UPDATE import_jobs SET source_object = $1")
+        .bind(&ij.spec.source.key)
+        .execute(&*pool)
+        .await
+        .unwrap();
+    put(&storage, &ij.spec.source.key).await;
+    put(&storage, &ij.spec.report.as_ref().unwrap().key).await;
+    put(&storage, "uploads/someone-else.csv").await;
+    let config = config_with(&[("OBJECT_RETENTION", "delete")]);
+    let h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
+    crate::sweep::take(&h.ctx, id).await.unwrap();
+
+    // Its ImportJob is there: nothing happens.
+    assert_eq!(crate::sweep::sweep(&h.ctx, |_| true).await.unwrap(), 0);
+    assert_eq!(job_row(&pool).await.0, "processing");
+
+    assert_eq!(crate::sweep::sweep(&h.ctx, |_| false).await.unwrap(), 1);
+    let (status, error, finished) = job_row(&pool).await;
+    assert_eq!(status, "failed");
+    assert_eq!(
+        error.as_deref(),
+        Some("importjob_deleted: the ImportJob was deleted before the import finished")
+    );
+    assert!(finished);
+    assert_eq!(
+        testing::list_objects(&storage).await,
+        vec!["uploads/someone-else.csv".to_string()],
+        "only this import's objects are deleted"
+    );
+    // Forgotten: the next sweep has nothing to do.
+    assert_eq!(crate::sweep::sweep(&h.ctx, |_| false).await.unwrap(), 0);
+}
+
+/// With `OBJECT_RETENTION=keep` a finished import stays as it ended, its objects kept; and
+/// a row whose upload key is not its own (whatever was written) never has it deleted.
+#[tokio::test]
+async fn the_sweep_keeps_a_finished_import_and_never_deletes_anothers_objects() {
+    let dir = TempDir::new();
+    let storage = fs_storage(&dir);
+    let pool = database().await;
+    insert_job_row(&pool, "done").await;
+    let id: uuid::Uuid = JOB_ID.parse().unwrap();
+    let theirs = format!("uploads/{USER_ID}/{}.csv", uuid::Uuid::new_v4());
+    sqlx::query("UPDATE import_jobs SET source_object = $1")
+        .bind(&theirs)
+        .execute(&*pool)
+        .await
+        .unwrap();
+    put(&storage, &theirs).await;
+    for retention in ["keep", "delete"] {
+        let config = config_with(&[("OBJECT_RETENTION", retention)]);
+        let h = Harness::with(config, Some(pool.clone()), Some(storage.clone()));
+        crate::sweep::take(&h.ctx, id).await.unwrap();
+        assert_eq!(crate::sweep::sweep(&h.ctx, |_| false).await.unwrap(), 1);
+        assert_eq!(job_row(&pool).await, ("done".into(), None, false));
+        assert_eq!(testing::list_objects(&storage).await, vec![theirs.clone()]);
+    }
+}
+
+/// An ImportJob from before, with the finalizer the operator used to add: it is removed
+/// (another controller's stays), also while it is being deleted, and nothing else is done.
+#[tokio::test]
+async fn the_finalizer_of_before_is_removed() {
+    let mut ij = ImportJob::test().with_phase("Running").deleting();
+    ij.finalizers_mut().push("example.com/other".into());
+    ij.finalizers_mut()
+        .push(crate::sweep::LEGACY_FINALIZER.into());
+    let mut h = Harness::new();
+    let (action, _) = h.reconcile(&ij, vec![expect_finalizer_removed(&ij)]).await;
+    assert_eq!(action.unwrap(), Action::await_change());
+    // Without it, a deleted ImportJob is the garbage collector's: no request.
+    let mut gone = ij.clone();
+    gone.finalizers_mut()
+        .retain(|f| f != crate::sweep::LEGACY_FINALIZER);
+    let (action, _) = h.reconcile(&gone, vec![]).await;
+    assert_eq!(action.unwrap(), Action::await_change());
 }

@@ -26,16 +26,109 @@ impl Observed {
 
 /// Waiting reasons that will not fix themselves: the Job is failed rather than left to run
 /// into its deadline. `ErrImageNeverPull`: `imagePullPolicy: Never` and the image is not on
-/// the node (kind without `kind load`), which no retry changes. Not `ErrImagePull`: it is
-/// the kubelet's first pull failure, often transient (a registry hiccup), retried at once;
-/// `ImagePullBackOff` follows when the retry failed too.
-pub const FATAL_WAITING: [&str; 5] = [
-    "ImagePullBackOff",
+/// the node (kind without `kind load`), which no retry changes.
+pub const FATAL_WAITING: [&str; 3] = [
     "ErrImageNeverPull",
     "InvalidImageName",
-    "CreateContainerConfigError",
     "CreateContainerError",
 ];
+
+/// Waiting reasons that often fix themselves: a registry's rate limit or hiccup
+/// (`ErrImagePull`, then `ImagePullBackOff`), a Secret or ConfigMap not synced yet
+/// (`CreateContainerConfigError`). They are waited out for `IMPORTER_START_GRACE_SECONDS`
+/// from the pod's start ([`waited_out`]), the status saying since when and until when, then
+/// the import fails with that reason.
+pub const WAITED_OUT: [&str; 3] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CreateContainerConfigError",
+];
+
+/// What is being waited for, per [`WAITED_OUT`] reason.
+fn waiting_for(reason: &str) -> &'static str {
+    match reason {
+        "CreateContainerConfigError" => "the importer's Secret or ConfigMap",
+        _ => "the image pull",
+    }
+}
+
+/// A [`WAITED_OUT`] observation, given since when the pod waits: still `Pending` within the
+/// grace period (the message says since when and when it fails), `Failed` after it. Any
+/// other observation is returned as it is.
+pub fn waited_out(
+    observed: Observed,
+    since: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    grace: std::time::Duration,
+) -> Observed {
+    if observed.phase != Phase::Pending || !WAITED_OUT.contains(&observed.reason.as_str()) {
+        return observed;
+    }
+    let what = waiting_for(&observed.reason);
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let deadline = since + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    if now >= deadline {
+        return Observed::new(
+            Phase::Failed,
+            &observed.reason,
+            format!(
+                "waited for {what} since {} for longer than IMPORTER_START_GRACE_SECONDS ({}s): {}",
+                fmt(since),
+                grace.as_secs(),
+                observed.message
+            ),
+        );
+    }
+    Observed::new(
+        Phase::Pending,
+        &observed.reason,
+        format!(
+            "waiting for {what} since {}, failing after {}: {}",
+            fmt(since),
+            fmt(deadline),
+            observed.message
+        ),
+    )
+}
+
+/// Since when the Job's pods wait for a [`WAITED_OUT`] reason: the earliest start (or
+/// creation) of a pod waiting so.
+pub fn waiting_since(pods: &[Pod]) -> Option<chrono::DateTime<chrono::Utc>> {
+    pods.iter()
+        .filter(|p| {
+            container_states(p).any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref())
+                    .is_some_and(|r| WAITED_OUT.contains(&r))
+            })
+        })
+        .filter_map(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .or(p.metadata.creation_timestamp.as_ref())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0))
+        })
+        .min()
+}
+
+/// How many of the Job's pods ended with exit code 75, "try later" (ignored by the pod
+/// failure policy: they count against no limit but `IMPORTER_TRY_LATER_MAX`).
+pub fn tried_later(pods: &[Pod]) -> usize {
+    pods.iter()
+        .filter(|p| {
+            container_states(p).any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == bulk_import_core::exit::TEMPORARY)
+            })
+        })
+        .count()
+}
 
 fn container_states(
     pod: &Pod,
@@ -46,7 +139,7 @@ fn container_states(
 }
 
 /// A container of any pod that was OOM-killed (now or in its last run).
-fn oom_killed(pods: &[Pod]) -> bool {
+pub fn oom_killed(pods: &[Pod]) -> bool {
     pods.iter().flat_map(container_states).any(|c| {
         let now = c.state.as_ref().and_then(|s| s.terminated.as_ref());
         let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
@@ -57,11 +150,12 @@ fn oom_killed(pods: &[Pod]) -> bool {
     })
 }
 
-fn fatal_waiting(pods: &[Pod]) -> Option<(String, String)> {
+/// The first container waiting for one of `reasons`: (reason, message).
+fn waiting_for_one_of(pods: &[Pod], reasons: &[&str]) -> Option<(String, String)> {
     pods.iter().flat_map(container_states).find_map(|c| {
         let w = c.state.as_ref()?.waiting.as_ref()?;
         let reason = w.reason.as_deref()?;
-        FATAL_WAITING
+        reasons
             .contains(&reason)
             .then(|| (reason.to_string(), w.message.clone().unwrap_or_default()))
     })
@@ -187,8 +281,12 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
             _ => Observed::new(Phase::Failed, &job_reason, message),
         };
     }
-    if let Some((reason, message)) = fatal_waiting(pods) {
+    if let Some((reason, message)) = waiting_for_one_of(pods, &FATAL_WAITING) {
         return Observed::new(Phase::Failed, &reason, message);
+    }
+    // Waited out by the caller ([`waited_out`]), which knows the time.
+    if let Some((reason, message)) = waiting_for_one_of(pods, &WAITED_OUT) {
+        return Observed::new(Phase::Pending, &reason, message);
     }
     let active = job.status.as_ref().and_then(|s| s.active).unwrap_or(0);
     let running = pods
@@ -395,6 +493,54 @@ mod tests {
             assert_eq!(phase_reason(&o), (Phase::Failed, reason));
             assert_eq!(o.message, "cannot start");
         }
+    }
+
+    #[test]
+    fn image_pulls_and_missing_secrets_are_waited_out_for_the_grace_period() {
+        let job = job_for(&ij()).active(1);
+        let since = chrono::DateTime::parse_from_rfc3339(EARLIER)
+            .unwrap()
+            .to_utc();
+        let grace = std::time::Duration::from_secs(300);
+        for reason in WAITED_OUT {
+            let pod =
+                pod_for(&ij(), "a", "Pending").state(waiting(reason, "429 Too Many Requests"));
+            let o = observe(Some(&job), &[pod]);
+            assert_eq!(phase_reason(&o), (Phase::Pending, reason));
+            let within = waited_out(
+                o.clone(),
+                since,
+                since + chrono::Duration::seconds(299),
+                grace,
+            );
+            assert_eq!(phase_reason(&within), (Phase::Pending, reason));
+            assert!(
+                within
+                    .message
+                    .contains("since 2026-01-01T00:00:00Z, failing after 2026-01-01T00:05:00Z")
+                    && within.message.ends_with("429 Too Many Requests"),
+                "{}",
+                within.message
+            );
+            let after = waited_out(o, since, since + chrono::Duration::seconds(300), grace);
+            assert_eq!(phase_reason(&after), (Phase::Failed, reason));
+            assert!(
+                after.message.contains("IMPORTER_START_GRACE_SECONDS"),
+                "{}",
+                after.message
+            );
+        }
+        // Anything else passes through.
+        let running = Observed::new(Phase::Running, "Running", "x");
+        assert_eq!(
+            waited_out(
+                running.clone(),
+                since,
+                since + chrono::Duration::hours(9),
+                grace
+            ),
+            running
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::{
     Error, Result,
 };
 use bulk_import_core::{
-    crd::{ImportJob, ImportJobStatus, OPERATOR_MANAGER},
+    crd::{Condition, ImportJob, ImportJobStatus, OPERATOR_MANAGER},
     JobRow,
 };
 use kube::{
@@ -29,7 +29,13 @@ pub(crate) fn desired_status(
 ) -> ImportJobStatus {
     let status = ij.status.clone().unwrap_or_default();
     let previous_conditions = status.conditions.clone().unwrap_or_default();
-    let conds = conditions(observed, &previous_conditions, ij.meta().generation, now);
+    let mut conds = conditions(observed, &previous_conditions, ij.meta().generation, now);
+    conds.extend(oom_condition(
+        observed,
+        &previous_conditions,
+        ij.meta().generation,
+        now,
+    ));
     let started = status.started_at.clone().or_else(|| {
         (observed.phase == Phase::Running || observed.phase.is_terminal()).then(|| now.into())
     });
@@ -54,6 +60,8 @@ pub(crate) fn desired_status(
         retries: status.retries,
         job_id: bulk_import_core::crd::is_hand_written(ij)
             .then(|| bulk_import_core::crd::job_id_of(ij)),
+        oom_retries: status.oom_retries,
+        memory_limit: status.memory_limit.clone(),
         started_at: started,
         finished_at: finished,
         duration,
@@ -68,6 +76,27 @@ pub(crate) fn desired_status(
         queue_position: None,
         conditions: Some(conds),
     }
+}
+
+/// The `OOMKilled` condition, once an OOM kill raised the memory limit: set when it happens
+/// (its message `OOM-killed at 256Mi, retrying with 512Mi`), kept after.
+fn oom_condition(
+    observed: &Observed,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &str,
+) -> Option<Condition> {
+    if observed.reason == "RetryingAfterOOMKilled" {
+        return Some(Condition {
+            type_: "OOMKilled".into(),
+            status: "True".into(),
+            reason: "MemoryLimitRaised".into(),
+            message: observed.message.clone(),
+            last_transition_time: now.into(),
+            observed_generation: generation,
+        });
+    }
+    previous.iter().find(|c| c.type_ == "OOMKilled").cloned()
 }
 
 /// Server-side apply of the status, only when it changes; an Event on every phase

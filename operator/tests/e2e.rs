@@ -16,6 +16,8 @@ mod kube_double;
 mod kube_http;
 #[path = "e2e/kubelet.rs"]
 mod kubelet;
+#[path = "e2e/lifecycle_tests.rs"]
+mod lifecycle_tests;
 
 use bulk_import_core::{
     crd::{resource_name, ImportJob, ImportJobStatus},
@@ -62,7 +64,8 @@ fn condition<'a>(st: &'a ImportJobStatus, type_: &str) -> &'a bulk_import_core::
 /// - the ImportJob's counters never run ahead of the HTTP counters (the importer publishes
 ///   a batch after committing it), and always add up (one batch's snapshot);
 /// - `Complete` in the ImportJob means `done` in Postgres; `Failed` means `failed`;
-/// - the conditions are exactly `Complete` and `Failed`, `True` only with their phase.
+/// - the conditions are exactly `Complete` and `Failed` (and `Cancelled`, `OOMKilled` when so),
+///   `True` only with their phase.
 struct Observation {
     ij: ImportJob,
     http: Value,
@@ -127,6 +130,10 @@ async fn observe(stack: &Stack, token: &str, id: Uuid) -> Observation {
         let mut expected = BTreeSet::from(["Complete", "Failed"]);
         if st.phase.as_deref() == Some("Cancelled") {
             expected.insert("Cancelled");
+        }
+        // Once an OOM kill raised the memory limit: `OOMKilled`, kept.
+        if st.oom_retries.is_some_and(|n| n > 0) {
+            expected.insert("OOMKilled");
         }
         assert_eq!(types, expected, "{}", ctx());
         for t in ["Complete", "Failed"] {
@@ -359,10 +366,10 @@ async fn seed_flow_through_the_operator() {
         managers,
         BTreeSet::from([("bulk-import-operator".into(), Some("Apply".into()))]),
     );
-    assert!(last
-        .ij
-        .finalizers()
-        .contains(&"bulkimport.dev/cleanup".to_string()));
+    assert!(
+        last.ij.finalizers().is_empty(),
+        "no finalizer: deleting never waits for the operator"
+    );
 
     // The Job and its pod.
     let kjob = stack.job(id).expect("the Job");
@@ -539,8 +546,8 @@ async fn killed_pod_resumes_from_checkpoint() {
     assert_eq!(stack.creates(&JOBS, &resource_name(id)), 1);
 }
 
-/// An OOM-killed importer (every attempt) and an image that cannot be pulled both end as
-/// Failed with that reason: in the ImportJob's phase and conditions, in the Postgres row's
+/// An OOM-killed importer at the memory ceiling and an image that cannot be pulled for
+/// longer than the grace period both end as Failed with that reason: in the ImportJob's phase and conditions, in the Postgres row's
 /// error and in GET /imports/{id}.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_killed_and_image_pull_backoff_fail_the_import() {
@@ -548,6 +555,9 @@ async fn oom_killed_and_image_pull_backoff_fail_the_import() {
         slow_ms: 5,
         batch_size: 50,
         backoff_limit: 1,
+        // The pull fails after two seconds of back-off; the OOM kill at the ceiling at once.
+        start_grace: Some(2),
+        memory_limit_max: Some("256Mi"),
         ..Default::default()
     })
     .await;
@@ -604,25 +614,16 @@ async fn oom_killed_and_image_pull_backoff_fail_the_import() {
         );
     }
 
-    // OOMKilled: both attempts ran and were killed; the Job gave up after backoffLimit.
-    let kjob = stack.job(oom).expect("a failed Job stays");
-    let failed = kjob["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .unwrap()
-        .clone();
-    assert_eq!(failed["reason"], "BackoffLimitExceeded");
-    let pods = stack.pods(oom);
-    assert_eq!(pods.len(), 2);
-    for p in &pods {
-        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
-        assert_eq!(
-            (t["exitCode"].as_i64(), t["reason"].as_str()),
-            (Some(137), Some("OOMKilled"))
-        );
-    }
+    // OOMKilled at the ceiling: the operator stopped the Job at the first kill.
+    let st = stack.import_job(oom).await.unwrap().status.unwrap();
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap()
+            .starts_with("OOM-killed at 256Mi, the ceiling"),
+        "{st:?}"
+    );
+    assert_eq!(st.oom_retries, None);
     // ImagePullBackOff: the operator deleted the Job (it would wait for its deadline), and the
     // garbage collector its pod.
     stack
@@ -733,9 +734,10 @@ async fn two_operators_one_leader_and_takeovers() {
     assert_eq!(stack.double.creates_of(&JOBS).len(), 3);
 }
 
-/// Deleting an ImportJob (OBJECT_RETENTION=delete): the finalizer holds it while the operator
-/// deletes its Job (the garbage collector then its pods) and its objects in storage. A
-/// finished import keeps its `done` row; a running one is stopped and its row marked failed.
+/// Deleting an ImportJob (OBJECT_RETENTION=delete): it goes at once (no finalizer), the
+/// garbage collector deletes its Job and pods, and the operator's sweep its objects in
+/// storage. A finished import keeps its `done` row; a running one is stopped and its row
+/// marked failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_importjob_cleans_up() {
     let stack = Stack::start(Options {
@@ -765,16 +767,11 @@ async fn deleting_an_importjob_cleans_up() {
             "{k} in {objects:?}"
         );
     }
-    let marked = ijs
+    let deleted = ijs
         .delete(&resource_name(done), &DeleteParams::default())
         .await
         .unwrap();
-    assert!(marked
-        .left()
-        .expect("held by the finalizer")
-        .metadata
-        .deletion_timestamp
-        .is_some());
+    assert!(deleted.is_right(), "gone at once: no finalizer holds it");
     stack
         .eventually("the finished import cleaned up", MINUTE, || async {
             let gone = stack.import_job(done).await.is_none()
@@ -847,7 +844,11 @@ async fn deleting_an_importjob_cleans_up() {
 /// operator deletes that Job, and a reconcile from its stale cache must not create it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_importjob_watch_never_creates_a_job_twice() {
-    let stack = Stack::start(Options::default()).await;
+    let stack = Stack::start(Options {
+        start_grace: Some(2),
+        ..Default::default()
+    })
+    .await;
     stack
         .double
         .set_watch_delay(&IMPORTJOBS, Duration::from_secs(2));
@@ -1183,10 +1184,15 @@ async fn reason_of(stack: &Stack, id: Uuid) -> Option<(String, String, String)> 
 /// Bug 4 (issue 11): while an import is pending for a reason that may pass, its status says
 /// why: the scheduler cannot place the pod (`Unschedulable`), a ResourceQuota rejects the
 /// pod (the Job controller's `FailedCreate` Event). When the reason goes, the import runs.
-/// A missing Secret key (`CreateContainerConfigError`) fails it.
+/// A missing Secret key (`CreateContainerConfigError`) fails it after
+/// `IMPORTER_START_GRACE_SECONDS` (2 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_reasons_show_in_the_status() {
-    let stack = Stack::start(Options::default()).await;
+    let stack = Stack::start(Options {
+        start_grace: Some(2),
+        ..Default::default()
+    })
+    .await;
     let token = stack.user().await;
     stack.kubelet.inject(
         "big.csv",
@@ -1243,7 +1249,8 @@ async fn pending_reasons_show_in_the_status() {
         .unwrap();
     assert_eq!(last.row.status().as_str(), "done");
 
-    // A Secret key the pod needs is gone: the container cannot be created; it fails at once.
+    // A Secret key the pod needs is gone: the container cannot be created; it fails once the
+    // grace period is over.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(stack.kube.clone(), NS);
     secrets
         .patch(
@@ -1430,6 +1437,11 @@ enum Probe {
     /// A failed import (its image could not be pulled) retried through the API: the API
     /// reads the ImportJob and raises `spec.retries`; the import completes.
     Retry,
+    /// The operator's start check reads the installed CRD and finds every field it needs.
+    CrdCheck,
+    /// An ImportJob with the finalizer older operators added (`bulkimport.dev/cleanup`): the
+    /// operator removes it (a patch) and the import completes.
+    LegacyFinalizer,
 }
 
 /// Which flow needs a rule.
@@ -1449,6 +1461,8 @@ fn probe_for(component: &str, grant: &kube_double::Grant) -> Probe {
         ("operator", "coordination.k8s.io", _, _) => Probe::Leadership,
         ("operator", "bulkimport.dev", "importjobs", "delete") => Probe::Ttl,
         ("api", "bulkimport.dev", "importjobs", "get" | "patch") => Probe::Retry,
+        ("operator", "apiextensions.k8s.io", "customresourcedefinitions", _) => Probe::CrdCheck,
+        ("operator", "bulkimport.dev", "importjobs", "patch") => Probe::LegacyFinalizer,
         _ => Probe::Import,
     }
 }
@@ -1606,6 +1620,50 @@ async fn run_probe(stack: &Stack, probe: Probe, within: Duration) -> Result<(), 
             }
             until("Complete after the retry").await
         }
+        Probe::LegacyFinalizer => {
+            let (_, job) = stack
+                .upload(&token, "probe", "insert_only", "legacy.csv", &csv(5))
+                .await;
+            let id = id_of(&job);
+            let ijs: Api<ImportJob> = Api::namespaced(stack.kube.clone(), NS);
+            let patch = serde_json::json!({"metadata": {"finalizers": ["bulkimport.dev/cleanup"]}});
+            while Instant::now() < deadline {
+                let added = ijs
+                    .patch(
+                        &resource_name(id),
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
+                if added.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while Instant::now() < deadline {
+                if let Some(ij) = stack.import_job(id).await {
+                    let complete =
+                        ij.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Complete");
+                    if ij.finalizers().is_empty() && complete {
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            until("the finalizer of before removed").await
+        }
+        Probe::CrdCheck => {
+            while Instant::now() < deadline {
+                if stack.operators[0]
+                    .logs()
+                    .contains("the installed CRD has every field the operator needs")
+                {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            until("the CRD checked").await
+        }
         Probe::Leadership => {
             let mut renewals = BTreeSet::new();
             while Instant::now() < deadline {
@@ -1653,11 +1711,14 @@ async fn removing_any_rule_of_the_chart_breaks_a_flow() {
         Probe::Leadership,
         Probe::Ttl,
         Probe::Retry,
+        Probe::CrdCheck,
+        Probe::LegacyFinalizer,
     ] {
         let stack = Stack::start(Options {
             slow_ms: if probe == Probe::RepeatedEvent { 10 } else { 0 },
             batch_size: 20,
             importjob_ttl: (probe == Probe::Ttl).then_some(2),
+            start_grace: Some(2),
             ..Default::default()
         })
         .await;
@@ -1687,6 +1748,7 @@ async fn removing_any_rule_of_the_chart_breaks_a_flow() {
                 slow_ms: if probe == Probe::RepeatedEvent { 10 } else { 0 },
                 batch_size: 20,
                 importjob_ttl: (probe == Probe::Ttl).then_some(2),
+                start_grace: Some(2),
                 without_grant: Some((component, grant.clone())),
                 ..Default::default()
             })
@@ -1825,6 +1887,8 @@ async fn a_failed_import_retried_through_the_api_resumes_as_a_new_job() {
         slow_ms: 2,
         batch_size: 50,
         backoff_limit: 1,
+        // The first OOM kill fails the import (no larger limit to try).
+        memory_limit_max: Some("256Mi"),
         ..Default::default()
     })
     .await;

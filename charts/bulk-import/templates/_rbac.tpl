@@ -52,6 +52,15 @@ The importer has no rules at all: it calls no Kubernetes API.
   verbs: ["get", "create", "update"]
 {{- end }}
 
+{{/* The operator's one cluster-scoped read: the installed ImportJob CRD, checked at start for
+the fields the operator needs (a ClusterRole: CRDs are cluster-scoped), by name only. */}}
+{{- define "bulk-import.rbac.operatorClusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  resourceNames: ["importjobs.bulkimport.dev"]
+  verbs: ["get"]
+{{- end }}
+
 {{/* Namespace users, through ClusterRoles aggregated into view (read) and edit/admin (also
 create, cancel and retry by patch or update, delete). Cluster-scoped objects, but they grant
 nothing by themselves: only where a RoleBinding gives someone view, edit or admin. */}}

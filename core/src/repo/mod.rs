@@ -21,15 +21,18 @@
 //! restart drops advisory locks, never the row, so it cannot make two writers.
 //!
 //! The statements live in one file per part of the life: `reads`, `upload` (the API),
-//! `queue` (admission), `running` (the importer) and `ending`; this module is their one public face.
+//! `queue` (admission), `running` (the importer), `ending`, and `kube` (the imports an operator
+//! has taken, for its sweep); this module is their one public face.
 
 mod ending;
+mod kube;
 mod queue;
 mod reads;
 mod running;
 mod upload;
 
 pub use ending::*;
+pub use kube::*;
 pub use queue::*;
 pub use reads::*;
 pub use running::*;

@@ -205,6 +205,12 @@ pub struct Options {
     pub importjob_ttl: Option<u64>,
     /// More variables for the API and the operators (`MAX_ACTIVE_IMPORTS`, limits).
     pub env: Vec<(&'static str, String)>,
+    /// IMPORTER_START_GRACE_SECONDS (unset: the default, 5 minutes).
+    pub start_grace: Option<u64>,
+    /// IMPORTER_MEMORY_LIMIT_MAX (unset: the default, 1Gi).
+    pub memory_limit_max: Option<&'static str>,
+    /// The installed CRD lacks this property of `status` (an older CRD left by Helm).
+    pub crd_without_status_field: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -223,6 +229,9 @@ impl Default for Options {
             lease_held_by: None,
             importjob_ttl: None,
             env: Vec::new(),
+            start_grace: None,
+            memory_limit_max: None,
+            crd_without_status_field: None,
         }
     }
 }
@@ -245,10 +254,19 @@ pub fn chart_grants() -> BTreeMap<String, BTreeSet<Grant>> {
     ACCOUNTS
         .iter()
         .map(|(component, _)| {
+            // The operator's ClusterRole (the CRD, by name) is its grant too.
+            let cluster = match *component {
+                "operator" => json["operatorCluster"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
             let grants = json[component]
                 .as_array()
                 .unwrap_or_else(|| panic!("no {component} in {path}"))
                 .iter()
+                .chain(cluster.iter())
                 .flat_map(|rule| {
                     let (g, r) = (
                         rule["apiGroup"].as_str().unwrap().to_string(),
@@ -304,6 +322,13 @@ impl Stack {
         let storage = Storage::from_settings(&settings).unwrap();
 
         let double = Double::new(DoubleConfig::default());
+        if let Some(field) = opts.crd_without_status_field {
+            let mut crd = double.installed_crd("importjobs.bulkimport.dev").unwrap();
+            let props = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["status"]["properties"];
+            props.as_object_mut().unwrap().remove(field);
+            double.install_crd(crd);
+        }
         let server = KubeServer::start(double.clone()).await;
         // The tests' own client: no token, not subject to RBAC (like a cluster admin).
         let kubeconfig = dir.path().join("kubeconfig");
@@ -442,6 +467,14 @@ impl Stack {
                         ),
                         ("OBJECT_RETENTION", opts.retention.into()),
                         ("RUST_LOG", "info,kube=warn,sqlx=warn".into()),
+                        (
+                            "IMPORTER_START_GRACE_SECONDS",
+                            opts.start_grace.unwrap_or(300).to_string(),
+                        ),
+                        (
+                            "IMPORTER_MEMORY_LIMIT_MAX",
+                            opts.memory_limit_max.unwrap_or("1Gi").into(),
+                        ),
                     ]
                     .map(|(k, v)| (k.to_string(), v)),
                 );

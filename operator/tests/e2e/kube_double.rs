@@ -1168,6 +1168,16 @@ fn schema_check(schema: &Value, v: &mut Value, path: &str, errs: &mut Vec<String
     }
 }
 
+/// The generated CRD as the API server returns it once installed.
+fn installed_crd() -> Value {
+    use kube::CustomResourceExt;
+    let mut crd = serde_json::to_value(bulk_import_core::crd::ImportJob::crd()).expect("CRD");
+    crd["metadata"]["uid"] = "crd-uid-importjobs".into();
+    crd["metadata"]["resourceVersion"] = "1".into();
+    crd["metadata"]["creationTimestamp"] = now().into();
+    crd
+}
+
 fn crd_schema() -> Value {
     use kube::CustomResourceExt;
     let crd = serde_json::to_value(bulk_import_core::crd::ImportJob::crd()).expect("CRD");
@@ -1433,6 +1443,10 @@ pub struct Double {
     notify: watch::Sender<u64>,
     pub config: DoubleConfig,
     crd_schema: Value,
+    /// The CustomResourceDefinition `importjobs.bulkimport.dev` as installed (served at
+    /// `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}`, GET only): the one
+    /// generated from `core/src/crd.rs` unless a test installs an older one.
+    installed_crd: Mutex<Value>,
 }
 
 const FIRST_RV: u64 = 1000;
@@ -1456,6 +1470,7 @@ impl Double {
             notify: watch::channel(FIRST_RV).0,
             config,
             crd_schema: crd_schema(),
+            installed_crd: Mutex::new(installed_crd()),
         })
     }
 
@@ -1621,6 +1636,45 @@ impl Double {
 
     /// Objects of a kind (in one namespace or all), sorted by namespace and name, and the
     /// current resourceVersion.
+    /// The installed CRD (`GET customresourcedefinitions/{name}`), if `name` is its name.
+    pub fn installed_crd(&self, name: &str) -> Option<Value> {
+        let crd = self.installed_crd.lock().unwrap_or_else(|p| p.into_inner());
+        (crd["metadata"]["name"] == name).then(|| crd.clone())
+    }
+
+    /// Installs another version of the CRD (an older one, as `helm upgrade` leaves it).
+    pub fn install_crd(&self, crd: Value) {
+        *self.installed_crd.lock().unwrap_or_else(|p| p.into_inner()) = crd;
+    }
+
+    /// One pass of the namespace controller deleting namespace `ns`: every object of every
+    /// namespaced kind in it is deleted (background propagation). What finalizers hold stays
+    /// Terminating; a graceful pod waits for its kubelet. Returns the objects still there, as
+    /// `(plural, name, finalizers)`: the namespace is gone once none are.
+    pub fn delete_namespace(&self, ns: &str) -> Vec<(String, String, Vec<String>)> {
+        let all = Selector::default();
+        for k in KINDS.iter().filter(|k| k.namespaced) {
+            let (items, _) = self.list(k, Some(ns), &all);
+            for obj in items {
+                let _ = self.delete(k, ns, name_of(&obj), &DeleteOpts::background());
+            }
+        }
+        KINDS
+            .iter()
+            .filter(|k| k.namespaced)
+            .flat_map(|k| {
+                let (items, _) = self.list(k, Some(ns), &all);
+                items.into_iter().map(move |obj| {
+                    (
+                        k.plural.to_string(),
+                        name_of(&obj).to_string(),
+                        finalizers(&obj),
+                    )
+                })
+            })
+            .collect()
+    }
+
     pub fn list(&self, k: &'static Kind, ns: Option<&str>, sel: &Selector) -> (Vec<Value>, u64) {
         let s = self.lock();
         let mut items: Vec<Value> = s

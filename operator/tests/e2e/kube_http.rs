@@ -121,6 +121,8 @@ fn error_response(e: &ApiError) -> Response {
 
 enum Target {
     Discovery(Value),
+    /// `apiextensions.k8s.io/v1` `customresourcedefinitions/{name}`: the installed CRD.
+    Crd(String),
     Collection {
         kind: &'static Kind,
         ns: Option<String>,
@@ -177,6 +179,11 @@ fn discovery_resources(group: &str, version: &str) -> Option<Value> {
 
 fn parse_target(path: &str) -> Result<Target, ApiError> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let ["apis", "apiextensions.k8s.io", "v1", "customresourcedefinitions", name] =
+        parts.as_slice()
+    {
+        return Ok(Target::Crd(name.to_string()));
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match parts.as_slice() {
         ["api"] => {
             return Ok(Target::Discovery(json!({
@@ -379,6 +386,22 @@ fn rbac_attributes(method: &Method, path: &str, q: &HashMap<String, String>) -> 
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     match parse_target(path).ok()? {
         Target::Discovery(_) => None,
+        Target::Crd(name) => {
+            let verb = match *method {
+                Method::GET => "get",
+                Method::PUT => "update",
+                Method::PATCH => "patch",
+                Method::DELETE => "delete",
+                _ => return None,
+            };
+            Some((
+                "apiextensions.k8s.io".into(),
+                "customresourcedefinitions".into(),
+                verb.into(),
+                None,
+                Some(name),
+            ))
+        }
         Target::Collection { kind, ns } => {
             let verb = match *method {
                 Method::GET if watch => "watch",
@@ -573,6 +596,15 @@ async fn route(
         }
     };
     match parse_target(uri.path())? {
+        Target::Crd(name) => match *method {
+            Method::GET => double
+                .installed_crd(&name)
+                .map(|crd| json_response(200, &crd))
+                .ok_or_else(ApiError::resource_not_found),
+            _ => Err(ApiError::method_not_allowed(
+                "the double serves the installed CRD read-only",
+            )),
+        },
         Target::Discovery(v) => {
             if method == Method::GET {
                 Ok(json_response(200, &v))

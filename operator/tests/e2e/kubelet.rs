@@ -51,6 +51,15 @@ pub enum Fault {
     SlowStart(Duration),
     /// The image cannot be pulled: no process, the container waits.
     ImagePullBackOff,
+    /// The image cannot be pulled for this long after the pod is first seen (a registry's
+    /// rate limit), then it is.
+    ImagePullBackOffFor(Duration),
+    /// The container is OOM-killed this long after it starts while its memory limit is below
+    /// `bytes` (an import that needs that much memory).
+    OomKilledBelow { bytes: u64, after: Duration },
+    /// The first `times` pods of the import get a `DATABASE_URL` whose server refuses
+    /// connections (a database out of connections); later pods the real one.
+    DatabaseRefuses { times: usize },
     /// The scheduler cannot place the pod (this message, e.g. insufficient memory).
     Unschedulable(String),
 }
@@ -97,6 +106,8 @@ struct State {
     failed_creates: HashSet<(String, String)>,
     /// The environment each pod's process was started with (by pod name).
     envs: HashMap<String, Vec<(String, String)>>,
+    /// Pods given a refusing database, per file name (`Fault::DatabaseRefuses`).
+    refused: HashMap<String, usize>,
 }
 
 pub struct Kubelet {
@@ -863,6 +874,60 @@ fn expand(v: &str, env: &[(String, String)]) -> String {
     out
 }
 
+/// The container's memory limit in bytes (binary and decimal suffixes); none: unlimited.
+fn memory_limit(container: &Value) -> u64 {
+    let Some(q) = container["resources"]["limits"]["memory"].as_str() else {
+        return u64::MAX;
+    };
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    let (n, f) = units
+        .iter()
+        .find_map(|(u, f)| q.strip_suffix(u).map(|n| (n, *f)))
+        .unwrap_or((q, 1));
+    n.parse::<u64>().map(|n| n * f).unwrap_or(u64::MAX)
+}
+
+/// `Fault::DatabaseRefuses`: the first pods of the import get a `DATABASE_URL` on a port
+/// where nothing listens.
+fn refuse_database(
+    s: &Shared,
+    pod: &Value,
+    fault: &Option<Fault>,
+    mut env: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let Some(Fault::DatabaseRefuses { times }) = fault else {
+        return env;
+    };
+    let key = pod["metadata"]["ownerReferences"][0]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mut st = lock(s);
+    let n = st.refused.entry(key).or_insert(0);
+    if *n >= *times {
+        return env;
+    }
+    *n += 1;
+    for (k, v) in env.iter_mut() {
+        if k == "DATABASE_URL" {
+            // postgres://user:password@host:port/db → the same on 127.0.0.1:1.
+            if let (Some(at), Some(slash)) = (v.rfind('@'), v.rfind('/')) {
+                if slash > at {
+                    *v = format!("{}127.0.0.1:1{}", &v[..=at], &v[slash..]);
+                }
+            }
+        }
+    }
+    env
+}
+
 fn sync_pod(s: &Arc<Shared>, pod: &Value) {
     let uid = uid_of(pod).to_string();
     let ns = pod["metadata"]["namespace"]
@@ -939,11 +1004,17 @@ fn sync_pod(s: &Arc<Shared>, pod: &Value) {
         }
         return;
     }
-    if image_dir.is_none() || fault == Some(Fault::ImagePullBackOff) {
-        let first = *lock(s)
-            .pull_attempted
-            .entry(uid.clone())
-            .or_insert_with(Instant::now);
+    let first_seen = *lock(s)
+        .pull_attempted
+        .entry(uid.clone())
+        .or_insert_with(Instant::now);
+    let pull_fails = match &fault {
+        Some(Fault::ImagePullBackOff) => true,
+        Some(Fault::ImagePullBackOffFor(d)) => first_seen.elapsed() < *d,
+        _ => false,
+    };
+    if image_dir.is_none() || pull_fails {
+        let first = first_seen;
         let message = format!("Back-off pulling image \"{image}\"");
         let current = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
             .as_str()
@@ -977,7 +1048,7 @@ fn sync_pod(s: &Arc<Shared>, pod: &Value) {
         }
     }
     let env = match resolve_env(s, pod, &container) {
-        Ok(env) => env,
+        Ok(env) => refuse_database(s, pod, &fault, env),
         Err(why) => {
             if pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] != why.as_str()
             {
@@ -1071,7 +1142,14 @@ fn sync_pod(s: &Arc<Shared>, pod: &Value) {
             }]);
         });
     }
-    if let Some(Fault::OomKilled { after }) = fault {
+    let oom_after = match fault {
+        Some(Fault::OomKilled { after }) => Some(after),
+        Some(Fault::OomKilledBelow { bytes, after }) if memory_limit(&container) < bytes => {
+            Some(after)
+        }
+        _ => None,
+    };
+    if let Some(after) = oom_after {
         let (s2, uid2, tx2) = (s.clone(), uid.clone(), tx.clone());
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
