@@ -131,15 +131,7 @@ pub async fn create_job(
         .await?
         .ok_or_else(|| ApiError::internal("a job created, then gone"))?;
     tracing::info!(job_id = %id, %source, size, %mode, "import created from an object in storage");
-    // On its own task, as for an upload: a client hanging up cannot stop it; if it fails,
-    // the job stays pending and the sweeper hands it over again.
-    let executor = state.executor.clone();
-    let submitted = tokio::spawn(async move {
-        if let Err(e) = executor.submit(id).await {
-            tracing::error!(job_id = %id, error = format!("{e:#}"), "could not hand the job to the executor");
-        }
-    });
-    let _ = submitted.await;
+    crate::upload::hand_over(&state, id).await;
     Ok((StatusCode::CREATED, Json(JobView::from(&job))))
 }
 

@@ -60,13 +60,7 @@ pub async fn create_job(
     let mode = parse_mode(&params)?;
     let options = import_options(&params)?;
     let key = idempotency_key(&headers)?;
-    let limit = state.settings.max_upload_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
-        return Err(too_large(limit));
-    }
+    let declared = declared_size(&headers, state.settings.max_upload_bytes)?;
     let LimitedMultipart {
         mut multipart,
         limits,
@@ -98,12 +92,9 @@ pub async fn create_job(
             .map(|room| (slot, room)),
         Err(e) => Err(e),
     };
-    let (_slot, room) = match admitted {
-        Ok(admitted) => admitted,
-        Err(e) => {
-            release(&state, job_id, &object).await;
-            return Err(e);
-        }
+    let Ok((_slot, room)) = admitted else {
+        release(&state, job_id, &object).await;
+        return Err(admitted.err().expect("refused"));
     };
     let job = upload(
         &state,
@@ -115,9 +106,26 @@ pub async fn create_job(
     )
     .await?;
     tracing::info!(%job_id, size = job.file_size, %mode, "import created");
-    // Handed over on its own task, so that a client hanging up now cannot stop it (the
-    // answer still waits for it, so an ImportJob exists once the upload is answered); if it
-    // fails, the job stays pending and the sweeper hands it over again.
+    hand_over(&state, job_id).await;
+    Ok((StatusCode::CREATED, Json(JobView::from(&job))))
+}
+
+/// The request's declared Content-Length, refused at once (413) when it is more than the
+/// largest upload and its multipart framing.
+fn declared_size(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(64 * 1024)) {
+        return Err(too_large(limit));
+    }
+    Ok(declared)
+}
+
+/// Hands a new job to the executor on its own task, so that a client hanging up now cannot
+/// stop it (the answer still waits for it, so an ImportJob exists once the upload is
+/// answered); if it fails, the job stays pending and the sweeper hands it over again.
+pub(crate) async fn hand_over(state: &AppState, job_id: Uuid) {
     let executor = state.executor.clone();
     let submitted = tokio::spawn(async move {
         if let Err(e) = executor.submit(job_id).await {
@@ -125,7 +133,6 @@ pub async fn create_job(
         }
     });
     let _ = submitted.await;
-    Ok((StatusCode::CREATED, Json(JobView::from(&job))))
 }
 
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
@@ -206,16 +213,7 @@ async fn upload(
     };
     let take = Take { limit, idle, head };
     let upload = receive(multipart, limits, take, Sink::Store(&state.storage, object));
-    let heartbeat = async {
-        loop {
-            tokio::time::sleep(HEARTBEAT).await;
-            let _ = repo::heartbeat_upload(&state.pool, job_id).await;
-        }
-    };
-    let received = tokio::select! {
-        r = upload => r,
-        _ = heartbeat => unreachable!("the heartbeat never ends"),
-    };
+    let received = with_heartbeat(state, job_id, upload).await;
     let received = match received.and_then(|r| sniff::header_fits(options, r)) {
         Ok(r) => r,
         Err(e) => {
@@ -252,6 +250,25 @@ async fn upload(
             release(state, job_id, object).await;
             Err(e.into())
         }
+    }
+}
+
+/// Runs the upload `work`, refreshing the reservation of `job_id` every [`HEARTBEAT`]
+/// meanwhile, so that it is not taken for a dead upload's.
+async fn with_heartbeat<T>(
+    state: &AppState,
+    job_id: Uuid,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let _ = repo::heartbeat_upload(&state.pool, job_id).await;
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = heartbeat => unreachable!("the heartbeat never ends"),
     }
 }
 

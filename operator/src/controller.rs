@@ -109,11 +109,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
     // (A hand-written ImportJob's row is created here.)
     let row = match row_of(ij, ctx, id.as_ref().ok().copied()).await? {
         Ok(row) => row,
-        Err(Refused { reason, message }) => {
-            let observed = Observed::new(Phase::Failed, reason, message);
-            write_status(ij, ctx, &observed, None, None).await?;
-            return Ok(Action::await_change());
-        }
+        Err(refused) => return show_refused(ij, ctx, refused).await,
     };
     let limits = Limits::of(&ctx.config);
     match plan(ij, &id, cached.as_deref(), &pods, row.as_ref(), &limits) {
@@ -130,14 +126,8 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             Ok(Action::await_change())
         }
         Plan::Cancel(id) => {
-            cancel(
-                ij,
-                ctx,
-                id,
-                cached.is_some_and(|j| !job_finished(&j)),
-                &jobs,
-            )
-            .await
+            let running = cached.is_some_and(|j| !job_finished(&j));
+            cancel(ij, ctx, id, running, &jobs).await
         }
         Plan::ShowEnded(ended) => {
             write_status(ij, ctx, &ended, Some(&name), row.as_ref()).await?;
@@ -161,6 +151,14 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             Ok(action)
         }
     }
+}
+
+/// A hand-written ImportJob the operator cannot take (`crate::adopt`): `Failed` with why.
+async fn show_refused(ij: &ImportJob, ctx: &Context, refused: Refused) -> Result<Action> {
+    let Refused { reason, message } = refused;
+    let observed = Observed::new(Phase::Failed, reason, message);
+    write_status(ij, ctx, &observed, None, None).await?;
+    Ok(Action::await_change())
 }
 
 /// No Job yet: if admitted (`crate::admission`), create it (the row no longer queued
