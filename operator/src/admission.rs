@@ -14,24 +14,18 @@
 //! rather than at their next recheck.
 
 use crate::{
-    context::Context,
+    config::OperatorConfig,
     job_template::job_name,
     plan::previous_phase,
-    status::{job_finished, Observed, Phase},
-    status_apply::{apply_status, desired_status, now},
-    Result,
+    status::{job_finished, Phase},
 };
 use bulk_import_core::{
     admission::{admit, Decision, Limits, Waiting},
     crd::ImportJob,
-    JobRow,
 };
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use kube::{
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::reflector::{ObjectRef, Store},
     ResourceExt,
 };
 use std::{
@@ -40,7 +34,6 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::sync::mpsc::UnboundedSender;
-use uuid::Uuid;
 
 /// How often a queued ImportJob is looked at again (a slot may have freed).
 pub const QUEUE_RECHECK: Duration = Duration::from_secs(2);
@@ -116,9 +109,15 @@ impl Admission {
 
     /// Whether `ij` (in `ns`) may create its Job now; if so, the slot is taken. The
     /// others the decision admits are woken.
-    pub fn gate(&self, ctx: &Context, ij: &ImportJob, ns: &str) -> Gate {
+    pub fn gate(
+        &self,
+        config: &OperatorConfig,
+        jobs: &Store<KubeJob>,
+        ij: &ImportJob,
+        ns: &str,
+    ) -> Gate {
         let mut ledger = self.ledger.lock().expect("lock");
-        let (decision, running) = self.decide(ctx, ns, Some(ij), &mut ledger);
+        let (decision, running) = self.decide(config, jobs, ns, Some(ij), &mut ledger);
         let me = ij.name_any();
         self.wake(ns, decision.admitted.iter().filter(|k| **k != me));
         if decision.is_admitted(&me) {
@@ -128,15 +127,15 @@ impl Admission {
         Gate::Queued {
             position: decision.position(&me).unwrap_or(1),
             running,
-            limit: ctx.config.max_active_imports,
+            limit: config.max_active_imports,
         }
     }
 
     /// A slot may have freed (an import ended): wakes the ImportJobs that would be
     /// admitted now.
-    pub fn slot_freed(&self, ctx: &Context, ns: &str) {
+    pub fn slot_freed(&self, config: &OperatorConfig, jobs: &Store<KubeJob>, ns: &str) {
         let mut ledger = self.ledger.lock().expect("lock");
-        let (decision, _) = self.decide(ctx, ns, None, &mut ledger);
+        let (decision, _) = self.decide(config, jobs, ns, None, &mut ledger);
         self.wake(ns, decision.admitted.iter());
     }
 
@@ -152,15 +151,13 @@ impl Admission {
     /// show yet), given the unfinished Jobs in the cache and the ledger; and how many run.
     fn decide(
         &self,
-        ctx: &Context,
+        config: &OperatorConfig,
+        jobs: &Store<KubeJob>,
         ns: &str,
         me: Option<&ImportJob>,
         ledger: &mut HashMap<String, (Option<i64>, Instant)>,
     ) -> (Decision<String>, usize) {
-        let limits = Limits::new(
-            ctx.config.max_active_imports,
-            ctx.config.max_active_imports_per_org,
-        );
+        let limits = Limits::new(config.max_active_imports, config.max_active_imports_per_org);
         let importjobs = self.importjobs.get();
         let owner_org = |job: &KubeJob| {
             let owner = job
@@ -170,7 +167,7 @@ impl Admission {
             let ij = importjobs?.get(&ObjectRef::new(&owner.name).within(ns))?;
             org(&ij)
         };
-        let jobs = ctx.caches.jobs.state();
+        let jobs = jobs.state();
         let in_ns = |j: &KubeJob| j.namespace().as_deref() == Some(ns);
         // Jobs the cache shows are counted from the cache from now on.
         ledger.retain(|key, (_, at)| {
@@ -212,46 +209,6 @@ impl Admission {
     }
 }
 
-/// An admitted import is no longer queued: its row says so (when it did).
-pub(crate) async fn clear_position(ctx: &Context, id: Uuid, row: Option<&JobRow>) -> Result<()> {
-    if let (Some(db), true) = (&ctx.db, row.is_some_and(|r| r.queue_position.is_some())) {
-        bulk_import_core::repo::set_queue_position(db, id, None).await?;
-    }
-    Ok(())
-}
-
-/// A queued ImportJob: its position in the row, then the status (phase `Queued`,
-/// `queuePosition`); looked at again after [`QUEUE_RECHECK`].
-pub(crate) async fn queue(
-    ij: &ImportJob,
-    ctx: &Context,
-    id: Uuid,
-    gate: Gate,
-    row: Option<&JobRow>,
-) -> Result<Action> {
-    let Gate::Queued {
-        position,
-        running,
-        limit,
-    } = gate
-    else {
-        return Ok(Action::requeue(QUEUE_RECHECK));
-    };
-    let at = i32::try_from(position).unwrap_or(i32::MAX);
-    if let (Some(db), true) = (&ctx.db, row.is_some_and(|r| r.queue_position != Some(at))) {
-        bulk_import_core::repo::set_queue_position(db, id, Some(at)).await?;
-    }
-    let observed = Observed::new(
-        Phase::Queued,
-        "WaitingForSlot",
-        format!("position {position} in the queue: {running} of {limit} importer Jobs run"),
-    );
-    let mut desired = desired_status(ij, &observed, None, row, &now());
-    desired.queue_position = Some(at);
-    apply_status(ij, ctx, &observed, desired).await?;
-    Ok(Action::requeue(QUEUE_RECHECK))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,17 +239,17 @@ mod tests {
     async fn the_ledger_counts_jobs_the_cache_has_not_shown_yet() {
         let h = harness(1);
         let (a, b) = (named("import-a"), named("import-b"));
-        assert_eq!(h.ctx.admission.gate(&h.ctx, &a, &ns(&a)), Gate::Admitted);
+        assert_eq!(h.ctx.admit(&a, &ns(&a)), Gate::Admitted);
         // The cache is still empty: only the ledger knows a's Job.
         let queued = Gate::Queued {
             position: 1,
             running: 1,
             limit: 1,
         };
-        assert_eq!(h.ctx.admission.gate(&h.ctx, &b, &ns(&b)), queued);
+        assert_eq!(h.ctx.admit(&b, &ns(&b)), queued);
         // a's Job could not be created: its slot is free again.
         h.ctx.admission.release(&ns(&a), &a);
-        assert_eq!(h.ctx.admission.gate(&h.ctx, &b, &ns(&b)), Gate::Admitted);
+        assert_eq!(h.ctx.admit(&b, &ns(&b)), Gate::Admitted);
     }
 
     #[tokio::test]
@@ -301,11 +258,11 @@ mod tests {
         let (a, b) = (named("import-a"), named("import-b"));
         h.cache(Some(&job_for(&a)), &[]);
         assert!(matches!(
-            h.ctx.admission.gate(&h.ctx, &b, &ns(&b)),
+            h.ctx.admit(&b, &ns(&b)),
             Gate::Queued { running: 1, .. }
         ));
         h.cache(Some(&job_for(&a).condition("Complete", "", "")), &[]);
-        assert_eq!(h.ctx.admission.gate(&h.ctx, &b, &ns(&b)), Gate::Admitted);
+        assert_eq!(h.ctx.admit(&b, &ns(&b)), Gate::Admitted);
     }
 
     #[tokio::test]
@@ -318,7 +275,7 @@ mod tests {
                     let ctx = ctx.clone();
                     s.spawn(move || {
                         let ij = named(&format!("import-{i:02}"));
-                        ctx.admission.gate(&ctx, &ij, &ns(&ij)) == Gate::Admitted
+                        ctx.admit(&ij, &ns(&ij)) == Gate::Admitted
                     })
                 })
                 .collect();

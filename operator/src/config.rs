@@ -138,7 +138,7 @@ impl OperatorConfig {
 
 /// A memory quantity the operator can double (`256Mi`, `1Gi`, bytes).
 fn memory(var: &'static str, value: String) -> Result<String, ConfigError> {
-    match crate::lifecycle::bytes(&value) {
+    match crate::quantity::bytes(&value) {
         Some(_) => Ok(value),
         None => Err(ConfigError {
             var,

@@ -59,6 +59,18 @@ pub struct Context {
 }
 
 impl Context {
+    /// Whether `ij` (in `ns`) may create its Job now (`crate::admission`); if so, its slot
+    /// is taken.
+    pub fn admit(&self, ij: &ImportJob, ns: &str) -> crate::admission::Gate {
+        self.admission.gate(&self.config, &self.caches.jobs, ij, ns)
+    }
+
+    /// A slot may have freed in `ns`: the ImportJobs admitted now are woken.
+    pub fn slot_freed(&self, ns: &str) {
+        self.admission
+            .slot_freed(&self.config, &self.caches.jobs, ns)
+    }
+
     pub fn new(
         client: Client,
         config: OperatorConfig,

@@ -17,7 +17,7 @@
 
 use crate::{
     actions::{cancel, carry_out, create, delete_job, expire, just_finished, retry},
-    admission::{self, Gate},
+    admission::Gate,
     adopt::{row_of, warn_unlabeled, Refused},
     config::OperatorConfig,
     context::{cached_job, cached_pods, caches_ready, failed_create_message, Caches, Context},
@@ -25,6 +25,7 @@ use crate::{
     lifecycle::Limits,
     metrics::Metrics,
     plan::{mirror, plan, Plan, Seen, Then, MIRROR_EVERY},
+    queued,
     status::{job_finished, Observed, Phase},
     status_apply::write_status,
     sweep::{release_legacy_finalizer, LEGACY_FINALIZER},
@@ -146,7 +147,7 @@ async fn apply(ij: &ImportJob, ctx: &Context) -> Result<Action> {
             let action = carry_out(ij, ctx, m, &name, row, &jobs).await?;
             if ended {
                 // Its slot is free: the next queued ImportJob need not wait for its recheck.
-                ctx.admission.slot_freed(ctx, &ns);
+                ctx.slot_freed(&ns);
             }
             Ok(action)
         }
@@ -174,12 +175,12 @@ async fn admit_and_create(
     limits: &Limits,
 ) -> Result<Action> {
     let ns = ij.namespace().ok_or(Error::MissingNamespace)?;
-    let gate = ctx.admission.gate(ctx, ij, &ns);
+    let gate = ctx.admit(ij, &ns);
     if gate != Gate::Admitted {
-        return admission::queue(ij, ctx, id, gate, row.as_ref()).await;
+        return queued::queue(ij, ctx, id, gate, row.as_ref()).await;
     }
     let created = async {
-        admission::clear_position(ctx, id, row.as_ref()).await?;
+        queued::clear_position(ctx, id, row.as_ref()).await?;
         create(ij, ctx, id, jobs).await
     };
     let created = created.await;

@@ -14,6 +14,8 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod placement;
 pub mod plan;
+pub mod quantity;
+pub mod queued;
 pub mod status;
 pub mod status_apply;
 pub mod sweep;

@@ -4,7 +4,10 @@
 //! (`IMPORTER_TRY_LATER_MAX`), and how far an OOM-killed importer's memory limit grows
 //! (doubled per kill, up to `IMPORTER_MEMORY_LIMIT_MAX`).
 
-use crate::config::OperatorConfig;
+use crate::{
+    config::OperatorConfig,
+    quantity::{bytes, format_bytes},
+};
 use bulk_import_core::crd::ImportJob;
 use k8s_openapi::api::batch::v1::Job;
 use std::time::Duration;
@@ -49,41 +52,6 @@ pub fn next_memory_limit(current: &str, max: &str) -> Option<String> {
     (now < ceiling).then(|| format_bytes((now * 2).min(ceiling)))
 }
 
-const UNITS: [(&str, u128); 12] = [
-    ("Ki", 1 << 10),
-    ("Mi", 1 << 20),
-    ("Gi", 1 << 30),
-    ("Ti", 1 << 40),
-    ("Pi", 1 << 50),
-    ("Ei", 1 << 60),
-    ("k", 1_000),
-    ("M", 1_000_000),
-    ("G", 1_000_000_000),
-    ("T", 1_000_000_000_000),
-    ("P", 1_000_000_000_000_000),
-    ("E", 1_000_000_000_000_000_000),
-];
-
-/// A memory quantity (`256Mi`, `1G`, `1048576`) in bytes; no fractions or exponents.
-pub fn bytes(q: &str) -> Option<u128> {
-    let q = q.trim();
-    let (number, factor) = UNITS
-        .iter()
-        .find_map(|(suffix, f)| q.strip_suffix(suffix).map(|n| (n, *f)))
-        .unwrap_or((q, 1));
-    number.parse::<u128>().ok()?.checked_mul(factor)
-}
-
-/// Bytes as a quantity, in the largest binary unit that divides them.
-pub fn format_bytes(b: u128) -> String {
-    UNITS[..6]
-        .iter()
-        .rev()
-        .find(|(_, f)| b >= *f && b.is_multiple_of(*f))
-        .map(|(suffix, f)| format!("{}{suffix}", b / f))
-        .unwrap_or_else(|| b.to_string())
-}
-
 /// When to look again at a pod waiting since `since` (the grace period's end, at most
 /// `recheck` from now).
 pub fn recheck_after(
@@ -102,17 +70,6 @@ pub fn recheck_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities_parse_and_format() {
-        assert_eq!(bytes("256Mi"), Some(256 << 20));
-        assert_eq!(bytes("1G"), Some(1_000_000_000));
-        assert_eq!(bytes("1048576"), Some(1 << 20));
-        assert_eq!(bytes("1.5Gi"), None);
-        assert_eq!(format_bytes(512 << 20), "512Mi");
-        assert_eq!(format_bytes(1 << 30), "1Gi");
-        assert_eq!(format_bytes(1_000_000_000), "1000000000");
-    }
 
     #[test]
     fn the_memory_limit_doubles_up_to_the_ceiling() {

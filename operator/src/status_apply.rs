@@ -72,7 +72,7 @@ pub(crate) fn desired_status(
         progress_percent: row
             .map(JobRow::progress_percent)
             .or(status.progress_percent),
-        // Set by the queue alone (`crate::admission::queue`).
+        // Set by the queue alone (`crate::queued::queue`).
         queue_position: None,
         conditions: Some(conds),
     }
