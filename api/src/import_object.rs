@@ -12,8 +12,9 @@
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
+    job_quota::{admit_new_job, unfinished_jobs_quota},
     state::AppState,
-    upload::{admit_new_job, idempotency_key, unfinished_jobs_quota},
+    upload::idempotency_key,
     upload_options::{import_options, parse_mode},
     view::JobView,
 };

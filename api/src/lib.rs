@@ -15,6 +15,7 @@ pub mod error_rows;
 pub mod executor;
 pub mod extract;
 pub mod import_object;
+pub mod job_quota;
 pub mod metrics;
 pub mod progress_hub;
 pub mod quota;
