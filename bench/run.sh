@@ -511,6 +511,12 @@ pg -c "TRUNCATE customers"
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 maxof() { tr ' ' '\n' | grep . | sort -g | tail -n 1; }
 wall() { [ -n "${WALL[$1]:-}" ] && echo "${WALL[$1]}" | median || echo; }
+# " (min–max)" of a step measured more than once, else nothing.
+spread_of() {
+  [ -n "${WALL[$1]:-}" ] || return 0
+  echo "${WALL[$1]}" | tr ' ' '\n' | grep . | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR > 1) printf " (%s–%s)", v[1], v[NR] }'
+}
 rss_mib() { [ -n "${RSS[$1]:-}" ] && echo "${RSS[$1]}" | maxof | awk '{ printf "%.1f\n", $1 / 1024 }' || echo; }
 cpu() { [ -n "${CPU[$1]:-}" ] && echo "${CPU[$1]}" | median || echo; }
 pgcpu() { [ -n "${PGCPU[$1]:-}" ] && echo "${PGCPU[$1]}" | median || echo; }
@@ -546,7 +552,7 @@ RSS_5M=$(rss_mib big)
 TOTAL=$(secs_since "$T_START")
 
 samples_note=""
-[ "$REPEAT" = 1 ] || samples_note=" (median of $REPEAT runs; RSS: max)"
+[ "$REPEAT" = 1 ] || samples_note=" (wall: median of $REPEAT rounds, min–max; RSS: max)"
 {
   echo "# Benchmark results"
   echo
@@ -564,7 +570,7 @@ samples_note=""
   [ "$SAMPLE" = 0 ] || { prof_h=" busiest backend (sampled) |"; prof_sep="---|"; }
   line() { # NAME LABEL ROWS
     local w; w=$(wall "$1")
-    echo "| $2 | $3 | $w | $(rate "$3" "$w") | $(rss_mib "$1") | $(cpu "$1") | $(pgcpu "$1") | $(gcpu "$1") | $(ocpu "$1") | $(oxact "$1") |$( [ "$SAMPLE" = 0 ] || echo " ${PROFILE[$1]:-} |")"
+    echo "| $2 | $3 | $w$(spread_of "$1") | $(rate "$3" "$w") | $(rss_mib "$1") | $(cpu "$1") | $(pgcpu "$1") | $(gcpu "$1") | $(ocpu "$1") | $(oxact "$1") |$( [ "$SAMPLE" = 0 ] || echo " ${PROFILE[$1]:-} |")"
   }
   echo "| measurement$samples_note | rows | wall s | rows/s | peak RSS MiB | client CPU s | Postgres CPU s | Garage CPU s | other CPU s | other DBs' xacts |$prof_h"
   echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|$prof_sep"
