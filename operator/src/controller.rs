@@ -277,19 +277,11 @@ pub async fn run(
         },
     ));
     ctx.admission.set_importjobs(ij_reader.clone());
-    let (waker, woken) = tokio::sync::mpsc::unbounded_channel();
-    ctx.admission.set_waker(waker);
+    let woken = admission_wakeups(&ctx);
     let pod_owner = pod_owner(ij_reader.clone(), ns.clone());
-    // Without this release's label an ImportJob is not taken: say so (one Warning Event).
-    let unlabeled = instance.clone().map(|instance| {
-        let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ns);
-        tokio::spawn(warn_unlabeled_ones(api, ctx.clone(), instance))
-    });
-    let sweeper = tokio::spawn(crate::sweep::run(ctx.clone(), ij_reader.clone(), listed));
+    let beside = companions(&ctx, &ij_reader, listed, instance);
     Controller::for_stream(ij_stream, ij_reader)
-        .reconcile_on(futures_util::stream::unfold(woken, |mut rx| async move {
-            rx.recv().await.map(|woken| (woken, rx))
-        }))
+        .reconcile_on(woken)
         .owns_stream(job_stream)
         .watches_stream(pod_stream, pod_owner)
         .graceful_shutdown_on(shutdown)
@@ -300,10 +292,44 @@ pub async fn run(
             }
         })
         .await;
-    if let Some(task) = unlabeled {
+    for task in beside {
         task.abort();
     }
-    sweeper.abort();
+}
+
+/// The ImportJobs an admission decision lets start, reconciled at once rather than at their
+/// next recheck (`crate::admission`).
+fn admission_wakeups(ctx: &Context) -> impl futures_util::Stream<Item = ObjectRef<ImportJob>> {
+    let (waker, woken) = tokio::sync::mpsc::unbounded_channel();
+    ctx.admission.set_waker(waker);
+    futures_util::stream::unfold(woken, |mut rx| async move {
+        rx.recv().await.map(|woken| (woken, rx))
+    })
+}
+
+/// The tasks beside the controller, stopped with it: the sweep of imports whose ImportJob is
+/// gone (once the ImportJob cache is `listed`), and with a release, the Warning Event for
+/// ImportJobs without its label (they are not taken).
+fn companions(
+    ctx: &Arc<Context>,
+    importjobs: &Store<ImportJob>,
+    listed: tokio::sync::watch::Receiver<bool>,
+    instance: Option<String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(crate::sweep::run(
+        ctx.clone(),
+        importjobs.clone(),
+        listed,
+    ))];
+    if let Some(instance) = instance {
+        let api: Api<ImportJob> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+        tasks.push(tokio::spawn(warn_unlabeled_ones(
+            api,
+            ctx.clone(),
+            instance,
+        )));
+    }
+    tasks
 }
 
 /// The ImportJob a pod runs for, by its job id label: `import-<id>`, or an ImportJob written
