@@ -29,7 +29,7 @@ growth_data() {
 }
 
 # g. Eight importers at once, each on one part; every job checked exact.
-EIGHT_EACH=""
+EIGHT_SPREADS=""
 growth_eight() {
   pg -c "TRUNCATE customers"
   local ids=() i id
@@ -53,9 +53,10 @@ growth_eight() {
     each="$each $(cat "$LOGS/eight$i.time")"
   done
   [ "$total" = "$ROWS" ] || die "eight: the parts hold $total rows, not $ROWS"
-  EIGHT_EACH="$EIGHT_EACH$each"
   record eight "$T_WALL" "" "$T_CPU" "$T_PG" "$T_GARAGE" "$T_PROFILE"
+  # The spread of this round's eight: the slowest over their median.
   local spread; spread=$(echo "$each" | tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", v[NR] / ((v[4] + v[5]) / 2) }')
+  EIGHT_SPREADS="$EIGHT_SPREADS $spread"
   log "  eight at once: $T_WALL s in all, each$each s (slowest / median ${spread}×)"
   for id in "${ids[@]}"; do cleanup_job "$id"; done
 }
@@ -194,10 +195,10 @@ growth_report_measurements() {
 }
 growth_report_targets() {
   local spread r
-  spread=$(echo "$EIGHT_EACH" | tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", v[NR] / m }')
+  spread=$(echo "$EIGHT_SPREADS" | maxof)
   r=$(ratio "$(wall eight)" "$W_INS")
   echo "| eight at once: all / one import of all their rows (g / c) | ${r}× | ≤ 1.0× | $(verdict "$r" "<=" 1.0) |"
-  echo "| eight at once: slowest / median of the eight (every round) | ${spread}× | ≤ 1.5× | $(verdict "$spread" "<=" 1.5) |"
+  echo "| eight at once: slowest / median of the eight (the worst round) | ${spread}× | ≤ 1.5× | $(verdict "$spread" "<=" 1.5) |"
   if [ "$SKIP_5M" = 0 ]; then
     r=$(ratio "$(wall into_big)" "$(wall ref_into_big)")
     echo "| into a table holding $L5 rows: importer / psql \\copy (h / h0) | ${r}× | ≤ 1.0× | $(verdict "$r" "<=" 1.0) |"
