@@ -245,13 +245,14 @@ pub async fn run(
     let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let ij_stream = watcher(importjobs, config_of(None))
         .default_backoff()
+        .reflect(ij_writer)
+        // After `reflect`: at `InitDone` the cache already holds the whole list.
         .inspect(move |item| {
             watch_metrics.note_watch(item.is_ok());
             if matches!(item, Ok(watcher::Event::InitDone)) {
                 listed_tx.send_replace(true);
             }
         })
-        .reflect(ij_writer)
         .applied_objects()
         .predicate_filter(own_writes_filtered, Default::default());
     let (job_reader, job_writer) = reflector::store();

@@ -93,15 +93,15 @@ pub async fn run(ctx: Arc<Context>, store: Store<ImportJob>, mut listed: watch::
     }
     let ns = ctx.config.namespace.clone();
     loop {
-        // By id, not by name: a hand-written ImportJob has a name of its own and its uid
-        // for an id.
-        let ids: std::collections::HashSet<Uuid> = store
-            .state()
-            .iter()
-            .filter(|ij| ij.namespace().as_deref() == Some(ns.as_str()))
-            .filter_map(|ij| job_id_of(ij).parse().ok())
-            .collect();
-        let exists = |id| ids.contains(&id);
+        // Looked up in the cache after the taken imports are read: an import is taken only
+        // once its ImportJob is in the cache, so one taken meanwhile is found. By id, not by
+        // name: a hand-written ImportJob has a name of its own and its uid for an id.
+        let exists = |id: Uuid| {
+            let id = id.to_string();
+            store
+                .find(|ij| ij.namespace().as_deref() == Some(ns.as_str()) && job_id_of(ij) == id)
+                .is_some()
+        };
         if let Err(e) = sweep(&ctx, exists).await {
             tracing::warn!(error = %e, "the sweep of deleted ImportJobs failed; next in {SWEEP_EVERY:?}");
         }
