@@ -78,7 +78,8 @@ async fn an_image_pull_backing_off_within_the_grace_period_ends_done() {
     let stack = Stack::start(Options::default()).await;
     stack.kubelet.inject(
         "slow-registry.csv",
-        Fault::ImagePullBackOffFor(Duration::from_secs(4)),
+        // Long enough that a reconcile under load still sees it (the status is sampled).
+        Fault::ImagePullBackOffFor(Duration::from_secs(10)),
     );
     let token = stack.user().await;
     let (code, job) = stack
