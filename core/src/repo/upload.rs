@@ -160,31 +160,17 @@ pub struct NewJob<'a> {
     pub options: &'a ImportOptions,
 }
 
-/// A `pending` job for a file already stored (`bulk-import-importer submit`).
+/// A `pending` job for a file already stored (`bulk-import-importer submit`): an error when
+/// its id or the user's Idempotency-Key is taken already.
 pub async fn create_pending(db: impl PgExecutor<'_>, j: &NewJob<'_>) -> sqlx::Result<()> {
-    let (dry_run, max_errors, delimiter, encoding, columns) = option_columns(j.options);
-    sqlx::query!(
-        "INSERT INTO import_jobs (id, user_id, idempotency_key, request_fingerprint, mode, status, \
-           source_object, file_name, file_size, dry_run, max_errors, delimiter, encoding, org_id, columns) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        j.id,
-        j.user_id,
-        j.idempotency_key,
-        j.fingerprint,
-        j.mode as ImportMode,
-        j.source_object,
-        j.file_name,
-        j.file_size,
-        dry_run,
-        max_errors,
-        delimiter,
-        encoding,
-        j.org_id,
-        columns
-    )
-    .execute(db)
-    .await?;
-    Ok(())
+    if create_from_object(db, j).await? {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Protocol(format!(
+            "job {} or the Idempotency-Key {:?} exists already",
+            j.id, j.idempotency_key
+        )))
+    }
 }
 
 /// A `pending` job for an object already in storage (`POST /imports` with a JSON body, or a
