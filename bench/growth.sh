@@ -63,10 +63,7 @@ growth_eight() {
 
 # h. 1M fresh rows into the 5M rows f left in customers, and the reference into the same.
 growth_into_big() {
-  pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
-    -c "ALTER TABLE ref_customers ALTER COLUMN org_id SET DEFAULT 1" \
-    -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)" \
-    -c "\\copy ref_customers (email, first_name, last_name, phone, city) FROM '$BIG' CSV HEADER"
+  fresh_ref_table -c "\\copy ref_customers (email, first_name, last_name, phone, city) FROM '$BIG' CSV HEADER"
   checkpoint
   timed ref_into_big psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 \
     -c "\\copy ref_customers (email, first_name, last_name, phone, city) FROM '$FRESH' CSV HEADER"
@@ -143,9 +140,7 @@ growth_upload() {
 
 # t. The 10M-row file: psql, then the importer with its progress polled.
 growth_huge() {
-  pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
-    -c "ALTER TABLE ref_customers ALTER COLUMN org_id SET DEFAULT 1" \
-    -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)"
+  fresh_ref_table
   checkpoint
   timed ref_huge psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 \
     -c "\\copy ref_customers (email, first_name, last_name, phone, city) FROM '$HUGE' CSV HEADER"

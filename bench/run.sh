@@ -371,16 +371,21 @@ checkpoint() {
   log "  warning: Postgres or Garage still busy after 30 s; measuring anyway"
 }
 
+# A fresh ref_customers like customers, for a reference: the organization (the key's first
+# column, as the importer writes it) is filled by a constant default, so the reference writes
+# the same key; autovacuum off, as for customers.
+fresh_ref_table() {
+  pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
+    -c "ALTER TABLE ref_customers ALTER COLUMN org_id SET DEFAULT 1" \
+    -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)" "$@"
+}
+
 # ref_insert NAME FILE [FILE2]: psql \copy of FILE into a fresh customers-like table; with
 # FILE2, two psql at once, one per file (into the same table). REF_COLUMNS (set for the call):
 # the files' columns, by default the five of the CSV files.
 ref_insert() {
   local name=$1 file=$2 file2=${3:-} columns=${REF_COLUMNS:-email, first_name, last_name, phone, city}
-  # The organization (the key's first column, as the importer writes it) is filled by a
-  # constant default: the reference writes the same key.
-  pg -c "DROP TABLE IF EXISTS ref_customers" -c "CREATE TABLE ref_customers (LIKE customers INCLUDING ALL)" \
-    -c "ALTER TABLE ref_customers ALTER COLUMN org_id SET DEFAULT 1" \
-    -c "ALTER TABLE ref_customers SET (autovacuum_enabled = false)"
+  fresh_ref_table
   checkpoint
   copy_of() { echo "\\copy ref_customers ($columns) FROM '$1' CSV HEADER"; }
   if [ -z "$file2" ]; then
