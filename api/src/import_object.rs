@@ -50,18 +50,12 @@ pub struct SourceRef {
 pub struct ObjectImport {
     pub source: SourceRef,
     /// `insert_only` (default) or `upsert`.
-    #[serde(default)]
     pub mode: Option<String>,
-    #[serde(default)]
     pub dry_run: Option<bool>,
-    #[serde(default)]
     pub max_errors: Option<i64>,
-    #[serde(default)]
     pub delimiter: Option<String>,
-    #[serde(default)]
     pub encoding: Option<String>,
     /// As the upload's `columns` query parameter.
-    #[serde(default)]
     pub columns: Option<String>,
 }
 
