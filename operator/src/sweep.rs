@@ -93,14 +93,21 @@ pub async fn run(ctx: Arc<Context>, store: Store<ImportJob>, mut listed: watch::
     }
     let ns = ctx.config.namespace.clone();
     loop {
-        // Looked up in the cache after the taken imports are read: an import is taken only
-        // once its ImportJob is in the cache, so one taken meanwhile is found. By id, not by
-        // name: a hand-written ImportJob has a name of its own and its uid for an id.
+        // The cache's ids, taken once the taken imports are read (at the first look-up): an
+        // import is taken only once its ImportJob is in the cache, so one taken meanwhile is
+        // found. By id, not by name: a hand-written ImportJob has a name of its own and its
+        // uid for an id.
+        let ids = std::sync::OnceLock::new();
         let exists = |id: Uuid| {
-            let id = id.to_string();
-            store
-                .find(|ij| ij.namespace().as_deref() == Some(ns.as_str()) && job_id_of(ij) == id)
-                .is_some()
+            ids.get_or_init(|| {
+                store
+                    .state()
+                    .iter()
+                    .filter(|ij| ij.namespace().as_deref() == Some(ns.as_str()))
+                    .filter_map(|ij| job_id_of(ij).parse().ok())
+                    .collect::<std::collections::HashSet<Uuid>>()
+            })
+            .contains(&id)
         };
         if let Err(e) = sweep(&ctx, exists).await {
             tracing::warn!(error = %e, "the sweep of deleted ImportJobs failed; next in {SWEEP_EVERY:?}");
